@@ -1,0 +1,191 @@
+"""Execute the chapters with papermill under a profile and build the Jupyter Book.
+
+``python -m esae.book run 04 --profile smoke`` executes one chapter,
+``python -m esae.book build --profile default`` executes all of them and builds the HTML.
+
+Each chapter's Jupytext source ``notebooks/<stem>.py`` is converted to a notebook, executed
+with the profile's parameters injected, and written (atomically) to ``book/chapters/<stem>.ipynb``,
+the copy the book is built from. A chapter whose source, parameters and ``esae`` package are
+unchanged since its last successful execution is not executed again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from esae.params import chapter_parameters, check_profile
+from esae.runtime import repo_root
+
+STAMP_KEY = "esae"
+
+
+def chapters(root: Path | None = None) -> list[str]:
+    """The chapter stems, in book order (``01_groups``, ``02_dataset``, ...)."""
+    return sorted(p.stem for p in ((root or repo_root()) / "notebooks").glob("[0-9][0-9]_*.py"))
+
+
+def resolve_chapter(name: str, root: Path | None = None) -> str:
+    """Accept a stem, its two-digit number (``04``) or a number (``4``)."""
+    stems = chapters(root)
+    for stem in stems:
+        if name == stem or (name.isdigit() and stem.startswith(f"{int(name):02d}_")):
+            return stem
+    raise ValueError(f"chapter must be one of {', '.join(stems)} (or its number), got {name!r}")
+
+
+def _stamp(root: Path, stem: str, params: dict) -> str:
+    h = hashlib.sha256()
+    h.update((root / "notebooks" / f"{stem}.py").read_bytes())
+    h.update(json.dumps(params, sort_keys=True).encode())
+    for path in sorted((root / "esae").rglob("*.py")):
+        h.update(path.name.encode() + path.read_bytes())
+    return h.hexdigest()
+
+
+@dataclass
+class ChapterRun:
+    stem: str
+    output: Path
+    seconds: float
+    skipped: bool
+
+
+def execute_chapter(stem: str, profile: str, *, out_dir: Path | None = None,
+                    root: Path | None = None, force: bool = False) -> ChapterRun:
+    """Execute chapter ``stem`` under ``profile`` into ``out_dir`` (default ``book/chapters``).
+
+    Raises ``papermill.PapermillExecutionError`` (naming the failing cell) if the chapter fails;
+    the previous executed copy, if any, is left untouched.
+    """
+    import jupytext
+    import nbformat
+    import papermill
+
+    check_profile(profile)
+    root = root or repo_root()
+    stem = resolve_chapter(stem, root)
+    out_dir = out_dir or root / "book" / "chapters"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    output = out_dir / f"{stem}.ipynb"
+    params = chapter_parameters(stem, profile)
+    stamp = _stamp(root, stem, params)
+    if not force and output.is_file():
+        try:
+            meta = nbformat.read(output, as_version=4).metadata.get(STAMP_KEY, {})
+        except Exception:  # noqa: BLE001 - an unreadable copy is simply re-executed
+            meta = {}
+        if meta.get("stamp") == stamp:
+            return ChapterRun(stem, output, 0.0, True)
+
+    source_path = _write_tmp(jupytext.read(root / "notebooks" / f"{stem}.py"))
+    fd, tmp_out = tempfile.mkstemp(prefix=f".{stem}-", suffix=".ipynb", dir=out_dir)
+    os.close(fd)
+    env_before = dict(os.environ)
+    try:
+        declared = set(papermill.inspect_notebook(str(source_path)).keys())
+        unknown = sorted(set(params) - declared)
+        if unknown:
+            raise ValueError(f"params/{profile}.yaml sets {', '.join(unknown)} for {stem}, which its "
+                             f"parameters cell does not declare (declared: {', '.join(sorted(declared))})")
+        os.environ.setdefault("ESAE_PROGRESS", "0")
+        os.environ.setdefault("ESAE_ROOT", str(root))
+        os.environ.setdefault("PYTHONPATH", str(root))
+        start = time.perf_counter()
+        papermill.execute_notebook(str(source_path), tmp_out, parameters=params, kernel_name="python3",
+                                   cwd=str(root), progress_bar=False, log_output=False)
+        seconds = time.perf_counter() - start
+        nb = nbformat.read(tmp_out, as_version=4)
+        for cell in nb.cells:
+            tags = cell.get("metadata", {}).get("tags", [])
+            if "parameters" in tags or "injected-parameters" in tags:
+                cell.metadata["tags"] = sorted(set(tags) | {"hide-cell"})
+        nb.metadata[STAMP_KEY] = {"stamp": stamp, "profile": profile, "seconds": round(seconds, 1)}
+        nbformat.write(nb, tmp_out)
+        os.replace(tmp_out, output)
+    finally:
+        os.environ.clear()
+        os.environ.update(env_before)
+        Path(tmp_out).unlink(missing_ok=True)
+        source_path.unlink(missing_ok=True)
+    return ChapterRun(stem, output, seconds, False)
+
+
+def _write_tmp(nb) -> Path:
+    import nbformat
+
+    fd, path = tempfile.mkstemp(prefix="esae-src-", suffix=".ipynb")
+    os.close(fd)
+    nbformat.write(nb, path)
+    return Path(path)
+
+
+def build_html(source: Path | None = None, output: Path | None = None) -> Path:
+    """Build the HTML book from the executed copies (warnings are errors); return index.html."""
+    source = source or repo_root()
+    cmd = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(source), "--builder", "html",
+           "--warningiserror", "--keep-going"]
+    if output is not None:
+        cmd += ["--path-output", str(output)]
+    subprocess.run(cmd, check=True)
+    return (output or source) / "_build" / "html" / "index.html"
+
+
+def record_timings(profile: str, runs: list[ChapterRun]) -> None:
+    """Merge the chapters' wall times into ``results/<profile>/timings.json``."""
+    import platform
+
+    from esae.results import read_results, write_results
+
+    try:
+        data = read_results(profile, "timings")
+    except FileNotFoundError:
+        data = {"chapters": {}}
+    for run in runs:
+        if not run.skipped:
+            data["chapters"][run.stem] = round(run.seconds, 1)
+    data["machine"] = {"platform": platform.platform(), "processor": platform.machine(),
+                       "cpus": os.cpu_count()}
+    write_results(profile, "timings", data)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m esae.book", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="execute chapters (all when none is named)")
+    run.add_argument("chapters", nargs="*")
+    build = sub.add_parser("build", help="execute every chapter, then build the HTML book")
+    for p in (run, build):
+        p.add_argument("--profile", default="default", choices=("smoke", "default", "paper"))
+        p.add_argument("--force", action="store_true", help="re-execute even unchanged chapters")
+    sub.add_parser("list", help="list the chapters")
+    args = parser.parse_args(argv)
+
+    if args.command == "list":
+        print("\n".join(chapters()))
+        return 0
+    names = [resolve_chapter(c) for c in getattr(args, "chapters", [])] or chapters()
+    runs = []
+    for stem in names:
+        print(f"[esae] {stem} ({args.profile}) ...", flush=True)
+        result = execute_chapter(stem, args.profile, force=args.force)
+        runs.append(result)
+        note = "unchanged, kept" if result.skipped else f"{result.seconds:.0f} s"
+        print(f"[esae] {stem}: {note} -> {result.output.relative_to(repo_root())}", flush=True)
+    record_timings(args.profile, runs)
+    if args.command == "build":
+        index = build_html()
+        print(f"[esae] book built: {index}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,178 @@
+"""A small artifact cache keyed by the configuration that produced each artifact.
+
+Every expensive step (datasets, checkpoints, fitted M, SAEs, probe scores, LM activations)
+goes through :func:`cached_dir` or one of its typed wrappers. An entry is a directory
+``<root>/<kind>/<key>/`` where ``key`` hashes the kind and its configuration; it holds the
+payload files and ``meta.json`` (the configuration and a SHA-256 of every payload file).
+
+- Writes are atomic: the entry is built in a temporary sibling directory and renamed into
+  place, so an interrupted run leaves no half-written entry under the real name.
+- Reads are verified: a missing ``meta.json``, a different configuration, a missing or
+  altered file, or a payload that fails to load is treated as absent, removed and recomputed.
+
+The root is ``ESAE_CACHE`` or ``<repo>/.cache/esae``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+
+from esae.runtime import repo_root
+
+T = TypeVar("T")
+META = "meta.json"
+FORMAT_VERSION = 1
+
+
+def cache_root() -> Path:
+    """The cache directory: ``ESAE_CACHE`` or ``<repo>/.cache/esae``."""
+    return Path(os.environ.get("ESAE_CACHE", repo_root() / ".cache" / "esae"))
+
+
+def _plain(obj: Any) -> Any:
+    """Turn a configuration into JSON-able data (dataclasses, tuples, paths, numpy scalars)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {"__class__": type(obj).__name__, **{f.name: _plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}}
+    if isinstance(obj, Mapping):
+        return {str(k): _plain(v) for k, v in sorted(obj.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    if isinstance(obj, torch.device):
+        return str(obj)
+    raise TypeError(f"cache configs may hold dataclasses, mappings, lists and scalars, got {type(obj).__name__}")
+
+
+def config_key(kind: str, config: Any) -> str:
+    """A stable 20-hex-digit key for ``(kind, config)``."""
+    blob = json.dumps({"kind": kind, "config": _plain(config), "format": FORMAT_VERSION}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def _digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _files(entry: Path) -> list[Path]:
+    return sorted(p for p in entry.rglob("*") if p.is_file() and p.name != META)
+
+
+def _valid(entry: Path, kind: str, config: Any) -> bool:
+    try:
+        meta = json.loads((entry / META).read_text())
+    except (OSError, ValueError):
+        return False
+    if meta.get("kind") != kind or meta.get("config") != _plain(config):
+        return False
+    recorded = meta.get("files", {})
+    present = {str(p.relative_to(entry)): p for p in _files(entry)}
+    if set(recorded) != set(present):
+        return False
+    return all(_digest(present[name]) == digest for name, digest in recorded.items())
+
+
+def entry_path(kind: str, config: Any) -> Path:
+    """Where the entry for ``(kind, config)`` lives (whether or not it exists yet)."""
+    if not kind or "/" in kind or kind.startswith("."):
+        raise ValueError(f"kind must be a non-empty name without '/' or a leading '.', got {kind!r}")
+    return cache_root() / kind / config_key(kind, config)
+
+
+def is_cached(kind: str, config: Any) -> bool:
+    """Whether a valid entry exists for ``(kind, config)``."""
+    entry = entry_path(kind, config)
+    return entry.is_dir() and _valid(entry, kind, config)
+
+
+def cached_dir(kind: str, config: Any, compute: Callable[[Path], None]) -> Path:
+    """Return the entry directory for ``(kind, config)``, calling ``compute(tmpdir)`` to fill
+    it (any files it writes into ``tmpdir``) when no valid entry exists."""
+    entry = entry_path(kind, config)
+    if entry.is_dir():
+        if _valid(entry, kind, config):
+            return entry
+        warnings.warn(f"cache entry {entry} is corrupt or stale; recomputing", stacklevel=2)
+        shutil.rmtree(entry, ignore_errors=True)
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{entry.name}-", dir=entry.parent))
+    try:
+        compute(tmp)
+        files = {str(p.relative_to(tmp)): _digest(p) for p in _files(tmp)}
+        meta = {"kind": kind, "config": _plain(config), "files": files, "format": FORMAT_VERSION}
+        (tmp / META).write_text(json.dumps(meta, indent=1))
+        try:
+            os.rename(tmp, entry)
+        except OSError:  # another process finished the same entry first: keep theirs
+            if not (entry.is_dir() and _valid(entry, kind, config)):
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return entry
+
+
+def _cached_obj(kind: str, config: Any, compute: Callable[[], T], name: str,
+                save: Callable[[T, Path], None], load: Callable[[Path], T]) -> T:
+    result: list[T] = []
+
+    def fill(tmp: Path) -> None:
+        obj = compute()
+        save(obj, tmp / name)
+        result.append(obj)
+
+    entry = cached_dir(kind, config, fill)
+    if result:
+        return result[0]
+    try:
+        return load(entry / name)
+    except Exception as err:  # noqa: BLE001 - any unreadable payload is recomputed
+        warnings.warn(f"cache entry {entry} failed to load ({err}); recomputing", stacklevel=3)
+        shutil.rmtree(entry, ignore_errors=True)
+        return _cached_obj(kind, config, compute, name, save, load)
+
+
+def cached_torch(kind: str, config: Any, compute: Callable[[], T]) -> T:
+    """Memoise ``compute()`` (tensors, state dicts, dicts of them) with ``torch.save``."""
+    return _cached_obj(kind, config, compute, "value.pt", lambda obj, p: torch.save(obj, p),
+                       lambda p: torch.load(p, map_location="cpu", weights_only=False))
+
+
+def cached_json(kind: str, config: Any, compute: Callable[[], T]) -> T:
+    """Memoise ``compute()`` returning JSON-able data."""
+    return _cached_obj(kind, config, compute, "value.json", lambda obj, p: p.write_text(json.dumps(obj)),
+                       lambda p: json.loads(p.read_text()))
+
+
+def cached_arrays(kind: str, config: Any, compute: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Memoise ``compute()`` returning a dict of NumPy arrays (stored as ``.npz``)."""
+    def save(obj: dict[str, np.ndarray], path: Path) -> None:
+        with open(path, "wb") as f:
+            np.savez(f, **obj)
+
+    def load(path: Path) -> dict[str, np.ndarray]:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+
+    return _cached_obj(kind, config, compute, "value.npz", save, load)

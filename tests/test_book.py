@@ -1,0 +1,80 @@
+"""Every chapter executes under the smoke profile, and the book builds from the executed copies."""
+
+import shutil
+
+import nbformat
+import papermill
+import pytest
+
+from esae import book
+from esae.runtime import repo_root
+
+ROOT = repo_root()
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    """A copy of the book's sources, so the test never touches the developer's executed chapters."""
+    tmp = tmp_path_factory.mktemp("book")
+    for name in ("_config.yml", "_toc.yml", "pyproject.toml"):
+        shutil.copy(ROOT / name, tmp / name)
+    shutil.copytree(ROOT / "book", tmp / "book", ignore=shutil.ignore_patterns("*.ipynb"))
+    mp = pytest.MonkeyPatch()
+    mp.setenv("ESAE_CACHE", str(tmp / "cache"))
+    mp.setenv("ESAE_RESULTS", str(tmp / "results"))
+    yield tmp
+    mp.undo()
+
+
+def test_every_chapter_is_in_the_toc():
+    toc = (ROOT / "_toc.yml").read_text()
+    stems = book.chapters()
+    assert stems == ["01_groups", "02_dataset", "03_base_models", "04_fitting_m",
+                     "05_equivariant_sae", "06_probing", "07_sae_match"]
+    for stem in stems:
+        assert f"book/chapters/{stem}" in toc
+
+
+@pytest.mark.slow
+def test_chapters_execute_under_smoke_and_book_builds(workspace):
+    out_dir = workspace / "book" / "chapters"
+    for stem in book.chapters():
+        run = book.execute_chapter(stem, "smoke", out_dir=out_dir, root=ROOT, force=True)
+        nb = nbformat.read(run.output, as_version=4)
+        injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+        assert injected and "hide-cell" in injected[0].metadata.tags
+        assert nb.metadata["esae"]["profile"] == "smoke"
+    index = book.build_html(workspace)
+    assert index.is_file()
+    page = (workspace / "_build" / "html" / "book" / "chapters" / "01_groups.html").read_text()
+    assert "_static/mathjax/tex-chtml.js" in page
+
+
+def test_unchanged_chapter_is_not_executed_again(workspace):
+    out_dir = workspace / "again"
+    first = book.execute_chapter("01", "smoke", out_dir=out_dir, root=ROOT)
+    second = book.execute_chapter("01", "smoke", out_dir=out_dir, root=ROOT)
+    assert second.skipped and not first.skipped
+
+
+def test_bad_profile_stops_the_notebook(workspace, monkeypatch):
+    orig = book.chapter_parameters
+    monkeypatch.setattr(book, "chapter_parameters", lambda stem, profile: {**orig(stem, profile), "profile": "huge"})
+    with pytest.raises(papermill.PapermillExecutionError, match="profile must be one of"):
+        book.execute_chapter("01", "smoke", out_dir=workspace / "bad", root=ROOT, force=True)
+
+
+def test_out_of_range_parameter_stops_the_notebook(workspace, monkeypatch):
+    orig = book.chapter_parameters
+    monkeypatch.setattr(book, "chapter_parameters", lambda stem, profile: {**orig(stem, profile), "n_samples": 5})
+    with pytest.raises(papermill.PapermillExecutionError, match=r"n_samples must be an int >= 100, got 5"):
+        book.execute_chapter("01", "smoke", out_dir=workspace / "bad", root=ROOT, force=True)
+
+
+def test_unknown_chapter_and_undeclared_parameter(workspace, monkeypatch):
+    with pytest.raises(ValueError, match="chapter must be one of"):
+        book.resolve_chapter("99")
+    orig = book.chapter_parameters
+    monkeypatch.setattr(book, "chapter_parameters", lambda stem, profile: {**orig(stem, profile), "n_epochs": 5})
+    with pytest.raises(ValueError, match="sets n_epochs for 01_groups, which its parameters cell does not declare"):
+        book.execute_chapter("01", "smoke", out_dir=workspace / "bad", root=ROOT, force=True)
