@@ -284,6 +284,8 @@ class ProbeScores:
     degenerate: dict[int, str]
     indices: np.ndarray
     cached: dict[str, bool] = field(default_factory=dict)
+    groups: list[str] | None = None  # the task group of each column, when known
+    tasks: np.ndarray | None = None  # which tasks of a larger list the columns are, when a subset
 
     @property
     def probes(self) -> tuple[str, ...]:
@@ -443,8 +445,12 @@ def group_means(scores, groups: Sequence[str]) -> dict[str, float | None]:
     return out
 
 
-def summarize(scores: ProbeScores, groups: Sequence[str]) -> dict[str, dict[str, float | None]]:
-    """Group means for the best probe per task (``"best"``) and for each probe alone."""
+def summarize(scores: ProbeScores, groups: Sequence[str] | None = None) -> dict[str, dict[str, float | None]]:
+    """Group means for the best probe per task (``"best"``) and for each probe alone
+    (``groups`` defaults to ``scores.groups``)."""
+    groups = scores.groups if groups is None else groups
+    if groups is None:
+        raise ValueError("groups must be given when scores.groups is not set")
     out = {"best": group_means(scores.best(), groups)}
     for p in scores.probes:
         out[p] = group_means(scores.f1[p], groups)
@@ -460,3 +466,212 @@ def result_key(model: str, input_kind: str, L: int, sae: str | None = None, k: i
     if sae is None or k is None:
         raise ValueError(f"sae and k are required for input_kind={input_kind!r}")
     return f"{model}/{input_kind}/{sae}/k{k}/L{L}"
+
+
+# ----------------------------------------------------------------------------- chapter 6: the SAEs
+
+BASE_MODELS = ("mlp", "cnn")
+SAE_NAMES = ("regular", "wide", "two_layer", "invariant", "equivariant")
+INPUTS = ("latents", "reconstructions")
+
+
+def parse_panel(panel: str) -> tuple[str, int]:
+    """``"cnn/L32"`` → ``("cnn", 32)``: a base model and a truncation length."""
+    model, _, trunc = str(panel).partition("/")
+    if model not in BASE_MODELS or not trunc.startswith("L") or not trunc[1:].isdigit():
+        raise ValueError(f"each panel must look like '<model>/L<length>' with model in {', '.join(BASE_MODELS)} "
+                         f"(e.g. 'cnn/L32'), got {panel!r}")
+    L = int(trunc[1:])
+    check_int(f"the truncation length of panel {panel!r}", L, 1, 256)
+    return model, L
+
+
+def select_tasks(groups: Sequence[str], per_group: int) -> np.ndarray:
+    """Indices of ``per_group`` tasks of each group, evenly spread over the group's tasks in their
+    order (all of a smaller group); ``per_group = 0`` selects every task. For cheaper runs."""
+    check_int("per_group", per_group, 0)
+    g = np.asarray(list(groups))
+    if per_group == 0:
+        return np.arange(len(g))
+    keep = []
+    for name in dict.fromkeys(g.tolist()):
+        idx = np.flatnonzero(g == name)
+        take = min(per_group, len(idx))
+        keep.extend(idx[np.round(np.linspace(0, len(idx) - 1, take)).astype(int)].tolist())
+    return np.array(sorted(keep))
+
+
+@dataclass(frozen=True)
+class Panel:
+    """One figure panel: a base model, a truncation length, its TopK values and how many tasks
+    per group it probes (0: all)."""
+
+    model: str
+    L: int
+    ks: tuple[int, ...]
+    tasks_per_group: int = 0
+
+    @property
+    def name(self) -> str:
+        return f"{self.model}/L{self.L}"
+
+
+@dataclass(frozen=True)
+class ProbingConfig:
+    """What chapter 6 probes: sizes of the probing sets, Figure 3 (CNN, L = 32) and the Figure 7
+    variants with their TopK values and task subsets, the SAEs and the probes. Lists become tuples."""
+
+    n_train: int = 2000  # probing-set images the probes are fitted on
+    n_test: int = 1000  # held-out images the F1 is measured on
+    figure3_ks: tuple[int, ...] = (8, 16, 32)  # TopK values of Figure 3 (CNN, L = 32)
+    figure3_tasks_per_group: int = 0  # tasks per group probed for Figure 3 (0: all 180)
+    figure7_panels: tuple[str, ...] = ("mlp/L8", "cnn/L8", "mlp/L32")  # the Figure 7 variants
+    figure7_ks: tuple[int, ...] = (8, 32)  # TopK values of the Figure 7 variants
+    figure7_tasks_per_group: int = 0  # tasks per group probed for the Figure 7 variants (0: all)
+    saes: tuple[str, ...] = ("regular", "wide", "two_layer", "equivariant")  # SAEs compared
+    probes: tuple[str, ...] = PROBES  # probes fitted on every task
+    xgb_max_bin: int = 256  # XGBoost histogram bins (256 is its default)
+    n_jobs: int = -1  # parallel workers over tasks (-1: every core)
+    seed: int = 0  # seed of the probing sets and the probes
+
+    FIGURE3_PANEL = "cnn/L32"
+
+    def __post_init__(self) -> None:
+        from esae.params import check_int_list
+
+        check_int("n_train", self.n_train, 20)
+        check_int("n_test", self.n_test, 20)
+        object.__setattr__(self, "figure3_ks", check_int_list("figure3_ks", list(self.figure3_ks), 1))
+        object.__setattr__(self, "figure7_ks", check_int_list("figure7_ks", list(self.figure7_ks), 1))
+        check_int("figure3_tasks_per_group", self.figure3_tasks_per_group, 0)
+        check_int("figure7_tasks_per_group", self.figure7_tasks_per_group, 0)
+        if isinstance(self.figure7_panels, str):
+            raise ValueError(f"figure7_panels must be a list such as ['mlp/L8'], got {self.figure7_panels!r}")
+        panels = tuple(self.figure7_panels)
+        for panel in panels:
+            parse_panel(panel)
+        object.__setattr__(self, "figure7_panels", panels)
+        if isinstance(self.saes, str) or len(self.saes) == 0:
+            raise ValueError(f"saes must be a non-empty list drawn from {', '.join(SAE_NAMES)}, got {self.saes!r}")
+        for name in self.saes:
+            check_choice("each entry of saes", name, SAE_NAMES)
+        object.__setattr__(self, "saes", tuple(self.saes))
+        object.__setattr__(self, "probes", check_probes(self.probes))
+        check_int("xgb_max_bin", self.xgb_max_bin, 2)
+        check_int("n_jobs", self.n_jobs, -1)
+        if self.n_jobs == 0:
+            raise ValueError("n_jobs must be a positive int or -1 (every core), got 0")
+        check_int("seed", self.seed, 0)
+
+    def probe_config(self) -> ProbeConfig:
+        return ProbeConfig(xgb_max_bin=self.xgb_max_bin, seed=self.seed)
+
+    def panels(self) -> list[Panel]:
+        """Figure 3's panel first, then each Figure 7 variant (one coinciding with Figure 3 is
+        merged into it: the union of the TopK values, Figure 3's task subset)."""
+        model, L = parse_panel(self.FIGURE3_PANEL)
+        out = {(model, L): Panel(model, L, self.figure3_ks, self.figure3_tasks_per_group)}
+        for name in self.figure7_panels:
+            model, L = parse_panel(name)
+            if (model, L) in out:
+                old = out[(model, L)]
+                out[(model, L)] = Panel(model, L, tuple(sorted(set(old.ks) | set(self.figure7_ks))), old.tasks_per_group)
+            else:
+                out[(model, L)] = Panel(model, L, self.figure7_ks, self.figure7_tasks_per_group)
+        return list(out.values())
+
+
+def _concat(*datasets):
+    from esae.shapes import ShapesDataset
+
+    return ShapesDataset(torch.cat([d.images for d in datasets]), np.concatenate([d.shapes for d in datasets]),
+                         np.concatenate([d.orientations for d in datasets]))
+
+
+def probing_sets(profile: str, n_train: int, n_test: int, seed: int):
+    """The probing set and the test set: fresh generated images, orbit-disjoint from the images
+    the base models and SAEs were trained on (``esae.autoencoders.training_images(profile)``) and
+    from each other (no image of one is a rotation of an image of the other)."""
+    from esae.autoencoders import training_images
+    from esae.shapes import make_dataset
+
+    seen = training_images(profile)
+    train = make_dataset(n_train, 60_000 + seed, disjoint_from=seen)
+    test = make_dataset(n_test, 60_001 + seed, disjoint_from=_concat(seen, train))
+    return train, test
+
+
+@torch.no_grad()
+def encode(sae, acts: torch.Tensor, batch_size: int = 2048) -> np.ndarray:
+    """SAE latents of activations ``(n, d)`` → ``(n, F)`` float32 NumPy, in batches, no gradients."""
+    device = sae.W_dec.device
+    out = [sae.encode(acts[i:i + batch_size].to(device)).float().cpu() for i in range(0, len(acts), batch_size)]
+    return torch.cat(out).numpy()
+
+
+def sae_decoder(sae, p: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The affine map from an SAE's latents to its reconstruction, ``(W (F, d), b (d,))``.
+
+    For an equivariant SAE the reconstruction of ``ψ(g^p x)`` is ``M^p D(z)``; a probed image is a
+    generated image, the canonical representative of its orbit, so ``p = 0`` and ``M^0 = I``: its
+    reconstruction is ``D(z)``, the same as the invariant SAE's."""
+    check_int("p", p, 0)
+    n_latents = sae.W_dec.shape[0]
+    if p and hasattr(sae, "transform"):
+        return affine_decoder(lambda z: sae.transform(sae.decode(z), p), n_latents, device=sae.W_dec.device)
+    return affine_decoder(sae.decode, n_latents, device=sae.W_dec.device)
+
+
+@dataclass
+class ModelInputs:
+    """Everything probed for one base model: base activations ``(n, 256)`` of both splits, the
+    labels ``(n, 180)`` and groups of all tasks, and the model's SAEs keyed by ``(name, k)``."""
+
+    acts_train: np.ndarray
+    acts_test: np.ndarray
+    labels_train: np.ndarray
+    labels_test: np.ndarray
+    groups: list[str]
+    saes: dict[tuple[str, int], object]
+
+
+def model_inputs(profile: str, model: str, train, test, device) -> ModelInputs:
+    """Base activations and task labels of the probing sets for ``model``, and its SAEs (chapter 5)."""
+    from esae.autoencoders import activations, load_base_models
+    from esae.saes import load_saes
+    from esae.shapes import probing_tasks, task_labels
+
+    net = load_base_models(profile, device)[model]
+    tasks = probing_tasks()
+    return ModelInputs(
+        acts_train=activations(net, train.images, device=device).float().cpu().numpy(),
+        acts_test=activations(net, test.images, device=device).float().cpu().numpy(),
+        labels_train=task_labels(train, tasks), labels_test=task_labels(test, tasks),
+        groups=[t.group for t in tasks], saes=load_saes(profile, model, device))
+
+
+def probe_panel(inputs: ModelInputs, panel: Panel, config: ProbingConfig) -> dict[str, ProbeScores]:
+    """Probe, on the panel's tasks, the base activations and, for each SAE in ``config.saes`` and
+    each K of the panel, its truncated latents and truncated reconstructions at the panel's ``L``.
+    Returns :class:`ProbeScores` (with ``.groups`` and ``.tasks`` set) keyed by :func:`result_key`."""
+    tasks = select_tasks(inputs.groups, panel.tasks_per_group)
+    groups = [inputs.groups[i] for i in tasks]
+    ytr, yte = inputs.labels_train[:, tasks], inputs.labels_test[:, tasks]
+    common = dict(L=panel.L, probes=config.probes, config=config.probe_config(), n_jobs=config.n_jobs)
+    todo = [(result_key(panel.model, "activations", panel.L), inputs.acts_train, inputs.acts_test, None)]
+    out = {}
+    for k in panel.ks:
+        for name in config.saes:
+            if (name, k) not in inputs.saes:
+                raise ValueError(f"chapter 5 trained no {name} SAE with K = {k} for {panel.model}; its ks are "
+                                 f"{sorted({kk for _, kk in inputs.saes})}")
+            sae = inputs.saes[(name, k)]
+            z_train = encode(sae, torch.from_numpy(inputs.acts_train))
+            z_test = encode(sae, torch.from_numpy(inputs.acts_test))
+            todo.append((result_key(panel.model, "latents", panel.L, name, k), z_train, z_test, None))
+            todo.append((result_key(panel.model, "reconstructions", panel.L, name, k), z_train, z_test,
+                         sae_decoder(sae)))
+    for key, xtr, xte, decoder in todo:
+        out[key] = probe_scores(xtr, ytr, xte, yte, decoder=decoder, desc=key, **common)
+        out[key].groups, out[key].tasks = groups, tasks
+    return out

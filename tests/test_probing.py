@@ -178,3 +178,21 @@ def test_probing_figure_has_one_panel_per_input_and_k():
     assert len(fig.axes) == 4
     assert [a.get_title() for a in fig.axes[:2]] == ["latents, K = 8", "latents, K = 32"]
     assert len(fig.axes[0].patches) == 3 * len(groups)  # two SAEs and the base activations
+
+
+def test_task_subsets_and_chapter_config():
+    groups = ["S"] * 8 + ["SO"] * 28 + ["SP"] * 32 + ["SPO"] * 112
+    assert probing.select_tasks(groups, 0).tolist() == list(range(180))
+    sub = probing.select_tasks(groups, 4)
+    assert [groups[i] for i in sub] == ["S"] * 4 + ["SO"] * 4 + ["SP"] * 4 + ["SPO"] * 4
+    assert sub[0] == 0 and sub[3] == 7  # evenly spread, ends included
+    cfg = probing.ProbingConfig(figure3_ks=[8, 16], figure7_panels=["mlp/L8", "cnn/L32"], figure7_ks=[32],
+                                figure7_tasks_per_group=5)
+    panels = cfg.panels()
+    assert [(p.name, p.ks, p.tasks_per_group) for p in panels] == [("cnn/L32", (8, 16, 32), 0), ("mlp/L8", (32,), 5)]
+    with pytest.raises(ValueError, match="each panel must look like '<model>/L<length>'"):
+        probing.ProbingConfig(figure7_panels=["resnet/L8"])
+    with pytest.raises(ValueError, match="each entry of saes must be one of"):
+        probing.ProbingConfig(saes=["regular", "huge"])
+    with pytest.raises(ValueError, match=r"n_train must be an int >= 20, got 5"):
+        probing.ProbingConfig(n_train=5)
