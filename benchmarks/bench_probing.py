@@ -43,6 +43,28 @@ def synthetic(n: int, n_latents: int, k: int, n_tasks: int, seed: int):
     return z, np.stack(labels, 1)
 
 
+def _burn(n: int) -> float:
+    s = 0
+    for i in range(n):
+        s += i * i
+    return float(s)
+
+
+def available_parallelism(workers: int) -> float:
+    """How much faster ``workers`` processes finish fixed pure-Python work than one, right now:
+    the ceiling for any parallel speed-up on this (possibly shared) machine. With the kernel's
+    autogroup scheduling a busy machine gives each session a fixed share, whatever its process count."""
+    from joblib import Parallel, delayed
+
+    Parallel(n_jobs=workers)(delayed(_burn)(10) for _ in range(workers))
+    times = {}
+    for n in (1, workers):
+        start = time.perf_counter()
+        Parallel(n_jobs=n)(delayed(_burn)(2_000_000) for _ in range(4 * workers))
+        times[n] = time.perf_counter() - start
+    return times[1] / times[workers]
+
+
 def rate(fn, fits: int) -> tuple[float, float]:
     start = time.perf_counter()
     out = fn()
@@ -90,8 +112,14 @@ def main() -> None:
                          n_jobs=-1)  # start the worker pool outside the timing
     par, s2 = rate(lambda: probing.probe_scores(ztr, ytr, zte, yte, L=32, config=cfg, cache=False, n_jobs=-1), tasks)
     same = all(np.allclose(s1.f1[p], s2.f1[p], equal_nan=True) for p in probing.PROBES)
+    ceiling = available_parallelism(cores)
+    autogroup = open("/proc/sys/kernel/sched_autogroup_enabled").read().strip() == "1" if os.path.exists(
+        "/proc/sys/kernel/sched_autogroup_enabled") else False
     print(f"\nparallel over tasks (latents, L = 32, all probes): {par / seq:.2f}× the 1-worker rate "
-          f"with {cores} workers ({seq:.2f} → {par:.2f} tasks/s); identical scores: {same}")
+          f"with {cores} workers ({seq:.2f} → {par:.2f} tasks/s); identical scores: {same}. "
+          f"Pure-Python work gets {ceiling:.2f}× from {cores} workers on this machine right now "
+          f"(the ceiling{'; autogroup scheduling is on' if autogroup else ''}), so the probes reach "
+          f"{(par / seq) / ceiling:.0%} of the available parallelism.")
 
     # 3. the cache
     t0 = time.perf_counter()

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -255,10 +256,12 @@ def fit_and_score(probe: str, x_train: np.ndarray, y_train: np.ndarray, x_test: 
     return f1(y_test, pred)
 
 
-def _fit_chunk(chunk: list[tuple], probes: tuple[str, ...], config: ProbeConfig) -> list[tuple[int, str, float]]:
-    """Worker: fit every probe on each task of ``chunk``; return ``(task, probe, f1)`` triples."""
+def _fit_chunk(chunk: list[tuple], probes: tuple[str, ...], config: ProbeConfig) -> tuple[list[tuple[int, str, float]], float]:
+    """Worker: fit every probe on each task of ``chunk``; return ``(task, probe, f1)`` triples and
+    the CPU seconds the worker spent."""
     from threadpoolctl import threadpool_limits
 
+    start = time.process_time()
     out = []
     with threadpool_limits(limits=1):
         for task, xtr, ytr, xte, yte, W, b in chunk:
@@ -267,7 +270,7 @@ def _fit_chunk(chunk: list[tuple], probes: tuple[str, ...], config: ProbeConfig)
                 xte = xte @ W + b
             for probe in probes:
                 out.append((task, probe, fit_and_score(probe, xtr, ytr, xte, yte, config)))
-    return out
+    return out, time.process_time() - start
 
 
 # ----------------------------------------------------------------------------- scores of one input
@@ -284,6 +287,7 @@ class ProbeScores:
     degenerate: dict[int, str]
     indices: np.ndarray
     cached: dict[str, bool] = field(default_factory=dict)
+    cpu_seconds: float = 0.0  # CPU time the probe fits took (0 when every probe came from the cache)
     groups: list[str] | None = None  # the task group of each column, when known
     tasks: np.ndarray | None = None  # which tasks of a larger list the columns are, when a subset
 
@@ -363,8 +367,11 @@ def probe_scores(x_train, labels_train, x_test, labels_test, *, L: int,
     indices = top_latents(xtr, ytr, L)
     degenerate = {t: r for t in range(n_tasks) if (r := degenerate_reason(ytr[:, t], yte[:, t])) is not None}
 
+    cpu = [0.0]
+
     def run(todo: tuple[str, ...]) -> dict[str, list]:
-        fitted = _run_tasks(xtr, ytr, xte, yte, indices, degenerate, todo, config, decoder, n_jobs, desc)
+        fitted, seconds = _run_tasks(xtr, ytr, xte, yte, indices, degenerate, todo, config, decoder, n_jobs, desc)
+        cpu[0] += seconds
         return {p: [fitted.get((t, p)) for t in range(n_tasks)] for p in todo}
 
     results: dict[str, list] = {}
@@ -386,7 +393,7 @@ def probe_scores(x_train, labels_train, x_test, labels_test, *, L: int,
             cached[p] = False
 
     f1s = {p: np.array([np.nan if v is None else v for v in results[p]], dtype=float) for p in probes}
-    return ProbeScores(f1=f1s, degenerate=degenerate, indices=indices, cached=cached)
+    return ProbeScores(f1=f1s, degenerate=degenerate, indices=indices, cached=cached, cpu_seconds=cpu[0])
 
 
 def _run_tasks(xtr, ytr, xte, yte, indices, degenerate, probes, config, decoder, n_jobs, desc):
@@ -406,19 +413,21 @@ def _run_tasks(xtr, ytr, xte, yte, indices, degenerate, probes, config, decoder,
     chunks = [items[i::n_chunks] for i in range(n_chunks)] if items else []
     bar = progress(total=len(items), desc=desc or "probing", unit="task")
     fitted: dict[tuple[int, str], float] = {}
+    cpu = 0.0
     try:
         if workers == 1:
             outputs = (_fit_chunk(c, probes, config) for c in chunks)
         else:
             outputs = Parallel(n_jobs=workers, backend="loky", return_as="generator_unordered")(
                 delayed(_fit_chunk)(c, probes, config) for c in chunks)
-        for out in outputs:
+        for out, seconds in outputs:
             for task, probe, score in out:
                 fitted[(task, probe)] = score
+            cpu += seconds
             bar.update(len(out) // len(probes))
     finally:
         bar.close()
-    return fitted
+    return fitted, cpu
 
 
 # ----------------------------------------------------------------------------- summaries
@@ -675,3 +684,28 @@ def probe_panel(inputs: ModelInputs, panel: Panel, config: ProbingConfig) -> dic
         out[key] = probe_scores(xtr, ytr, xte, yte, decoder=decoder, desc=key, **common)
         out[key].groups, out[key].tasks = groups, tasks
     return out
+
+
+@torch.no_grad()
+def orbit_reconstruction_stats(sae, orbit: torch.Tensor) -> dict[str, float]:
+    """Does an SAE's reconstruction of a probed image keep its orientation, or only its orbit?
+
+    ``orbit`` ``(n, |G|, d)`` holds ``ψ(g^p x)`` with ``p = 0`` the image itself. Returns the pooled
+    R² of the reconstruction ``D(E(ψ(x)))`` against the image's own activation ``ψ(x)``
+    (``r2_own``) and against the orbit mean ``ψ̄ = mean_p ψ(g^p x)`` (``r2_orbit_mean``), the
+    latents' relative change across the orbit ``Σ_p ‖z(g^p x) − z(x)‖² / Σ_p ‖z(x)‖²``
+    (``latent_orbit_change``; 0 for an exactly invariant encoder), and, for reference, the R² of
+    ``ψ̄`` against ``ψ(x)`` (``r2_mean_vs_own``: how much of an image's activation its orbit
+    determines)."""
+    from esae.metrics import r2_pooled
+
+    if orbit.ndim != 3:
+        raise ValueError(f"orbit must be (n, |G|, d), got shape {tuple(orbit.shape)}")
+    device = sae.W_dec.device
+    own = orbit[:, 0].float()
+    mean = orbit.float().mean(1)
+    z = [sae.encode(orbit[:, p].float().to(device)).float().cpu() for p in range(orbit.shape[1])]
+    recon = sae.decode(z[0].to(device)).float().cpu()
+    change = sum((zp - z[0]).pow(2).sum() for zp in z[1:]) / ((len(z) - 1) * z[0].pow(2).sum()).clamp_min(1e-12)
+    return {"r2_own": r2_pooled(own, recon), "r2_orbit_mean": r2_pooled(mean, recon),
+            "latent_orbit_change": float(change), "r2_mean_vs_own": r2_pooled(own, mean)}

@@ -196,3 +196,28 @@ def test_task_subsets_and_chapter_config():
         probing.ProbingConfig(saes=["regular", "huge"])
     with pytest.raises(ValueError, match=r"n_train must be an int >= 20, got 5"):
         probing.ProbingConfig(n_train=5)
+
+
+def test_orbit_reconstruction_stats_tells_own_from_orbit_mean():
+    torch.manual_seed(0)
+    x = torch.randn(64, 8)
+    orbit = torch.stack([x.roll(2 * p, dims=1) for p in range(4)], 1)  # a C4 action: cyclic shifts
+
+    class Identity:  # reconstructs each activation itself: not invariant
+        W_dec = torch.eye(8)
+
+        def encode(self, v):
+            return v
+
+        def decode(self, z):
+            return z
+
+    class OrbitMean(Identity):  # averages over the group: invariant, reconstructs the orbit mean
+        def encode(self, v):
+            return torch.stack([v.roll(2 * p, dims=1) for p in range(4)]).mean(0)
+
+    own = probing.orbit_reconstruction_stats(Identity(), orbit)
+    assert own["r2_own"] == pytest.approx(1.0) and own["latent_orbit_change"] > 0.5
+    inv = probing.orbit_reconstruction_stats(OrbitMean(), orbit)
+    assert inv["r2_orbit_mean"] == pytest.approx(1.0) and inv["latent_orbit_change"] == pytest.approx(0.0, abs=1e-6)
+    assert inv["r2_own"] == pytest.approx(own["r2_mean_vs_own"], abs=1e-5)
