@@ -190,13 +190,51 @@ def affine_decoder(decode: Callable[[torch.Tensor], torch.Tensor], n_latents: in
     return W.float().numpy(), b[0].float().numpy()
 
 
-def truncated_reconstruction(z, indices, decoder: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+def _stacked(decoder, n_latents: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(W, b)`` as a stack of ``G`` affine maps: ``W`` ``(G, F, d)``, ``b`` ``(G, d)`` float32."""
+    W, b = (np.asarray(a, dtype=np.float32) for a in decoder)
+    if W.ndim == 2 and b.ndim == 1:
+        W, b = W[None], b[None]
+    if W.ndim != 3 or W.shape[1] != n_latents or b.shape != (W.shape[0], W.shape[2]):
+        raise ValueError(f"decoder must be (W (F, d), b (d,)) or a stack (W (G, F, d), b (G, d)) with F = {n_latents}, "
+                         f"got W {W.shape} and b {b.shape}")
+    return W, b
+
+
+def _rows(rows, n: int, n_maps: int, name: str) -> np.ndarray:
+    if rows is None:
+        if n_maps != 1:
+            raise ValueError(f"{name} must say which of the {n_maps} decoder maps each row uses")
+        return np.zeros(n, dtype=np.int64)
+    r = np.asarray(rows).astype(np.int64)
+    if r.shape != (n,) or r.min(initial=0) < 0 or r.max(initial=0) >= n_maps:
+        raise ValueError(f"{name} must be ({n},) ints in 0..{n_maps - 1}, got shape {r.shape}")
+    return r
+
+
+def _reconstruct(x: np.ndarray, W: np.ndarray, b: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Row ``i`` of ``x`` ``(n, L)`` through map ``rows[i]``: ``x_i W[rows_i] + b[rows_i]``;
+    ``W`` ``(G, L, d)``, ``b`` ``(G, d)`` → ``(n, d)``."""
+    if W.shape[0] == 1:
+        return x @ W[0] + b[0]
+    out = np.empty((x.shape[0], W.shape[2]), dtype=np.float32)
+    for q in np.unique(rows):
+        sel = rows == q
+        out[sel] = x[sel] @ W[q] + b[q]
+    return out
+
+
+def truncated_reconstruction(z, indices, decoder, rows=None) -> np.ndarray:
     """The decoder applied to only the latents ``indices`` (all others zeroed):
-    ``z[:, indices] @ W[indices] + b``. ``z`` ``(n, F)``, ``indices`` ``(L,)`` → ``(n, d)`` float32."""
+    ``z[:, indices] @ W[indices] + b``. ``z`` ``(n, F)``, ``indices`` ``(L,)`` → ``(n, d)`` float32.
+
+    ``decoder`` is ``(W (F, d), b (d,))``, or a stack ``(W (G, F, d), b (G, d))`` of maps with
+    ``rows`` ``(n,)`` saying which map each row goes through (e.g. ``M^p D`` for a rotation ``p``
+    per image)."""
     z = _as_numpy(z, "z", 2)
-    W, b = decoder
+    W, b = _stacked(decoder, z.shape[1])
     idx = np.asarray(indices)
-    return (z[:, idx].astype(np.float32) @ W[idx].astype(np.float32) + b.astype(np.float32)).astype(np.float32)
+    return _reconstruct(z[:, idx].astype(np.float32), W[:, idx], b, _rows(rows, len(z), W.shape[0], "rows"))
 
 
 # ----------------------------------------------------------------------------- probes and F1
@@ -264,10 +302,10 @@ def _fit_chunk(chunk: list[tuple], probes: tuple[str, ...], config: ProbeConfig)
     start = time.process_time()
     out = []
     with threadpool_limits(limits=1):
-        for task, xtr, ytr, xte, yte, W, b in chunk:
+        for task, xtr, ytr, xte, yte, W, b, rows_tr, rows_te in chunk:
             if W is not None:  # the truncated reconstruction, formed here to keep transfers (n, L)-sized
-                xtr = xtr @ W + b
-                xte = xte @ W + b
+                xtr = _reconstruct(xtr, W, b, rows_tr)
+                xte = _reconstruct(xte, W, b, rows_te)
             for probe in probes:
                 out.append((task, probe, fit_and_score(probe, xtr, ytr, xte, yte, config)))
     return out, time.process_time() - start
@@ -331,14 +369,17 @@ def _n_workers(n_jobs: int) -> int:
 
 def probe_scores(x_train, labels_train, x_test, labels_test, *, L: int,
                  probes: Sequence[str] = PROBES, config: ProbeConfig | None = None,
-                 decoder: tuple[np.ndarray, np.ndarray] | None = None, n_jobs: int = 1,
+                 decoder: tuple[np.ndarray, np.ndarray] | None = None,
+                 decoder_rows: tuple[np.ndarray, np.ndarray] | None = None, n_jobs: int = 1,
                  cache: bool = True, desc: str | None = None) -> ProbeScores:
     """Probe one input on every task: truncate to ``L`` dimensions, fit each probe, F1 on test.
 
     ``x_train`` ``(n_train, F)`` and ``x_test`` ``(n_test, F)`` are the probed values (SAE latents
     or base activations); ``labels_*`` ``(n, T)`` bool, one column per task. With ``decoder =
     (W (F, d), b (d,))`` the probes see the truncated reconstruction ``x[:, idx] W[idx] + b``
-    ``(n, d)`` instead of ``x[:, idx]``. Truncation uses the training split only. ``n_jobs``
+    ``(n, d)`` instead of ``x[:, idx]``; with a stack of maps ``(W (G, F, d), b (G, d))``,
+    ``decoder_rows = (rows_train, rows_test)`` say which map each image goes through (the
+    equivariant SAE's ``M^p D`` with each image's ``p``). Truncation uses the training split only. ``n_jobs``
     workers fit tasks in parallel (-1: every core). With ``cache``, each probe's scores are stored
     under a fingerprint of the inputs, ``L`` and that probe's settings, and reused on a re-run.
     """
@@ -356,12 +397,14 @@ def probe_scores(x_train, labels_train, x_test, labels_test, *, L: int,
     check_int("n_jobs", n_jobs, -1)
     if n_jobs == 0:
         raise ValueError("n_jobs must be a positive int or -1 (every core), got 0")
+    rows = (None, None)
     if decoder is not None:
-        W, b = (np.asarray(a, dtype=np.float32) for a in decoder)
-        if W.ndim != 2 or W.shape[0] != xtr.shape[1] or b.shape != (W.shape[1],):
-            raise ValueError(f"decoder must be (W (F, d), b (d,)) with F = {xtr.shape[1]}, "
-                             f"got W {W.shape} and b {b.shape}")
-        decoder = (W, b)
+        decoder = _stacked(decoder, xtr.shape[1])
+        given = decoder_rows or (None, None)
+        rows = (_rows(given[0], len(xtr), decoder[0].shape[0], "decoder_rows[0]"),
+                _rows(given[1], len(xte), decoder[0].shape[0], "decoder_rows[1]"))
+    elif decoder_rows is not None:
+        raise ValueError("decoder_rows needs a decoder")
 
     n_tasks = ytr.shape[1]
     indices = top_latents(xtr, ytr, L)
@@ -370,7 +413,8 @@ def probe_scores(x_train, labels_train, x_test, labels_test, *, L: int,
     cpu = [0.0]
 
     def run(todo: tuple[str, ...]) -> dict[str, list]:
-        fitted, seconds = _run_tasks(xtr, ytr, xte, yte, indices, degenerate, todo, config, decoder, n_jobs, desc)
+        fitted, seconds = _run_tasks(xtr, ytr, xte, yte, indices, degenerate, todo, config, decoder, rows,
+                                     n_jobs, desc)
         cpu[0] += seconds
         return {p: [fitted.get((t, p)) for t in range(n_tasks)] for p in todo}
 
@@ -378,7 +422,7 @@ def probe_scores(x_train, labels_train, x_test, labels_test, *, L: int,
     cached: dict[str, bool] = {}
     keys: dict[str, dict] = {}
     if cache:
-        identity = fingerprint(xtr, ytr, xte, yte, *(decoder or (None, None)))
+        identity = fingerprint(xtr, ytr, xte, yte, *(decoder or (None, None)), *rows)
         for p in probes:
             keys[p] = {"version": CACHE_VERSION, "input": identity, "L": L, "probe": p,
                        "settings": config.for_probe(p)}
@@ -396,7 +440,7 @@ def probe_scores(x_train, labels_train, x_test, labels_test, *, L: int,
     return ProbeScores(f1=f1s, degenerate=degenerate, indices=indices, cached=cached, cpu_seconds=cpu[0])
 
 
-def _run_tasks(xtr, ytr, xte, yte, indices, degenerate, probes, config, decoder, n_jobs, desc):
+def _run_tasks(xtr, ytr, xte, yte, indices, degenerate, probes, config, decoder, rows, n_jobs, desc):
     from joblib import Parallel, delayed
 
     tasks = [t for t in range(ytr.shape[1]) if t not in degenerate]
@@ -405,9 +449,9 @@ def _run_tasks(xtr, ytr, xte, yte, indices, degenerate, probes, config, decoder,
         idx = indices[t]
         W = b = None
         if decoder is not None:
-            W, b = decoder[0][idx], decoder[1]
+            W, b = np.ascontiguousarray(decoder[0][:, idx]), decoder[1]
         items.append((t, np.ascontiguousarray(xtr[:, idx], dtype=np.float32), ytr[:, t],
-                      np.ascontiguousarray(xte[:, idx], dtype=np.float32), yte[:, t], W, b))
+                      np.ascontiguousarray(xte[:, idx], dtype=np.float32), yte[:, t], W, b, *rows))
     workers = _n_workers(n_jobs)
     n_chunks = min(len(items), max(1, 4 * workers))
     chunks = [items[i::n_chunks] for i in range(n_chunks)] if items else []
@@ -618,17 +662,34 @@ def encode(sae, acts: torch.Tensor, batch_size: int = 2048) -> np.ndarray:
     return torch.cat(out).numpy()
 
 
-def sae_decoder(sae, p: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """The affine map from an SAE's latents to its reconstruction, ``(W (F, d), b (d,))``.
+def is_equivariant(sae) -> bool:
+    """Whether ``sae`` reconstructs through ``M^p`` (it exposes ``transform(acts, p)`` and ``m``)."""
+    return hasattr(sae, "transform") and hasattr(sae, "m")
 
-    For an equivariant SAE the reconstruction of ``ψ(g^p x)`` is ``M^p D(z)``; a probed image is a
-    generated image, the canonical representative of its orbit, so ``p = 0`` and ``M^0 = I``: its
-    reconstruction is ``D(z)``, the same as the invariant SAE's."""
-    check_int("p", p, 0)
-    n_latents = sae.W_dec.shape[0]
-    if p and hasattr(sae, "transform"):
-        return affine_decoder(lambda z: sae.transform(sae.decode(z), p), n_latents, device=sae.W_dec.device)
-    return affine_decoder(sae.decode, n_latents, device=sae.W_dec.device)
+
+def sae_decoder(sae) -> tuple[np.ndarray, np.ndarray]:
+    """The affine maps from an SAE's latents to its reconstruction: ``W`` ``(G, F, d)``, ``b`` ``(G, d)``.
+
+    ``G = 1`` for an ordinary SAE (``D``). For an equivariant SAE the reconstruction of
+    ``ψ(g^p c)``, a rotation of the canonical image ``c``, is ``M^p D(z)``: one map per group
+    element ``p``, each read off with :func:`affine_decoder`; each probed image then goes through
+    the map of its own ``p`` (:func:`rotations_from_canonical`)."""
+    n_latents, device = sae.W_dec.shape[0], sae.W_dec.device
+    if not is_equivariant(sae):
+        W, b = affine_decoder(sae.decode, n_latents, device=device)
+        return W[None], b[None]
+    maps = [affine_decoder(lambda z, p=p: sae.transform(sae.decode(z), p), n_latents, device=device)
+            for p in range(sae.cfg.group_order)]
+    return np.stack([w for w, _ in maps]), np.stack([b for _, b in maps])
+
+
+def rotations_from_canonical(dataset) -> np.ndarray:
+    """``p`` ``(n,)`` with each image ``x = g^p c`` for ``c`` the canonical representative of its orbit
+    (chapter 5: the member with the smallest label code, ``esae.saes.canonical_rotation``, which
+    returns the ``c``-side rotation; ``p`` is its inverse)."""
+    from esae.saes import canonical_rotation
+
+    return (-np.asarray(canonical_rotation(dataset.shapes, dataset.orientations))) % 4
 
 
 @dataclass
@@ -642,6 +703,8 @@ class ModelInputs:
     labels_test: np.ndarray
     groups: list[str]
     saes: dict[tuple[str, int], object]
+    p_train: np.ndarray  # rotation of each probed image from its orbit's canonical image
+    p_test: np.ndarray
 
 
 def model_inputs(profile: str, model: str, train, test, device) -> ModelInputs:
@@ -656,7 +719,8 @@ def model_inputs(profile: str, model: str, train, test, device) -> ModelInputs:
         acts_train=activations(net, train.images, device=device).float().cpu().numpy(),
         acts_test=activations(net, test.images, device=device).float().cpu().numpy(),
         labels_train=task_labels(train, tasks), labels_test=task_labels(test, tasks),
-        groups=[t.group for t in tasks], saes=load_saes(profile, model, device))
+        groups=[t.group for t in tasks], saes=load_saes(profile, model, device),
+        p_train=rotations_from_canonical(train), p_test=rotations_from_canonical(test))
 
 
 def probe_panel(inputs: ModelInputs, panel: Panel, config: ProbingConfig) -> dict[str, ProbeScores]:
@@ -667,7 +731,7 @@ def probe_panel(inputs: ModelInputs, panel: Panel, config: ProbingConfig) -> dic
     groups = [inputs.groups[i] for i in tasks]
     ytr, yte = inputs.labels_train[:, tasks], inputs.labels_test[:, tasks]
     common = dict(L=panel.L, probes=config.probes, config=config.probe_config(), n_jobs=config.n_jobs)
-    todo = [(result_key(panel.model, "activations", panel.L), inputs.acts_train, inputs.acts_test, None)]
+    todo = [(result_key(panel.model, "activations", panel.L), inputs.acts_train, inputs.acts_test, None, None)]
     out = {}
     for k in panel.ks:
         for name in config.saes:
@@ -677,11 +741,12 @@ def probe_panel(inputs: ModelInputs, panel: Panel, config: ProbingConfig) -> dic
             sae = inputs.saes[(name, k)]
             z_train = encode(sae, torch.from_numpy(inputs.acts_train))
             z_test = encode(sae, torch.from_numpy(inputs.acts_test))
-            todo.append((result_key(panel.model, "latents", panel.L, name, k), z_train, z_test, None))
-            todo.append((result_key(panel.model, "reconstructions", panel.L, name, k), z_train, z_test,
-                         sae_decoder(sae)))
-    for key, xtr, xte, decoder in todo:
-        out[key] = probe_scores(xtr, ytr, xte, yte, decoder=decoder, desc=key, **common)
+            decoder = sae_decoder(sae)
+            rows = (inputs.p_train, inputs.p_test) if decoder[0].shape[0] > 1 else None
+            todo.append((result_key(panel.model, "latents", panel.L, name, k), z_train, z_test, None, None))
+            todo.append((result_key(panel.model, "reconstructions", panel.L, name, k), z_train, z_test, decoder, rows))
+    for key, xtr, xte, decoder, rows in todo:
+        out[key] = probe_scores(xtr, ytr, xte, yte, decoder=decoder, decoder_rows=rows, desc=key, **common)
         out[key].groups, out[key].tasks = groups, tasks
     return out
 

@@ -151,32 +151,45 @@ display(Markdown(
 # %% [markdown]
 # ## How the equivariant SAE's reconstruction is formed
 #
-# The equivariant SAE reconstructs the activation of a rotated image $g^p x$ as
-# $M^p D(E(\psi(g^p x)))$: its invariant encoder maps the whole orbit to one code, its decoder
-# draws the *canonical* activation $\psi(x)$, and $M^p$ rotates that into the orientation of the
-# input. Which $p$ does a probed image have? The generated image is, by the convention of chapter 5,
-# the canonical representative of its orbit — the SAE was trained to reconstruct exactly these
-# images' activations from any of their rotations. Every probed image is a freshly generated one,
-# so $p = 0$ and $M^0 = I$: **the equivariant SAE's reconstruction of a probed image is
-# $D(E(\psi(x)))$, and its truncated reconstruction is $\sum_{i \in \text{top } L} z_i d_i + b$.**
-# We do not rotate probed images and then "undo" the rotation with a known $p$: that would hand the
-# probe the answer to the orientation tasks through $p$ itself.
+# The equivariant SAE reconstructs the activation of a rotated image $g^p c$ as
+# $M^p D(E(\psi(g^p c)))$: its invariant encoder maps the whole orbit of $c$ to one code, its
+# decoder draws the activation of the orbit's *canonical* image $c$, and $M^p$ turns that into the
+# orientation of the input. A probed image $x$ is a freshly generated image, in a random
+# orientation; chapter 5 fixes the canonical image of every orbit as the member with the smallest
+# label code (the generated image itself cannot serve: every rotation of a generated image is an
+# equally likely generated image, so no encoder could tell which rotation to undo). So for each
+# probed image we compute, from its labels, the $p$ with $x = g^p c$
+# (`esae.probing.rotations_from_canonical`), and **its reconstruction is $M^p D(E(\psi(x)))$;
+# its truncated reconstruction is $M^p\big(\sum_{i \in \text{top } L} z_i d_i + b\big)$.** This is
+# the equivariant SAE exactly as defined: the reconstruction that approximates $\psi(x)$.
 #
-# A consequence the code checks: for probed images the equivariant SAE and the invariant SAE
-# (the same network without $M$) give identical latents and identical reconstructions, so the
-# chapter probes the pair once, under the name *equivariant*.
+# Two things follow. First, $p$ is *side information*: two bits per image, derived from the labels
+# through the canonicalisation, that enter the equivariant SAE's reconstruction but not its
+# latents, and that no other SAE's probe receives. Second, the equivariant and invariant SAEs share
+# their encoder, so their latents are identical (the latent probes are the same); their
+# reconstructions differ only by $M^p$. The check below confirms both on this run's SAEs, and that
+# the $p$ computed from the labels is the one the SAE was trained with: $M^p D(E(\psi(x)))$ should
+# explain $\psi(x)$ far better than the canonical reconstruction $D(E(\psi(x)))$ does.
 
 # %%
 sae_example = esae.saes.load_saes(profile, example_model, dev)
 eq_sae, inv_sae = sae_example[("equivariant", example_k)], sae_example[("invariant", example_k)]
-same_latents = np.array_equal(probing.encode(eq_sae, acts_example[:256]), probing.encode(inv_sae, acts_example[:256]))
-W_eq, b_eq = probing.sae_decoder(eq_sae)
-W_inv, b_inv = probing.sae_decoder(inv_sae)
-same_decoder = bool(np.allclose(W_eq, W_inv, atol=1e-5) and np.allclose(b_eq, b_inv, atol=1e-5))
-display(Markdown(f"Equivariant vs invariant SAE ({example_model}, K = {example_k}) on probed images: identical "
-                 f"latents **{same_latents}**, identical affine decoder (p = 0) **{same_decoder}**."))
-assert same_latents and same_decoder
-del sae_example, eq_sae, inv_sae
+same_latents = bool(np.array_equal(probing.encode(eq_sae, acts_example[:512]), probing.encode(inv_sae, acts_example[:512])))
+p_probe = probing.rotations_from_canonical(train_set)
+with torch.no_grad():
+    canon = eq_sae.decode(eq_sae.encode(acts_example.to(dev)))
+    recon_p = eq_sae.transform(canon, torch.as_tensor(p_probe)).float().cpu()
+    recon_0 = canon.float().cpu()
+r2_p = esae.metrics.r2_pooled(acts_example, recon_p)
+r2_0 = esae.metrics.r2_pooled(acts_example, recon_0)
+display(Markdown(
+    f"On the probing set ({example_model}, K = {example_k}): the rotations $p$ from the canonical image are "
+    f"{', '.join(f'{q}: {np.mean(p_probe == q):.0%}' for q in range(4))} of the images; "
+    f"equivariant and invariant latents identical: **{same_latents}**. "
+    f"R² of $M^p D(E(\\psi(x)))$ against $\\psi(x)$: **{r2_p:.3f}**; of the canonical reconstruction "
+    f"$D(E(\\psi(x)))$ (the invariant SAE, no $M$): **{r2_0:.3f}**."))
+assert same_latents
+del sae_example, eq_sae, inv_sae, canon
 
 # %% [markdown]
 # ## Running the probes

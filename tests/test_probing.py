@@ -221,3 +221,21 @@ def test_orbit_reconstruction_stats_tells_own_from_orbit_mean():
     inv = probing.orbit_reconstruction_stats(OrbitMean(), orbit)
     assert inv["r2_orbit_mean"] == pytest.approx(1.0) and inv["latent_orbit_change"] == pytest.approx(0.0, abs=1e-6)
     assert inv["r2_own"] == pytest.approx(own["r2_mean_vs_own"], abs=1e-5)
+
+
+def test_reconstruction_through_a_map_per_row():
+    rng = np.random.default_rng(7)
+    z = rng.normal(size=(10, 6)).astype(np.float32)
+    W, b = rng.normal(size=(6, 4)).astype(np.float32), rng.normal(size=4).astype(np.float32)
+    M = rng.normal(size=(3, 4, 4)).astype(np.float32)
+    stack = (np.stack([W @ m.T for m in M]), np.stack([b @ m.T for m in M]))
+    rows = np.arange(10) % 3
+    rec = probing.truncated_reconstruction(z, [1, 4], stack, rows)
+    expected = np.stack([(z[i, [1, 4]] @ W[[1, 4]] + b) @ M[rows[i]].T for i in range(10)])
+    np.testing.assert_allclose(rec, expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="rows must say which of the 3 decoder maps each row uses"):
+        probing.truncated_reconstruction(z, [1], stack)
+    y = np.zeros((10, 1), bool)
+    y[::2] = True
+    with pytest.raises(ValueError, match=r"decoder_rows\[1\] must be \(10,\) ints in 0..2"):
+        probing.probe_scores(z, y, z, y, L=2, decoder=stack, decoder_rows=(rows, rows + 1), cache=False)
