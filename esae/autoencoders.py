@@ -33,7 +33,7 @@ Tensor = torch.Tensor
 KINDS = ("mlp", "cnn")
 D_ACT = 256  # width of the studied activations
 CHAPTER = "03_base_models"
-VERSION = 1  # bump when training code changes what a config produces
+VERSION = 2  # bump when training code changes what a config produces
 
 
 class MLPAutoencoder(nn.Module):
@@ -58,46 +58,20 @@ class MLPAutoencoder(nn.Module):
         return self.decode(self.encode(images))
 
 
-class FullConv2d(nn.Conv2d):
-    """``nn.Conv2d`` (same parameters, same initialisation) that computes a convolution whose
-    kernel covers its whole unpadded input as the equivalent matrix product: the result is the
-    same up to float rounding and several times faster on CPUs than the generic kernel."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        if x.shape[-2:] == self.weight.shape[-2:] and self.padding == (0, 0) and self.groups == 1:
-            out = nn.functional.linear(x.flatten(1), self.weight.flatten(1), self.bias)
-            return out.view(-1, self.out_channels, 1, 1)
-        return super().forward(x)
-
-
-class FullConvTranspose2d(nn.ConvTranspose2d):
-    """``nn.ConvTranspose2d`` that computes the transposed convolution of a 1×1 input (which
-    paints one kernel-sized patch per channel) as the equivalent matrix product."""
-
-    def forward(self, x: Tensor, output_size: list[int] | None = None) -> Tensor:
-        if x.shape[-2:] == (1, 1) and self.padding == (0, 0) and self.groups == 1 and output_size is None:
-            out = x.flatten(1) @ self.weight.flatten(1)  # (n, in) @ (in, out·kh·kw)
-            out = out.view(-1, self.out_channels, *self.kernel_size)
-            return out if self.bias is None else out + self.bias.view(1, -1, 1, 1)
-        return super().forward(x, output_size)
-
-
 class CNNAutoencoder(nn.Module):
     """Table 1, CNN: two stride-2 3×3 convolutions (1→16→32 channels, 64→32→16 pixels) and a
     16×16 convolution to 256 channels at 1×1 ‖ ReLU, a 16×16 transposed convolution back to
-    32×16×16 and two stride-2 transposed convolutions (output padding 1) to 1×64×64. The two
-    16×16 layers are ordinary ``Conv2d``/``ConvTranspose2d`` modules whose forward uses the
-    equivalent matrix product (:class:`FullConv2d`)."""
+    32×16×16 and two stride-2 transposed convolutions (output padding 1) to 1×64×64."""
 
     def __init__(self) -> None:
         super().__init__()
         self.encoder = nn.Sequential(
             nn.Conv2d(1, 16, 3, stride=2, padding=1), nn.ReLU(),
             nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU(),
-            FullConv2d(32, D_ACT, 16))
+            nn.Conv2d(32, D_ACT, 16))
         self.decoder = nn.Sequential(
             nn.ReLU(),
-            FullConvTranspose2d(D_ACT, 32, 16), nn.ReLU(),
+            nn.ConvTranspose2d(D_ACT, 32, 16), nn.ReLU(),
             nn.ConvTranspose2d(32, 16, 3, stride=2, padding=1, output_padding=1), nn.ReLU(),
             nn.ConvTranspose2d(16, 1, 3, stride=2, padding=1, output_padding=1))
 
@@ -228,6 +202,13 @@ def random_rotations(images: Tensor, generator: torch.Generator) -> Tensor:
     return out
 
 
+def make_optimizer(model: nn.Module, lr: float) -> torch.optim.Adam:
+    """Adam as C.2; the fused implementation (one kernel for all parameters, the same update up
+    to float rounding) where the device supports it: about 4× faster steps on CPU."""
+    fused = _model_device(model).type in ("cpu", "cuda")
+    return torch.optim.Adam(model.parameters(), lr=lr, fused=fused or None)
+
+
 def train(config: TrainConfig, *, device: torch.device | str = "cpu", train_set: ShapesDataset | None = None,
           heldout: ShapesDataset | None = None, eval_batch_size: int = 1024) -> tuple[nn.Module, dict[str, Any]]:
     """Train one autoencoder as appendix C.2 (no cache; see :func:`train_base_model`).
@@ -240,7 +221,7 @@ def train(config: TrainConfig, *, device: torch.device | str = "cpu", train_set:
     heldout = heldout_set(config, train_set) if heldout is None else heldout
     torch.manual_seed(config.seed)
     model = build(config.kind).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=config.lr)
+    opt = make_optimizer(model, config.lr)
     gen = torch.Generator().manual_seed(config.seed)
     images = train_set.images.to(device)
     n = len(images)
