@@ -44,7 +44,7 @@ figure3_tasks_per_group: int = 0  # tasks of each group probed for Figure 3, eve
 figure7_panels: list = ["mlp/L8", "cnn/L8", "mlp/L32"]  # Figure 7 variants, each model/L plus truncation length
 figure7_ks: list = [8, 32]  # TopK values of the Figure 7 variants
 figure7_tasks_per_group: int = 0  # tasks of each group probed for the Figure 7 variants (0 means all)
-saes: list = ["regular", "wide", "two_layer", "equivariant"]  # SAEs compared
+compared_saes: list = ["regular", "wide", "two_layer", "equivariant"]  # SAEs compared (chapter 5 names)
 probes: list = ["knn", "logreg", "xgboost"]  # probes fitted on every task
 xgb_max_bin: int = 256  # XGBoost histogram bins per feature (256 is XGBoost's default)
 n_jobs: int = -1  # parallel workers over tasks (-1 means every core)
@@ -57,7 +57,7 @@ import torch
 from IPython.display import Markdown, display
 
 import esae
-from esae import probing
+from esae import autoencoders, probing, saes, shapes
 from esae.probing import GROUP_KEYS, GROUPS, result_key
 
 esae.params.check_profile(profile)
@@ -66,7 +66,7 @@ esae.runtime.seed_everything(seed)
 config = probing.ProbingConfig(
     n_train=n_train, n_test=n_test, figure3_ks=figure3_ks, figure3_tasks_per_group=figure3_tasks_per_group,
     figure7_panels=figure7_panels, figure7_ks=figure7_ks, figure7_tasks_per_group=figure7_tasks_per_group,
-    saes=saes, probes=probes, xgb_max_bin=xgb_max_bin, n_jobs=n_jobs, seed=seed)
+    saes=compared_saes, probes=probes, xgb_max_bin=xgb_max_bin, n_jobs=n_jobs, seed=seed)
 PANELS = config.panels()  # Figure 3's panel first, then the Figure 7 variants
 FIG3 = PANELS[0]
 chapter_start = time.perf_counter()
@@ -85,10 +85,10 @@ chapter_start = time.perf_counter()
 
 # %%
 train_set, test_set = probing.probing_sets(profile, config.n_train, config.n_test, config.seed)
-tasks = esae.shapes.probing_tasks()
+tasks = shapes.probing_tasks()
 task_groups = [t.group for t in tasks]
-labels_train = esae.shapes.task_labels(train_set, tasks)
-labels_test = esae.shapes.task_labels(test_set, tasks)
+labels_train = shapes.task_labels(train_set, tasks)
+labels_test = shapes.task_labels(test_set, tasks)
 rows = "| group | tasks | positive share, probing set | positive share, test set | fewest test positives |\n|---|---|---|---|---|\n"
 for g in GROUPS:
     cols = [i for i, t in enumerate(task_groups) if t == g]
@@ -130,14 +130,14 @@ display(Markdown(f"**{len(train_set):,} probing images** (the probes' training s
 # ($K = 16$ where trained) on the task S(triangle), largest first.
 
 # %%
-nets = esae.autoencoders.load_base_models(profile, dev)
+nets = autoencoders.load_base_models(profile, dev)
 example_model, example_L = FIG3.model, FIG3.L
 example_k = 16 if 16 in FIG3.ks else FIG3.ks[0]
-example_sae = esae.saes.load_saes(profile, example_model, dev)[("regular", example_k)]
-acts_example = esae.autoencoders.activations(nets[example_model], train_set.images, device=dev).float().cpu()
+example_sae = saes.load_saes(profile, example_model, dev)[("regular", example_k)]
+acts_example = autoencoders.activations(nets[example_model], train_set.images, device=dev).float().cpu()
 z_example = probing.encode(example_sae, acts_example)
 s_tasks = [i for i, t in enumerate(tasks) if t.group == "S"]
-task_index = next((i for i in s_tasks if esae.shapes.SHAPES[tasks[i].shape] == "triangle"), s_tasks[0])
+task_index = next((i for i in s_tasks if shapes.SHAPES[tasks[i].shape] == "triangle"), s_tasks[0])
 gap = probing.class_mean_gap(z_example, labels_train[:, [task_index]])[0]
 order = np.argsort(-gap, kind="stable")
 active = int((z_example != 0).any(0).sum())
@@ -172,7 +172,7 @@ display(Markdown(
 # explain $\psi(x)$ far better than the canonical reconstruction $D(E(\psi(x)))$ does.
 
 # %%
-sae_example = esae.saes.load_saes(profile, example_model, dev)
+sae_example = saes.load_saes(profile, example_model, dev)
 eq_sae, inv_sae = sae_example[("equivariant", example_k)], sae_example[("invariant", example_k)]
 same_latents = bool(np.array_equal(probing.encode(eq_sae, acts_example[:512]), probing.encode(inv_sae, acts_example[:512])))
 p_probe = probing.rotations_from_canonical(train_set)
