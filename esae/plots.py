@@ -108,10 +108,11 @@ def probing_bars(scores: Mapping[str, Mapping[int, Mapping[str, Mapping[str, flo
             if r == len(inputs) - 1:
                 ax.set_xlabel("task group", fontsize=8)
     handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=len(bars), fontsize=8, frameon=False)
+    ncol = len(bars) if len(ks) > 1 else 3
+    fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=8, frameon=False)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    fig.tight_layout(rect=(0, 0.05 if ncol == len(bars) else 0.09, 1, 1))
     return fig
 
 

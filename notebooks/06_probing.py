@@ -214,10 +214,12 @@ best = {key: s["best"] for key, s in summaries.items()}
 n_fits = sum(len(s.probes) * (len(s.groups) - len(s.degenerate)) for s in scores.values())
 n_cached = sum(c for s in scores.values() for c in s.cached.values())
 n_runs = sum(len(s.cached) for s in scores.values())
+cpu_seconds = sum(s.cpu_seconds for s in scores.values())
 degenerate = {key: s.degenerate for key, s in scores.items() if s.degenerate}
 display(Markdown(
     f"{len(scores)} probed inputs, {n_fits:,} probe fits ({n_cached} of {n_runs} (input, L, probe) results "
-    f"from the cache); time per panel: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())
+    f"from the cache), {cpu_seconds / 60:.1f} CPU-minutes of probe fitting; wall time per panel: "
+    + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())
     + f". Degenerate tasks: {'none' if not degenerate else degenerate}."))
 
 
