@@ -752,7 +752,7 @@ def probe_panel(inputs: ModelInputs, panel: Panel, config: ProbingConfig) -> dic
 
 
 @torch.no_grad()
-def orbit_reconstruction_stats(sae, orbit: torch.Tensor) -> dict[str, float]:
+def orbit_reconstruction_stats(sae, orbit: torch.Tensor, p=None) -> dict[str, float]:
     """Does an SAE's reconstruction of a probed image keep its orientation, or only its orbit?
 
     ``orbit`` ``(n, |G|, d)`` holds ``ψ(g^p x)`` with ``p = 0`` the image itself. Returns the pooled
@@ -761,7 +761,8 @@ def orbit_reconstruction_stats(sae, orbit: torch.Tensor) -> dict[str, float]:
     latents' relative change across the orbit ``Σ_p ‖z(g^p x) − z(x)‖² / Σ_p ‖z(x)‖²``
     (``latent_orbit_change``; 0 for an exactly invariant encoder), and, for reference, the R² of
     ``ψ̄`` against ``ψ(x)`` (``r2_mean_vs_own``: how much of an image's activation its orbit
-    determines)."""
+    determines). For an equivariant SAE pass ``p`` ``(n,)``, each image's rotation from its orbit's
+    canonical image: the reconstruction is then ``M^p D(E(ψ(x)))``."""
     from esae.metrics import r2_pooled
 
     if orbit.ndim != 3:
@@ -770,7 +771,10 @@ def orbit_reconstruction_stats(sae, orbit: torch.Tensor) -> dict[str, float]:
     own = orbit[:, 0].float()
     mean = orbit.float().mean(1)
     z = [sae.encode(orbit[:, p].float().to(device)).float().cpu() for p in range(orbit.shape[1])]
-    recon = sae.decode(z[0].to(device)).float().cpu()
+    recon = sae.decode(z[0].to(device))
+    if p is not None and is_equivariant(sae):
+        recon = sae.transform(recon, torch.as_tensor(np.asarray(p), device=device))
+    recon = recon.float().cpu()
     change = sum((zp - z[0]).pow(2).sum() for zp in z[1:]) / ((len(z) - 1) * z[0].pow(2).sum()).clamp_min(1e-12)
     return {"r2_own": r2_pooled(own, recon), "r2_orbit_mean": r2_pooled(mean, recon),
             "latent_orbit_change": float(change), "r2_mean_vs_own": r2_pooled(own, mean)}
