@@ -120,9 +120,17 @@ def r2(acts: Tensor, acts_rotated: Tensor, m: Tensor, order: int = 4) -> dict[st
             "pooled_mean": sum(pooled.values()) / order, "per_dim_mean": sum(per_dim.values()) / order}
 
 
-def lstsq_m(acts: Tensor, acts_next: Tensor) -> Tensor:
-    """Closed-form least-squares M with ``acts_next ≈ acts @ M.T`` (both ``(n, d)``)."""
-    return torch.linalg.lstsq(acts.double(), acts_next.double()).solution.T.to(acts.dtype)
+def lstsq_m(acts: Tensor, acts_next: Tensor, ridge: float = 1e-4) -> Tensor:
+    """Closed-form least-squares M with ``acts_next ≈ acts @ M.T`` (both ``(n, d)``).
+
+    A small ridge (``ridge`` times the mean activation energy) keeps directions the data never
+    visits (dead units, rank deficiency) at zero instead of at arbitrary values that would blow
+    up under the powers M^p."""
+    a, b = acts.double(), acts_next.double()
+    gram = a.T @ a
+    lam = ridge * gram.diagonal().mean().clamp_min(1e-12)
+    eye = torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
+    return torch.linalg.solve(gram + lam * eye, a.T @ b).T.to(acts.dtype)
 
 
 def roots_of_unity_block(eigenvalues: Tensor, order: int) -> tuple[Tensor, Tensor]:
@@ -181,12 +189,14 @@ def fit_m(acts: Tensor, acts_rotated: Tensor, config: FitConfig = FitConfig(), *
         base = m_init if m_init is not None else fit_m(
             acts, acts_rotated, FitConfig(**{**config.__dict__, "constraint": "none"}), device=device).m
         r_block, _ = roots_of_unity_block(torch.linalg.eigvals(base.double().cpu()), order)
-        s_param = torch.nn.Parameter(_real_eigenbasis(base.cpu()).float().to(device))
-        r_block = r_block.float().to(device)
+        # float64: S may be ill-conditioned, and M^|G| = I must hold to float precision
+        s_param = torch.nn.Parameter(_real_eigenbasis(base.cpu()).to(device))
+        r_block = r_block.double().to(device)
         params = [s_param]
 
         def current() -> Tensor:
-            return s_param @ r_block @ torch.linalg.inv(s_param)
+            # M = S R S⁻¹, i.e. Sᵀ Mᵀ = (S R)ᵀ
+            return torch.linalg.solve(s_param.T, (s_param @ r_block).T).T.float()
     else:
         if m_init is not None:
             start = m_init

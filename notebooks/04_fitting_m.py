@@ -39,7 +39,7 @@ device: str = "auto"  # auto | cpu | cuda
 epochs: int = 60  # Adam epochs over the training activations (the paper: 150)
 batch_size: int = 256  # samples per Adam step (the paper's other trainings use 64)
 lr: float = 0.001  # Adam learning rate
-penalty: float = 1.0  # weight of the M^4 = I penalty in the penalised fit
+penalty: float = 1.0  # weight of the penalty on M^4 minus I in the penalised fit
 
 # %%
 import matplotlib.pyplot as plt
@@ -48,7 +48,7 @@ import torch
 from IPython.display import Markdown, display
 
 import esae
-from esae import equivariance as eq
+from esae import autoencoders, equivariance as eq
 from esae.groups import power_error
 
 esae.params.check_profile(profile)
@@ -67,9 +67,9 @@ MODELS = ("mlp", "cnn")
 # is measured on the held-out images.
 
 # %%
-nets = esae.autoencoders.load_base_models(profile, dev)
-train_images = esae.autoencoders.training_images(profile)
-test_images = esae.autoencoders.heldout_images(profile)
+nets = autoencoders.load_base_models(profile, dev)
+train_images = autoencoders.training_images(profile)
+test_images = autoencoders.heldout_images(profile)
 heldout = {name: eq.orbit_activations(nets[name], test_images.images, device=dev) for name in MODELS}
 display(Markdown(f"{len(train_images.images):,} training images and {len(test_images.images):,} held-out "
                  f"images, each in its 4 rotations; activations have d = {heldout['mlp'][0].shape[1]}."))
