@@ -295,6 +295,7 @@ def profile_fit(profile: str, model: str, variant: str = "paper",
 
 
 def fitted_m(profile: str, model: str, device: torch.device | str | None = None) -> Tensor:
-    """The M ``(256, 256)`` chapter 4 fits with the paper's recipe for base model ``model``
-    under ``profile`` (cached); the matrix chapter 5's equivariant SAE uses."""
-    return profile_fit(profile, model, "paper", device).m
+    """The M ``(256, 256)`` chapter 4 fits for base model ``model`` under ``profile`` (cached):
+    Adam on the paper's loss from the least-squares warm start, which reaches in a few epochs
+    what the identity start needs far longer for (chapter 4); the matrix chapter 5 uses."""
+    return profile_fit(profile, model, "warm_start", device).m
