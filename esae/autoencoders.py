@@ -269,6 +269,60 @@ def train_base_model(config: TrainConfig, device: torch.device | str = "cpu") ->
 
 
 # --------------------------------------------------------------------------------------------
+# a first look at the activations (chapter 3)
+
+
+def _cosine(a: Tensor, b: Tensor) -> Tensor:
+    return nn.functional.cosine_similarity(a, b, dim=1)
+
+
+def rotation_similarity(model: nn.Module, images: Tensor, *, batch_size: int = 1024,
+                        device: torch.device | str | None = None, seed: int = 0) -> dict[str, Any]:
+    """How the activations ψ move when the image rotates, for ``images`` ``(n, 1, 64, 64)``.
+
+    Returns, for the rotations ``g^p`` with p = 1, 2, 3:
+    ``cosine`` ``(3, n)`` the cosine similarity of ψ(x) and ψ(g^p x); ``cosine_centred`` the same
+    after subtracting the mean activation (the mean is shared by every input, so it inflates the
+    raw cosine); ``r2_identity`` (3 floats) the pooled R² of ψ(x) as a prediction of ψ(g^p x),
+    i.e. how much of the rotated activation the identity map M = I explains; and the baselines
+    ``cosine_random`` / ``cosine_random_centred`` ``(n,)`` for ψ(x) against ψ(x') of another
+    random image x' (a fixed random pairing drawn with ``seed``)."""
+    from esae.metrics import r2_pooled
+
+    acts = activations(model, images, batch_size=batch_size, device=device).cpu()
+    mean = acts.mean(0, keepdim=True)
+    rotated = [activations(model, rotate_images(images, p), batch_size=batch_size, device=device).cpu()
+               for p in (1, 2, 3)]
+    other = acts[torch.randperm(len(acts), generator=torch.Generator().manual_seed(seed))]
+    return {
+        "cosine": torch.stack([_cosine(acts, r) for r in rotated]),
+        "cosine_centred": torch.stack([_cosine(acts - mean, r - mean) for r in rotated]),
+        "r2_identity": [r2_pooled(r, acts) for r in rotated],
+        "cosine_random": _cosine(acts, other),
+        "cosine_random_centred": _cosine(acts - mean, other - mean),
+    }
+
+
+def label_r2(model: nn.Module, train: ShapesDataset, test: ShapesDataset, *, batch_size: int = 1024,
+             device: torch.device | str | None = None) -> float:
+    """How far ψ is an affine function of the labels: the pooled R² on ``test`` of the least-squares
+    affine map from :func:`esae.shapes.one_hot` label indicators ``(n, 128)`` to ψ ``(n, 256)``,
+    fitted on ``train``. It is 1 exactly when ψ is a sum of one vector per (position, shape,
+    orientation) — and then rotating the image acts on ψ by a fixed linear map."""
+    from esae.metrics import r2_pooled
+    from esae.shapes import one_hot
+
+    def design(ds: ShapesDataset) -> Tensor:
+        x = one_hot(ds).double()
+        return torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], 1)
+
+    y_train = activations(model, train.images, batch_size=batch_size, device=device).cpu().double()
+    y_test = activations(model, test.images, batch_size=batch_size, device=device).cpu().double()
+    coef = torch.linalg.lstsq(design(train), y_train, driver="gelsd").solution
+    return r2_pooled(y_test, design(test) @ coef)
+
+
+# --------------------------------------------------------------------------------------------
 # what later chapters use
 
 

@@ -48,8 +48,9 @@ NUM_ORIENTATIONS: tuple[int, ...] = (2, 2, 4, 4, 4, 4, 4, 4)
 """Distinct orientations of each shape under 90° rotations (2 for the half-turn-symmetric ones)."""
 
 POSITION_NAMES: tuple[str, ...] = ("top-right", "top-left", "bottom-left", "bottom-right")
-_POSITION_SLICES = ((slice(0, CELL), slice(CELL, 2 * CELL)), (slice(0, CELL), slice(0, CELL)),
-                    (slice(CELL, 2 * CELL), slice(0, CELL)), (slice(CELL, 2 * CELL), slice(CELL, 2 * CELL)))
+QUADRANT_ORIGINS: tuple[tuple[int, int], ...] = ((0, CELL), (0, 0), (CELL, 0), (CELL, CELL))
+"""(row, column) of the top-left pixel of the quadrant at each position."""
+_POSITION_SLICES = tuple((slice(r, r + CELL), slice(c, c + CELL)) for r, c in QUADRANT_ORIGINS)
 
 _SHIFT = 4  # OpenCV fractional bits: coordinates are drawn with 1/16-pixel precision
 _C = (CELL - 1) / 2  # the cell's centre (pixel centres sit at integer coordinates)
@@ -354,6 +355,15 @@ def task_labels(dataset: ShapesDataset, tasks: list[ProbingTask] | None = None) 
         else:
             out[:, j] = present[:, t.position, t.shape, t.orientation]
     return out
+
+
+def one_hot(dataset: ShapesDataset) -> Tensor:
+    """Indicator features ``(n, 4·8·4)`` float32: entry ``[i, 32p + 4s + o]`` is 1 when image ``i``
+    has shape ``s`` in orientation ``o`` at position ``p`` (a complete description of the image)."""
+    s, o = check_labels(dataset.shapes, dataset.orientations)
+    out = torch.zeros(len(s), NUM_POSITIONS, len(SHAPES) * 4)
+    out.scatter_(2, torch.from_numpy(s * 4 + o)[:, :, None], 1.0)
+    return out.flatten(1)
 
 
 def expected_negative_share(task: ProbingTask) -> float:
