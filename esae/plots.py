@@ -243,3 +243,29 @@ def probe_comparison(scores: Mapping[str, Mapping[str, float | None]], *,
         ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def truncation_curves(scores: Mapping[str, Mapping[int, Mapping[str, float | None]]], *,
+                      groups: Sequence[str] = ("S", "SO", "SP", "SPO"), title: str | None = None) -> Figure:
+    """Probe F1 against the truncation length ``L``, one panel per task group, one line per input:
+    ``scores[name][L]`` is ``{group: mean F1}`` (``name`` an SAE, or ``"activations"``)."""
+    fig, axes = plt.subplots(1, len(groups), figsize=(2.6 * len(groups) + 0.4, 2.8), squeeze=False, sharey=True)
+    for ax, g in zip(axes[0], groups):
+        for i, (name, by_L) in enumerate(scores.items()):
+            Ls = sorted(by_L)
+            vals = [np.nan if by_L[L].get(g) is None else by_L[L][g] for L in Ls]
+            ax.plot(Ls, vals, marker="o", ms=3.5, color=SAE_COLORS.get(name, f"C{i}"),
+                    label=SAE_LABELS.get(name, name), ls="--" if name == "activations" else "-")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(sorted({L for by_L in scores.values() for L in by_L}))
+        ax.get_xaxis().set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.set_ylim(0, 1.02)
+        ax.grid(color="0.9", lw=0.6)
+        ax.set_title(g, fontsize=9)
+        ax.set_xlabel("truncation length L (latents kept)", fontsize=8)
+    axes[0, 0].set_ylabel("mean F1 on the test split", fontsize=8)
+    axes[0, -1].legend(fontsize=7, loc="lower right")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -707,19 +707,22 @@ class ModelInputs:
     p_test: np.ndarray
 
 
-def model_inputs(profile: str, model: str, train, test, device) -> ModelInputs:
-    """Base activations and task labels of the probing sets for ``model``, and its SAEs (chapter 5)."""
+def model_inputs(profile: str, model: str, train, test, device, *, net=None, sae_set=None) -> ModelInputs:
+    """Base activations and task labels of the probing sets for ``model``, and its SAEs (chapter 5).
+    ``net`` and ``sae_set`` default to ``load_base_models(profile)[model]`` and
+    ``load_saes(profile, model)``; pass them when already loaded."""
     from esae.autoencoders import activations, load_base_models
     from esae.saes import load_saes
     from esae.shapes import probing_tasks, task_labels
 
-    net = load_base_models(profile, device)[model]
+    net = load_base_models(profile, device)[model] if net is None else net
+    sae_set = load_saes(profile, model, device) if sae_set is None else sae_set
     tasks = probing_tasks()
     return ModelInputs(
         acts_train=activations(net, train.images, device=device).float().cpu().numpy(),
         acts_test=activations(net, test.images, device=device).float().cpu().numpy(),
         labels_train=task_labels(train, tasks), labels_test=task_labels(test, tasks),
-        groups=[t.group for t in tasks], saes=load_saes(profile, model, device),
+        groups=[t.group for t in tasks], saes=sae_set,
         p_train=rotations_from_canonical(train), p_test=rotations_from_canonical(test))
 
 
