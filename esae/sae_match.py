@@ -293,3 +293,288 @@ def match_layers(saes: Sequence[JumpReLUSAE], **kwargs) -> list[Match]:
     if len(saes) < 2:
         raise ValueError(f"saes must hold at least two SAEs to match, got {len(saes)}")
     return [match(a, b, **kwargs) for a, b in zip(saes[:-1], saes[1:])]
+
+
+# --------------------------------------------------------------------------------------------
+# Training JumpReLU SAEs with sae-lens
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How one JumpReLU SAE is trained with sae-lens's ``SAETrainer`` (see :func:`train_jumprelu`)."""
+
+    d_sae: int = 1024  # number of features
+    target_l0: float = 32.0  # L0 the quadratic sparsity penalty pulls towards (Gemma Scope 2's loss)
+    l0_coefficient: float = 1.0  # weight of that penalty
+    steps: int = 1000  # optimiser steps
+    batch_size: int = 1024  # activations per step
+    lr: float = 1e-3  # Adam learning rate (linear warm-up over 5% of steps, decay over the last 20%)
+    init_threshold: float = 0.1  # initial θ, in units of the normalised input (mean norm sqrt(d))
+    bandwidth: float = 0.05  # width of the straight-through estimator's rectangle window
+    autocast: bool = False  # bfloat16 autocast of the SAE's matrix products
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_int("d_sae", self.d_sae, 2)
+        check_float("target_l0", self.target_l0, 0.0, float(self.d_sae), lo_open=True)
+        check_float("l0_coefficient", self.l0_coefficient, 0.0, lo_open=True)
+        check_int("steps", self.steps, 1)
+        check_int("batch_size", self.batch_size, 1)
+        check_float("lr", self.lr, 0.0, 1.0, lo_open=True)
+        check_float("init_threshold", self.init_threshold, 0.0, lo_open=True)
+        check_float("bandwidth", self.bandwidth, 0.0, lo_open=True)
+        check_int("seed", self.seed, 0)
+
+
+def _batches(data: Tensor, batch_size: int, generator: torch.Generator):
+    """Endless shuffled minibatches ``(batch_size, d)`` of the rows of ``data`` (an sae-lens DataProvider)."""
+    n = data.shape[0]
+    while True:
+        order = torch.randperm(n, generator=generator)
+        for start in range(0, n - batch_size + 1, batch_size):
+            yield data[order[start:start + batch_size]]
+        if n < batch_size:
+            yield data[torch.randint(n, (batch_size,), generator=generator)]
+
+
+def train_jumprelu(data: Tensor, cfg: TrainConfig, device: torch.device | str = "cpu") -> JumpReLUSAE:
+    """Train a JumpReLU SAE on activations ``data`` (n, d) with sae-lens's ``SAETrainer``; return
+    it as an inference ``JumpReLUSAE`` that reads raw activations.
+
+    The input is first scaled to mean norm ``sqrt(d)`` (sae-lens's ``expected_average_only_in``
+    normalisation, done here so the scale is known), so the same hyperparameters serve layers
+    whose residual norms differ by orders of magnitude. After training the scale ``s`` is
+    folded back the way Gemma Scope's released SAEs are parametrised: encoder bias, thresholds
+    and decoder bias are divided by ``s`` (pre-activations and θ in the raw units of the
+    residual stream, so θ grows with the layer's norm), ``W_enc`` and ``W_dec`` unchanged. This
+    is one of the function-preserving choices (sae-lens's trainer instead moves ``s`` into
+    ``W_enc`` and ``1/s`` into ``W_dec``); folded matching does not depend on the choice.
+    The encoder reads the input directly (``apply_b_dec_to_input=False``), as in Gemma Scope.
+    """
+    from unittest import mock
+
+    from sae_lens import JumpReLUTrainingSAE, JumpReLUTrainingSAEConfig, SAETrainer
+    from sae_lens.config import LoggingConfig, SAETrainerConfig
+    from sae_lens.training import sae_trainer
+
+    from esae.runtime import progress
+
+    if data.ndim != 2 or data.shape[0] < 2:
+        raise ValueError(f"data must be (n, d) activations with n >= 2, got shape {tuple(data.shape)}")
+    device = torch.device(device)
+    data = data.float()
+    scale = float(data.shape[1] ** 0.5 / data.norm(dim=1).mean())
+    torch.manual_seed(cfg.seed)
+    sae_cfg = JumpReLUTrainingSAEConfig(
+        d_in=data.shape[1], d_sae=cfg.d_sae, device=str(device), apply_b_dec_to_input=False,
+        normalize_activations="none", jumprelu_sparsity_loss_mode="quadratic", target_l0=cfg.target_l0,
+        l0_coefficient=cfg.l0_coefficient, jumprelu_init_threshold=cfg.init_threshold,
+        jumprelu_bandwidth=cfg.bandwidth)
+    training_sae = JumpReLUTrainingSAE(sae_cfg)
+    warm_up, decay = max(cfg.steps // 20, 1), cfg.steps // 5
+    trainer_cfg = SAETrainerConfig(
+        total_training_samples=cfg.steps * cfg.batch_size, train_batch_size_samples=cfg.batch_size, lr=cfg.lr,
+        lr_end=cfg.lr, lr_warm_up_steps=warm_up, lr_decay_steps=decay, device=str(device), autocast=cfg.autocast,
+        dead_feature_window=max(cfg.steps // 4, 1), feature_sampling_window=max(cfg.steps, 1),
+        logger=LoggingConfig(log_to_wandb=False))
+    generator = torch.Generator().manual_seed(cfg.seed)
+    provider = (batch.to(device) * scale for batch in _batches(data, cfg.batch_size, generator))
+    trainer = SAETrainer(cfg=trainer_cfg, sae=training_sae, data_provider=provider)
+    # sae-lens draws its own tqdm bar; route it through esae's (silenced in book builds)
+    with mock.patch.object(sae_trainer, "tqdm", lambda *a, **k: progress(*a, **k)):
+        trainer.fit()
+    state = {k: v.detach().float() for k, v in training_sae.state_dict().items()}
+    inference_cfg = JumpReLUSAEConfig.from_dict(training_sae.cfg.get_inference_sae_cfg_dict())
+    inference_cfg.device = str(device)
+    template = JumpReLUSAE(inference_cfg)
+    return build_jumprelu(template, W_enc=state["W_enc"], b_enc=state["b_enc"] / scale,
+                          threshold=state["threshold"] / scale, W_dec=state["W_dec"], b_dec=state["b_dec"] / scale)
+
+
+@torch.no_grad()
+def sae_quality(sae: JumpReLUSAE, acts: Tensor, batch_size: int = 4096) -> dict[str, float]:
+    """L0 (mean number of active features per input), explained variance
+    ``1 − Σ‖x − x̂‖² / Σ‖x − x̄‖²`` and the fraction of features that never fire, on ``acts`` (n, d)."""
+    sq_err = total = l0 = 0.0
+    fired = torch.zeros(sae.cfg.d_sae, dtype=torch.bool, device=sae.W_enc.device)
+    mean = acts.double().mean(0).to(sae.W_enc.device)
+    for start in range(0, acts.shape[0], batch_size):
+        x = acts[start:start + batch_size].to(sae.W_enc.device, sae.W_enc.dtype)
+        z = sae.encode(x)
+        x_hat = sae.decode(z)
+        sq_err += float((x - x_hat).double().pow(2).sum())
+        total += float((x.double() - mean).pow(2).sum())
+        l0 += float((z > 0).sum())
+        fired |= (z > 0).any(0)
+    return {"l0": l0 / acts.shape[0], "explained_variance": 1 - sq_err / total,
+            "dead_fraction": float((~fired).float().mean())}
+
+
+# --------------------------------------------------------------------------------------------
+# Ground truth: SAEs whose true correspondence is known
+# --------------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def perturbed_copy(sae: JumpReLUSAE, *, noise: float = 0.0, scale_spread: float = 1.0,
+                   seed: int = 0) -> tuple[JumpReLUSAE, np.ndarray]:
+    """A copy of ``sae`` whose true correspondence is known: Gaussian noise of ``noise`` × each
+    tensor's RMS added to ``W_enc``, ``b_enc`` and ``W_dec`` (θ multiplied by
+    ``exp(noise · N(0, 1))``), every feature rescaled by a factor log-uniform in
+    ``[1/scale_spread, scale_spread]`` (which leaves the function unchanged) and the features
+    shuffled. Returns ``(copy, truth)`` with ``truth[i]`` the index in the copy of feature ``i``."""
+    check_float("noise", noise, 0.0)
+    check_float("scale_spread", scale_spread, 1.0)
+    sae = _check_jumprelu(sae)
+    gen = torch.Generator().manual_seed(seed)
+
+    def noisy(t: Tensor) -> Tensor:
+        rms = t.pow(2).mean().sqrt()
+        return t + noise * rms * torch.randn(t.shape, generator=gen, dtype=t.dtype).to(t.device)
+
+    theta = sae.threshold * torch.exp(noise * torch.randn(sae.cfg.d_sae, generator=gen)).to(sae.threshold)
+    copy_ = build_jumprelu(sae, W_enc=noisy(sae.W_enc), b_enc=noisy(sae.b_enc), threshold=theta,
+                           W_dec=noisy(sae.W_dec), b_dec=sae.b_dec)
+    log_spread = float(np.log(scale_spread))
+    scale = torch.exp((2 * torch.rand(sae.cfg.d_sae, generator=gen) - 1) * log_spread)
+    copy_ = rescale_features(copy_, scale)
+    order = torch.randperm(sae.cfg.d_sae, generator=gen).numpy()  # new feature j = old feature order[j]
+    return permute_features(copy_, order), np.argsort(order)
+
+
+def recovery(m: Match, truth: np.ndarray, valid: np.ndarray | None = None) -> float:
+    """Fraction of A's features whose match is the true partner ``truth[i]``, over the
+    features where ``valid`` (default: all with ``truth >= 0``)."""
+    truth = np.asarray(truth)
+    valid = truth >= 0 if valid is None else np.asarray(valid) & (truth >= 0)
+    if not valid.any():
+        raise ValueError("recovery needs at least one feature with a known true partner")
+    return float(np.mean(m.permutation[valid] == truth[valid]))
+
+
+@dataclass(frozen=True)
+class SyntheticLayersConfig:
+    """Synthetic "layers" whose true features evolve in a known way (``sae_lens.synthetic``).
+
+    Layer 0's dictionary holds ``n_features`` unit vectors in ``d`` dimensions (made nearly
+    orthogonal by sae-lens's initializer). From one layer to the next every feature direction
+    is nudged by Gaussian noise of relative size ``drift`` and renormalised, the overall scale
+    of the activations grows by ``norm_growth`` (as residual streams do with depth), and each
+    feature's firing magnitude is multiplied by a factor ``exp(magnitude_jitter · N(0, 1))``.
+    Features fire independently with probability ``firing_probability``."""
+
+    n_layers: int = 4
+    d: int = 64
+    n_features: int = 128
+    firing_probability: float = 0.03
+    drift: float = 0.15
+    norm_growth: float = 3.0
+    magnitude_jitter: float = 0.3
+    n_samples: int = 100_000  # activations per layer to train each SAE on
+    train: TrainConfig = TrainConfig(d_sae=128, target_l0=3.84, l0_coefficient=0.3, steps=2000, batch_size=512,
+                                     lr=2e-3)
+    seed: int = 0
+    version: int = 1
+
+    def __post_init__(self) -> None:
+        check_int("n_layers", self.n_layers, 2)
+        check_int("d", self.d, 2)
+        check_int("n_features", self.n_features, 2)
+        check_float("firing_probability", self.firing_probability, 0.0, 1.0, lo_open=True)
+        check_float("drift", self.drift, 0.0)
+        check_float("norm_growth", self.norm_growth, 0.0, lo_open=True)
+        check_float("magnitude_jitter", self.magnitude_jitter, 0.0)
+        check_int("n_samples", self.n_samples, 2)
+        if self.train.d_sae != self.n_features:
+            raise ValueError(f"train.d_sae must equal n_features ({self.n_features}) so every true feature can "
+                             f"have one SAE feature, got {self.train.d_sae}")
+
+
+@dataclass
+class SyntheticLayers:
+    """The ground truth of :func:`synthetic_layers`: per layer, the true feature directions
+    ``dictionaries[t]`` (K, d), mean firing magnitudes ``magnitudes[t]`` (K,), the SAE trained
+    on that layer, and ``truth[t]`` (F,): the true feature each SAE feature represents (-1 if
+    none is clear)."""
+
+    dictionaries: list[Tensor]
+    magnitudes: list[Tensor]
+    saes: list[JumpReLUSAE]
+    truth: list[np.ndarray]
+
+    def true_match(self, t: int, u: int) -> np.ndarray:
+        """For each feature of SAE ``t``, the feature of SAE ``u`` representing the same true
+        feature (-1 when either side has none)."""
+        where_u = {int(k): j for j, k in enumerate(self.truth[u]) if k >= 0}
+        return np.array([where_u.get(int(k), -1) if k >= 0 else -1 for k in self.truth[t]])
+
+
+def _layer_generators(cfg: SyntheticLayersConfig):
+    from sae_lens.synthetic import ActivationGenerator, FeatureDictionary
+
+    gen = torch.Generator().manual_seed(cfg.seed)
+    base = FeatureDictionary(cfg.n_features, cfg.d, seed=cfg.seed)
+    vectors = base.feature_vectors.detach().clone()
+    magnitudes = torch.ones(cfg.n_features)
+    layers = []
+    for t in range(cfg.n_layers):
+        if t > 0:
+            vectors = vectors + cfg.drift * torch.randn(vectors.shape, generator=gen) / cfg.d ** 0.5
+            vectors = vectors / vectors.norm(dim=1, keepdim=True)
+            magnitudes = magnitudes * cfg.norm_growth * torch.exp(
+                cfg.magnitude_jitter * torch.randn(cfg.n_features, generator=gen))
+        dictionary = FeatureDictionary(cfg.n_features, cfg.d, initializer=None, seed=cfg.seed + t)
+        dictionary.feature_vectors.data = vectors.clone()
+        acts = ActivationGenerator(cfg.n_features, cfg.firing_probability, std_firing_magnitudes=0.25 * magnitudes,
+                                   mean_firing_magnitudes=magnitudes.clone())
+        layers.append((dictionary, acts, vectors.clone(), magnitudes.clone()))
+    return layers
+
+
+def identify_features(sae: JumpReLUSAE, dictionary: Tensor, min_cosine: float = 0.9) -> np.ndarray:
+    """For each SAE feature, the true feature (row of ``dictionary`` (K, d)) its decoder row
+    represents: an optimal one-to-one assignment by cosine similarity, kept where the cosine
+    is at least ``min_cosine`` (-1 elsewhere). Returns (F,) int64."""
+    dec = torch.nn.functional.normalize(sae.W_dec.detach().double().cpu(), dim=1)
+    true = torch.nn.functional.normalize(dictionary.double().cpu(), dim=1)
+    cos = (dec @ true.T).numpy()
+    rows, cols = linear_sum_assignment(-cos)
+    truth = np.full(sae.cfg.d_sae, -1, dtype=np.int64)
+    keep = cos[rows, cols] >= min_cosine
+    truth[rows[keep]] = cols[keep]
+    return truth
+
+
+def synthetic_layers(cfg: SyntheticLayersConfig, device: torch.device | str = "cpu") -> SyntheticLayers:
+    """Generate the synthetic layers of ``cfg``, train one JumpReLU SAE per layer with sae-lens
+    (:func:`train_jumprelu`, seeded per layer) and identify which true feature each SAE feature
+    represents. The SAEs are cached by ``cfg``."""
+    from esae.cache import cached_torch
+
+    layers = _layer_generators(cfg)
+
+    def compute() -> list[dict[str, Tensor]]:
+        states = []
+        for t, (dictionary, acts, _, _) in enumerate(layers):
+            torch.manual_seed(cfg.seed + 1000 * t)
+            with torch.no_grad():
+                data = dictionary(acts.sample(cfg.n_samples))
+            sae = train_jumprelu(data, dataclasses.replace(cfg.train, seed=cfg.train.seed + t), device)
+            states.append({k: v.detach().cpu() for k, v in sae.state_dict().items()})
+        return states
+
+    states = cached_torch("sae_match_synthetic", cfg, compute)
+    template = JumpReLUSAE(JumpReLUSAEConfig(d_in=cfg.d, d_sae=cfg.n_features, apply_b_dec_to_input=False))
+    saes = [build_jumprelu(template, **state) for state in states]
+    saes = [sae.to(device) for sae in saes]
+    dictionaries = [v for _, _, v, _ in layers]
+    return SyntheticLayers(dictionaries, [m for _, _, _, m in layers], saes,
+                           [identify_features(sae, v) for sae, v in zip(saes, dictionaries)])
+
+
+def synthetic_data(cfg: SyntheticLayersConfig, layer: int, n: int, seed: int = 12345) -> Tensor:
+    """``n`` fresh activations (n, d) from synthetic layer ``layer`` (for evaluating its SAE)."""
+    check_int("layer", layer, 0, cfg.n_layers - 1)
+    dictionary, acts, _, _ = _layer_generators(cfg)[layer]
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        return dictionary(acts.sample(n))
