@@ -414,3 +414,47 @@ def next_token_losses(model, input_ids: Tensor, *, layer: int | None = None, edi
         h = hidden[:, 1:-1].reshape(-1, hidden.shape[-1])
         out.append(_token_losses(model, h, ids[:, 2:].reshape(-1)).view(ids.shape[0], -1).cpu())
     return torch.cat(out)
+
+
+@dataclass
+class LossTable:
+    """Next-token loss with replaced residual streams: ``clean`` (mean nats per token),
+    ``delta[pair][variant]`` the mean change ΔL and ``stderr[pair][variant]`` its standard
+    error over tokens (the same tokens for every variant, so differences are paired)."""
+
+    clean: float
+    delta: dict[str, dict[str, float]]
+    stderr: dict[str, dict[str, float]]
+    n_tokens: int
+
+
+def delta_losses(model, input_ids: Tensor, lm, variants: Sequence[str] = ("folded", "unfolded", "own", "previous",
+                                                                           "layer_drop"),
+                 batch_size: int = 4) -> LossTable:
+    """Evaluations 2 and 5, ΔL: for every adjacent pair ``(t, t+1)`` of ``lm``
+    (:class:`esae.sae_match.LayerMatches`, consecutive blocks) and every variant of
+    :func:`esae.sae_match.approximations`, replace the residual stream after block ``t+1``
+    by ``x̂(t+1)`` computed from the block's input ``x(t)`` (and its output ``x(t+1)``) and
+    measure the change of next-token cross-entropy on ``input_ids`` (n, T), BOS excluded."""
+    from esae.sae_match import approximations
+
+    layers = list(lm.layers)
+    if any(u != t + 1 for t, u in zip(layers[:-1], layers[1:])):
+        raise ValueError(f"delta_losses needs consecutive blocks, got layers {layers}")
+    clean = next_token_losses(model, input_ids, batch_size=batch_size)
+    delta, stderr = {}, {}
+    jobs = [(i, v) for i in range(len(layers) - 1) for v in variants]
+    for i, variant in progress(jobs, desc="ΔL"):
+        name = lm.pairs[i]
+        edit = approximations(lm, i)[variant]
+        losses = next_token_losses(model, input_ids, layer=layers[i + 1], edit=edit, batch_size=batch_size)
+        diff = (losses - clean).flatten().double()
+        delta.setdefault(name, {})[variant] = float(diff.mean())
+        stderr.setdefault(name, {})[variant] = float(diff.std() / diff.numel() ** 0.5)
+    return LossTable(float(clean.mean()), delta, stderr, clean.numel())
+
+
+def layer_pruning(model, input_ids: Tensor, lm, batch_size: int = 4) -> dict[str, dict[str, float]]:
+    """Evaluation 5: ΔL of replacing each block ``t+1`` by encode-permute-decode from ``x(t)``
+    (folded matching), next to dropping the block outright. Per pair ``{"folded", "layer_drop"}``."""
+    return delta_losses(model, input_ids, lm, variants=("folded", "layer_drop"), batch_size=batch_size).delta

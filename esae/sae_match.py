@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -578,3 +578,296 @@ def synthetic_data(cfg: SyntheticLayersConfig, layer: int, n: int, seed: int = 1
     torch.manual_seed(seed)
     with torch.no_grad():
         return dictionary(acts.sample(n))
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluations that need only SAEs and activations
+# --------------------------------------------------------------------------------------------
+
+PARTS = ("decoder", "encoder", "b_enc", "all")
+
+
+@torch.no_grad()
+def weight_mse(sae_a: JumpReLUSAE, sae_b: JumpReLUSAE, permutation=None) -> dict[str, float]:
+    """Mean squared difference per parameter between feature ``i`` of A and feature
+    ``permutation[i]`` of B (identity when ``None``): for the decoder rows, the encoder
+    columns, ``b_enc`` and all of them together (the matching objective divided by its number
+    of terms). Pass folded SAEs to compare on folded weights, as the paper does."""
+    _check_pair(sae_a, sae_b)
+    perm = np.arange(sae_a.cfg.d_sae) if permutation is None else _check_permutation(permutation, sae_a.cfg.d_sae)
+    idx = torch.as_tensor(perm, device=sae_b.W_dec.device)
+    va, vb = feature_vectors(sae_a, "all").double(), feature_vectors(sae_b, "all").double()[idx]
+    d = sae_a.cfg.d_in
+    sq = (va - vb).pow(2)
+    return {"decoder": float(sq[:, :d].mean()), "encoder": float(sq[:, d:2 * d].mean()),
+            "b_enc": float(sq[:, 2 * d].mean()), "all": float(sq.mean())}
+
+
+def pair_name(t: int, u: int) -> str:
+    """The key of a layer pair in results: ``"3-4"``."""
+    return f"{t}-{u}"
+
+
+@dataclass
+class LayerMatches:
+    """Everything chapter 7 matches for a stack of SAEs at ``layers``: the SAEs, their folded
+    versions, and per adjacent pair the folded and unfolded all-weights matches plus the
+    decoder-only and encoder-only ablations (folded)."""
+
+    layers: list[int]
+    saes: list[JumpReLUSAE]
+    folded_saes: list[JumpReLUSAE]
+    folded: list[Match]
+    unfolded: list[Match]
+    decoder_only: list[Match]
+    encoder_only: list[Match]
+
+    @property
+    def pairs(self) -> list[str]:
+        return [pair_name(t, u) for t, u in zip(self.layers[:-1], self.layers[1:])]
+
+
+def match_stack(saes: Sequence[JumpReLUSAE], layers: Sequence[int], ablations: bool = True) -> LayerMatches:
+    """Fold every SAE and match every adjacent pair folded and unfolded (all weights), plus
+    (``ablations``) folded decoder-only and encoder-only."""
+    from esae.runtime import progress
+
+    if len(saes) != len(layers) or len(saes) < 2:
+        raise ValueError(f"saes and layers must have the same length, at least 2, got {len(saes)} and {len(layers)}")
+    folded_saes = [fold(s) for s in saes]
+    out = {k: [] for k in ("folded", "unfolded", "decoder_only", "encoder_only")}
+    for i in progress(range(len(saes) - 1), desc="matching layers"):
+        a, b = saes[i], saes[i + 1]
+        out["folded"].append(match(a, b, fold=True, weights="all"))
+        out["unfolded"].append(match(a, b, fold=False, weights="all"))
+        if ablations:
+            out["decoder_only"].append(match(a, b, fold=True, weights="decoder"))
+            out["encoder_only"].append(match(a, b, fold=True, weights="encoder"))
+    return LayerMatches(list(layers), list(saes), folded_saes, **out)
+
+
+def mse_table(lm: LayerMatches) -> dict[str, dict[str, dict[str, float]]]:
+    """Evaluation 1 (the paper's Figure 3): per adjacent pair, the weight MSE on folded weights
+    (:func:`weight_mse`) of the identity ("vanilla"), the unfolded match and the folded match."""
+    table = {}
+    for i, name in enumerate(lm.pairs):
+        fa, fb = lm.folded_saes[i], lm.folded_saes[i + 1]
+        table[name] = {"vanilla": weight_mse(fa, fb), "unfolded": weight_mse(fa, fb, lm.unfolded[i].permutation),
+                       "folded": weight_mse(fa, fb, lm.folded[i].permutation)}
+    return table
+
+
+def approximations(lm: LayerMatches, i: int) -> dict[str, Callable]:
+    """The approximations of ``x(u)`` for pair ``i`` (layers ``t, u``), each a function
+    ``(x_t, x_u) -> x̂_u`` on ``(..., d)`` tensors:
+
+    - ``folded``: encode ``x_t`` with the folded SAE t, move the features along the folded
+      match, decode with the folded SAE u (encode-permute-decode, the paper's method);
+    - ``unfolded``: the same without folding (original SAEs, unfolded match);
+    - ``own``: encode-decode ``x_u`` with SAE u (the best an SAE at u can do);
+    - ``previous``: encode-decode ``x_t`` with SAE t (no feature transfer at all);
+    - ``layer_drop``: ``x_t`` itself (skip block u)."""
+    st, su, ft, fu = lm.saes[i], lm.saes[i + 1], lm.folded_saes[i], lm.folded_saes[i + 1]
+    mf, mu = lm.folded[i], lm.unfolded[i]
+    return {
+        "folded": lambda xt, xu: fu.decode(mf.transfer(ft.encode(xt))),
+        "unfolded": lambda xt, xu: su.decode(mu.transfer(st.encode(xt))),
+        "own": lambda xt, xu: su.decode(su.encode(xu)),
+        "previous": lambda xt, xu: st.decode(st.encode(xt)),
+        "layer_drop": lambda xt, xu: xt,
+    }
+
+
+VARIANTS = ("folded", "unfolded", "own", "previous", "layer_drop")
+
+
+def explained_variance(target: Tensor, pred: Tensor) -> float:
+    """``1 − Σ‖x − x̂‖² / Σ‖x − x̄‖²`` over (n, d) tensors (negative when x̂ is worse than the mean)."""
+    from esae.metrics import r2_pooled
+
+    return r2_pooled(target.double(), pred.double())
+
+
+@torch.no_grad()
+def hidden_state_ev(lm: LayerMatches, acts: Tensor, batch_size: int = 4096) -> dict[str, dict[str, float]]:
+    """Evaluation 2, explained variance: per adjacent pair and variant of
+    :func:`approximations`, the EV of ``x̂(u)`` against the true ``x(u)`` on held-out
+    activations ``acts`` (L, M, d) indexed like ``lm.layers``."""
+    out = {}
+    for i, name in enumerate(lm.pairs):
+        maps = approximations(lm, i)
+        preds = {k: [] for k in VARIANTS}
+        for start in range(0, acts.shape[1], batch_size):
+            xt, xu = acts[i, start:start + batch_size], acts[i + 1, start:start + batch_size]
+            for k, f in maps.items():
+                preds[k].append(f(xt, xu).float())
+        out[name] = {k: explained_variance(acts[i + 1], torch.cat(v)) for k, v in preds.items()}
+    return out
+
+
+@torch.no_grad()
+def feature_acts(sae: JumpReLUSAE, x: Tensor, batch_size: int = 4096) -> Tensor:
+    """``sae.encode`` of (M, d) activations in batches: (M, F) float32."""
+    return torch.cat([sae.encode(x[s:s + batch_size].to(sae.W_enc.device, sae.W_enc.dtype)).float()
+                      for s in range(0, x.shape[0], batch_size)])
+
+
+@torch.no_grad()
+def matching_score(z_a: Tensor, z_b: Tensor, permutation, min_fires: int = 5) -> dict[str, float]:
+    """Evaluation 3, activation agreement of matched features on the same tokens: ``z_a``
+    (M, F) feature activations of SAE A on ``x(t)``, ``z_b`` (M, F) of SAE B on ``x(u)``.
+
+    ``cofire``: mean over A's features that fire at least ``min_fires`` times of
+    P(partner fires | feature fires); ``correlation``: mean Pearson correlation over tokens
+    between a feature's activation and its partner's (same features; a partner that never
+    fires counts as 0); ``n_features``: how many features were scored."""
+    perm = torch.as_tensor(_check_permutation(permutation, z_a.shape[1]), device=z_b.device)
+    zb = z_b[:, perm]
+    fa, fb = z_a > 0, zb > 0
+    n_fire = fa.sum(0)
+    keep = n_fire >= min_fires
+    if not bool(keep.any()):
+        raise ValueError(f"no feature of A fires at least min_fires={min_fires} times on these {z_a.shape[0]} tokens")
+    cofire = (fa & fb).sum(0)[keep].double() / n_fire[keep].double()
+    a, b = z_a[:, keep].double(), zb[:, keep].double()
+    a, b = a - a.mean(0), b - b.mean(0)
+    denom = (a.pow(2).sum(0) * b.pow(2).sum(0)).sqrt()
+    corr = torch.where(denom > 0, (a * b).sum(0) / denom.clamp_min(1e-300), torch.zeros_like(denom))
+    return {"cofire": float(cofire.mean()), "correlation": float(corr.mean()), "n_features": int(keep.sum())}
+
+
+def matching_scores(lm: LayerMatches, acts: Tensor, min_fires: int = 5, seed: int = 0) -> dict[str, dict[str, dict]]:
+    """:func:`matching_score` for every adjacent pair, for the folded, unfolded, identity
+    ("vanilla") and a random permutation (chance level)."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    z = feature_acts(lm.saes[0], acts[0])
+    for i, name in enumerate(lm.pairs):
+        z_next = feature_acts(lm.saes[i + 1], acts[i + 1])
+        perms = {"folded": lm.folded[i].permutation, "unfolded": lm.unfolded[i].permutation,
+                 "vanilla": np.arange(z.shape[1]), "random": rng.permutation(z.shape[1])}
+        out[name] = {k: matching_score(z, z_next, p, min_fires) for k, p in perms.items()}
+        z = z_next
+    return out
+
+
+def persistence(lm: LayerMatches, acts: Tensor, max_distance: int, starts: Sequence[int] | None = None,
+                min_fires: int = 5) -> dict[int, dict[str, float]]:
+    """Evaluation 4: follow features from layer index ``s`` through the composed folded
+    matches ``s → s+1 → … → s+k`` and compare with the direct folded match ``s → s+k``.
+    For each distance ``k`` (1..``max_distance``), averaged over ``starts`` (default: every
+    layer with room): ``agreement`` (fraction of features the two send to the same partner),
+    ``cofire_composed`` / ``cofire_direct`` (matching score of each)."""
+    from esae.runtime import progress
+
+    n = len(lm.saes)
+    check_int("max_distance", max_distance, 1, n - 1)
+    starts = list(range(n - 1)) if starts is None else list(starts)
+    zs = {}
+
+    def z(j: int) -> Tensor:
+        if j not in zs:
+            zs[j] = feature_acts(lm.saes[j], acts[j])
+        return zs[j]
+
+    sums: dict[int, dict[str, list[float]]] = {}
+    for s in progress(starts, desc="persistence"):
+        composed = None
+        for k in range(1, max_distance + 1):
+            if s + k >= n:
+                break
+            composed = lm.folded[s] if composed is None else compose(composed, lm.folded[s + k - 1])
+            direct = lm.folded[s] if k == 1 else match(lm.saes[s], lm.saes[s + k], fold=True)
+            rec = sums.setdefault(k, {"agreement": [], "cofire_composed": [], "cofire_direct": []})
+            rec["agreement"].append(composed.agreement(direct))
+            rec["cofire_composed"].append(matching_score(z(s), z(s + k), composed.permutation, min_fires)["cofire"])
+            rec["cofire_direct"].append(matching_score(z(s), z(s + k), direct.permutation, min_fires)["cofire"])
+    return {k: {m: float(np.mean(v)) for m, v in rec.items()} for k, rec in sums.items()}
+
+
+@torch.no_grad()
+def partial_matching_ev(lm: LayerMatches, acts: Tensor, quantiles: Sequence[float] = (0.1, 0.5, 0.7, 1.0),
+                        batch_size: int = 4096) -> dict[str, dict[str, float]]:
+    """Evaluation 6 (the paper's appendix): match only the features whose folded match cost
+    is at most the ``q``-quantile of the costs; those are decoded with layer u's (folded)
+    decoder at their partner's row, the rest with layer t's own decoder; ``b_dec`` of layer u.
+    Returns per pair ``{str(q): EV}``."""
+    out = {}
+    for i, name in enumerate(lm.pairs):
+        ft, fu, m = lm.folded_saes[i], lm.folded_saes[i + 1], lm.folded[i]
+        dec_moved = fu.W_dec[torch.as_tensor(m.permutation, device=fu.W_dec.device)]
+        row = {}
+        for q in quantiles:
+            check_float("each quantile", q, 0.0, 1.0)
+            keep = torch.as_tensor(m.cost <= np.quantile(m.cost, q), device=ft.W_dec.device)
+            dec = torch.where(keep[:, None], dec_moved, ft.W_dec)
+            preds = [feature_acts(ft, acts[i, s:s + batch_size]) @ dec.float().cpu() + fu.b_dec.float().cpu()
+                     for s in range(0, acts.shape[1], batch_size)]
+            row[str(q)] = explained_variance(acts[i + 1], torch.cat(preds))
+        out[name] = row
+    return out
+
+
+@torch.no_grad()
+def layer_statistics(saes: Sequence[JumpReLUSAE], layers: Sequence[int], acts: Tensor) -> dict[int, dict[str, float]]:
+    """Evaluation 7 (the paper's Figure 1, left): per layer, the mean residual norm ``‖x‖`` on
+    ``acts`` (L, M, d), and the mean and median threshold θ of its SAE (original units)."""
+    return {t: {"norm": float(acts[i].double().norm(dim=1).mean()), "mean_threshold": float(sae.threshold.mean()),
+                "median_threshold": float(sae.threshold.median())}
+            for i, (t, sae) in enumerate(zip(layers, saes))}
+
+
+def feature_examples(lm: LayerMatches, i: int, acts: Tensor, n_pairs: int = 3, top_k: int = 4,
+                     min_fires: int = 10) -> dict[str, list[dict]]:
+    """Matched feature pairs of adjacent pair ``i`` for the paper's Figure 5: among features of
+    layer t that fire at least ``min_fires`` times on ``acts`` (and whose partner fires too),
+    the ``n_pairs`` lowest- and highest-cost folded matches, each with the indices of the
+    ``top_k`` held-out tokens (into ``acts``' token axis) that activate it and its partner most."""
+    m = lm.folded[i]
+    za, zb = feature_acts(lm.saes[i], acts[i]), feature_acts(lm.saes[i + 1], acts[i + 1])
+    fires_a, fires_b = (za > 0).sum(0).numpy(), (zb > 0).sum(0).numpy()
+    ok = np.flatnonzero((fires_a >= min_fires) & (fires_b[m.permutation] >= min_fires))
+    if len(ok) == 0:
+        return {"low": [], "high": []}
+    order = ok[np.argsort(m.cost[ok])]
+
+    def describe(f: int) -> dict:
+        g = int(m.permutation[f])
+        return {"feature": int(f), "partner": g, "cost": float(m.cost[f]),
+                "cofire": float(((za[:, f] > 0) & (zb[:, g] > 0)).sum() / max(int(fires_a[f]), 1)),
+                "top_a": za[:, f].topk(top_k).indices.tolist(), "top_b": zb[:, g].topk(top_k).indices.tolist()}
+
+    return {"low": [describe(f) for f in order[:n_pairs]], "high": [describe(f) for f in order[::-1][:n_pairs]]}
+
+
+# --------------------------------------------------------------------------------------------
+# Ground-truth experiments, summarised
+# --------------------------------------------------------------------------------------------
+
+def copy_recovery(sae: JumpReLUSAE, noises: Sequence[float], scale_spread: float, seed: int = 0,
+                  weights: str = "all") -> dict[str, dict[str, float]]:
+    """Fraction of a :func:`perturbed_copy`'s permutation that folded and unfolded matching
+    recover, for each noise level (keys ``str(noise)``)."""
+    out = {}
+    for j, noise in enumerate(noises):
+        copy_, truth = perturbed_copy(sae, noise=noise, scale_spread=scale_spread, seed=seed + j)
+        out[str(noise)] = {name: recovery(match(sae, copy_, fold=f, weights=weights), truth)
+                           for name, f in (("folded", True), ("unfolded", False))}
+    return out
+
+
+def synthetic_recovery(gt: SyntheticLayers) -> dict[str, dict[str, float]]:
+    """For every adjacent pair of synthetic layers, the fraction of identifiable features
+    (both SAEs have a feature for the same true feature) whose match is right, for folded
+    and unfolded matching with all weights and folded decoder-only; plus that fraction's
+    denominator as ``identifiable``."""
+    out = {}
+    for t in range(len(gt.saes) - 1):
+        truth = gt.true_match(t, t + 1)
+        a, b = gt.saes[t], gt.saes[t + 1]
+        out[pair_name(t, t + 1)] = {
+            "folded": recovery(match(a, b, fold=True), truth),
+            "unfolded": recovery(match(a, b, fold=False), truth),
+            "folded_decoder": recovery(match(a, b, fold=True, weights="decoder"), truth),
+            "identifiable": float(np.mean(truth >= 0))}
+    return out
