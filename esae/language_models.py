@@ -214,8 +214,8 @@ class ActivationsConfig:
 
     model: str = "gemma-3-270m"
     context_len: int = 128  # tokens per window, BOS included
-    n_train_tokens: int = 32_768  # activations per layer to train SAEs on (BOS excluded)
-    n_eval_tokens: int = 8192  # held-out activations per layer for the evaluations
+    n_train_tokens: int = 24_576  # activations per layer to train SAEs on, BOS excluded (0: none)
+    n_eval_tokens: int = 6144  # held-out activations per layer for the evaluations
     heldout_fraction: float = 0.2  # share of the documents held out
     batch_size: int = 8  # windows per forward pass
     seed: int = 0
@@ -224,7 +224,7 @@ class ActivationsConfig:
     def __post_init__(self) -> None:
         check_choice("model", self.model, MODELS)
         check_int("context_len", self.context_len, 3, 8192)
-        check_int("n_train_tokens", self.n_train_tokens, 1)
+        check_int("n_train_tokens", self.n_train_tokens, 0)
         check_int("n_eval_tokens", self.n_eval_tokens, 1)
         check_float("heldout_fraction", self.heldout_fraction, 0.0, 0.9, lo_open=True)
         check_int("batch_size", self.batch_size, 1)
@@ -312,9 +312,11 @@ def residual_activations(cfg: ActivationsConfig, model, tokenizer, n_loss_window
     eval_ids = heldout_ids[:n_eval]
 
     def compute() -> dict[str, Tensor]:
+        ev = collect_residuals(model, eval_ids, batch_size=cfg.batch_size, desc="activations (held out)")
+        if n_train == 0:
+            return {"train": torch.empty(ev.shape[0], 0, ev.shape[2], dtype=torch.bfloat16), "eval": ev}
         train = collect_residuals(model, train_ids[:n_train], batch_size=cfg.batch_size, dtype=torch.bfloat16,
                                   desc="activations (train)")
-        ev = collect_residuals(model, eval_ids, batch_size=cfg.batch_size, desc="activations (held out)")
         return {"train": train[:, :cfg.n_train_tokens].clone(), "eval": ev}
 
     data = cached_torch("residual_activations", cfg, compute)

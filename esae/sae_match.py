@@ -309,7 +309,7 @@ class TrainConfig:
     steps: int = 1000  # optimiser steps
     batch_size: int = 1024  # activations per step
     lr: float = 1e-3  # Adam learning rate (linear warm-up over 5% of steps, decay over the last 20%)
-    init_threshold: float = 0.1  # initial θ, in units of the normalised input (mean norm sqrt(d))
+    decoder_init_norm: float = 0.1  # norm of the initial decoder rows (the encoder starts as their transpose)
     bandwidth: float = 0.05  # width of the straight-through estimator's rectangle window
     autocast: bool = False  # bfloat16 autocast of the SAE's matrix products
     seed: int = 0
@@ -321,7 +321,7 @@ class TrainConfig:
         check_int("steps", self.steps, 1)
         check_int("batch_size", self.batch_size, 1)
         check_float("lr", self.lr, 0.0, 1.0, lo_open=True)
-        check_float("init_threshold", self.init_threshold, 0.0, lo_open=True)
+        check_float("decoder_init_norm", self.decoder_init_norm, 0.0, lo_open=True)
         check_float("bandwidth", self.bandwidth, 0.0, lo_open=True)
         check_int("seed", self.seed, 0)
 
@@ -366,11 +366,18 @@ def train_jumprelu(data: Tensor, cfg: TrainConfig, device: torch.device | str = 
     scale = float(data.shape[1] ** 0.5 / data.norm(dim=1).mean())
     torch.manual_seed(cfg.seed)
     sae_cfg = JumpReLUTrainingSAEConfig(
-        d_in=data.shape[1], d_sae=cfg.d_sae, device=str(device), apply_b_dec_to_input=False,
+        d_in=data.shape[1], d_sae=cfg.d_sae, device=str(device), apply_b_dec_to_input=True,
         normalize_activations="none", jumprelu_sparsity_loss_mode="quadratic", target_l0=cfg.target_l0,
-        l0_coefficient=cfg.l0_coefficient, jumprelu_init_threshold=cfg.init_threshold,
-        jumprelu_bandwidth=cfg.bandwidth)
+        l0_coefficient=cfg.l0_coefficient, jumprelu_init_threshold=1.0, jumprelu_bandwidth=cfg.bandwidth,
+        decoder_init_norm=cfg.decoder_init_norm)
     training_sae = JumpReLUTrainingSAE(sae_cfg)
+    with torch.no_grad():  # data-dependent start: b_dec at the mean, each feature firing at the target rate
+        gen = torch.Generator().manual_seed(cfg.seed)
+        sample = data[torch.randperm(data.shape[0], generator=gen)[:4096]].to(device) * scale
+        training_sae.b_dec.copy_(sample.mean(0))
+        pre = (sample - training_sae.b_dec) @ training_sae.W_enc + training_sae.b_enc
+        rate = min(cfg.target_l0 / cfg.d_sae, 1.0)
+        training_sae.threshold.copy_(torch.quantile(pre, 1 - rate, dim=0).clamp_min(1e-3))
     warm_up, decay = max(cfg.steps // 20, 1), cfg.steps // 5
     trainer_cfg = SAETrainerConfig(
         total_training_samples=cfg.steps * cfg.batch_size, train_batch_size_samples=cfg.batch_size, lr=cfg.lr,
@@ -384,11 +391,12 @@ def train_jumprelu(data: Tensor, cfg: TrainConfig, device: torch.device | str = 
     with mock.patch.object(sae_trainer, "tqdm", lambda *a, **k: progress(*a, **k)):
         trainer.fit()
     state = {k: v.detach().float() for k, v in training_sae.state_dict().items()}
+    b_enc = state["b_enc"] - state["b_dec"] @ state["W_enc"]  # the encoder reads x directly from now on
     inference_cfg = JumpReLUSAEConfig.from_dict(training_sae.cfg.get_inference_sae_cfg_dict())
     inference_cfg.device = str(device)
     template = JumpReLUSAE(inference_cfg)
-    return build_jumprelu(template, W_enc=state["W_enc"], b_enc=state["b_enc"] / scale,
-                          threshold=state["threshold"] / scale, W_dec=state["W_dec"], b_dec=state["b_dec"] / scale)
+    return build_jumprelu(template, W_enc=state["W_enc"], b_enc=b_enc / scale, threshold=state["threshold"] / scale,
+                          W_dec=state["W_dec"], b_dec=state["b_dec"] / scale, apply_b_dec_to_input=False)
 
 
 @torch.no_grad()
@@ -627,23 +635,32 @@ class LayerMatches:
         return [pair_name(t, u) for t, u in zip(self.layers[:-1], self.layers[1:])]
 
 
-def match_stack(saes: Sequence[JumpReLUSAE], layers: Sequence[int], ablations: bool = True) -> LayerMatches:
-    """Fold every SAE and match every adjacent pair folded and unfolded (all weights), plus
-    (``ablations``) folded decoder-only and encoder-only."""
+MATCH_KINDS = {"folded": (True, "all"), "unfolded": (False, "all"), "decoder_only": (True, "decoder"),
+               "encoder_only": (True, "encoder")}
+
+
+def match_stack(saes: Sequence[JumpReLUSAE], layers: Sequence[int], cache_key=None) -> LayerMatches:
+    """Fold every SAE and match every adjacent pair folded and unfolded (all weights) and, as
+    the paper's ablation, folded decoder-only and encoder-only. With ``cache_key`` (anything
+    that identifies the SAEs, such as their training configuration) the matches are cached."""
+    from esae.cache import cached_torch
     from esae.runtime import progress
 
     if len(saes) != len(layers) or len(saes) < 2:
         raise ValueError(f"saes and layers must have the same length, at least 2, got {len(saes)} and {len(layers)}")
-    folded_saes = [fold(s) for s in saes]
-    out = {k: [] for k in ("folded", "unfolded", "decoder_only", "encoder_only")}
-    for i in progress(range(len(saes) - 1), desc="matching layers"):
-        a, b = saes[i], saes[i + 1]
-        out["folded"].append(match(a, b, fold=True, weights="all"))
-        out["unfolded"].append(match(a, b, fold=False, weights="all"))
-        if ablations:
-            out["decoder_only"].append(match(a, b, fold=True, weights="decoder"))
-            out["encoder_only"].append(match(a, b, fold=True, weights="encoder"))
-    return LayerMatches(list(layers), list(saes), folded_saes, **out)
+
+    def compute() -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
+        out = {k: [] for k in MATCH_KINDS}
+        for i in progress(range(len(saes) - 1), desc="matching layers"):
+            for kind, (folded, weights) in MATCH_KINDS.items():
+                m = match(saes[i], saes[i + 1], fold=folded, weights=weights)
+                out[kind].append((m.permutation, m.cost))
+        return out
+
+    raw = compute() if cache_key is None else cached_torch("layer_matches", {"saes": cache_key, "version": 1}, compute)
+    matches = {kind: [Match(p, c, MATCH_KINDS[kind][0], MATCH_KINDS[kind][1]) for p, c in raw[kind]]
+               for kind in MATCH_KINDS}
+    return LayerMatches(list(layers), list(saes), [fold(s) for s in saes], **matches)
 
 
 def mse_table(lm: LayerMatches) -> dict[str, dict[str, dict[str, float]]]:
@@ -696,19 +713,20 @@ def hidden_state_ev(lm: LayerMatches, acts: Tensor, batch_size: int = 4096) -> d
     out = {}
     for i, name in enumerate(lm.pairs):
         maps = approximations(lm, i)
+        device = lm.saes[i].W_enc.device
         preds = {k: [] for k in VARIANTS}
         for start in range(0, acts.shape[1], batch_size):
-            xt, xu = acts[i, start:start + batch_size], acts[i + 1, start:start + batch_size]
+            xt, xu = (acts[j, start:start + batch_size].to(device) for j in (i, i + 1))
             for k, f in maps.items():
-                preds[k].append(f(xt, xu).float())
+                preds[k].append(f(xt, xu).float().cpu())
         out[name] = {k: explained_variance(acts[i + 1], torch.cat(v)) for k, v in preds.items()}
     return out
 
 
 @torch.no_grad()
 def feature_acts(sae: JumpReLUSAE, x: Tensor, batch_size: int = 4096) -> Tensor:
-    """``sae.encode`` of (M, d) activations in batches: (M, F) float32."""
-    return torch.cat([sae.encode(x[s:s + batch_size].to(sae.W_enc.device, sae.W_enc.dtype)).float()
+    """``sae.encode`` of (M, d) activations in batches on the SAE's device: (M, F) float32 on the CPU."""
+    return torch.cat([sae.encode(x[s:s + batch_size].to(sae.W_enc.device, sae.W_enc.dtype)).float().cpu()
                       for s in range(0, x.shape[0], batch_size)])
 
 
@@ -801,8 +819,8 @@ def partial_matching_ev(lm: LayerMatches, acts: Tensor, quantiles: Sequence[floa
             check_float("each quantile", q, 0.0, 1.0)
             keep = torch.as_tensor(m.cost <= np.quantile(m.cost, q), device=ft.W_dec.device)
             dec = torch.where(keep[:, None], dec_moved, ft.W_dec)
-            preds = [feature_acts(ft, acts[i, s:s + batch_size]) @ dec.float().cpu() + fu.b_dec.float().cpu()
-                     for s in range(0, acts.shape[1], batch_size)]
+            dec, b_dec = dec.float().cpu(), fu.b_dec.float().cpu()
+            preds = [feature_acts(ft, acts[i, s:s + batch_size]) @ dec + b_dec for s in range(0, acts.shape[1], batch_size)]
             row[str(q)] = explained_variance(acts[i + 1], torch.cat(preds))
         out[name] = row
     return out
