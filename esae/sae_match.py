@@ -388,7 +388,7 @@ def train_jumprelu(data: Tensor, cfg: TrainConfig, device: torch.device | str = 
     provider = (batch.to(device) * scale for batch in _batches(data, cfg.batch_size, generator))
     trainer = SAETrainer(cfg=trainer_cfg, sae=training_sae, data_provider=provider)
     # sae-lens draws its own tqdm bar; route it through esae's (silenced in book builds)
-    with mock.patch.object(sae_trainer, "tqdm", lambda *a, **k: progress(*a, **k)):
+    with mock.patch.object(sae_trainer, "tqdm", lambda *a, **k: progress(*a, **k)), torch.enable_grad():
         trainer.fit()
     state = {k: v.detach().float() for k, v in training_sae.state_dict().items()}
     b_enc = state["b_enc"] - state["b_dec"] @ state["W_enc"]  # the encoder reads x directly from now on
@@ -878,14 +878,15 @@ def synthetic_recovery(gt: SyntheticLayers) -> dict[str, dict[str, float]]:
     """For every adjacent pair of synthetic layers, the fraction of identifiable features
     (both SAEs have a feature for the same true feature) whose match is right, for folded
     and unfolded matching with all weights and folded decoder-only; plus that fraction's
-    denominator as ``identifiable``."""
+    denominator as ``identifiable`` (the fractions are ``None`` when it is 0)."""
     out = {}
     for t in range(len(gt.saes) - 1):
         truth = gt.true_match(t, t + 1)
         a, b = gt.saes[t], gt.saes[t + 1]
+        known = bool((truth >= 0).any())  # without identifiable features there is nothing to score
         out[pair_name(t, t + 1)] = {
-            "folded": recovery(match(a, b, fold=True), truth),
-            "unfolded": recovery(match(a, b, fold=False), truth),
-            "folded_decoder": recovery(match(a, b, fold=True, weights="decoder"), truth),
+            "folded": recovery(match(a, b, fold=True), truth) if known else None,
+            "unfolded": recovery(match(a, b, fold=False), truth) if known else None,
+            "folded_decoder": recovery(match(a, b, fold=True, weights="decoder"), truth) if known else None,
             "identifiable": float(np.mean(truth >= 0))}
     return out
