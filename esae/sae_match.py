@@ -304,8 +304,9 @@ class TrainConfig:
     """How one JumpReLU SAE is trained with sae-lens's ``SAETrainer`` (see :func:`train_jumprelu`)."""
 
     d_sae: int = 1024  # number of features
-    target_l0: float = 32.0  # L0 the quadratic sparsity penalty pulls towards (Gemma Scope 2's loss)
-    l0_coefficient: float = 1.0  # weight of that penalty
+    target_l0: float = 32.0  # L0 the thresholds start at; the "quadratic" penalty also pulls towards it
+    l0_coefficient: float = 1.0  # weight of the sparsity penalty
+    sparsity_loss: str = "quadratic"  # "step": λ·L0 (Gemma Scope); "quadratic": λ·2/T·(L0 − T)² (Gemma Scope 2)
     steps: int = 1000  # optimiser steps
     batch_size: int = 1024  # activations per step
     lr: float = 1e-3  # Adam learning rate (linear warm-up over 5% of steps, decay over the last 20%)
@@ -318,6 +319,7 @@ class TrainConfig:
         check_int("d_sae", self.d_sae, 2)
         check_float("target_l0", self.target_l0, 0.0, float(self.d_sae), lo_open=True)
         check_float("l0_coefficient", self.l0_coefficient, 0.0, lo_open=True)
+        check_choice("sparsity_loss", self.sparsity_loss, ("step", "quadratic"))
         check_int("steps", self.steps, 1)
         check_int("batch_size", self.batch_size, 1)
         check_float("lr", self.lr, 0.0, 1.0, lo_open=True)
@@ -367,7 +369,8 @@ def train_jumprelu(data: Tensor, cfg: TrainConfig, device: torch.device | str = 
     torch.manual_seed(cfg.seed)
     sae_cfg = JumpReLUTrainingSAEConfig(
         d_in=data.shape[1], d_sae=cfg.d_sae, device=str(device), apply_b_dec_to_input=True,
-        normalize_activations="none", jumprelu_sparsity_loss_mode="quadratic", target_l0=cfg.target_l0,
+        normalize_activations="none", jumprelu_sparsity_loss_mode=cfg.sparsity_loss,
+        target_l0=cfg.target_l0 if cfg.sparsity_loss == "quadratic" else None,
         l0_coefficient=cfg.l0_coefficient, jumprelu_init_threshold=1.0, jumprelu_bandwidth=cfg.bandwidth,
         decoder_init_norm=cfg.decoder_init_norm)
     training_sae = JumpReLUTrainingSAE(sae_cfg)
@@ -391,6 +394,8 @@ def train_jumprelu(data: Tensor, cfg: TrainConfig, device: torch.device | str = 
     with mock.patch.object(sae_trainer, "tqdm", lambda *a, **k: progress(*a, **k)), torch.enable_grad():
         trainer.fit()
     state = {k: v.detach().float() for k, v in training_sae.state_dict().items()}
+    # the trainer projects θ onto θ >= 0 before every step; finish the projection after the last one
+    state["threshold"] = state["threshold"].clamp_min(0)
     b_enc = state["b_enc"] - state["b_dec"] @ state["W_enc"]  # the encoder reads x directly from now on
     inference_cfg = JumpReLUSAEConfig.from_dict(training_sae.cfg.get_inference_sae_cfg_dict())
     inference_cfg.device = str(device)
@@ -520,7 +525,8 @@ def _layer_generators(cfg: SyntheticLayersConfig):
     from sae_lens.synthetic import ActivationGenerator, FeatureDictionary
 
     gen = torch.Generator().manual_seed(cfg.seed)
-    base = FeatureDictionary(cfg.n_features, cfg.d, seed=cfg.seed)
+    with torch.enable_grad():  # sae-lens makes the directions nearly orthogonal by gradient descent
+        base = FeatureDictionary(cfg.n_features, cfg.d, seed=cfg.seed)
     vectors = base.feature_vectors.detach().clone()
     magnitudes = torch.ones(cfg.n_features)
     layers = []

@@ -48,10 +48,12 @@ sae_source: str = "train"  # train (one JumpReLU SAE per layer, here) | gemma-sc
 layers: list = []  # blocks whose output is studied, consecutive; empty means every block
 context_len: int = 128  # tokens per window of text, BOS included (8..8192)
 n_train_tokens: int = 24576  # residual vectors per layer to train each SAE on (0 when SAEs are loaded)
-n_eval_tokens: int = 6144  # held-out residual vectors per layer for the evaluations
+n_eval_tokens: int = 4096  # held-out residual vectors per layer for the evaluations
 n_loss_windows: int = 1  # held-out windows on which next-token loss changes (ΔL) are measured
 d_sae: int = 1024  # features per trained SAE
-target_l0: float = 48.0  # L0 the trained SAEs are pulled towards
+target_l0: float = 48.0  # L0 at which the trained SAEs' thresholds start (and the quadratic loss aims)
+sae_sparsity_loss: str = "step"  # step (λ·L0, as Gemma Scope) | quadratic (pulls L0 to target_l0, Gemma Scope 2)
+sae_l0_coefficient: float = 0.3  # λ, weight of the sparsity penalty
 sae_steps: int = 500  # optimiser steps per trained SAE
 sae_batch_size: int = 256  # activations per step
 sae_lr: float = 0.002  # Adam learning rate of the SAE training
@@ -250,7 +252,8 @@ display(Markdown(
 # `sae_lens.SAE.from_pretrained("gemma-scope-2b-pt-res-canonical", "layer_{t}/width_16k/canonical")`.
 
 # %%
-train_cfg = sm.TrainConfig(d_sae=d_sae, target_l0=target_l0, steps=sae_steps, batch_size=sae_batch_size, lr=sae_lr,
+train_cfg = sm.TrainConfig(d_sae=d_sae, target_l0=target_l0, l0_coefficient=sae_l0_coefficient,
+                           sparsity_loss=sae_sparsity_loss, steps=sae_steps, batch_size=sae_batch_size, lr=sae_lr,
                            autocast=True, seed=seed)
 if sae_source == "train":
     saes = [lms.layer_sae(acts_cfg, train_cfg, t, acts, dev) for t in esae.runtime.progress(layer_ids, desc="SAEs")]
