@@ -165,3 +165,48 @@ def labelled_quadrants(image, origins: Sequence[tuple[int, int]], texts: Sequenc
         ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def line_plot(x: Sequence, series: Mapping[str, Sequence[float]], *, xlabel: str, ylabel: str, title: str,
+              logy: bool = False, errors: Mapping[str, Sequence[float]] | None = None, ax=None,
+              markers: bool = True) -> Figure:
+    """One line per entry of ``series`` against ``x`` (numbers or labels such as layer pairs
+    ``"3-4"``), with optional ± error bars; log y-axis with ``logy`` (symmetric-log when a
+    series has values ≤ 0)."""
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(7.5, 3.6))
+    else:
+        fig = ax.figure
+    labels = [str(v) for v in x]
+    pos = np.arange(len(labels)) if any(isinstance(v, str) for v in x) else np.asarray(x, dtype=float)
+    for name, values in series.items():
+        values = np.asarray(values, dtype=float)
+        err = None if errors is None or name not in errors else np.asarray(errors[name], dtype=float)
+        ax.errorbar(pos, values, yerr=err, marker="o" if markers else None, ms=3.5, lw=1.4, capsize=2, label=name)
+    if logy:
+        all_values = np.concatenate([np.asarray(v, dtype=float) for v in series.values()])
+        ax.set_yscale("log" if (all_values > 0).all() else "symlog")
+    if pos is not None and len(labels) and isinstance(x[0], str):
+        step = max(1, len(labels) // 18)
+        ax.set_xticks(pos[::step], labels[::step], rotation=45 if len(labels) > 8 else 0, fontsize=8)
+    ax.set_xlabel(xlabel), ax.set_ylabel(ylabel), ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def norm_threshold_plot(layers: Sequence[int], norms: Sequence[float], thresholds: Sequence[float],
+                        title: str = "Residual norm and mean JumpReLU threshold per layer") -> Figure:
+    """The paper's Figure 1 (left): mean hidden-state norm ‖x‖ (left axis) and mean SAE
+    threshold θ (right axis) per layer, both on log scales, to compare their growth."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    ax.plot(layers, norms, "o-", color="C0", ms=3.5, label="mean ‖x‖")
+    ax.set_yscale("log"), ax.set_xlabel("layer (block output)"), ax.set_ylabel("mean ‖x‖ (residual units)", color="C0")
+    ax2 = ax.twinx()
+    ax2.plot(layers, thresholds, "s--", color="C3", ms=3.5, label="mean θ")
+    ax2.set_yscale("log"), ax2.set_ylabel("mean threshold θ (residual units)", color="C3")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
