@@ -53,6 +53,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from sae_lens import SAE, registry
@@ -70,6 +71,7 @@ Tensor = torch.Tensor
 SAE_NAMES = ("regular", "wide", "two_layer", "invariant", "equivariant")
 TRAINED_NAMES = ("regular", "wide", "two_layer", "invariant")  # the equivariant SAE is invariant + M
 BASE_MODELS = ("mlp", "cnn")
+CANONICAL_CHOICES = ("label_code", "generated")
 TWO_LAYER_ARCH = "two_layer_topk"
 EQUIVARIANT_ARCH = "equivariant_topk"
 
@@ -446,7 +448,10 @@ class SAETrainConfig:
     ``batch_size`` samples per Adam step at learning rate ``lr`` (constant, then a linear decay to
     zero over the last ``lr_decay_fraction`` of the steps; the paper: 0). ``aux_coefficient``
     weighs sae-lens's AuxK loss for latents that have not fired in the last ``dead_window``
-    samples. Bump ``version`` when the training code changes (it keys the cache)."""
+    samples. ``canonical`` picks the invariant SAE's target in each orbit: ``label_code`` (the
+    orbit member with the smallest label code, see :func:`canonical_rotation`) or ``generated``
+    (the image as generated — not identifiable from its rotations on this dataset; kept to show
+    why). Bump ``version`` when the training code changes (it keys the cache)."""
 
     name: str
     k: int
@@ -460,11 +465,13 @@ class SAETrainConfig:
     lr_decay_fraction: float = 0.0
     aux_coefficient: float = 1.0
     dead_window: int = 10_000
+    canonical: str = "label_code"
     seed: int = 0
     version: int = 1
 
     def __post_init__(self) -> None:
         check_choice("name", self.name, TRAINED_NAMES)
+        check_choice("canonical", self.canonical, CANONICAL_CHOICES)
         check_int("d_in", self.d_in, 1)
         check_int("expansion", self.expansion, 1, 1024)
         check_int("group_order", self.group_order, 1)
@@ -653,6 +660,42 @@ def spliced_mse(decode: Callable[[Tensor], Tensor], acts: Tensor, images: Tensor
     return err / images.numel()
 
 
+@torch.no_grad()
+def orbit_spread(sae: SAE, acts: Tensor, batch_size: int = 4096) -> float:
+    """How much the latents change across an orbit, for orbit activations ``acts`` ``(n, G, d)``:
+    ``Σ_i Σ_p ‖z_ip − z̄_i‖² / Σ_i Σ_p ‖z_ip‖²`` with ``z_ip = E(ψ(g^p x_i))`` and ``z̄_i`` the
+    orbit mean — 0 for an encoder that is exactly invariant, larger the more the code depends
+    on the orientation (the relative invariance error of :func:`esae.groups.invariance_error`
+    measured around the orbit mean)."""
+    n, order, d = acts.shape
+    num = den = 0.0
+    for start in range(0, n, max(1, batch_size // order)):
+        chunk = acts[start:start + max(1, batch_size // order)].to(sae.W_dec.device)
+        z = sae.encode(chunk.reshape(-1, d)).view(chunk.shape[0], order, -1)
+        num += float((z - z.mean(1, keepdim=True)).pow(2).sum())
+        den += float(z.pow(2).sum())
+    return num / den if den > 0 else 0.0
+
+
+@torch.no_grad()
+def latent_statistics(sae: SAE, acts: Tensor, batch_size: int = 4096) -> dict[str, Tensor]:
+    """Per-latent statistics over activations ``acts`` ``(n, d)``: ``frequency`` (fraction of rows
+    where the latent fires), ``mean_active`` (its mean value when it fires, 0 if never) and
+    ``top_row`` (the row that activates it most): each ``(F,)``."""
+    count = torch.zeros(sae.cfg.d_sae)
+    total = torch.zeros(sae.cfg.d_sae)
+    best = torch.full((sae.cfg.d_sae,), -torch.inf)
+    top = torch.zeros(sae.cfg.d_sae, dtype=torch.long)
+    for start in range(0, acts.shape[0], batch_size):
+        z = sae.encode(acts[start:start + batch_size].to(sae.W_dec.device)).cpu()
+        count += (z != 0).sum(0)
+        total += z.sum(0)
+        val, row = z.max(0)
+        better = val > best
+        best[better], top[better] = val[better], row[better] + start
+    return {"frequency": count / acts.shape[0], "mean_active": total / count.clamp_min(1), "top_row": top}
+
+
 # ---------------------------------------------------------------------------------------------
 # Understanding the features
 # ---------------------------------------------------------------------------------------------
@@ -740,7 +783,7 @@ def synthetic_orbit(n: int, d: int = 256, *, n_atoms: int = 512, active: int = 8
 # ---------------------------------------------------------------------------------------------
 
 CHAPTER = "05_equivariant_sae"
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 def chapter_configs(profile: str) -> dict[tuple[str, int], SAETrainConfig]:
@@ -754,6 +797,38 @@ def chapter_configs(profile: str) -> dict[tuple[str, int], SAETrainConfig]:
                   aux_coefficient=p.get("aux_coefficient", 1.0), dead_window=p.get("dead_window", 10_000),
                   seed=p.get("seed", 0))
     return {(name, k): SAETrainConfig(name=name, k=k, **common) for k in p["ks"] for name in TRAINED_NAMES}
+
+
+def canonical_rotation(shapes: Any, orientations: Any) -> np.ndarray:
+    """For labelled images (``shapes``, ``orientations`` ``(n, 4)``, chapter 2), the rotation
+    ``c`` ``(n,)`` in 0..3 such that ``g^c x`` is the canonical representative of x's orbit: the
+    member with the smallest label code — sprite ids ``shape · 4 + orientation`` read as base-32
+    digits, position 3 most significant — the code whose minimum over the orbit is chapter 2's
+    orbit key (:func:`esae.shapes.orbit_keys`).
+
+    Why not the generated image itself: shapes are drawn in independently random orientations,
+    so every rotation of a generated image is an equally likely generated image, and nothing in
+    ``ψ(g^p x)`` tells which rotation to undo. An invariant SAE trained toward the generated image
+    can only learn the orbit mean, which M leaves unchanged. The smallest-code member is a
+    function of the image's content, so an encoder can learn to find it."""
+    from esae.shapes import rotate_labels
+
+    codes = []
+    for k in range(4):
+        s, o = rotate_labels(shapes, orientations, k)
+        codes.append(((s * 4 + o) * (32 ** np.arange(s.shape[1]))).sum(1))
+    return np.argmin(np.stack(codes), 0)
+
+
+def canonical_orbit(orbit: Tensor, rotation: Any) -> Tensor:
+    """Re-index an orbit tensor ``(n, G, ...)`` (``orbit[i, q] = g^q x_i`` or its activation) so
+    that entry ``[i, p]`` is rotation ``p`` of the canonical image ``g^{c_i} x_i``:
+    ``out[i, p] = orbit[i, (c_i + p) mod G]`` with ``rotation = c`` ``(n,)``."""
+    c = torch.as_tensor(np.asarray(rotation), dtype=torch.long, device=orbit.device)
+    if c.shape != orbit.shape[:1]:
+        raise ValueError(f"rotation must have shape ({orbit.shape[0]},), got {tuple(c.shape)}")
+    idx = (c[:, None] + torch.arange(orbit.shape[1], device=orbit.device)) % orbit.shape[1]
+    return orbit[torch.arange(orbit.shape[0], device=orbit.device)[:, None], idx]
 
 
 def orbit_acts(model: nn.Module, images: Tensor, order: int = 4, device: torch.device | str | None = None) -> Tensor:
@@ -783,16 +858,19 @@ class _Context:
     """What a profile's SAEs for one base model are trained on; activations computed lazily."""
 
     net: nn.Module
-    images: Tensor
+    dataset: Any  # esae.shapes.ShapesDataset
     model: str
     device: torch.device
     key: dict[str, Any]
     _acts: Tensor | None = None
 
-    def acts(self) -> Tensor:
+    def acts(self, canonical: str) -> Tensor:
+        """Training orbit activations ``(n, 4, d)``, entry ``[i, 0]`` the invariant SAE's target."""
         if self._acts is None:
-            self._acts = orbit_acts(self.net, self.images, device=self.device)
-        return self._acts
+            self._acts = orbit_acts(self.net, self.dataset.images, device=self.device)
+        if canonical == "generated":
+            return self._acts
+        return canonical_orbit(self._acts, canonical_rotation(self.dataset.shapes, self.dataset.orientations))
 
 
 def _device(device: torch.device | str | None) -> torch.device:
@@ -807,9 +885,10 @@ def _context(profile: str, model: str, device: torch.device | str | None) -> _Co
     check_choice("model", model, BASE_MODELS)
     device = _device(device)
     net = load_base_models(profile, device)[model]
-    images = training_images(profile).images
-    key = {"model": model, "base_model": _model_digest(net), "images": _digest(images), "version": CACHE_VERSION}
-    return _Context(net, images, model, device, key)
+    dataset = training_images(profile)
+    key = {"model": model, "base_model": _model_digest(net), "version": CACHE_VERSION,
+           "images": _digest(dataset.images, torch.as_tensor(dataset.shapes), torch.as_tensor(dataset.orientations))}
+    return _Context(net, dataset, model, device, key)
 
 
 def _trained(ctx: _Context, config: SAETrainConfig) -> TrainResult:
@@ -818,7 +897,7 @@ def _trained(ctx: _Context, config: SAETrainConfig) -> TrainResult:
     result: list[TrainResult] = []
 
     def compute(tmp: Path) -> None:
-        trained = train_sae(config, ctx.acts(), ctx.device, desc=f"{ctx.model} {config.name} k={config.k}")
+        trained = train_sae(config, ctx.acts(config.canonical), ctx.device, desc=f"{ctx.model} {config.name} k={config.k}")
         _save(trained.sae, tmp / "sae")
         (tmp / "history.json").write_text(json.dumps(trained.history))
         result.append(trained)
@@ -845,6 +924,13 @@ def _equivariant(ctx: _Context, config: SAETrainConfig, m: Tensor) -> Equivarian
     return load_sae(entry / "sae", ctx.device)
 
 
+def profile_sae(profile: str, model: str, config: SAETrainConfig,
+                device: torch.device | str | None = None) -> TrainResult:
+    """One SAE trained as ``config`` says on the training images of ``profile`` (chapter 3's) for
+    base model ``model``, cached like :func:`profile_saes`'s (e.g. a variant the chapter compares)."""
+    return _trained(_context(profile, model, device), config)
+
+
 def profile_saes(profile: str, model: str, device: torch.device | str | None = None,
                  m: Tensor | None = None) -> dict[tuple[str, int], TrainResult]:
     """Every SAE chapter 5 trains for base model ``model`` under ``profile`` with its training
@@ -869,7 +955,9 @@ def load_saes(profile: str, model: str, device: torch.device | str | None = None
     keyed by ``(name, k)`` with name in regular, wide, two_layer, invariant, equivariant (eval
     mode, on ``device``). A cache hit after chapter 5 has run; trains what is missing otherwise.
     Each exposes ``encode (n, 256) -> (n, F)``, ``decode (n, F) -> (n, 256)`` and ``W_dec (F, 256)``;
-    the equivariant ones also ``m (256, 256)`` and ``reconstruct(x, p)``."""
+    the equivariant ones also ``m (256, 256)`` and ``reconstruct(x, p)``, where ``p`` is the
+    rotation of the input relative to its orbit's canonical image: for an image ``g^q x`` of a
+    labelled ``x``, ``p = (q − c) mod 4`` with ``c = canonical_rotation(x's labels)``."""
     return {key: result.sae for key, result in profile_saes(profile, model, device).items()}
 
 

@@ -2,6 +2,7 @@
 
 import importlib
 
+import numpy as np
 import pytest
 import sae_lens
 import torch
@@ -189,6 +190,31 @@ def test_equivariant_reconstruction_applies_m_to_the_power_p():
         sae.reconstruct(x, torch.tensor([1, 2]))
     with pytest.raises(ValueError, match=r"m must have shape \(16, 16\)"):
         saes.EquivariantTopKSAE.from_invariant(inference_sae("invariant"), torch.eye(3))
+
+
+def test_canonical_orbit_reindexes_each_orbit_from_its_canonical_member():
+    orbit = torch.arange(3)[:, None] * 10 + torch.arange(4)[None]  # entry [i, q] = 10 i + q
+    out = saes.canonical_orbit(orbit, np.array([0, 1, 3]))
+    assert out.tolist() == [[0, 1, 2, 3], [11, 12, 13, 10], [23, 20, 21, 22]]
+    with pytest.raises(ValueError, match=r"rotation must have shape \(3,\)"):
+        saes.canonical_orbit(orbit, np.array([0, 1]))
+
+
+def test_canonical_rotation_picks_one_member_per_orbit():
+    shapes = pytest.importorskip("esae.shapes")  # chapter 2's dataset (issue 3)
+    data = shapes.make_dataset(60, seed=0)
+    c = saes.canonical_rotation(data.shapes, data.orientations)
+    canon = [shapes.rotate(data[i:i + 1], int(c[i])) for i in range(len(data))]
+    for k in range(1, 4):  # from whichever member of the orbit we start, the same image comes out
+        turned = shapes.rotate(data, k)
+        c_k = saes.canonical_rotation(turned.shapes, turned.orientations)
+        for i in range(len(data)):
+            again = shapes.rotate(turned[i:i + 1], int(c_k[i]))
+            assert torch.equal(again.images, canon[i].images)
+    # and it is the member whose label code is the orbit key of chapter 2
+    for i in range(len(data)):
+        s_, o_ = canon[i].shapes, canon[i].orientations
+        assert ((s_ * 4 + o_) * 32 ** np.arange(4)).sum() == data[i:i + 1].orbit_keys()[0]
 
 
 # --- configuration errors --------------------------------------------------------------------------
