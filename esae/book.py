@@ -96,6 +96,9 @@ def execute_chapter(stem: str, profile: str, *, out_dir: Path | None = None,
         if unknown:
             raise ValueError(f"params/{profile}.yaml sets {', '.join(unknown)} for {stem}, which its "
                              f"parameters cell does not declare (declared: {', '.join(sorted(declared))})")
+        # figures must reach the notebook: the kernel uses the inline backend even when the
+        # calling shell exported MPLBACKEND=Agg
+        os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
         os.environ.setdefault("ESAE_PROGRESS", "0")
         os.environ.setdefault("ESAE_ROOT", str(root))
         os.environ.setdefault("PYTHONPATH", str(root))
