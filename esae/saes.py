@@ -107,17 +107,18 @@ def _segment_rows(source: Tensor, groups: _LatentGroups, weights: Tensor) -> Ten
 
 
 class _TopKGather(torch.autograd.Function):
-    """``(h @ W + b)[b, idx[b, j]]`` ``(B, J)`` for pre-activations ``pre = h @ W + b`` already
-    computed without grad. The backward pass is sparse: the gradient reaches only the J selected
-    columns of ``W`` ``(m, F)`` and entries of ``b`` ``(F,)``, and ``h`` ``(B, m)`` gets
-    ``Σ_j g[b, j] W[:, idx[b, j]]`` via ``embedding_bag``."""
+    """``(h @ W + b)[b, idx[b, j]]`` ``(B, J)``, read off ``scores = (h @ W + b) · norms`` ``(B, F)``
+    already computed without grad (``norms`` ``(F,)``, or None for 1). The backward pass is
+    sparse: the gradient reaches only the J selected columns of ``W`` ``(m, F)`` and entries of
+    ``b`` ``(F,)``, and ``h`` ``(B, m)`` gets ``Σ_j g[b, j] W[:, idx[b, j]]`` via ``embedding_bag``."""
 
     @staticmethod
-    def forward(ctx, h: Tensor, weight: Tensor, bias: Tensor, pre: Tensor, idx: Tensor,
+    def forward(ctx, h: Tensor, weight: Tensor, bias: Tensor, scores: Tensor, norms: Tensor | None, idx: Tensor,
                 groups: _LatentGroups) -> Tensor:
         ctx.save_for_backward(h, weight, idx)
         ctx.groups = groups
-        return pre.gather(1, idx)
+        picked = scores.gather(1, idx)
+        return picked / norms[idx] if norms is not None else picked
 
     @staticmethod
     def backward(ctx, grad: Tensor):
@@ -130,7 +131,24 @@ class _TopKGather(torch.autograd.Function):
         if ctx.needs_input_grad[2]:
             grad_b = torch.zeros(weight.shape[1], dtype=grad.dtype, device=grad.device)
             grad_b.index_add_(0, idx.flatten(), grad.flatten())
-        return grad_h, grad_w, grad_b, None, None, None
+        return grad_h, grad_w, grad_b, None, None, None, None
+
+
+_SDDMM_DEVICES = ("cpu",)  # where torch.sparse.sampled_addmm computes the value gradient (else: dense + gather)
+
+
+def _sampled_rows_dot(grad: Tensor, w_dec: Tensor, idx: Tensor) -> Tensor:
+    """``out[b, j] = ⟨grad[b], w_dec[idx[b, j]]⟩`` ``(B, J)``: the product ``grad @ w_decᵀ`` sampled
+    at the J active latents of each row. On the CPU one ``sampled_addmm`` (SDDMM) over the CSR
+    pattern of ``idx`` does it in O(B·J·d); elsewhere the dense product is gathered (a GPU does the
+    ``(B, F)`` matmul faster than it would launch a sparse kernel)."""
+    if grad.device.type in _SDDMM_DEVICES:
+        rows, width = idx.shape
+        crow = torch.arange(0, rows * width + 1, width, device=idx.device)
+        pattern = torch.sparse_csr_tensor(crow, idx.flatten(), torch.zeros(rows * width, dtype=grad.dtype,
+                                          device=grad.device), (rows, w_dec.shape[0]), check_invariants=False)
+        return torch.sparse.sampled_addmm(pattern, grad, w_dec.t(), beta=0.0).values().view(rows, width)
+    return (grad @ w_dec.t()).gather(1, idx)
 
 
 class _SparseDecode(torch.autograd.Function):
@@ -148,11 +166,7 @@ class _SparseDecode(torch.autograd.Function):
         vals, idx, w_dec = ctx.saved_tensors
         grad_vals = grad_w = None
         if ctx.needs_input_grad[0]:
-            n_latents, d = w_dec.shape
-            if idx.shape[1] * d <= 2 * n_latents:  # gathering J rows moves less memory than a dense matmul
-                grad_vals = torch.bmm(w_dec[idx], grad.unsqueeze(-1)).squeeze(-1)
-            else:
-                grad_vals = (grad @ w_dec.t()).gather(1, idx)
+            grad_vals = _sampled_rows_dot(grad.contiguous(), w_dec, idx)
         if ctx.needs_input_grad[2]:
             grad_w = _segment_rows(grad, ctx.groups, vals)
         return grad_vals, None, grad_w, None
@@ -325,21 +339,26 @@ class _SparseTopKTraining:
         n_latents, k = self.cfg.d_sae, self.cfg.k
         h = self._encoder_hidden(x)
         with torch.no_grad():
-            pre = torch.addmm(self.b_enc, h, self.W_enc)  # (B, F), the one dense matmul
+            # selection scores (B, F), the one dense matmul: pre-activations times decoder norms,
+            # folded into the weights (an (m, F) product instead of a second (B, F) pass)
             norms = self.W_dec.norm(dim=-1) if self.cfg.rescale_acts_by_decoder_norm else None
-            scores = pre * norms if norms is not None else pre
+            if norms is not None:
+                scores = torch.addmm(self.b_enc * norms, h, self.W_enc * norms)
+            else:
+                scores = torch.addmm(self.b_enc, h, self.W_enc)
             idx = scores.topk(k, dim=-1, sorted=False).indices  # (B, K)
             dead = step_input.dead_neuron_mask
             n_dead = int(dead.sum()) if dead is not None else 0
             k_aux = min(self.cfg.d_in // 2, n_dead)
             if k_aux > 0:  # AuxK (Gao et al.): the top dead latents model the residual
-                aux_idx = torch.where(dead[None], scores, -torch.inf).topk(k_aux, dim=-1, sorted=False).indices
+                dead_idx = dead.nonzero().squeeze(1)
+                aux_idx = dead_idx[scores[:, dead_idx].topk(k_aux, dim=-1, sorted=False).indices]
                 idx_all = torch.cat([idx, aux_idx], 1)
             else:
                 idx_all = idx
             groups_all = _latent_groups(idx_all, n_latents)
             groups = groups_all if k_aux == 0 else _latent_groups(idx, n_latents)
-        raw = _TopKGather.apply(h, self.W_enc, self.b_enc, pre, idx_all, groups_all)
+        raw = _TopKGather.apply(h, self.W_enc, self.b_enc, scores, norms, idx_all, groups_all)
         vals = raw[:, :k].relu()
         sae_out = _SparseDecode.apply(vals, idx, self.W_dec, groups) + self.b_dec
         mse_loss = (sae_out - target).pow(2).sum(-1).mean()
@@ -358,7 +377,7 @@ class _SparseTopKTraining:
             rows = torch.arange(x.shape[0], device=x.device).repeat_interleave(k)
             feature_acts = torch.sparse_coo_tensor(torch.stack([rows, idx.flatten()]), shown.flatten(),
                                                    (x.shape[0], n_latents), check_invariants=False)
-        return TrainStepOutput(sae_in=target, sae_out=sae_out, feature_acts=feature_acts, hidden_pre=pre,
+        return TrainStepOutput(sae_in=target, sae_out=sae_out, feature_acts=feature_acts, hidden_pre=scores,
                                loss=total, losses=losses)
 
 
@@ -678,6 +697,23 @@ def orbit_spread(sae: SAE, acts: Tensor, batch_size: int = 4096) -> float:
 
 
 @torch.no_grad()
+def invariant_fit(sae: SAE, acts: Tensor) -> dict[str, float]:
+    """What an SAE returns for every member of an orbit, for orbit activations ``acts``
+    ``(n, G, d)`` whose entry ``[i, 0]`` is the intended target: ``r2_target``, the pooled R² of
+    ``D(E(ψ(g^p x)))`` against ``ψ(x)`` (how well it finds the canonical activation), and
+    ``r2_orbit_mean``, against the orbit mean ``(1/G) Σ_q ψ(g^q x)`` — the best an encoder can do
+    when nothing in the input tells which member is the target."""
+    from esae.metrics import r2_pooled
+
+    n, order, d = acts.shape
+    recon = torch.stack([reconstruct(sae, acts[:, p].to(sae.W_dec.device)) if not isinstance(sae, EquivariantTopKSAE)
+                         else sae.decode(sae.encode(acts[:, p].to(sae.W_dec.device))) for p in range(order)], 1).cpu()
+    flat = lambda t: t.reshape(-1, d)  # noqa: E731
+    return {"r2_target": r2_pooled(flat(acts[:, :1].expand_as(acts)), flat(recon)),
+            "r2_orbit_mean": r2_pooled(flat(acts.mean(1, keepdim=True).expand_as(acts)), flat(recon))}
+
+
+@torch.no_grad()
 def latent_statistics(sae: SAE, acts: Tensor, batch_size: int = 4096) -> dict[str, Tensor]:
     """Per-latent statistics over activations ``acts`` ``(n, d)``: ``frequency`` (fraction of rows
     where the latent fires), ``mean_active`` (its mean value when it fires, 0 if never) and
@@ -963,6 +999,7 @@ def load_saes(profile: str, model: str, device: torch.device | str | None = None
 
 def _quiet_sae_lens() -> None:
     warnings.filterwarnings("ignore", message="Sparse invariant checks are implicitly disabled")
+    warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
 
 
 _quiet_sae_lens()

@@ -131,6 +131,25 @@ display(Markdown(
     "images, batch 64, Adam at 1e-3."))
 
 # %% [markdown]
+# ## Which image is canonical?
+#
+# The paper takes the generated image $x$ as the canonical representative of its orbit
+# $\{x, gx, g^2x, g^3x\}$. On this book's dataset that choice cannot work: chapter 2 draws every
+# shape in an independently random orientation, so the four rotations of a generated image are
+# themselves equally likely generated images. Shown $\psi(g^p x)$, nothing tells an encoder which
+# rotation $p$ to undo — the best an invariant SAE can return is the orbit mean
+# $\frac14\sum_q \psi(g^q x)$, which is itself invariant, so $M$ maps it to (nearly) itself and the
+# equivariant SAE could gain nothing over the invariant one. (The paper's remark that "applying 90°
+# rotations to the images yields either two or four possible orientations for each shape"
+# suggests its generated images drew shapes upright, which makes them identifiable.)
+#
+# We therefore pick the canonical member of each orbit from the image's content: the member with
+# the smallest label code (`saes.canonical_rotation`; chapter 2's orbit key is exactly this
+# smallest code). Every orbit has one, an encoder can in principle recognise it, and the rotation
+# $p$ of any image relative to it is known. We train the invariant SAE both ways below and show
+# what each learns.
+
+# %% [markdown]
 # ## Training
 #
 # The base models and the training images are chapter 3's, $M$ is chapter 4's (all cache hits).
@@ -186,8 +205,11 @@ fig.suptitle(f"Training loss, K = {k_mid}", y=1.02);
 heldout = heldout_images(profile)
 n_used = min(n_eval, len(heldout.images))
 eval_images = heldout.images[:n_used]
-orbit_images = torch.stack([esae.groups.rotate(eval_images, p) for p in range(4)], 1)  # (n, 4, 1, 64, 64)
-eval_acts = {model: saes.orbit_acts(nets[model], eval_images, device=dev) for model in saes.BASE_MODELS}
+canonical = saes.canonical_rotation(heldout.shapes[:n_used], heldout.orientations[:n_used])
+# entry [i, p]: rotation p of the canonical member of image i's orbit (images and activations)
+orbit_images = saes.canonical_orbit(torch.stack([esae.groups.rotate(eval_images, p) for p in range(4)], 1), canonical)
+eval_acts = {model: saes.canonical_orbit(saes.orbit_acts(nets[model], eval_images, device=dev), canonical)
+             for model in saes.BASE_MODELS}
 
 spread = {model: {name: saes.orbit_spread(trained[model][(name, k)].sae, eval_acts[model])
                   for name in ("two_layer", "invariant") for k in [k_mid]}
@@ -196,6 +218,55 @@ rows = "| base model | two-layer SAE | invariant SAE |\n|---|---|---|\n"
 for model in saes.BASE_MODELS:
     rows += f"| {model} | {spread[model]['two_layer']:.3f} | {spread[model]['invariant']:.3f} |\n"
 display(Markdown(f"Relative spread of the latents over each orbit (K = {k_mid}, {n_used} held-out images):\n\n" + rows))
+
+# %% [markdown]
+# **What each choice of canonical image teaches the SAE.** We also train the invariant SAE at
+# the middle K with the generated image as its target, exactly as the paper words it, and compare
+# on held-out orbits: $R^2$ of $D(E(\psi(g^p x)))$ against each SAE's own target, and against the
+# orbit mean.
+
+# %%
+from dataclasses import replace
+
+raw_eval = {model: saes.orbit_acts(nets[model], eval_images, device=dev) for model in saes.BASE_MODELS}
+fits = {}
+for model in saes.BASE_MODELS:
+    generated_cfg = replace(configs[("invariant", k_mid)], canonical="generated")
+    generated_sae = saes.profile_sae(profile, model, generated_cfg, dev).sae
+    canonical_sae = trained[model][("invariant", k_mid)].sae
+    fits[model] = {"generated image": saes.invariant_fit(generated_sae, raw_eval[model]),
+                   "smallest label code": saes.invariant_fit(canonical_sae, eval_acts[model])}
+    raw_flat = raw_eval[model].reshape(-1, raw_eval[model].shape[-1])
+    for label, sae in (("generated image", generated_sae), ("smallest label code", canonical_sae)):
+        acts_flat = raw_flat if label == "generated image" else eval_acts[model].reshape(raw_flat.shape)
+        with_m = saes.evaluate(saes.EquivariantTopKSAE.from_invariant(sae, ms[model].to(dev)), acts_flat,
+                               torch.arange(4).repeat(n_used))
+        fits[model][label]["ev_with_m"] = with_m["explained_variance"]
+        fits[model][label]["ev_without_m"] = saes.evaluate(sae, acts_flat)["explained_variance"]
+
+rows = ("| base model | canonical image | $R^2$ vs its target | $R^2$ vs orbit mean "
+        "| explained variance without $M$ | with $M^p$ |\n|---|---|---|---|---|---|\n")
+for model, by_choice in fits.items():
+    for label, f in by_choice.items():
+        rows += (f"| {model} | {label} | {f['r2_target']:.3f} | {f['r2_orbit_mean']:.3f} | {f['ev_without_m']:.3f} "
+                 f"| {f['ev_with_m']:.3f} |\n")
+display(Markdown(rows))
+
+# %%
+g_fit = {m: fits[m]["generated image"] for m in saes.BASE_MODELS}
+c_fit = {m: fits[m]["smallest label code"] for m in saes.BASE_MODELS}
+display(Markdown(
+    "With the generated image as target, the invariant SAE reproduces the orbit mean "
+    + ", ".join(f"({m.upper()}: $R^2$ {g_fit[m]['r2_orbit_mean']:.2f} against the mean, {g_fit[m]['r2_target']:.2f} "
+                f"against its target)" for m in saes.BASE_MODELS)
+    + ", and $M$ changes almost nothing ("
+    + ", ".join(f"{m.upper()} explained variance {g_fit[m]['ev_without_m']:.2f} → {g_fit[m]['ev_with_m']:.2f}"
+                for m in saes.BASE_MODELS)
+    + "). With the smallest-label-code image as target it finds the canonical activation ("
+    + ", ".join(f"{m.upper()} $R^2$ {c_fit[m]['r2_target']:.2f}" for m in saes.BASE_MODELS)
+    + ") and $M$ turns it into an equivariant reconstruction ("
+    + ", ".join(f"{m.upper()} {c_fit[m]['ev_without_m']:.2f} → {c_fit[m]['ev_with_m']:.2f}" for m in saes.BASE_MODELS)
+    + "). Everything below uses the smallest-label-code canonical image."))
 
 # %% [markdown]
 # ## Reading the dictionary: invariant and equivariant features
@@ -279,7 +350,7 @@ for model in saes.BASE_MODELS:
         continue
     latents = [j for j, _ in chosen]
     pictures = saes.feature_images(sae, nets[model].decode, latents, stats["mean_active"][latents])
-    examples = eval_images[stats["top_row"][latents]]
+    examples = orbit_images[:, 0][stats["top_row"][latents]]  # canonical images, the rows of canonical_acts
     labels = [f"{'inv' if flag else 'equi'} #{j}\ncos {float(scores[(model, 'equivariant')][j]):.2f}"
               for j, flag in chosen]
     drawn[model] = chosen
@@ -287,15 +358,15 @@ for model in saes.BASE_MODELS:
                             suptitle=f"{model.upper()}: features of the equivariant SAE (K = {feature_k})")
 
 # %% [markdown]
-# An invariant feature should look the same (up to the 90° turn of the picture, which $M$
-# supplies) in all four columns only in the sense that its *content* persists: since $M d \approx d$
-# for such a feature, $M^p$ hardly changes what it adds, so its four pictures are nearly identical —
-# it encodes *what* is in the image regardless of orientation. An equivariant feature's pictures
-# turn with $p$: $M$ carries it to the feature of the rotated image.
+# How to read the grid: since $M d \approx d$ for an invariant feature, $M^p$ hardly changes what
+# it adds, and its four pictures should be nearly the same — it stands for *what* is in the image,
+# whatever the orientation. An equivariant feature's pictures should turn with $p$: $M$ carries it
+# to the feature of the rotated image.
 #
 # ## The sparsity/reconstruction frontier
 #
-# Every SAE is evaluated on held-out images in all four orientations (`n_eval` images × 4):
+# Every SAE is evaluated on held-out images in all four orientations (`n_eval` images × 4; $p$ is
+# the rotation relative to each orbit's canonical member):
 #
 # - **L0**: non-zero latents per input ($\le K$; the ReLU after TopK can zero some);
 # - **L1**: the latents' L1 norm (decoder rows have unit norm, so this is comparable across SAEs);

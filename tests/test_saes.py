@@ -88,7 +88,9 @@ def test_sparse_pass_matches_sae_lens_dense_pass(name, with_dead):
         torch.testing.assert_close(fg[n], rg[n], rtol=1e-10, atol=1e-10, msg=n)
 
 
-def test_sparse_kernels_gradcheck():
+@pytest.mark.parametrize("sddmm", [True, False], ids=["sampled_addmm", "dense_gather"])
+def test_sparse_kernels_gradcheck(sddmm, monkeypatch):
+    monkeypatch.setattr(saes, "_SDDMM_DEVICES", ("cpu",) if sddmm else ())
     torch.manual_seed(0)
     h = torch.randn(6, 5, dtype=torch.float64, requires_grad=True)
     w = torch.randn(5, 9, dtype=torch.float64, requires_grad=True)
@@ -97,13 +99,14 @@ def test_sparse_kernels_gradcheck():
         idx = torch.addmm(b, h, w).topk(3).indices
     groups = saes._latent_groups(idx, 9)
     assert torch.autograd.gradcheck(
-        lambda h, w, b: saes._TopKGather.apply(h, w, b, torch.addmm(b, h, w).detach(), idx, groups), (h, w, b))
+        lambda h, w, b: saes._TopKGather.apply(h, w, b, torch.addmm(b, h, w).detach(), None, idx, groups), (h, w, b))
+    norms = torch.rand(9, dtype=torch.float64) + 0.5
+    assert torch.autograd.gradcheck(
+        lambda h, w, b: saes._TopKGather.apply(h, w, b, (torch.addmm(b, h, w) * norms).detach(), norms, idx, groups),
+        (h, w, b))
     vals = torch.randn(6, 3, dtype=torch.float64, requires_grad=True)
     w_dec = torch.randn(9, 4, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda v, wd: saes.sparse_decode(v, idx, wd), (vals, w_dec))
-    wide_dec = torch.randn(2, 4, dtype=torch.float64, requires_grad=True)  # J·d > 2F: the dense-matmul branch
-    small_idx = torch.randint(0, 2, (6, 3))
-    assert torch.autograd.gradcheck(lambda v, wd: saes.sparse_decode(v, small_idx, wd), (vals, wide_dec))
 
 
 # --- save / load through sae-lens -------------------------------------------------------------------
