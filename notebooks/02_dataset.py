@@ -24,6 +24,8 @@
 profile: str = "default"  # parameter profile that produced this page: smoke | default | paper
 seed: int = 0  # seed for every random choice in the chapter
 device: str = "auto"  # auto | cpu | cuda
+n_samples: int = 10000  # generated images on which the task balance is measured (at least 100)
+n_show: int = 32  # sample images shown in the grid (1..128)
 
 # %%
 import esae
