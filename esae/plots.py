@@ -8,6 +8,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 
 
 def _np(x) -> np.ndarray:
@@ -81,7 +82,10 @@ def frontier_plot(points: Mapping[str, Mapping[str, Sequence[tuple[int, float, f
                 ax.annotate(f"{k}", (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7)
         if reference and model in reference:
             ax.axvline(reference[model], color="0.5", ls="--", lw=1, label="base model (no SAE)")
-        ax.set_xscale("log")
+        xs_all = [p[1] for pts in points[model].values() for p in pts if p[1] and p[1] > 0]
+        if xs_all and max(xs_all) / min(xs_all) > 10:  # a log axis only when the errors span decades
+            ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_title(model.upper())
         ax.set_xlabel(xlabel), ax.set_ylabel(ylabel)
         ax.legend(fontsize=7)

@@ -56,15 +56,18 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sae_lens import SAE, registry
-from sae_lens.config import SAETrainerConfig
-from sae_lens.saes.sae import TrainStepInput, TrainStepOutput
-from sae_lens.saes.topk_sae import TopKSAE, TopKSAEConfig, TopKTrainingSAE, TopKTrainingSAEConfig
-from sae_lens.training.sae_trainer import SAETrainer
-from torch import nn
 
-from esae.params import check_choice, check_float, check_int
-from esae.runtime import progress
+# sae-lens imports tqdm.auto, which warns in notebooks without ipywidgets; our bars handle that
+warnings.filterwarnings("ignore", message="IProgress not found")
+from sae_lens import SAE, registry  # noqa: E402
+from sae_lens.config import SAETrainerConfig  # noqa: E402
+from sae_lens.saes.sae import TrainStepInput, TrainStepOutput  # noqa: E402
+from sae_lens.saes.topk_sae import TopKSAE, TopKSAEConfig, TopKTrainingSAE, TopKTrainingSAEConfig  # noqa: E402
+from sae_lens.training.sae_trainer import SAETrainer  # noqa: E402
+from torch import nn  # noqa: E402
+
+from esae.params import check_choice, check_float, check_int  # noqa: E402
+from esae.runtime import progress  # noqa: E402
 
 Tensor = torch.Tensor
 
