@@ -739,23 +739,42 @@ def latent_statistics(sae: SAE, acts: Tensor, batch_size: int = 4096) -> dict[st
 # Understanding the features
 # ---------------------------------------------------------------------------------------------
 
-def feature_scores(w_dec: Tensor, m: Tensor) -> Tensor:
-    """``cos(d_j, M d_j)`` for every dictionary row ``d_j`` of ``w_dec`` ``(F, d)``: ``(F,)``.
+def data_basis(acts: Tensor, variance: float = 0.999) -> Tensor:
+    """Orthonormal rows ``(r, d)`` spanning the principal subspace of activations ``acts``
+    ``(n, d)`` (centred) that holds ``variance`` of their variance: where the base model's
+    activations actually go. M is fitted only there — in the other directions nothing moves it
+    from its identity start — so features are scored inside this span (:func:`feature_scores`)."""
+    check_float("variance", variance, 0.0, 1.0, lo_open=True)
+    centred = (acts - acts.mean(0)).double()
+    _, sv, vh = torch.linalg.svd(centred, full_matrices=False)
+    share = sv.pow(2).cumsum(0) / sv.pow(2).sum()
+    rank = int((share < variance).sum()) + 1
+    return vh[:rank].to(acts.dtype)
+
+
+def feature_scores(w_dec: Tensor, m: Tensor, basis: Tensor | None = None) -> Tensor:
+    """``cos(d_j, M d_j)`` for every dictionary row ``d_j`` of ``w_dec`` ``(F, d)``: ``(F,)``;
+    with ``basis`` ``(r, d)`` (:func:`data_basis`) each row is first projected onto that span.
 
     For an orthogonal M with M⁴ = I the cosine is ``w₊₁ − w₋₁``, the fractions of the feature's
     energy on M's eigenvalue-+1 (invariant) and −1 eigenspaces (the ±i pairs, 90° rotations,
     contribute 0). A score ≥ τ therefore guarantees that at least a fraction τ of the feature
     lies in the invariant subspace; equivariant features (moving to another direction when the
     image turns) score near 0, sign-flipping ones near −1."""
+    if basis is not None:
+        w_dec = (w_dec @ basis.t()) @ basis
     moved = w_dec @ m.t()
     return F.cosine_similarity(w_dec, moved, dim=-1)
 
 
-def invariant_fraction(w_dec: Tensor, m: Tensor, order: int = 4) -> Tensor:
+def invariant_fraction(w_dec: Tensor, m: Tensor, order: int = 4, basis: Tensor | None = None) -> Tensor:
     """Fraction of each dictionary row's energy in M's invariant subspace, ``d·Pd / ‖d‖²`` with
     the group average ``P = (1/|G|) Σ_p M^p`` (the projector onto the fixed subspace when M is
-    an exact orthogonal representation): ``(F,)``, a cross-check of :func:`feature_scores`."""
+    an exact orthogonal representation): ``(F,)``, a cross-check of :func:`feature_scores`
+    (rows projected onto ``basis`` first, as there)."""
     check_int("order", order, 1)
+    if basis is not None:
+        w_dec = (w_dec @ basis.t()) @ basis
     avg = sum(torch.linalg.matrix_power(m, p) for p in range(order)) / order
     return (w_dec * (w_dec @ avg.t())).sum(-1) / w_dec.pow(2).sum(-1).clamp_min(1e-12)
 
@@ -827,15 +846,19 @@ CACHE_VERSION = 2
 
 def chapter_configs(profile: str) -> dict[tuple[str, int], SAETrainConfig]:
     """The SAEs chapter 5 trains under ``profile``, keyed by ``(name, k)`` for every trained name
-    (regular, wide, two_layer, invariant) and every K in the profile's ``ks``."""
+    (regular, wide, two_layer, invariant) and every K in the profile's ``ks``; the invariant SAE
+    trains for ``invariant_epochs`` (default: ``n_epochs``), the others for ``n_epochs``."""
     from esae.params import chapter_parameters
 
     p = chapter_parameters(CHAPTER, profile)
-    common = dict(expansion=p.get("expansion", 8), d_hidden=p.get("d_hidden", 512), n_epochs=p["n_epochs"],
+    common = dict(expansion=p.get("expansion", 8), d_hidden=p.get("d_hidden", 512),
                   batch_size=p["batch_size"], lr=p["lr"], lr_decay_fraction=p.get("lr_decay_fraction", 0.0),
                   aux_coefficient=p.get("aux_coefficient", 1.0), dead_window=p.get("dead_window", 10_000),
                   seed=p.get("seed", 0))
-    return {(name, k): SAETrainConfig(name=name, k=k, **common) for k in p["ks"] for name in TRAINED_NAMES}
+    epochs = {name: p["n_epochs"] for name in TRAINED_NAMES}
+    epochs["invariant"] = p.get("invariant_epochs", p["n_epochs"])
+    return {(name, k): SAETrainConfig(name=name, k=k, n_epochs=epochs[name], **common)
+            for k in p["ks"] for name in TRAINED_NAMES}
 
 
 def canonical_rotation(shapes: Any, orientations: Any) -> np.ndarray:

@@ -309,6 +309,19 @@ def test_feature_scores_separate_invariant_from_rotating_directions():
     torch.testing.assert_close(scores, torch.tensor([1.0, 0.0, 0.64]))
     torch.testing.assert_close(saes.invariant_fraction(w_dec, m), torch.tensor([1.0, 0.0, 0.64]))
     assert saes.classify_features(scores, 0.5).tolist() == [True, False, True]
+    # a component in a direction the data never visits, where M stays at its identity start,
+    # would fake invariance; projected onto the data's span the score is the true one
+    m_fit = m.clone()
+    m_fit[12:, :], m_fit[:, 12:] = 0.0, 0.0
+    m_fit[12:, 12:] = torch.eye(4)
+    acts = torch.randn(500, D) * torch.cat([torch.ones(12), torch.zeros(4)])
+    basis = saes.data_basis(acts)
+    assert basis.shape == (12, D)
+    rotating_plus_unused = torch.zeros(1, D)
+    rotating_plus_unused[0, 6], rotating_plus_unused[0, 14] = 0.6, 0.8
+    assert saes.feature_scores(rotating_plus_unused, m_fit).item() == pytest.approx(0.64)
+    assert saes.feature_scores(rotating_plus_unused, m_fit, basis).item() == pytest.approx(0.0, abs=1e-6)
+    assert saes.invariant_fraction(rotating_plus_unused, m_fit, basis=basis).item() == pytest.approx(0.0, abs=1e-6)
     with pytest.raises(ValueError, match="threshold must be a number in"):
         saes.classify_features(scores, 2.0)
 
