@@ -162,6 +162,84 @@ def labelled_quadrants(image, origins: Sequence[tuple[int, int]], texts: Sequenc
         ax.text(c + 0.5, r + 0.5, text, color="C0", fontsize=8, ha="left", va="top",
                 bbox=dict(facecolor="white", alpha=0.8, lw=0, pad=1))
     ax.set_xlabel("column (pixels)"), ax.set_ylabel("row (pixels)")
+
+
+SAE_COLORS = {"regular": "#4c72b0", "wide": "#dd8452", "two_layer": "#55a868", "invariant": "#8172b3",
+              "equivariant": "#c44e52", "activations": "0.55"}
+SAE_LABELS = {"regular": "regular", "wide": "wide (|G|× latents)", "two_layer": "two-layer encoder",
+              "invariant": "invariant", "equivariant": "equivariant", "activations": "base activations"}
+
+
+def probing_bars(scores: Mapping[str, Mapping[int, Mapping[str, Mapping[str, float | None]]]],
+                 baseline: Mapping[str, float | None] | None = None, *,
+                 groups: Sequence[str] = ("S", "SO", "SP", "SPO", "all"), title: str | None = None,
+                 ylabel: str = "mean F1 on the test split") -> Figure:
+    """Probing performance as in the paper's Figures 3 and 7: one row per probed input
+    (``latents``, ``reconstructions``), one column per TopK value; in each panel, grouped bars per
+    task group, one bar per SAE and a grey bar for the base activations (the upper bound,
+    repeated in every panel).
+
+    ``scores[input][k][sae]`` is ``{group: mean F1}`` (``None`` is drawn as a missing bar);
+    ``baseline`` the same for the base activations.
+    """
+    inputs = list(scores)
+    ks = sorted({k for by_k in scores.values() for k in by_k})
+    saes = list(dict.fromkeys(s for by_k in scores.values() for by_sae in by_k.values() for s in by_sae))
+    bars = saes + (["activations"] if baseline is not None else [])
+    fig, axes = plt.subplots(len(inputs), len(ks), figsize=(3.3 * len(ks) + 0.6, 2.6 * len(inputs) + 0.8),
+                             squeeze=False, sharey=True)
+    width = 0.8 / len(bars)
+    x = np.arange(len(groups))
+    for r, inp in enumerate(inputs):
+        for c, k in enumerate(ks):
+            ax = axes[r, c]
+            by_sae = scores[inp].get(k, {})
+            for i, name in enumerate(bars):
+                vals = baseline if name == "activations" else by_sae.get(name, {})
+                heights = [np.nan if vals.get(g) is None else vals[g] for g in groups]
+                ax.bar(x + (i - (len(bars) - 1) / 2) * width, heights, width,
+                       color=SAE_COLORS.get(name, f"C{i}"), label=SAE_LABELS.get(name, name),
+                       hatch="//" if name == "activations" else None, edgecolor="white", lw=0.3)
+            ax.set_xticks(x, groups)
+            ax.set_ylim(0, 1)
+            ax.grid(axis="y", color="0.9", lw=0.6)
+            ax.set_axisbelow(True)
+            ax.set_title(f"{inp}, K = {k}", fontsize=9)
+            if c == 0:
+                ax.set_ylabel(ylabel, fontsize=8)
+            if r == len(inputs) - 1:
+                ax.set_xlabel("task group", fontsize=8)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    ncol = len(bars) if len(ks) > 1 else 3
+    fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=8, frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0.05 if ncol == len(bars) else 0.09, 1, 1))
+    return fig
+
+
+def probe_comparison(scores: Mapping[str, Mapping[str, float | None]], *,
+                     groups: Sequence[str] = ("S", "SO", "SP", "SPO", "all"), title: str | None = None,
+                     ax=None) -> Figure:
+    """Mean F1 per task group for each probe (kNN, logistic regression, XGBoost, best per task):
+    ``scores[probe]`` is ``{group: mean F1}``."""
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6.0, 3.0))
+    else:
+        fig = ax.figure
+    names = list(scores)
+    width = 0.8 / len(names)
+    x = np.arange(len(groups))
+    for i, name in enumerate(names):
+        heights = [np.nan if scores[name].get(g) is None else scores[name][g] for g in groups]
+        ax.bar(x + (i - (len(names) - 1) / 2) * width, heights, width, label=name, color=f"C{i}")
+    ax.set_xticks(x, groups)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("task group")
+    ax.set_ylabel("mean F1 on the test split")
+    ax.grid(axis="y", color="0.9", lw=0.6)
+    ax.set_axisbelow(True)
+    ax.legend(fontsize=8, ncol=len(names), loc="upper right")
     if title:
         ax.set_title(title, fontsize=10)
     fig.tight_layout()

@@ -1,0 +1,241 @@
+"""Sparse probing (chapter 6): truncation, F1, the three probes, degenerate tasks, caching."""
+
+import numpy as np
+import pytest
+import torch
+
+from esae import probing
+from esae.probing import PROBES, ProbeConfig
+
+FAST = ProbeConfig(xgb_estimators=20)  # the protocol's settings except a shorter boosting run
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("ESAE_CACHE", str(tmp_path / "cache"))
+
+
+def test_truncation_picks_the_largest_class_mean_gap():
+    rng = np.random.default_rng(0)
+    n, F = 400, 12
+    y = rng.random(n) < 0.3
+    x = rng.normal(0, 0.05, size=(n, F))
+    # class-mean gaps 3.0 (latent 7), 2.0 (latent 2), 1.0 (latent 9, negative direction), 0.5 (latent 4)
+    for latent, gap in ((7, 3.0), (2, 2.0), (9, -1.0), (4, 0.5)):
+        x[:, latent] += gap * y
+    x[:, 0] += 100.0  # a large but constant offset: no gap, must not be chosen
+    idx = probing.top_latents(x, y[:, None], 3)
+    assert idx.shape == (1, 3)
+    assert idx[0].tolist() == [7, 2, 9]
+    gap = probing.class_mean_gap(x, y[:, None])[0]
+    np.testing.assert_allclose(gap[[7, 2, 9, 4]], [3.0, 2.0, 1.0, 0.5], atol=0.05)
+
+
+def test_truncation_uses_the_given_split_and_breaks_ties_by_index():
+    x = np.zeros((6, 5))
+    y = np.array([[1, 0], [1, 0], [1, 1], [0, 1], [0, 1], [0, 0]], dtype=bool)
+    idx = probing.top_latents(x, y, 2)  # every gap is zero: lowest indices, deterministically
+    assert idx.tolist() == [[0, 1], [0, 1]]
+    with pytest.raises(ValueError, match=r"L must be an int in \[1, 5\], got 6"):
+        probing.top_latents(x, y, 6)
+    with pytest.raises(ValueError, match="labels must have 6 rows"):
+        probing.top_latents(x, y[:4], 2)
+
+
+def test_f1_of_perfect_and_constant_predictors():
+    y = np.array([1, 0, 0, 1, 0, 0, 0, 0], dtype=bool)  # prevalence 1/4
+    assert probing.f1(y, y) == 1.0
+    assert probing.f1(y, np.zeros_like(y)) == 0.0
+    # always "positive": precision 1/4, recall 1, F1 = 2p / (1 + p)
+    assert probing.f1(y, np.ones_like(y)) == pytest.approx(2 * 0.25 / 1.25)
+    assert probing.f1(np.zeros(4, bool), np.zeros(4, bool)) == 0.0
+
+
+def _single_latent_task(n, F, seed):
+    rng = np.random.default_rng(seed)
+    z = np.maximum(rng.normal(0, 0.3, size=(n, F)), 0)   # sparse-ish noise latents
+    y = rng.random(n) < 0.3
+    z[:, 5] = np.where(y, 2.0, 0.0)                       # the label is latent 5 being on
+    return z.astype(np.float32), y
+
+
+@pytest.mark.parametrize("probe", PROBES)
+def test_a_task_whose_label_is_one_latent_is_solved_by_every_probe(probe):
+    ztr, ytr = _single_latent_task(300, 40, 1)
+    zte, yte = _single_latent_task(200, 40, 2)
+    scores = probing.probe_scores(ztr, ytr[:, None], zte, yte[:, None], L=4, probes=[probe], config=FAST,
+                                  cache=False)
+    assert scores.indices[0, 0] == 5
+    assert scores.f1[probe][0] == 1.0
+    # the truncated reconstruction through a random affine decoder carries the same information
+    rng = np.random.default_rng(3)
+    decoder = (rng.normal(size=(40, 16)).astype(np.float32), rng.normal(size=16).astype(np.float32))
+    rec = probing.probe_scores(ztr, ytr[:, None], zte, yte[:, None], L=4, probes=[probe], config=FAST,
+                               decoder=decoder, cache=False)
+    assert rec.f1[probe][0] == 1.0
+
+
+def test_degenerate_tasks_are_reported_not_crashed_on():
+    ztr, ytr = _single_latent_task(200, 20, 4)
+    zte, yte = _single_latent_task(100, 20, 5)
+    labels_tr = np.stack([ytr, np.zeros_like(ytr), ytr, np.ones_like(ytr)], 1)
+    labels_te = np.stack([yte, yte, np.zeros_like(yte), yte], 1)
+    scores = probing.probe_scores(ztr, labels_tr, zte, labels_te, L=3, config=FAST, cache=False)
+    assert scores.degenerate == {1: "no positive examples in the train split",
+                                 2: "no positive examples in the test split",
+                                 3: "no negative examples in the train split"}
+    for p in PROBES:
+        assert scores.f1[p][0] == 1.0 and np.isnan(scores.f1[p][1:]).all()
+    assert scores.best_probe()[1:] == [None, None, None]
+    means = probing.group_means(scores.best(), ["S", "SO", "SO", "SPO"])
+    assert means == {"S": 1.0, "SO": None, "SP": None, "SPO": None, "all": 1.0}
+
+
+def test_group_means_and_summary():
+    scores = np.array([1.0, 0.5, 0.0, np.nan, 0.25])
+    groups = ["S", "S", "SP", "SP", "SPO"]
+    assert probing.group_means(scores, groups) == {"S": 0.75, "SO": None, "SP": 0.0, "SPO": 0.25,
+                                                   "all": pytest.approx(1.75 / 4)}
+    with pytest.raises(ValueError, match="each task group must be one of 'S', 'SO', 'SP', 'SPO', got 'X'"):
+        probing.group_means(scores, ["S", "S", "SP", "SP", "X"])
+    s = probing.ProbeScores(f1={"knn": np.array([0.2, 0.9]), "xgboost": np.array([0.6, 0.1])},
+                            degenerate={}, indices=np.zeros((2, 1), int))
+    np.testing.assert_allclose(s.best(), [0.6, 0.9])
+    assert s.best_probe() == ["xgboost", "knn"]
+    summary = probing.summarize(s, ["S", "SO"])
+    assert summary["best"]["all"] == pytest.approx(0.75) and summary["knn"]["S"] == pytest.approx(0.2)
+
+
+def test_scores_are_cached_per_probe_and_parallel_runs_agree(monkeypatch):
+    rng = np.random.default_rng(6)
+    ztr, zte = rng.normal(size=(150, 10)), rng.normal(size=(80, 10))
+    ytr = np.stack([ztr[:, i] > 0.3 for i in range(4)], 1)
+    yte = np.stack([zte[:, i] > 0.3 for i in range(4)], 1)
+    first = probing.probe_scores(ztr, ytr, zte, yte, L=3, probes=["knn", "logreg"], config=FAST, n_jobs=2)
+    assert first.cached == {"knn": False, "logreg": False}
+
+    def no_fitting(*args, **kwargs):
+        raise AssertionError("a cached probe was fitted again")
+
+    with monkeypatch.context() as m:
+        m.setattr(probing, "_run_tasks", no_fitting)
+        again = probing.probe_scores(ztr, ytr, zte, yte, L=3, probes=["knn", "logreg"], config=FAST, n_jobs=1)
+    assert again.cached == {"knn": True, "logreg": True}
+    for p in ("knn", "logreg"):
+        np.testing.assert_array_equal(first.f1[p], again.f1[p])
+    sequential = probing.probe_scores(ztr, ytr, zte, yte, L=3, probes=["knn"], config=FAST, cache=False)
+    np.testing.assert_array_equal(first.f1["knn"], sequential.f1["knn"])
+    # another L or another setting of the same probe is a different entry
+    other = probing.probe_scores(ztr, ytr, zte, yte, L=2, probes=["knn"], config=FAST)
+    assert other.cached == {"knn": False}
+    changed = probing.probe_scores(ztr, ytr, zte, yte, L=3, probes=["knn", "logreg"],
+                                   config=ProbeConfig(xgb_estimators=20, knn_neighbors=5))
+    assert changed.cached == {"knn": False, "logreg": True}
+
+
+def test_affine_decoder_reads_weights_and_bias():
+    torch.manual_seed(0)
+    W, b, m = torch.randn(30, 8), torch.randn(8), torch.randn(8, 8)
+    Wn, bn = probing.affine_decoder(lambda z: (z @ W + b) @ m.T, 30)
+    np.testing.assert_allclose(Wn, (W @ m.T).numpy(), atol=1e-4)
+    np.testing.assert_allclose(bn, (b @ m.T).numpy(), atol=1e-4)
+    z = torch.rand(5, 30)
+    rec = probing.truncated_reconstruction(z, [3, 7], (Wn, bn))
+    np.testing.assert_allclose(rec, ((z[:, [3, 7]] @ W[[3, 7]] + b) @ m.T).numpy(), atol=1e-4)
+    with pytest.raises(ValueError, match="decode must be affine"):
+        probing.affine_decoder(lambda z: torch.relu(z @ W - 0.5), 30)
+
+
+def test_bad_arguments_give_clear_errors():
+    x, y = np.zeros((10, 4)), np.zeros((10, 2), bool)
+    with pytest.raises(ValueError, match="probes must be a non-empty list"):
+        probing.probe_scores(x, y, x, y, L=2, probes=[])
+    with pytest.raises(ValueError, match="each entry of probes must be one of 'knn', 'logreg', 'xgboost', got 'svm'"):
+        probing.probe_scores(x, y, x, y, L=2, probes=["svm"])
+    with pytest.raises(ValueError, match="n_jobs must be a positive int or -1"):
+        probing.probe_scores(x, y, x, y, L=2, n_jobs=0)
+    with pytest.raises(ValueError, match="x_train and x_test must have the same number of columns"):
+        probing.probe_scores(x, y, x[:, :3], y, L=2)
+    with pytest.raises(ValueError, match="decoder must be"):
+        probing.probe_scores(x, y, x, y, L=2, decoder=(np.zeros((3, 5)), np.zeros(5)))
+    with pytest.raises(ValueError, match=r"knn_neighbors must be an int >= 1, got 0"):
+        ProbeConfig(knn_neighbors=0)
+    with pytest.raises(ValueError, match=r"xgb_learning_rate must be a number in \(0, 1\]"):
+        ProbeConfig(xgb_learning_rate=0.0)
+    assert probing.result_key("cnn", "latents", 32, "equivariant", 16) == "cnn/latents/equivariant/k16/L32"
+    assert probing.result_key("mlp", "activations", 8) == "mlp/activations/L8"
+
+
+def test_probing_figure_has_one_panel_per_input_and_k():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from esae import plots
+
+    groups = probing.GROUP_KEYS
+    row = {k: {s: {g: 0.5 for g in groups} for s in ("regular", "equivariant")} for k in (8, 32)}
+    fig = plots.probing_bars({"latents": row, "reconstructions": row}, {g: 0.9 for g in groups}, title="t")
+    assert len(fig.axes) == 4
+    assert [a.get_title() for a in fig.axes[:2]] == ["latents, K = 8", "latents, K = 32"]
+    assert len(fig.axes[0].patches) == 3 * len(groups)  # two SAEs and the base activations
+
+
+def test_task_subsets_and_chapter_config():
+    groups = ["S"] * 8 + ["SO"] * 28 + ["SP"] * 32 + ["SPO"] * 112
+    assert probing.select_tasks(groups, 0).tolist() == list(range(180))
+    sub = probing.select_tasks(groups, 4)
+    assert [groups[i] for i in sub] == ["S"] * 4 + ["SO"] * 4 + ["SP"] * 4 + ["SPO"] * 4
+    assert sub[0] == 0 and sub[3] == 7  # evenly spread, ends included
+    cfg = probing.ProbingConfig(figure3_ks=[8, 16], figure7_panels=["mlp/L8", "cnn/L32"], figure7_ks=[32],
+                                figure7_tasks_per_group=5)
+    panels = cfg.panels()
+    assert [(p.name, p.ks, p.tasks_per_group) for p in panels] == [("cnn/L32", (8, 16, 32), 0), ("mlp/L8", (32,), 5)]
+    with pytest.raises(ValueError, match="each panel must look like '<model>/L<length>'"):
+        probing.ProbingConfig(figure7_panels=["resnet/L8"])
+    with pytest.raises(ValueError, match="each entry of saes must be one of"):
+        probing.ProbingConfig(saes=["regular", "huge"])
+    with pytest.raises(ValueError, match=r"n_train must be an int >= 20, got 5"):
+        probing.ProbingConfig(n_train=5)
+
+
+def test_orbit_reconstruction_stats_tells_own_from_orbit_mean():
+    torch.manual_seed(0)
+    x = torch.randn(64, 8)
+    orbit = torch.stack([x.roll(2 * p, dims=1) for p in range(4)], 1)  # a C4 action: cyclic shifts
+
+    class Identity:  # reconstructs each activation itself: not invariant
+        W_dec = torch.eye(8)
+
+        def encode(self, v):
+            return v
+
+        def decode(self, z):
+            return z
+
+    class OrbitMean(Identity):  # averages over the group: invariant, reconstructs the orbit mean
+        def encode(self, v):
+            return torch.stack([v.roll(2 * p, dims=1) for p in range(4)]).mean(0)
+
+    own = probing.orbit_reconstruction_stats(Identity(), orbit)
+    assert own["r2_own"] == pytest.approx(1.0) and own["latent_orbit_change"] > 0.5
+    inv = probing.orbit_reconstruction_stats(OrbitMean(), orbit)
+    assert inv["r2_orbit_mean"] == pytest.approx(1.0) and inv["latent_orbit_change"] == pytest.approx(0.0, abs=1e-6)
+    assert inv["r2_own"] == pytest.approx(own["r2_mean_vs_own"], abs=1e-5)
+
+
+def test_reconstruction_through_a_map_per_row():
+    rng = np.random.default_rng(7)
+    z = rng.normal(size=(10, 6)).astype(np.float32)
+    W, b = rng.normal(size=(6, 4)).astype(np.float32), rng.normal(size=4).astype(np.float32)
+    M = rng.normal(size=(3, 4, 4)).astype(np.float32)
+    stack = (np.stack([W @ m.T for m in M]), np.stack([b @ m.T for m in M]))
+    rows = np.arange(10) % 3
+    rec = probing.truncated_reconstruction(z, [1, 4], stack, rows)
+    expected = np.stack([(z[i, [1, 4]] @ W[[1, 4]] + b) @ M[rows[i]].T for i in range(10)])
+    np.testing.assert_allclose(rec, expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="rows must say which of the 3 decoder maps each row uses"):
+        probing.truncated_reconstruction(z, [1], stack)
+    y = np.zeros((10, 1), bool)
+    y[::2] = True
+    with pytest.raises(ValueError, match=r"decoder_rows\[1\] must be \(10,\) ints in 0..2"):
+        probing.probe_scores(z, y, z, y, L=2, decoder=stack, decoder_rows=(rows, rows + 1), cache=False)
