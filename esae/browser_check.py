@@ -25,7 +25,7 @@ from urllib.parse import urlparse
 
 DEFAULT_PAGES = (
     "book/intro.html",
-    "book/summary.html",
+    "book/chapters/08_summary.html",
     "book/chapters/01_groups.html",
     "book/chapters/04_fitting_m.html",
 )
