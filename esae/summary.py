@@ -248,3 +248,18 @@ def timings_markdown(profile: str) -> str:
     rows += (f"\nMachine: {m.get('cpu', '?')}, {m.get('cpus', '?')} CPUs, torch {m.get('torch', '?')} "
              f"with {m.get('torch_threads', '?')} threads, GPU: {m.get('gpu') or 'none'}.")
     return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m esae.summary --profile default``: print the claims table (Markdown)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m esae.summary", description=main.__doc__)
+    parser.add_argument("--profile", default="default", choices=("smoke", "default", "paper"))
+    args = parser.parse_args(argv)
+    print(claims_markdown(claims(args.profile)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
