@@ -7,7 +7,7 @@ Modules, each named for what it holds: ``groups`` (C4 and its action, chapter 1)
 ``runtime``, ``metrics``, ``plots`` and ``book``.
 """
 
-from esae import cache, groups, metrics, params, plots, results, runtime
+from esae import autoencoders, cache, groups, metrics, params, plots, results, runtime, shapes
 
 __version__ = "0.1.0"
-__all__ = ["cache", "groups", "metrics", "params", "plots", "results", "runtime"]
+__all__ = ["autoencoders", "cache", "groups", "metrics", "params", "plots", "results", "runtime", "shapes"]

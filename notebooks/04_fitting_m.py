@@ -13,20 +13,213 @@
 # %% [markdown]
 # # Fitting M: one matrix explains how activations rotate
 #
-# This chapter will fit the matrix $M$ with $\psi(g^p x) \approx M^p \psi(x)$ for both base
-# models, compare it with $M = I$, look at its eigenvalues against the fourth roots of unity and
-# fit a version constrained to $M^4 = I$ (`esae.equivariance`).
+# Chapter 3 trained two autoencoders on the rotated-shapes images. Rotating an input image changes
+# its 256-dimensional activations $\psi(x)$, but how? The paper's first result
+# {cite}`erdogan2025equivariant` is that a **single matrix** $M$ explains it: fitted to minimise
 #
-# *This chapter is planned; its code lands with its own issue.*
+# $$\mathcal{L}_M = \mathbb{E}_{x,\; p = 1..4} \,\lVert \psi(g^p x) - M^p \psi(x) \rVert_2^2 ,$$
+#
+# starting from $M = I$ and optimised with Adam {cite}`kingma2015adam`, it reaches
+# $R^2 = 0.987 \pm 0.001$ over both models, while $M = I$ gives $0.05 \pm 0.08$ (CNN) and
+# $0.49 \pm 0.03$ (MLP).
+#
+# In this chapter you will see:
+#
+# - the paper's recipe (Adam from $M = I$) and a closed-form warm start (least squares for
+#   $p = 1$, then the same Adam) on held-out images, power by power, with their training curves —
+#   the warm start reaches in a few epochs what the identity start needs a long schedule for, so it
+#   is the fit this book uses from here on;
+# - the eigenvalues of $M$ against the fourth roots of unity, where an exact representation of C4
+#   would put them (chapter 1), and a fit constrained to $M^4 = I$ — the future work the paper names.
+#
+# The code is `esae.equivariance`.
 
 # %% tags=["parameters"]
 profile: str = "default"  # parameter profile that produced this page: smoke | default | paper
-seed: int = 0  # seed for every random choice in the chapter
+seed: int = 0  # seed for the mini-batch order of every fit
 device: str = "auto"  # auto | cpu | cuda
+epochs: int = 15  # Adam epochs over the training activations (the paper: 150)
+batch_size: int = 256  # samples per Adam step (the paper's other trainings use 64)
+lr: float = 0.001  # Adam learning rate
+penalty: float = 1.0  # weight of the penalty on M^4 minus I in the penalised fit
 
 # %%
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from IPython.display import Markdown, display
+
 import esae
+from esae import autoencoders, equivariance as eq
+from esae.groups import power_error
 
 esae.params.check_profile(profile)
-esae.runtime.resolve_device(device)
-esae.runtime.seed_everything(seed);
+dev = esae.runtime.resolve_device(device)
+esae.runtime.seed_everything(seed)
+for variant in eq.VARIANTS:  # validates every parameter above through FitConfig
+    eq.profile_fit_config(profile, variant)
+MODELS = ("mlp", "cnn")
+
+# %% [markdown]
+# ## Activations and their rotations
+#
+# For each base model we take the pre-activation outputs of the last encoder layer (chapter 3) for
+# the training images and for a disjoint held-out set, together with the activations of the same
+# images rotated by 90°, 180° and 270°. M is fitted on the training images only; every number below
+# is measured on the held-out images.
+
+# %%
+nets = autoencoders.load_base_models(profile, dev)
+train_images = autoencoders.training_images(profile)
+test_images = autoencoders.heldout_images(profile)
+heldout = {name: eq.orbit_activations(nets[name], test_images.images, device=dev) for name in MODELS}
+display(Markdown(f"{len(train_images.images):,} training images and {len(test_images.images):,} held-out "
+                 f"images, each in its 4 rotations; activations have d = {heldout['mlp'][0].shape[1]}."))
+
+# %% [markdown]
+# ## The fitted M, the paper's recipe, and the baseline M = I
+#
+# $R^2$ compares the prediction $M^p\psi(x)$ with the truth $\psi(g^p x)$. We report two
+# definitions (see `esae.equivariance.r2`): **pooled** — one minus the residual sum of squares
+# over the total sum of squares around each dimension's mean, summed over all dimensions, so a
+# dimension counts by its variance — and **per-dimension** — the same ratio per dimension, then
+# averaged, as scikit-learn's `r2_score` does. $p = 4$ (the identity, $g^4 = e$) is part of the
+# paper's sum and of our average; the table shows each power.
+
+# %%
+fits = {(name, variant): eq.profile_fit(profile, name, variant, dev) for name in MODELS for variant in eq.VARIANTS}
+identity = torch.eye(heldout["mlp"][0].shape[1])
+scores = {}
+for name in MODELS:
+    scores[(name, "identity")] = eq.r2(*heldout[name], identity)
+    for variant in eq.VARIANTS:
+        scores[(name, variant)] = eq.r2(*heldout[name], fits[(name, variant)].m)
+
+rows = ("| model | M | R² p=1 | p=2 | p=3 | p=4 | mean (pooled) | mean (per-dim) |\n"
+        "|---|---|---|---|---|---|---|---|\n")
+for name in MODELS:
+    for label, key in (("identity", "identity"), ("Adam from I (paper recipe)", "paper"),
+                       ("Adam from least squares (fitted)", "warm_start")):
+        s = scores[(name, key)]
+        rows += (f"| {name.upper()} | {label} | " + " | ".join(f"{s['pooled'][p]:.4f}" for p in (1, 2, 3, 4))
+                 + f" | **{s['pooled_mean']:.4f}** | {s['per_dim_mean']:.4f} |\n")
+display(Markdown(rows))
+
+# %%
+fitted_mean = np.mean([scores[(n, "warm_start")]["pooled_mean"] for n in MODELS])
+fitted_std = np.std([scores[(n, "warm_start")]["pooled_mean"] for n in MODELS])
+display(Markdown(
+    f"**Paper:** fitted M $R^2 = 0.987 \\pm 0.001$ over both models; $M = I$ gives $0.05 \\pm 0.08$ (CNN) and "
+    f"$0.49 \\pm 0.03$ (MLP).  \n"
+    f"**This run:** fitted M $R^2 = {fitted_mean:.3f} \\pm {fitted_std:.3f}$ over both models "
+    f"(MLP {scores[('mlp', 'warm_start')]['pooled_mean']:.4f}, CNN {scores[('cnn', 'warm_start')]['pooled_mean']:.4f}, "
+    f"pooled; per-dimension {scores[('mlp', 'warm_start')]['per_dim_mean']:.4f} and "
+    f"{scores[('cnn', 'warm_start')]['per_dim_mean']:.4f}) after {epochs} epochs from the least-squares start. "
+    f"With the paper's identity start and the same {epochs} epochs Adam reaches only "
+    f"{scores[('mlp', 'paper')]['pooled_mean']:.3f} (MLP) and {scores[('cnn', 'paper')]['pooled_mean']:.3f} (CNN): "
+    f"the paper runs 150 epochs at batch 64, about {150 * 10000 // 64:,} Adam steps, which the paper profile "
+    f"reproduces; "
+    f"$M = I$ gives {scores[('cnn', 'identity')]['pooled_mean']:.2f} (CNN) and "
+    f"{scores[('mlp', 'identity')]['pooled_mean']:.2f} (MLP)."))
+
+# %% [markdown]
+# ## Training curves, and a closed-form warm start
+#
+# Starting from the identity, Adam has to move all $256^2$ entries of M a long way. But the
+# $p = 1$ term alone is a linear least-squares problem with a closed-form solution; starting Adam
+# there (and then optimising all four powers together) skips most of the descent. The curves show
+# held-out $R^2$ after each epoch for both starts.
+
+# %%
+fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
+for ax, name in zip(axes, MODELS):
+    for variant, style in (("paper", "-"), ("warm_start", "--")):
+        h = fits[(name, variant)].history
+        ax.plot([r["epoch"] for r in h], [r["r2"] for r in h], style, label=variant.replace("_", " "))
+    ax.axhline(scores[(name, "identity")]["pooled_mean"], color="0.6", lw=1, label="M = I")
+    ax.axhline(0.987, color="k", lw=0.8, ls=":", label="paper's R²")
+    ax.set_title(f"{name.upper()} autoencoder"), ax.set_xlabel("epoch")
+axes[0].set_ylabel("held-out R² (pooled, mean over p)")
+axes[1].legend(fontsize=8, loc="lower right")
+lo = min(min(r["r2"] for r in fits[(n, "paper")].history) for n in MODELS)
+axes[0].set_ylim(max(lo, -0.2) - 0.02, 1.0)
+fig.suptitle("Fitting M: held-out R² during training")
+fig.tight_layout()
+
+
+# %%
+def first_epoch_reaching(history: list[dict], target: float) -> int | None:
+    return next((r["epoch"] for r in history if r["r2"] >= target), None)
+
+
+rows = "| model | start | epochs to R² ≥ 0.98 | seconds per epoch | final R² |\n|---|---|---|---|---|\n"
+for name in MODELS:
+    for variant in ("paper", "warm_start"):
+        h = fits[(name, variant)].history
+        reach = first_epoch_reaching(h, 0.98)
+        rows += (f"| {name.upper()} | {variant.replace('_', ' ')} | {reach if reach else 'not within ' + str(len(h))} | "
+                 f"{h[-1]['seconds'] / len(h):.2f} | {h[-1]['r2']:.4f} |\n")
+display(Markdown(rows))
+
+# %% [markdown]
+# `benchmarks/bench_fit_m.py` measures the same comparison in wall time (both starts in one run).
+#
+# ## Eigenvalues: how close is M to a representation of C4?
+#
+# If $\psi(g x) = M \psi(x)$ held exactly for every image, then $M^4\psi(x) = \psi(g^4 x) = \psi(x)$,
+# and on the span of the activations M would satisfy $M^4 = I$, with eigenvalues among
+# $\{1, -1, i, -i\}$ (chapter 1). Directions with eigenvalue 1 are invariant; $-1$ flips under a
+# half turn… The plot shows where the fitted eigenvalues actually lie.
+
+# %%
+fig, axes = plt.subplots(1, 2, figsize=(9, 4.4))
+for ax, name in zip(axes, MODELS):
+    esae.plots.eigenvalues_plot({"fitted": torch.linalg.eigvals(fits[(name, "warm_start")].m.double()),
+                                 "constrained M⁴ = I": torch.linalg.eigvals(fits[(name, "exact")].m.double())}, ax=ax)
+    ax.set_title(f"{name.upper()}: eigenvalues of M")
+fig.tight_layout()
+
+# %%
+def root_distance(m: torch.Tensor) -> float:
+    roots = torch.tensor([1, 1j, -1, -1j], dtype=torch.complex128)
+    e = torch.linalg.eigvals(m.double())
+    return float((e[:, None] - roots[None]).abs().min(1).values.median())
+
+
+rows = "| model | M | held-out R² | ‖M⁴ − I‖_F / ‖I‖_F | median distance of eigenvalues to a 4th root |\n|---|---|---|---|---|\n"
+for name in MODELS:
+    for variant, label in (("paper", "Adam from I (paper recipe)"), ("warm_start", "fitted (warm start)"),
+                           ("penalty", f"penalised (weight {penalty:g})"), ("exact", "exact: M = S R S⁻¹")):
+        m = fits[(name, variant)].m
+        rows += (f"| {name.upper()} | {label} | {scores[(name, variant)]['pooled_mean']:.4f} | "
+                 f"{power_error(m.double(), 4):.3f} | {root_distance(m):.3f} |\n")
+display(Markdown(rows))
+
+# %% [markdown]
+# The constrained fits impose what the group structure demands. The *penalised* fit adds
+# $\lambda\lVert M^4 - I\rVert_F^2/d$ to the loss. The *exact* fit parametrises
+# $M = S R S^{-1}$, where $R$ is block-diagonal with the eigenvalues of the unconstrained fit
+# snapped to the nearest fourth roots of unity ($1\times 1$ blocks for $\pm 1$, $2\times 2$
+# quarter-turn blocks for $\pm i$) and only $S$ is learned, so $M^4 = I$ holds to float precision
+# throughout. Comparing their $R^2$ with the unconstrained fit's says how much of the fit relies on
+# *breaking* the group structure.
+#
+# ## What this run showed
+
+# %%
+results = {
+    "r2_fitted": {n: scores[(n, "warm_start")]["pooled_mean"] for n in MODELS},
+    "r2_identity": {n: scores[(n, "identity")]["pooled_mean"] for n in MODELS},
+    "r2_constrained": {n: scores[(n, "exact")]["pooled_mean"] for n in MODELS},
+    "m4_minus_identity": {n: power_error(fits[(n, "warm_start")].m.double(), 4) for n in MODELS},
+    "m4_minus_identity_constrained": {n: power_error(fits[(n, "exact")].m.double(), 4) for n in MODELS},
+    "r2_definition": "pooled over dimensions, mean over p = 1..4, held-out images",
+    "r2_per_dim": {n: {v: scores[(n, v)]["per_dim_mean"] for v in ("identity", *eq.VARIANTS)} for n in MODELS},
+    "r2_paper_recipe": {n: scores[(n, "paper")]["pooled_mean"] for n in MODELS},
+    "fit": f"Adam from the least-squares solution for p = 1, {epochs} epochs, batch {batch_size}, lr {lr:g}",
+    "r2_penalty": {n: scores[(n, "penalty")]["pooled_mean"] for n in MODELS},
+    "epochs_to_r2_0.98": {n: {v: first_epoch_reaching(fits[(n, v)].history, 0.98) for v in ("paper", "warm_start")}
+                          for n in MODELS},
+}
+esae.results.write_results(profile, "04_fitting_m", results)
+results

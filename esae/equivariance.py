@@ -1,0 +1,301 @@
+"""Fitting the matrix M that explains how activations transform (chapter 4).
+
+For a cyclic group G = {g^p} acting on inputs and a network ψ with activations in R^d, M is
+fitted to minimise the paper's equation (3),
+
+    L_M = E_{x, p=1..|G|} ‖ψ(g^p x) − M^p ψ(x)‖²,
+
+starting from the identity and optimised with Adam. Beyond the paper this module offers a
+closed-form warm start (the least-squares solution for p = 1) and two ways to impose the
+constraint an exact representation satisfies, M^|G| = I: a penalty on ‖M^|G| − I‖², and an
+exact parametrisation M = S R S⁻¹ with R a fixed block-diagonal matrix whose eigenvalues are
+|G|-th roots of unity (see :func:`fit_m`).
+
+Conventions: ``acts`` is ``(n, d)`` holding ψ(x); ``acts_rotated`` is ``(P, n, d)`` with
+``acts_rotated[p - 1] = ψ(g^p x)`` for p = 1..P, where P is |G| or |G| − 1 (then ψ(g^|G| x) =
+ψ(x) is appended, as the paper's sum runs to p = |G|). Activations are row vectors, so
+"M ψ" is computed as ``acts @ M.T``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from esae.metrics import r2_per_dim, r2_pooled
+from esae.params import check_choice, check_float, check_int
+from esae.runtime import progress
+
+Tensor = torch.Tensor
+
+INITS = ("identity", "lstsq")
+CONSTRAINTS = ("none", "penalty", "exact")
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """How M is fitted. ``init``: ``identity`` (the paper) or ``lstsq`` (closed-form warm start
+    for p = 1); ``constraint``: ``none`` (the paper), ``penalty`` (adds ``penalty · ‖M^|G| − I‖²_F / d``)
+    or ``exact`` (M = S R S⁻¹ with R fixed by the unconstrained fit's eigenvalues snapped to the
+    nearest roots of unity, S learned)."""
+
+    order: int = 4
+    epochs: int = 150
+    batch_size: int = 64
+    lr: float = 1e-3
+    init: str = "identity"
+    constraint: str = "none"
+    penalty: float = 1.0
+    seed: int = 0
+    version: int = 1
+
+    def __post_init__(self) -> None:
+        check_int("order", self.order, 1)
+        check_int("epochs", self.epochs, 1)
+        check_int("batch_size", self.batch_size, 1)
+        check_float("lr", self.lr, 0.0, 1.0, lo_open=True)
+        check_choice("init", self.init, INITS)
+        check_choice("constraint", self.constraint, CONSTRAINTS)
+        check_float("penalty", self.penalty, 0.0)
+        check_int("seed", self.seed, 0)
+
+
+@dataclass
+class FitResult:
+    """The fitted ``m`` ``(d, d)`` and the training ``history``: one dict per epoch with the
+    mean training ``loss``, elapsed ``seconds`` and, when evaluation data was given, held-out ``r2``."""
+
+    m: Tensor
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def _check_acts(acts: Tensor, acts_rotated: Tensor, order: int) -> Tensor:
+    """Validate shapes; return the (order, n, d) targets for p = 1..order."""
+    check_int("order", order, 1)
+    if not isinstance(acts, Tensor) or acts.ndim != 2:
+        raise ValueError(f"acts must be a tensor (n, d), got shape {tuple(getattr(acts, 'shape', ()))}")
+    if not isinstance(acts_rotated, Tensor) or acts_rotated.ndim != 3 or acts_rotated.shape[1:] != acts.shape:
+        raise ValueError(f"acts_rotated must be (P, n, d) = (P, {acts.shape[0]}, {acts.shape[1]}) with "
+                         f"acts_rotated[p-1] = ψ(g^p x), got {tuple(getattr(acts_rotated, 'shape', ()))}")
+    powers = acts_rotated.shape[0]
+    if powers == order - 1:
+        return torch.cat([acts_rotated, acts[None]])
+    if powers != order:
+        raise ValueError(f"acts_rotated must hold P = order or order - 1 powers (order={order}), got P={powers}")
+    return acts_rotated
+
+
+def transform(acts: Tensor, m: Tensor, p: int) -> Tensor:
+    """``M^p ψ`` for row-vector activations ``(n, d)``: ``acts @ (M^p)^T``."""
+    return acts @ torch.linalg.matrix_power(m, p).T
+
+
+def _powers_of(acts: Tensor, m: Tensor, order: int) -> Tensor:
+    """Stack ``M^p ψ`` for p = 1..order: ``(order, n, d)``."""
+    out, y = [], acts
+    for _ in range(order):
+        y = y @ m.T
+        out.append(y)
+    return torch.stack(out)
+
+
+def r2(acts: Tensor, acts_rotated: Tensor, m: Tensor, order: int = 4) -> dict[str, object]:
+    """How well ``M^p ψ(x)`` predicts ``ψ(g^p x)``, for each power p = 1..order and averaged.
+
+    Two definitions are reported (see :mod:`esae.metrics`): ``pooled`` — one minus the residual
+    sum of squares over the total sum of squares around the per-dimension mean, pooled over all
+    dimensions (dimensions weigh by their variance); ``per_dim`` — the same ratio computed per
+    dimension and averaged (scikit-learn's ``r2_score`` default). Returns
+    ``{"pooled": {p: r2}, "per_dim": {p: r2}, "pooled_mean": .., "per_dim_mean": ..}``;
+    p = order (where g^order = e) is included, as in the paper's sum.
+    """
+    targets = _check_acts(acts, acts_rotated, order)
+    with torch.no_grad():
+        preds = _powers_of(acts, m.to(acts.dtype), order)
+    pooled = {p + 1: r2_pooled(targets[p], preds[p]) for p in range(order)}
+    per_dim = {p + 1: r2_per_dim(targets[p], preds[p]) for p in range(order)}
+    return {"pooled": pooled, "per_dim": per_dim,
+            "pooled_mean": sum(pooled.values()) / order, "per_dim_mean": sum(per_dim.values()) / order}
+
+
+def lstsq_m(acts: Tensor, acts_next: Tensor, ridge: float = 1e-4) -> Tensor:
+    """Closed-form least-squares M with ``acts_next ≈ acts @ M.T`` (both ``(n, d)``).
+
+    A small ridge (``ridge`` times the mean activation energy) keeps directions the data never
+    visits (dead units, rank deficiency) at zero instead of at arbitrary values that would blow
+    up under the powers M^p."""
+    a, b = acts.double(), acts_next.double()
+    gram = a.T @ a
+    lam = ridge * gram.diagonal().mean().clamp_min(1e-12)
+    eye = torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
+    return torch.linalg.solve(gram + lam * eye, a.T @ b).T.to(acts.dtype)
+
+
+def roots_of_unity_block(eigenvalues: Tensor, order: int) -> tuple[Tensor, Tensor]:
+    """Snap eigenvalues to the nearest ``order``-th roots of unity and build the real block-diagonal
+    R with those eigenvalues (1×1 blocks for ±1, 2×2 rotation blocks for conjugate pairs).
+    Returns ``(R, snapped)``; R satisfies ``R^order = I`` exactly."""
+    roots = torch.exp(2j * torch.pi * torch.arange(order, dtype=torch.float64) / order)
+    snapped = roots[(eigenvalues[:, None] - roots[None]).abs().argmin(1)]
+    real = snapped[snapped.imag.abs() < 1e-9].real
+    upper = snapped[snapped.imag > 1e-9]          # one of each conjugate pair
+    lower = snapped[snapped.imag < -1e-9]
+    n_pairs = min(len(upper), len(lower))
+    # unmatched complex roots (possible only when the snapping breaks a pair) become real ±1
+    extra = torch.cat([upper[n_pairs:], lower[n_pairs:]])
+    real = torch.cat([real, torch.where(extra.real >= 0, 1.0, -1.0).to(real.dtype)])
+    blocks = [torch.tensor([[float(v)]]) for v in real]
+    for z in upper[:n_pairs]:
+        c, s = float(z.real), float(z.imag)
+        blocks.append(torch.tensor([[c, -s], [s, c]]))
+    return torch.block_diag(*blocks), snapped
+
+
+def _real_eigenbasis(m: Tensor) -> Tensor:
+    """A real basis S whose columns follow the order used by :func:`roots_of_unity_block`
+    (real eigenvectors first, then real and imaginary parts of one vector per conjugate pair)."""
+    vals, vecs = torch.linalg.eig(m.double())
+    order_real = [i for i in range(len(vals)) if abs(vals[i].imag) < 1e-9]
+    order_pos = [i for i in range(len(vals)) if vals[i].imag >= 1e-9]
+    cols = [vecs[:, i].real for i in order_real]
+    for i in order_pos:
+        cols += [vecs[:, i].real, -vecs[:, i].imag]
+    return torch.stack(cols[: m.shape[0]], 1)
+
+
+def fit_m(acts: Tensor, acts_rotated: Tensor, config: FitConfig = FitConfig(), *,
+          eval_data: tuple[Tensor, Tensor] | None = None, m_init: Tensor | None = None,
+          device: torch.device | str | None = None) -> FitResult:
+    """Fit M ``(d, d)`` on ``acts`` ``(n, d)`` and ``acts_rotated`` ``(P, n, d)`` (module docstring).
+
+    Mini-batches of ``config.batch_size`` samples, ``config.epochs`` passes, Adam at ``config.lr``,
+    the loss the mean over powers p = 1..|G| of the per-element squared error. ``eval_data``
+    (held-out ``acts``, ``acts_rotated``) adds a held-out pooled R² to each epoch's history.
+    ``m_init`` overrides the start (the ``exact`` constraint uses it to choose R and S; without it
+    an unconstrained fit with the same config is run first).
+    """
+    order = config.order
+    targets = _check_acts(acts, acts_rotated, order)
+    device = torch.device(device) if device is not None else acts.device
+    gen = torch.Generator().manual_seed(config.seed)
+    x = acts.to(device, torch.float32)
+    y = targets.to(device, torch.float32)
+    n, d = x.shape
+    eye = torch.eye(d, device=device)
+
+    if config.constraint == "exact":
+        base = m_init if m_init is not None else fit_m(
+            acts, acts_rotated, FitConfig(**{**config.__dict__, "constraint": "none"}), device=device).m
+        r_block, _ = roots_of_unity_block(torch.linalg.eigvals(base.double().cpu()), order)
+        # float64: S may be ill-conditioned, and M^|G| = I must hold to float precision
+        s_param = torch.nn.Parameter(_real_eigenbasis(base.cpu()).to(device))
+        r_block = r_block.double().to(device)
+        params = [s_param]
+
+        def current() -> Tensor:
+            # M = S R S⁻¹, i.e. Sᵀ Mᵀ = (S R)ᵀ
+            return torch.linalg.solve(s_param.T, (s_param @ r_block).T).T.float()
+    else:
+        if m_init is not None:
+            start = m_init
+        elif config.init == "lstsq":
+            start = lstsq_m(x, y[0])
+        else:
+            start = eye
+        m_param = torch.nn.Parameter(start.detach().clone().float().to(device))
+        params = [m_param]
+
+        def current() -> Tensor:
+            return m_param
+
+    opt = torch.optim.Adam(params, lr=config.lr)
+    history: list[dict[str, float]] = []
+    start_time = time.perf_counter()
+    bar = progress(range(config.epochs), desc=f"fit M ({config.init}, {config.constraint})")
+    for epoch in bar:
+        perm = torch.randperm(n, generator=gen).to(device)
+        total = 0.0
+        for idx in perm.split(config.batch_size):
+            m = current()
+            loss = (_powers_of(x[idx], m, order) - y[:, idx]).pow(2).mean()
+            if config.constraint == "penalty" and config.penalty > 0:
+                loss = loss + config.penalty * (torch.linalg.matrix_power(m, order) - eye).pow(2).sum() / d
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(idx)
+        record = {"epoch": epoch + 1, "loss": total / n, "seconds": time.perf_counter() - start_time}
+        if eval_data is not None:
+            with torch.no_grad():
+                record["r2"] = float(r2(*(t.to(device) for t in eval_data), current().detach(), order)["pooled_mean"])
+        history.append(record)
+        if hasattr(bar, "set_postfix"):
+            bar.set_postfix(loss=f"{record['loss']:.4g}")
+    with torch.no_grad():
+        m_final = current().detach().cpu()
+    return FitResult(m_final, history)
+
+
+def orbit_activations(model: torch.nn.Module, images: Tensor, order: int = 4, *,
+                      device: torch.device | str | None = None) -> tuple[Tensor, Tensor]:
+    """ψ of images ``(n, 1, H, H)`` and of their rotations: returns ``acts`` ``(n, d)`` and
+    ``acts_rotated`` ``(order - 1, n, d)`` with ``acts_rotated[p - 1] = ψ(g^p x)``."""
+    from esae.autoencoders import activations
+    from esae.groups import CyclicGroup
+
+    group = CyclicGroup(order)
+    acts = activations(model, images, device=device)
+    rotated = torch.stack([activations(model, group.act(p, images), device=device) for p in range(1, order)])
+    return acts.cpu(), rotated.cpu()
+
+
+VARIANTS = {
+    "paper": dict(init="identity", constraint="none"),
+    "warm_start": dict(init="lstsq", constraint="none"),
+    "penalty": dict(init="lstsq", constraint="penalty"),
+    "exact": dict(init="lstsq", constraint="exact"),
+}
+
+
+def profile_fit_config(profile: str, variant: str = "paper") -> FitConfig:
+    """The FitConfig chapter 4 uses under ``profile`` for ``variant`` (``paper``: Adam from the
+    identity; ``warm_start``: least-squares start; ``penalty``/``exact``: M^4 = I imposed)."""
+    from esae.params import chapter_parameters
+
+    check_choice("variant", variant, VARIANTS)
+    p = chapter_parameters("04_fitting_m", profile)
+    return FitConfig(order=4, epochs=p["epochs"], batch_size=p["batch_size"], lr=p["lr"],
+                     penalty=p["penalty"], seed=p["seed"], **VARIANTS[variant])
+
+
+def profile_fit(profile: str, model: str, variant: str = "paper",
+                device: torch.device | str | None = None) -> FitResult:
+    """Fit M for base model ``model`` (``mlp``/``cnn``) on the training images of ``profile``,
+    recording held-out R² per epoch; cached by the base model's and the fit's configuration."""
+    from esae.autoencoders import heldout_images, load_base_models, training_images
+    from esae.cache import cached_torch
+    from esae.params import chapter_parameters
+
+    check_choice("model", model, ("mlp", "cnn"))
+    config = profile_fit_config(profile, variant)
+    key = {"base_model": chapter_parameters("03_base_models", profile), "model": model, "fit": config}
+
+    def compute() -> dict:
+        net = load_base_models(profile, device)[model]
+        train = orbit_activations(net, training_images(profile).images, device=device)
+        test = orbit_activations(net, heldout_images(profile).images, device=device)
+        m_init = profile_fit(profile, model, "warm_start", device).m if variant == "exact" else None
+        fit = fit_m(*train, config, eval_data=test, m_init=m_init, device=device)
+        return {"m": fit.m, "history": fit.history}
+
+    data = cached_torch("fitted_m", key, compute)
+    return FitResult(data["m"], data["history"])
+
+
+def fitted_m(profile: str, model: str, device: torch.device | str | None = None) -> Tensor:
+    """The M ``(256, 256)`` chapter 4 fits for base model ``model`` under ``profile`` (cached):
+    Adam on the paper's loss from the least-squares warm start, which reaches in a few epochs
+    what the identity start needs far longer for (chapter 4); the matrix chapter 5 uses."""
+    return profile_fit(profile, model, "warm_start", device).m

@@ -1,0 +1,376 @@
+"""The rotated-shapes dataset and its 180 binary probing tasks (chapter 2).
+
+An image is 64×64 pixels, one channel, values in [0, 1]. Each of its four 32×32 quadrants holds
+one of eight shapes (:data:`SHAPES`) in one of its distinct orientations under 90° rotations
+(:data:`NUM_ORIENTATIONS`: 2 for the rectangle and the diagonal line, 4 for the others).
+
+**Positions.** Quadrants are numbered counter-clockwise starting at the top right, like the
+quadrants of the plane (I, II, III, IV):
+
+====== ============ ==================
+ pos    quadrant     pixels (rows, cols)
+====== ============ ==================
+ 0      top-right    ``[0:32, 32:64]``
+ 1      top-left     ``[0:32, 0:32]``
+ 2      bottom-left  ``[32:64, 0:32]``
+ 3      bottom-right ``[32:64, 32:64]``
+====== ============ ==================
+
+**The C4 action.** ``g`` rotates an image by 90° counter-clockwise (``esae.groups.rotate``,
+``torch.rot90`` on the last two axes). With the numbering above, ``g^k`` moves the shape at
+position ``p`` to position ``(p + k) mod 4`` and advances its orientation to
+``(o + k) mod NUM_ORIENTATIONS[shape]``. Orientation ``o`` of a shape is drawn as ``rot90`` of
+its one canonical sprite ``o`` times (the two-orientation sprites are exactly symmetric under a
+half turn), so ``rotate(render(s, o), k) == render(*rotate_labels(s, o, k))`` pixel for pixel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+from esae.groups import rotate as rotate_images
+from esae.params import check_choice, check_int
+
+Tensor = torch.Tensor
+
+IMAGE_SIZE = 64
+CELL = 32  # side of a quadrant
+NUM_POSITIONS = 4
+
+SHAPES: tuple[str, ...] = ("rectangle", "diagonal", "triangle", "half_disk", "L", "T", "arrow", "arc")
+"""The eight shape names; a shape id is an index into this tuple."""
+
+NUM_ORIENTATIONS: tuple[int, ...] = (2, 2, 4, 4, 4, 4, 4, 4)
+"""Distinct orientations of each shape under 90° rotations (2 for the half-turn-symmetric ones)."""
+
+POSITION_NAMES: tuple[str, ...] = ("top-right", "top-left", "bottom-left", "bottom-right")
+QUADRANT_ORIGINS: tuple[tuple[int, int], ...] = ((0, CELL), (0, 0), (CELL, 0), (CELL, CELL))
+"""(row, column) of the top-left pixel of the quadrant at each position."""
+_POSITION_SLICES = tuple((slice(r, r + CELL), slice(c, c + CELL)) for r, c in QUADRANT_ORIGINS)
+
+_SHIFT = 4  # OpenCV fractional bits: coordinates are drawn with 1/16-pixel precision
+_C = (CELL - 1) / 2  # the cell's centre (pixel centres sit at integer coordinates)
+
+
+def _pts(points: list[tuple[float, float]]) -> np.ndarray:
+    return np.round(np.asarray(points) * (1 << _SHIFT)).astype(np.int32).reshape(-1, 1, 2)
+
+
+def _poly(canvas: np.ndarray, points: list[tuple[float, float]]) -> None:
+    import cv2
+
+    cv2.fillPoly(canvas, [_pts(points)], 255, cv2.LINE_AA, _SHIFT)
+
+
+def _rect(canvas: np.ndarray, x0: float, y0: float, x1: float, y1: float) -> None:
+    _poly(canvas, [(x0, y0), (x1, y0), (x1, y1), (x0, y1)])
+
+
+def _draw_canonical(shape: int) -> np.ndarray:
+    """The canonical (orientation 0) sprite of ``shape``: ``(32, 32)`` uint8, anti-aliased.
+
+    Coordinates are in pixels with pixel centres at integers, so the cell's centre is 15.5;
+    every shape keeps a margin of about 3 pixels so neighbouring quadrants never touch."""
+    import cv2
+
+    c = _C
+    canvas = np.zeros((CELL, CELL), np.uint8)
+    name = SHAPES[shape]
+    if name == "rectangle":  # wide horizontal bar
+        _rect(canvas, c - 12, c - 5, c + 12, c + 5)
+    elif name == "diagonal":  # thick stroke from bottom-left to top-right
+        half = 2.2  # half width of the stroke, perpendicular to it
+        d = half / np.sqrt(2)
+        a, b = (c - 11.5, c + 11.5), (c + 11.5, c - 11.5)
+        _poly(canvas, [(a[0] - d, a[1] - d), (b[0] - d, b[1] - d), (b[0] + d, b[1] + d), (a[0] + d, a[1] + d)])
+    elif name == "triangle":  # filled isosceles triangle, apex up
+        _poly(canvas, [(c, c - 12), (c + 12, c + 11), (c - 12, c + 11)])
+    elif name == "half_disk":  # filled half disk, flat side down
+        centre = (int(round(c * 16)), int(round((c + 6) * 16)))
+        cv2.ellipse(canvas, centre, (12 * 16, 12 * 16), 0, 180, 360, 255, -1, cv2.LINE_AA, _SHIFT)
+    elif name == "L":  # upright bar with a foot to the right
+        _poly(canvas, [(c - 10, c - 12), (c - 4, c - 12), (c - 4, c + 6), (c + 10, c + 6),
+                       (c + 10, c + 12), (c - 10, c + 12)])
+    elif name == "T":  # top bar with a stem down the middle
+        _poly(canvas, [(c - 12, c - 12), (c + 12, c - 12), (c + 12, c - 6), (c + 3, c - 6),
+                       (c + 3, c + 12), (c - 3, c + 12), (c - 3, c - 6), (c - 12, c - 6)])
+    elif name == "arrow":  # pointing up: triangular head on a thin shaft
+        _poly(canvas, [(c, c - 12), (c + 9, c - 2), (c + 2, c - 2), (c + 2, c + 12),
+                       (c - 2, c + 12), (c - 2, c - 2), (c - 9, c - 2)])
+    elif name == "arc":  # a ring open to the right, like a "C"
+        centre = (int(round(c * 16)), int(round(c * 16)))
+        cv2.ellipse(canvas, centre, (10 * 16, 10 * 16), 0, 50, 310, 255, 4, cv2.LINE_AA, _SHIFT)
+    else:  # pragma: no cover - SHAPES and this function are edited together
+        raise AssertionError(name)
+    if NUM_ORIENTATIONS[shape] == 2:
+        # anti-aliasing rounds a hair differently on opposite edges; make the half-turn symmetry
+        # exact so that orientation is well defined mod 2
+        canvas = np.maximum(canvas, np.rot90(canvas, 2))
+    return canvas
+
+
+@lru_cache(maxsize=1)
+def _bank() -> Tensor:
+    """Every sprite: ``(8, 4, 32, 32)`` float32 in [0, 1], entry ``[s, o]`` = canonical sprite of
+    ``s`` rotated ``o`` times by 90° counter-clockwise (for two-orientation shapes ``[s, o]`` and
+    ``[s, o + 2]`` coincide)."""
+    canon = torch.stack([torch.from_numpy(_draw_canonical(s).astype(np.float32) / 255.0)
+                         for s in range(len(SHAPES))])
+    return torch.stack([rotate_images(canon, k) for k in range(4)], dim=1).contiguous()
+
+
+def sprites() -> Tensor:
+    """A copy of the sprite bank ``(8, 4, 32, 32)``: shape ``s`` in orientation ``o`` at ``[s, o]``
+    (``o`` taken mod ``NUM_ORIENTATIONS[s]``)."""
+    return _bank().clone()
+
+
+# --------------------------------------------------------------------------------------------
+# labels
+
+
+def _as_labels(name: str, values, upper: np.ndarray | int) -> np.ndarray:
+    arr = values.detach().cpu().numpy() if isinstance(values, Tensor) else np.asarray(values)
+    if arr.ndim != 2 or arr.shape[1] != NUM_POSITIONS or arr.shape[0] < 1:
+        raise ValueError(f"{name} must be an integer array of shape (n, 4) with n >= 1, got shape {arr.shape}")
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"{name} must hold integers, got dtype {arr.dtype}")
+    bad = (arr < 0) | (arr >= upper)
+    if bad.any():
+        i, j = np.argwhere(bad)[0]
+        hi = upper if np.isscalar(upper) else upper[i, j]
+        raise ValueError(f"{name}[{i}, {j}] must be in 0..{int(hi) - 1}, got {int(arr[i, j])}")
+    return arr.astype(np.int64)
+
+
+def check_labels(shapes, orientations) -> tuple[np.ndarray, np.ndarray]:
+    """Validate label arrays ``(n, 4)``: shape ids in ``0..7`` and each orientation below its
+    shape's number of orientations. Returns them as int64 NumPy arrays."""
+    s = _as_labels("shapes", shapes, len(SHAPES))
+    o_arr = orientations.detach().cpu().numpy() if isinstance(orientations, Tensor) else np.asarray(orientations)
+    if o_arr.shape != s.shape:
+        raise ValueError(f"orientations must have the same shape as shapes {s.shape}, got {o_arr.shape}")
+    o = _as_labels("orientations", o_arr, np.asarray(NUM_ORIENTATIONS)[s])
+    return s, o
+
+
+def rotate_labels(shapes, orientations, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The labels of the image rotated by ``k`` × 90° counter-clockwise: the shape at position
+    ``p`` moves to ``(p + k) mod 4`` and its orientation becomes ``(o + k) mod NUM_ORIENTATIONS``."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+        raise ValueError(f"k must be an int, got {k!r}")
+    s, o = check_labels(shapes, orientations)
+    k = int(k) % 4
+    counts = np.asarray(NUM_ORIENTATIONS)[s]
+    new_o = (o + k) % counts
+    return np.roll(s, k, axis=1), np.roll(new_o, k, axis=1)
+
+
+def render(shapes, orientations) -> Tensor:
+    """Draw images from labels: ``shapes``, ``orientations`` integer arrays ``(n, 4)`` (column =
+    position) → float32 images ``(n, 1, 64, 64)`` in [0, 1]."""
+    s, o = check_labels(shapes, orientations)
+    cells = _bank()[torch.from_numpy(s), torch.from_numpy(o)]  # (n, 4, 32, 32)
+    images = torch.zeros(len(s), 1, IMAGE_SIZE, IMAGE_SIZE)
+    for p, (rows, cols) in enumerate(_POSITION_SLICES):
+        images[:, 0, rows, cols] = cells[:, p]
+    return images
+
+
+# --------------------------------------------------------------------------------------------
+# datasets
+
+
+@dataclass
+class ShapesDataset:
+    """Images ``(n, 1, 64, 64)`` float32 in [0, 1] with their labels: ``shapes`` and
+    ``orientations`` int64 arrays ``(n, 4)``, column ``p`` describing the quadrant at position ``p``."""
+
+    images: Tensor
+    shapes: np.ndarray
+    orientations: np.ndarray
+
+    def __post_init__(self) -> None:
+        if self.images.ndim != 4 or tuple(self.images.shape[1:]) != (1, IMAGE_SIZE, IMAGE_SIZE):
+            raise ValueError(f"images must have shape (n, 1, 64, 64), got {tuple(self.images.shape)}")
+        if self.images.shape[0] != len(self.shapes):
+            raise ValueError(f"images ({self.images.shape[0]}) and labels ({len(self.shapes)}) differ in length")
+
+    def __len__(self) -> int:
+        return len(self.shapes)
+
+    def __getitem__(self, index) -> ShapesDataset:
+        """A sub-dataset: ``index`` is a slice, an integer array or a boolean mask."""
+        if isinstance(index, (int, np.integer)):
+            index = slice(int(index), int(index) + 1 or None)
+        idx = index.cpu().numpy() if isinstance(index, Tensor) else index
+        return ShapesDataset(self.images[torch.as_tensor(np.arange(len(self))[idx])],
+                             self.shapes[idx], self.orientations[idx])
+
+    def orbit_keys(self) -> np.ndarray:
+        """One int64 per image identifying its C4 orbit (equal keys ⇔ one image is a rotation
+        of the other): the smallest label code over the four rotations."""
+        return orbit_keys(self.shapes, self.orientations)
+
+
+def _codes(shapes: np.ndarray, orientations: np.ndarray) -> np.ndarray:
+    # sprite id in 0..31 per quadrant, base-32 digits over the four positions
+    ids = shapes * 4 + orientations
+    return (ids * (32 ** np.arange(NUM_POSITIONS))).sum(1)
+
+
+def orbit_keys(shapes, orientations) -> np.ndarray:
+    """``(n,)`` int64 orbit identifiers of labelled images (see :meth:`ShapesDataset.orbit_keys`)."""
+    return np.min(np.stack([_codes(*rotate_labels(shapes, orientations, k)) for k in range(4)]), axis=0)
+
+
+def sample_labels(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Random labels ``(n, 4)``: a uniform shape per quadrant and a uniform rotation out of four
+    (so each of a shape's distinct orientations is equally likely)."""
+    shapes = rng.integers(0, len(SHAPES), size=(n, NUM_POSITIONS))
+    rotations = rng.integers(0, 4, size=(n, NUM_POSITIONS))
+    return shapes.astype(np.int64), (rotations % np.asarray(NUM_ORIENTATIONS)[shapes]).astype(np.int64)
+
+
+def make_dataset(n: int, seed: int, *, disjoint_from: ShapesDataset | None = None) -> ShapesDataset:
+    """``n`` random images drawn with ``numpy.random.default_rng(seed)``.
+
+    With ``disjoint_from``, images whose C4 orbit meets that dataset (the image or any rotation of
+    it appears there) are skipped, so a held-out set shares nothing with a rotation-augmented
+    training set."""
+    check_int("n", n, 1)
+    check_int("seed", seed, 0)
+    rng = np.random.default_rng(seed)
+    if disjoint_from is None:
+        shapes, orientations = sample_labels(n, rng)
+    else:
+        seen = set(disjoint_from.orbit_keys().tolist())
+        parts_s, parts_o, have = [], [], 0
+        while have < n:
+            s, o = sample_labels(max(n - have, 64) * 2, rng)
+            keys = orbit_keys(s, o)
+            fresh = np.array([k not in seen for k in keys.tolist()], dtype=bool)
+            s, o = s[fresh][: n - have], o[fresh][: n - have]
+            parts_s.append(s), parts_o.append(o)
+            have += len(s)
+        shapes, orientations = np.concatenate(parts_s), np.concatenate(parts_o)
+    return ShapesDataset(render(shapes, orientations), shapes, orientations)
+
+
+def rotate(dataset: ShapesDataset, k: int) -> ShapesDataset:
+    """The dataset acted on by ``g^k``: images rotated by ``k`` × 90° counter-clockwise and labels
+    transformed to match (:func:`rotate_labels`)."""
+    shapes, orientations = rotate_labels(dataset.shapes, dataset.orientations, k)
+    return ShapesDataset(rotate_images(dataset.images, int(k)), shapes, orientations)
+
+
+# --------------------------------------------------------------------------------------------
+# probing tasks (appendix C.1)
+
+TASK_GROUPS = ("S", "SO", "SP", "SPO")
+
+
+@dataclass(frozen=True)
+class ProbingTask:
+    """A binary task: does the image contain ``shape`` (at ``position`` and/or in ``orientation``
+    where the group names them: S, SO, SP, SPO)?"""
+
+    group: str
+    shape: int
+    position: int | None = None
+    orientation: int | None = None
+
+    def __post_init__(self) -> None:
+        check_choice("group", self.group, TASK_GROUPS)
+        check_int("shape", self.shape, 0, len(SHAPES) - 1)
+        if ("P" in self.group) != (self.position is not None):
+            raise ValueError(f"position must be given exactly for groups SP and SPO, got {self.position!r} "
+                             f"for {self.group}")
+        if ("O" in self.group) != (self.orientation is not None):
+            raise ValueError(f"orientation must be given exactly for groups SO and SPO, got {self.orientation!r} "
+                             f"for {self.group}")
+        if self.position is not None:
+            check_int("position", self.position, 0, NUM_POSITIONS - 1)
+        if self.orientation is not None:
+            check_int("orientation", self.orientation, 0, NUM_ORIENTATIONS[self.shape] - 1)
+
+    @property
+    def name(self) -> str:
+        """E.g. ``SPO(arrow, p=1, o=2)``."""
+        parts = [SHAPES[self.shape]]
+        if self.position is not None:
+            parts.append(f"p={self.position}")
+        if self.orientation is not None:
+            parts.append(f"o={self.orientation}")
+        return f"{self.group}({', '.join(parts)})"
+
+    @property
+    def invariant(self) -> bool:
+        """Whether the label is unchanged by rotating the image (only the S tasks)."""
+        return self.group == "S"
+
+
+@lru_cache(maxsize=1)
+def _tasks() -> tuple[ProbingTask, ...]:
+    S = range(len(SHAPES))
+    P = range(NUM_POSITIONS)
+    tasks = [ProbingTask("S", s) for s in S]
+    tasks += [ProbingTask("SO", s, orientation=o) for s in S for o in range(NUM_ORIENTATIONS[s])]
+    tasks += [ProbingTask("SP", s, position=p) for s in S for p in P]
+    tasks += [ProbingTask("SPO", s, position=p, orientation=o)
+              for s in S for p in P for o in range(NUM_ORIENTATIONS[s])]
+    return tuple(tasks)
+
+
+def probing_tasks() -> list[ProbingTask]:
+    """The 180 tasks of appendix C.1, in group order: 8 S, 28 SO, 32 SP, 112 SPO."""
+    return list(_tasks())
+
+
+def task_labels(dataset: ShapesDataset, tasks: list[ProbingTask] | None = None) -> np.ndarray:
+    """Binary labels ``(n, n_tasks)`` bool of ``dataset`` for ``tasks`` (default: all 180)."""
+    tasks = probing_tasks() if tasks is None else list(tasks)
+    s, o = check_labels(dataset.shapes, dataset.orientations)
+    n = len(s)
+    # present[i, p, s, o]: image i has shape s in orientation o at position p
+    present = np.zeros((n, NUM_POSITIONS, len(SHAPES), 4), dtype=bool)
+    rows = np.repeat(np.arange(n), NUM_POSITIONS)
+    cols = np.tile(np.arange(NUM_POSITIONS), n)
+    present[rows, cols, s.ravel(), o.ravel()] = True
+    any_pos = present.any(1)  # (n, 8, 4)
+    out = np.empty((n, len(tasks)), dtype=bool)
+    for j, t in enumerate(tasks):
+        if not isinstance(t, ProbingTask):
+            raise ValueError(f"tasks must hold ProbingTask objects, got {type(t).__name__} at index {j}")
+        if t.group == "S":
+            out[:, j] = any_pos[:, t.shape].any(1)
+        elif t.group == "SO":
+            out[:, j] = any_pos[:, t.shape, t.orientation]
+        elif t.group == "SP":
+            out[:, j] = present[:, t.position, t.shape].any(1)
+        else:
+            out[:, j] = present[:, t.position, t.shape, t.orientation]
+    return out
+
+
+def one_hot(dataset: ShapesDataset) -> Tensor:
+    """Indicator features ``(n, 4·8·4)`` float32: entry ``[i, 32p + 4s + o]`` is 1 when image ``i``
+    has shape ``s`` in orientation ``o`` at position ``p`` (a complete description of the image)."""
+    s, o = check_labels(dataset.shapes, dataset.orientations)
+    out = torch.zeros(len(s), NUM_POSITIONS, len(SHAPES) * 4)
+    out.scatter_(2, torch.from_numpy(s * 4 + o)[:, :, None], 1.0)
+    return out.flatten(1)
+
+
+def expected_negative_share(task: ProbingTask) -> float:
+    """The probability that a random image is a negative example of ``task`` under
+    :func:`sample_labels` (shape uniform over 8, rotation uniform over 4, quadrants independent)."""
+    n_orient = NUM_ORIENTATIONS[task.shape]
+    p_shape = 1 / len(SHAPES)
+    per_quadrant = p_shape / n_orient if task.orientation is not None else p_shape
+    quadrants = 1 if task.position is not None else NUM_POSITIONS
+    return (1 - per_quadrant) ** quadrants
