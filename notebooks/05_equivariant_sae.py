@@ -521,4 +521,4 @@ display(Markdown(
         f"cos(d, Md) ≥ {invariance_threshold:g} rule, against {reg_share[model]:.0%} of the regular SAE's."
         for model in saes.BASE_MODELS)
     + f" Of the paper's frontier claims, {held} of {len(claims)} checks hold in this run (table above). "
-    f"The headline numbers are in `{results_path.relative_to(esae.runtime.repo_root())}`."))
+    f"The headline numbers are in `results/{profile}/{results_path.name}`."))
