@@ -14,7 +14,7 @@ STAMP := $(VENV)/.esae-installed
 export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 export MPLBACKEND ?= Agg
 
-.PHONY: all install book chapter test clean clean-cache help
+.PHONY: all install browser book chapter test clean clean-cache help
 
 all: install
 
@@ -39,7 +39,15 @@ chapter: install
 	@test -n "$(N)" || { echo "usage: make chapter N=04 [PROFILE=...]"; exit 2; }
 	$(PY) -m esae.book run $(N) --profile $(PROFILE)
 
-test: install
+# The browser test needs Debian's chromium; install it where we can (root with apt-get).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	      || echo "could not install chromium: the browser test will be skipped"; \
+	  else echo "chromium not installed: the browser test will be skipped (apt-get install chromium)"; fi; }
+
+test: install browser
 	$(PY) -m pytest
 
 clean:

@@ -119,7 +119,9 @@ def execute_chapter(stem: str, profile: str, *, out_dir: Path | None = None,
         os.environ.update(env_before)
         Path(tmp_out).unlink(missing_ok=True)
         source_path.unlink(missing_ok=True)
-    return ChapterRun(stem, output, seconds, False)
+    run = ChapterRun(stem, output, seconds, False)
+    record_timings(profile, [run])  # per chapter, so the summary page (run last) can read them
+    return run
 
 
 def _write_tmp(nb) -> Path:
@@ -143,10 +145,10 @@ def build_html(source: Path | None = None, output: Path | None = None) -> Path:
 
 
 def record_timings(profile: str, runs: list[ChapterRun]) -> None:
-    """Merge the chapters' wall times into ``results/<profile>/timings.json``."""
-    import platform
-
+    """Merge the chapters' wall times (seconds) into ``results/<profile>/timings.json``, with the
+    machine they ran on."""
     from esae.results import read_results, write_results
+    from esae.runtime import machine_description
 
     try:
         data = read_results(profile, "timings")
@@ -155,8 +157,7 @@ def record_timings(profile: str, runs: list[ChapterRun]) -> None:
     for run in runs:
         if not run.skipped:
             data["chapters"][run.stem] = round(run.seconds, 1)
-    data["machine"] = {"platform": platform.platform(), "processor": platform.machine(),
-                       "cpus": os.cpu_count()}
+    data["machine"] = machine_description()
     write_results(profile, "timings", data)
 
 
@@ -183,7 +184,6 @@ def main(argv: list[str] | None = None) -> int:
         runs.append(result)
         note = "unchanged, kept" if result.skipped else f"{result.seconds:.0f} s"
         print(f"[esae] {stem}: {note} -> {result.output.relative_to(repo_root())}", flush=True)
-    record_timings(args.profile, runs)
     if args.command == "build":
         index = build_html()
         print(f"[esae] book built: {index}")

@@ -71,3 +71,20 @@ def repo_root() -> Path:
     if (package_parent / "_config.yml").is_file():
         return package_parent
     return here
+
+
+def machine_description() -> dict[str, object]:
+    """What a timing was measured on: CPU model and count, torch threads, GPU if any."""
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "torch": torch.__version__, "platform": platform.platform()}

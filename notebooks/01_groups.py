@@ -65,7 +65,7 @@ generator = esae.runtime.seed_everything(seed)
 # %%
 table = np.array([[C4.compose(a, b) for b in C4.elements] for a in C4.elements])
 names = ["e", "g", "g²", "g³"]
-header = "| * | " + " | ".join(names) + " |\n|---" * 5 + "|\n"
+header = "| * | " + " | ".join(names) + " |\n" + "|---" * 5 + "|\n"
 rows = "".join(f"| **{names[a]}** | " + " | ".join(names[v] for v in table[a]) + " |\n" for a in C4.elements)
 display(Markdown(header + rows))
 

@@ -1,0 +1,132 @@
+"""Training speed of chapter 5's SAEs against plain sae-lens, as ratios measured in one run.
+
+For each batch size, trains (a) sae-lens's own ``TopKTrainingSAE`` with ``SAETrainer.fit()``
+— the dense TopK pass, nothing of ours — and (b) the same architecture through
+``esae.saes.train_sae`` (the same trainer, our sparse training pass), on the same synthetic
+orbit activations (d = 256, 2,048 latents), alternating the two and keeping each one's best
+repeat. Also times our two-layer, invariant and wide SAEs, and the machine's dense matmul rate
+(a 2048³ float32 matmul), to report the fraction of it each training run reaches:
+
+- ``executed``: the FLOPs our step actually performs (the encoder's dense selection matmul and
+  the O(K·d) sparse parts, see :func:`flops_per_sample`) per second;
+- ``dense-equivalent``: the FLOPs a dense TopK step needs (12·d·F per sample for a linear encoder:
+  forward 2N, backward 4N, N = 2·d·F weights) per second — above 1 means faster than any dense
+  implementation running at the machine's full matmul rate could be.
+
+Usage: ``python benchmarks/bench_saes.py [--quick] [--device cpu|cuda] [--threads N]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+
+os.environ.setdefault("TQDM_DISABLE", "1")  # sae-lens's fit() draws a bar
+os.environ.setdefault("ESAE_PROGRESS", "0")
+
+import torch  # noqa: E402
+from sae_lens.config import SAETrainerConfig  # noqa: E402
+from sae_lens.saes.topk_sae import TopKTrainingSAE, TopKTrainingSAEConfig  # noqa: E402
+from sae_lens.training.sae_trainer import SAETrainer  # noqa: E402
+
+from esae import saes  # noqa: E402
+
+D, EXPANSION, K = 256, 8, 32
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_gflops(device: torch.device, n: int = 2048, repeats: int = 5) -> float:
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    best = float("inf")
+    for _ in range(repeats + 1):
+        sync(device)
+        start = time.perf_counter()
+        a @ b
+        sync(device)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best / 1e9
+
+
+def plain_sae_lens(acts: torch.Tensor, batch: int, steps: int, device: torch.device) -> float:
+    """Samples/s of sae-lens's TopKTrainingSAE trained with SAETrainer.fit()."""
+    torch.manual_seed(0)
+    sae = TopKTrainingSAE(TopKTrainingSAEConfig(d_in=D, d_sae=D * EXPANSION, k=K, device=str(device)))
+    batches = saes.orbit_batches(acts, batch, pairs=False, generator=torch.Generator().manual_seed(0))
+    cfg = SAETrainerConfig(total_training_samples=steps * batch, train_batch_size_samples=batch, lr=1e-3,
+                           lr_end=1e-3, device=str(device))
+    trainer = SAETrainer(cfg, sae, batches)
+    sync(device)
+    start = time.perf_counter()
+    trainer.fit()
+    sync(device)
+    return steps * batch / (time.perf_counter() - start)
+
+
+def ours(acts: torch.Tensor, name: str, batch: int, steps: int, device: torch.device) -> float:
+    epochs = max(1, -(-steps // (acts.shape[0] // batch)))
+    cfg = saes.SAETrainConfig(name=name, k=K, n_epochs=epochs, batch_size=batch, lr=1e-3)
+    return saes.train_sae(cfg, acts, device).history["samples_per_s"]
+
+
+def flops_per_sample(name: str, device: torch.device) -> tuple[float, float]:
+    """(executed, dense-equivalent) FLOPs of one training sample of SAE ``name`` with K = 32.
+
+    Executed: the dense selection matmul 2·m·F (m: input width of the TopK layer, F: latents),
+    the two-layer encoder's first layer (dense, forward and backward), and the sparse parts —
+    decode, the value gradient (SDDMM; a dense 2·d·F matmul off the CPU), the decoder and encoder
+    weight gradients and the input gradient, each 2·K·(d or m). Dense-equivalent: a dense TopK
+    step, forward 2N and backward 4N for the N = (m + d)·F weights of the TopK layer and decoder."""
+    f = D * EXPANSION * (4 if name == "wide" else 1)
+    first = 6 * D * 512 if name in ("two_layer", "invariant") else 0
+    m = 512 if first else D
+    value_grad = 2 * K * D if device.type == "cpu" else 2 * D * f
+    executed = first + 2 * m * f + 2 * K * D + value_grad + 2 * K * D + 4 * K * m
+    return executed, first + 6 * (m + D) * f
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer steps and repeats")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    repeats = 1 if args.quick else 2
+    acts, _ = saes.synthetic_orbit(8192, D, n_atoms=2048, active=16, seed=0)
+    acts = acts.to(device)
+    print(f"machine: {platform.platform()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, device {device}")
+    peak = matmul_gflops(device)
+    rows = []
+    for batch in (64, 1024):
+        steps = (64 if args.quick else 160) if batch == 64 else (8 if args.quick else 24)
+        plain = fast = 0.0
+        for _ in range(repeats):  # alternate, keep each one's best: the machine is shared and noisy
+            plain = max(plain, plain_sae_lens(acts, batch, steps, device))
+            fast = max(fast, ours(acts, "regular", batch, steps, device))
+            peak = max(peak, matmul_gflops(device))
+        rows.append(("regular", batch, plain, fast))
+    for name in ("two_layer", "invariant", "wide"):
+        rate = max(ours(acts, name, 1024, 8 if args.quick else 16, device) for _ in range(repeats))
+        rows.append((name, 1024, None, rate))
+        peak = max(peak, matmul_gflops(device))
+    print(f"dense matmul rate (2048³ float32, best in this run): {peak:.1f} GFLOP/s; K = {K}, 256-d inputs\n")
+    print("| SAE | batch | sae-lens TopK (samples/s) | ours (samples/s) | ours / sae-lens | executed / matmul rate "
+          "| dense-equivalent / matmul rate |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for name, batch, plain, fast in rows:
+        executed, dense = flops_per_sample(name, device)
+        base = f"{plain:.0f} | {fast:.0f} | {fast / plain:.2f}" if plain else f"— | {fast:.0f} | —"
+        print(f"| {name} | {batch} | {base} | {fast * executed / peak / 1e9:.2f} | {fast * dense / peak / 1e9:.2f} |")
+
+
+if __name__ == "__main__":
+    main()

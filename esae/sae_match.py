@@ -1,0 +1,898 @@
+"""SAE Match: data-free matching of SAE features across layers (chapter 7).
+
+Balagansky, Maksimov & Gavrilov (ICLR 2025) match the features of JumpReLU SAEs trained on
+consecutive layers of a language model without looking at any data: fold each SAE's
+thresholds into its weights, then find the permutation of layer B's features that minimises
+the summed squared distance between matched parameter vectors, a linear assignment problem.
+
+Objects follow sae-lens / Gemma Scope: ``W_enc`` (d, F), ``b_enc`` (F,), ``threshold`` θ (F,),
+``W_dec`` (F, d), ``b_dec`` (d,); ``f = relu(pre) * (pre > θ)`` with ``pre = x W_enc + b_enc``
+and ``x̂ = f W_dec + b_dec``.
+
+This module holds the method (:func:`fold`, :func:`match`, :class:`Match`, :func:`compose`,
+:func:`chain`), the evaluations of chapter 7 that need only SAEs and activations (weight MSE,
+hidden-state approximation, matching score, persistence, partial matching, thresholds), and
+the ground-truth experiments (permuted/rescaled/perturbed copies; SAEs trained on
+``sae_lens.synthetic`` data whose features drift across "layers"). Everything that needs the
+language model itself (activations, the ΔL hook, Gemma Scope loading) is in
+:mod:`esae.language_models`.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+from sae_lens import JumpReLUSAE, JumpReLUSAEConfig
+from scipy.optimize import linear_sum_assignment
+
+from esae.params import check_choice, check_float, check_int
+
+Tensor = torch.Tensor
+Weights = Literal["decoder", "encoder", "all"]
+WEIGHTS = ("decoder", "encoder", "all")
+
+
+# --------------------------------------------------------------------------------------------
+# Folding
+# --------------------------------------------------------------------------------------------
+
+def _check_jumprelu(sae: object, name: str = "sae") -> JumpReLUSAE:
+    if not isinstance(sae, JumpReLUSAE):
+        raise TypeError(f"{name} must be a sae_lens JumpReLUSAE (an inference SAE with per-feature thresholds), "
+                        f"got {type(sae).__name__}")
+    return sae
+
+
+def build_jumprelu(template: JumpReLUSAE, *, W_enc: Tensor, b_enc: Tensor, threshold: Tensor, W_dec: Tensor,
+                   b_dec: Tensor, **cfg_changes) -> JumpReLUSAE:
+    """A new sae-lens ``JumpReLUSAE`` with the given weights and ``template``'s configuration
+    (updated by ``cfg_changes``), on the template's device and dtype. Shapes: ``W_enc`` (d, F),
+    ``b_enc`` (F,), ``threshold`` (F,), ``W_dec`` (F, d), ``b_dec`` (d,)."""
+    cfg = dataclasses.replace(copy.deepcopy(template.cfg), **cfg_changes)
+    device, dtype = template.W_enc.device, template.W_enc.dtype
+    cfg.device = "meta"  # build without initialising weights, then assign ours (as sae-lens loads)
+    sae = JumpReLUSAE(cfg)
+    state = {"W_enc": W_enc, "b_enc": b_enc, "threshold": threshold, "W_dec": W_dec, "b_dec": b_dec}
+    sae.load_state_dict({k: v.detach().to(device=device, dtype=dtype).contiguous() for k, v in state.items()},
+                        assign=True)
+    sae.cfg.device = str(device)
+    sae.device = device
+    return sae.eval()
+
+
+@torch.no_grad()
+def fold(sae: JumpReLUSAE) -> JumpReLUSAE:
+    """Fold the thresholds into the weights: a new JumpReLU SAE whose output equals ``sae``'s
+    on every input (up to float rounding), with every feature firing at the same scale.
+
+    For each feature ``i`` with ``θ_i > 0``, encoder column ``W_enc[:, i]`` and ``b_enc[i]`` are
+    divided by ``θ_i``, decoder row ``W_dec[i]`` is multiplied by ``θ_i`` and the threshold
+    becomes 1: the feature's activation is now measured in units of its own threshold, and the
+    decoder row carries the scale at which the feature writes into the residual stream.
+
+    Thresholds ≤ 0 are handled explicitly. Because the activation is ``relu(pre) * (pre > θ)``,
+    any ``θ_i ≤ 0`` behaves exactly like ``θ_i = 0``: a plain ReLU feature, unchanged by any
+    positive rescaling and without a firing scale of its own, so it cannot be divided by. Such
+    a feature keeps threshold 0 and is rescaled so that its decoder row has the median norm of
+    the folded decoder rows of the SAE's positive-threshold features (norm 1 if there are
+    none). The output is still exact, the result does not depend on how the original
+    parametrisation scaled that feature, and it enters matching at its layer's typical scale.
+
+    ``b_dec`` is unchanged. If the SAE subtracts ``b_dec`` from its input
+    (``apply_b_dec_to_input``), that shift is absorbed into ``b_enc`` first, so the folded SAE
+    has ``apply_b_dec_to_input=False`` and ``b_enc`` is the true encoder bias. The arithmetic
+    runs in float64 and is rounded once to the SAE's dtype.
+    """
+    sae = _check_jumprelu(sae)
+    W_enc, b_enc = sae.W_enc.double(), sae.b_enc.double()
+    W_dec, b_dec, theta = sae.W_dec.double(), sae.b_dec.double(), sae.threshold.double()
+    if sae.cfg.apply_b_dec_to_input:
+        b_enc = b_enc - b_dec @ W_enc
+    positive = theta > 0
+    dec_norm = W_dec.norm(dim=1)
+    target = (theta * dec_norm)[positive].median() if bool(positive.any()) else theta.new_ones(())
+    # a feature with a zero decoder row writes nothing; any scale is exact, keep it
+    relu_scale = torch.where(dec_norm > 0, dec_norm / target, torch.ones_like(dec_norm))
+    scale = torch.where(positive, theta, 1 / relu_scale)
+    metadata = copy.deepcopy(sae.cfg.metadata)
+    metadata.folded_thresholds = True
+    return build_jumprelu(sae, W_enc=W_enc / scale, b_enc=b_enc / scale, threshold=positive.to(theta.dtype),
+                          W_dec=W_dec * scale[:, None], b_dec=b_dec, apply_b_dec_to_input=False, metadata=metadata)
+
+
+_fold = fold  # `match` takes a keyword argument named `fold`
+
+
+@torch.no_grad()
+def rescale_features(sae: JumpReLUSAE, scale: Tensor) -> JumpReLUSAE:
+    """The same function with feature ``i`` reparametrised by ``scale[i] > 0``: encoder column,
+    ``b_enc`` and threshold multiplied by it, decoder row divided by it (output unchanged).
+    Unfolded matching is sensitive to this symmetry; folded matching is not."""
+    sae = _check_jumprelu(sae)
+    scale = torch.as_tensor(scale, dtype=sae.W_enc.dtype, device=sae.W_enc.device)
+    if scale.shape != (sae.cfg.d_sae,) or not bool((scale > 0).all()):
+        raise ValueError(f"scale must be ({sae.cfg.d_sae},) and positive, got shape {tuple(scale.shape)}")
+    return build_jumprelu(sae, W_enc=sae.W_enc * scale, b_enc=sae.b_enc * scale, threshold=sae.threshold * scale,
+                          W_dec=sae.W_dec / scale[:, None], b_dec=sae.b_dec)
+
+
+@torch.no_grad()
+def permute_features(sae: JumpReLUSAE, permutation) -> JumpReLUSAE:
+    """The same SAE with its features reordered: new feature ``j`` is old feature
+    ``permutation[j]`` (``permutation`` (F,) a permutation of ``0..F-1``)."""
+    sae = _check_jumprelu(sae)
+    perm = torch.as_tensor(_check_permutation(np.asarray(permutation), sae.cfg.d_sae), device=sae.W_enc.device)
+    return build_jumprelu(sae, W_enc=sae.W_enc[:, perm], b_enc=sae.b_enc[perm], threshold=sae.threshold[perm],
+                          W_dec=sae.W_dec[perm], b_dec=sae.b_dec)
+
+
+# --------------------------------------------------------------------------------------------
+# Matching
+# --------------------------------------------------------------------------------------------
+
+def _check_permutation(perm: np.ndarray, size: int | None = None, name: str = "permutation") -> np.ndarray:
+    perm = np.asarray(perm)
+    if perm.ndim != 1 or not np.issubdtype(perm.dtype, np.integer):
+        raise ValueError(f"{name} must be a 1-d integer array, got dtype {perm.dtype} and shape {perm.shape}")
+    if size is not None and len(perm) != size:
+        raise ValueError(f"{name} must have length {size}, got {len(perm)}")
+    if not np.array_equal(np.sort(perm), np.arange(len(perm))):
+        raise ValueError(f"{name} must be a permutation of 0..{len(perm) - 1}")
+    return perm.astype(np.int64)
+
+
+@dataclass(frozen=True)
+class Match:
+    """A one-to-one correspondence between the features of two SAEs A and B of width F.
+
+    ``permutation`` (F,) int64: feature ``i`` of A is matched to feature ``permutation[i]`` of B.
+    ``cost`` (F,) float64: squared Euclidean distance between the matched parameter vectors
+    (folded parameters when ``folded``; for a composed match, the sum of the step costs).
+    ``weights``: which parameters were compared (``"decoder"``, ``"encoder"``, ``"all"``).
+    """
+
+    permutation: np.ndarray
+    cost: np.ndarray
+    folded: bool = True
+    weights: str = "all"
+
+    def __post_init__(self) -> None:
+        perm = _check_permutation(self.permutation)
+        cost = np.asarray(self.cost, dtype=np.float64)
+        if cost.shape != perm.shape:
+            raise ValueError(f"cost must have shape {perm.shape} like the permutation, got {cost.shape}")
+        object.__setattr__(self, "permutation", perm)
+        object.__setattr__(self, "cost", cost)
+
+    @property
+    def size(self) -> int:
+        return len(self.permutation)
+
+    def inverse(self) -> Match:
+        """The match from B to A."""
+        inv = np.argsort(self.permutation)
+        return Match(inv, self.cost[inv], self.folded, self.weights)
+
+    def transfer(self, acts: Tensor) -> Tensor:
+        """Move feature activations ``(..., F)`` of A into B's feature order: the result's
+        column ``permutation[i]`` is ``acts[..., i]``."""
+        if acts.shape[-1] != self.size:
+            raise ValueError(f"acts must have {self.size} features in the last axis, got {tuple(acts.shape)}")
+        inv = torch.as_tensor(np.argsort(self.permutation), device=acts.device)
+        return acts[..., inv]
+
+    def agreement(self, other: Match) -> float:
+        """Fraction of A's features that ``other`` sends to the same partner."""
+        if other.size != self.size:
+            raise ValueError(f"matches must have the same size, got {self.size} and {other.size}")
+        return float(np.mean(self.permutation == other.permutation))
+
+
+def compose(match_ab: Match, match_bc: Match) -> Match:
+    """The match A → C obtained by following A → B then B → C: ``π_AC = π_BC[π_AB]``. Its
+    cost is the sum of the two step costs of each chain (not the direct A–C distance)."""
+    if match_ab.size != match_bc.size:
+        raise ValueError(f"matches must have the same size to compose, got {match_ab.size} and {match_bc.size}")
+    perm = match_bc.permutation[match_ab.permutation]
+    weights = match_ab.weights if match_ab.weights == match_bc.weights else "mixed"
+    return Match(perm, match_ab.cost + match_bc.cost[match_ab.permutation], match_ab.folded and match_bc.folded,
+                 weights)
+
+
+def chain(matches: Sequence[Match]) -> Match:
+    """Compose a chain of matches ``[A→B, B→C, ...]`` into the match from the first SAE to the last."""
+    if len(matches) == 0:
+        raise ValueError("matches must hold at least one Match")
+    out = matches[0]
+    for nxt in matches[1:]:
+        out = compose(out, nxt)
+    return out
+
+
+def _check_pair(sae_a: JumpReLUSAE, sae_b: JumpReLUSAE) -> None:
+    _check_jumprelu(sae_a, "sae_a"), _check_jumprelu(sae_b, "sae_b")
+    if sae_a.cfg.d_in != sae_b.cfg.d_in:
+        raise ValueError(f"sae_a and sae_b must read inputs of the same size (d_in), got {sae_a.cfg.d_in} and "
+                         f"{sae_b.cfg.d_in}")
+    if sae_a.cfg.d_sae != sae_b.cfg.d_sae:
+        raise ValueError(f"sae_a and sae_b must have the same number of features (d_sae) to be matched one to one, "
+                         f"got {sae_a.cfg.d_sae} and {sae_b.cfg.d_sae}")
+
+
+def feature_vectors(sae: JumpReLUSAE, weights: str = "all") -> Tensor:
+    """One parameter vector per feature, ``(F, D)``: the decoder row (``"decoder"``, D = d),
+    the encoder column and bias (``"encoder"``, D = d + 1), or both (``"all"``, D = 2d + 1).
+    ``b_dec`` is left out: it does not depend on the order of the features."""
+    check_choice("weights", weights, WEIGHTS)
+    sae = _check_jumprelu(sae)
+    parts = []
+    if weights in ("decoder", "all"):
+        parts.append(sae.W_dec)
+    if weights in ("encoder", "all"):
+        b_enc = sae.b_enc - sae.b_dec @ sae.W_enc if sae.cfg.apply_b_dec_to_input else sae.b_enc
+        parts += [sae.W_enc.T, b_enc[:, None]]
+    return torch.cat(parts, dim=1).detach()
+
+
+@torch.no_grad()
+def cost_matrix(vectors_a: Tensor, vectors_b: Tensor, *, block_size: int = 2048,
+                dtype: torch.dtype = torch.float32) -> np.ndarray:
+    """Squared distances ``C[i, j] = ‖a_i − b_j‖²`` between rows of ``vectors_a`` (F, D) and
+    ``vectors_b`` (F, D), as a float64 NumPy array (F, F).
+
+    Built ``block_size`` rows at a time from ``‖a‖² + ‖b‖² − 2 a·b`` (one matrix product per
+    block, on the vectors' device, in ``dtype``), so memory beyond the result stays at
+    ``block_size × F`` numbers: a 16k × 16k problem needs its 2 GiB result and little else."""
+    check_int("block_size", block_size, 1)
+    a, b = vectors_a.to(dtype), vectors_b.to(dtype)
+    na, nb = a.pow(2).sum(1), b.pow(2).sum(1)
+    out = np.empty((a.shape[0], b.shape[0]), dtype=np.float64)
+    bt = b.T.contiguous()
+    for start in range(0, a.shape[0], block_size):
+        stop = min(start + block_size, a.shape[0])
+        block = torch.addmm(na[start:stop, None] + nb[None, :], a[start:stop], bt, alpha=-2.0)
+        out[start:stop] = block.clamp_min_(0).cpu().numpy()
+    return out
+
+
+@torch.no_grad()
+def match(sae_a: JumpReLUSAE, sae_b: JumpReLUSAE, *, fold: bool = True, weights: str = "all",
+          block_size: int = 2048) -> Match:
+    """Match the features of ``sae_a`` to those of ``sae_b`` (same ``d_in`` and ``d_sae``).
+
+    With ``fold=True`` (the paper's method) both SAEs are folded first (:func:`fold`). The cost
+    of pairing feature ``i`` of A with ``j`` of B is the squared distance between their
+    parameter vectors (:func:`feature_vectors`; ``weights`` picks decoder, encoder+bias or all),
+    and the permutation minimising the total cost is found exactly by SciPy's
+    ``linear_sum_assignment`` on the (F, F) cost matrix, built in blocks (:func:`cost_matrix`).
+    Returns a :class:`Match` whose ``cost`` is recomputed per pair in float64.
+    """
+    check_choice("weights", weights, WEIGHTS)
+    _check_pair(sae_a, sae_b)
+    if fold:
+        sae_a, sae_b = _fold(sae_a), _fold(sae_b)
+    va, vb = feature_vectors(sae_a, weights), feature_vectors(sae_b, weights)
+    costs = cost_matrix(va, vb, block_size=block_size)
+    rows, cols = linear_sum_assignment(costs)
+    del costs
+    perm = np.empty(len(rows), dtype=np.int64)
+    perm[rows] = cols
+    exact = (va.double() - vb.double()[torch.as_tensor(perm, device=vb.device)]).pow(2).sum(1)
+    return Match(perm, exact.cpu().numpy(), folded=fold, weights=weights)
+
+
+
+def match_layers(saes: Sequence[JumpReLUSAE], **kwargs) -> list[Match]:
+    """Match every adjacent pair of a stack of SAEs: ``[match(saes[0], saes[1]), ...]``."""
+    if len(saes) < 2:
+        raise ValueError(f"saes must hold at least two SAEs to match, got {len(saes)}")
+    return [match(a, b, **kwargs) for a, b in zip(saes[:-1], saes[1:])]
+
+
+# --------------------------------------------------------------------------------------------
+# Training JumpReLU SAEs with sae-lens
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How one JumpReLU SAE is trained with sae-lens's ``SAETrainer`` (see :func:`train_jumprelu`)."""
+
+    d_sae: int = 1024  # number of features
+    target_l0: float = 32.0  # L0 the thresholds start at; the "quadratic" penalty also pulls towards it
+    l0_coefficient: float = 1.0  # weight of the sparsity penalty
+    sparsity_loss: str = "quadratic"  # "step": λ·L0 (Gemma Scope); "quadratic": λ·2/T·(L0 − T)² (Gemma Scope 2)
+    steps: int = 1000  # optimiser steps
+    batch_size: int = 1024  # activations per step
+    lr: float = 1e-3  # Adam learning rate (linear warm-up over 5% of steps, decay over the last 20%)
+    decoder_init_norm: float = 0.1  # norm of the initial decoder rows (the encoder starts as their transpose)
+    bandwidth: float = 0.05  # width of the straight-through estimator's rectangle window
+    autocast: bool = False  # bfloat16 autocast of the SAE's matrix products
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_int("d_sae", self.d_sae, 2)
+        check_float("target_l0", self.target_l0, 0.0, float(self.d_sae), lo_open=True)
+        check_float("l0_coefficient", self.l0_coefficient, 0.0, lo_open=True)
+        check_choice("sparsity_loss", self.sparsity_loss, ("step", "quadratic"))
+        check_int("steps", self.steps, 1)
+        check_int("batch_size", self.batch_size, 1)
+        check_float("lr", self.lr, 0.0, 1.0, lo_open=True)
+        check_float("decoder_init_norm", self.decoder_init_norm, 0.0, lo_open=True)
+        check_float("bandwidth", self.bandwidth, 0.0, lo_open=True)
+        check_int("seed", self.seed, 0)
+
+
+def _batches(data: Tensor, batch_size: int, generator: torch.Generator):
+    """Endless shuffled minibatches ``(batch_size, d)`` of the rows of ``data`` (an sae-lens DataProvider)."""
+    n = data.shape[0]
+    while True:
+        order = torch.randperm(n, generator=generator)
+        for start in range(0, n - batch_size + 1, batch_size):
+            yield data[order[start:start + batch_size]]
+        if n < batch_size:
+            yield data[torch.randint(n, (batch_size,), generator=generator)]
+
+
+def train_jumprelu(data: Tensor, cfg: TrainConfig, device: torch.device | str = "cpu") -> JumpReLUSAE:
+    """Train a JumpReLU SAE on activations ``data`` (n, d) with sae-lens's ``SAETrainer``; return
+    it as an inference ``JumpReLUSAE`` that reads raw activations.
+
+    The input is first scaled to mean norm ``sqrt(d)`` (sae-lens's ``expected_average_only_in``
+    normalisation, done here so the scale is known), so the same hyperparameters serve layers
+    whose residual norms differ by orders of magnitude. After training the scale ``s`` is
+    folded back the way Gemma Scope's released SAEs are parametrised: encoder bias, thresholds
+    and decoder bias are divided by ``s`` (pre-activations and θ in the raw units of the
+    residual stream, so θ grows with the layer's norm), ``W_enc`` and ``W_dec`` unchanged. This
+    is one of the function-preserving choices (sae-lens's trainer instead moves ``s`` into
+    ``W_enc`` and ``1/s`` into ``W_dec``); folded matching does not depend on the choice.
+    The encoder reads the input directly (``apply_b_dec_to_input=False``), as in Gemma Scope.
+    """
+    from unittest import mock
+
+    from sae_lens import JumpReLUTrainingSAE, JumpReLUTrainingSAEConfig, SAETrainer
+    from sae_lens.config import LoggingConfig, SAETrainerConfig
+    from sae_lens.training import sae_trainer
+
+    from esae.runtime import progress
+
+    if data.ndim != 2 or data.shape[0] < 2:
+        raise ValueError(f"data must be (n, d) activations with n >= 2, got shape {tuple(data.shape)}")
+    device = torch.device(device)
+    data = data.float()
+    scale = float(data.shape[1] ** 0.5 / data.norm(dim=1).mean())
+    torch.manual_seed(cfg.seed)
+    sae_cfg = JumpReLUTrainingSAEConfig(
+        d_in=data.shape[1], d_sae=cfg.d_sae, device=str(device), apply_b_dec_to_input=True,
+        normalize_activations="none", jumprelu_sparsity_loss_mode=cfg.sparsity_loss,
+        target_l0=cfg.target_l0 if cfg.sparsity_loss == "quadratic" else None,
+        l0_coefficient=cfg.l0_coefficient, jumprelu_init_threshold=1.0, jumprelu_bandwidth=cfg.bandwidth,
+        decoder_init_norm=cfg.decoder_init_norm)
+    training_sae = JumpReLUTrainingSAE(sae_cfg)
+    with torch.no_grad():  # data-dependent start: b_dec at the mean, each feature firing at the target rate
+        gen = torch.Generator().manual_seed(cfg.seed)
+        sample = data[torch.randperm(data.shape[0], generator=gen)[:4096]].to(device) * scale
+        training_sae.b_dec.copy_(sample.mean(0))
+        pre = (sample - training_sae.b_dec) @ training_sae.W_enc + training_sae.b_enc
+        rate = min(cfg.target_l0 / cfg.d_sae, 1.0)
+        training_sae.threshold.copy_(torch.quantile(pre, 1 - rate, dim=0).clamp_min(1e-3))
+    warm_up, decay = max(cfg.steps // 20, 1), cfg.steps // 5
+    trainer_cfg = SAETrainerConfig(
+        total_training_samples=cfg.steps * cfg.batch_size, train_batch_size_samples=cfg.batch_size, lr=cfg.lr,
+        lr_end=cfg.lr, lr_warm_up_steps=warm_up, lr_decay_steps=decay, device=str(device), autocast=cfg.autocast,
+        dead_feature_window=max(cfg.steps // 4, 1), feature_sampling_window=max(cfg.steps, 1),
+        logger=LoggingConfig(log_to_wandb=False))
+    generator = torch.Generator().manual_seed(cfg.seed)
+    provider = (batch.to(device) * scale for batch in _batches(data, cfg.batch_size, generator))
+    trainer = SAETrainer(cfg=trainer_cfg, sae=training_sae, data_provider=provider)
+    # sae-lens draws its own tqdm bar; route it through esae's (silenced in book builds)
+    with mock.patch.object(sae_trainer, "tqdm", lambda *a, **k: progress(*a, **k)), torch.enable_grad():
+        trainer.fit()
+    state = {k: v.detach().float() for k, v in training_sae.state_dict().items()}
+    # the trainer projects θ onto θ >= 0 before every step; finish the projection after the last one
+    state["threshold"] = state["threshold"].clamp_min(0)
+    b_enc = state["b_enc"] - state["b_dec"] @ state["W_enc"]  # the encoder reads x directly from now on
+    inference_cfg = JumpReLUSAEConfig.from_dict(training_sae.cfg.get_inference_sae_cfg_dict())
+    inference_cfg.device = str(device)
+    template = JumpReLUSAE(inference_cfg)
+    return build_jumprelu(template, W_enc=state["W_enc"], b_enc=b_enc / scale, threshold=state["threshold"] / scale,
+                          W_dec=state["W_dec"], b_dec=state["b_dec"] / scale, apply_b_dec_to_input=False)
+
+
+@torch.no_grad()
+def sae_quality(sae: JumpReLUSAE, acts: Tensor, batch_size: int = 4096) -> dict[str, float]:
+    """L0 (mean number of active features per input), explained variance
+    ``1 − Σ‖x − x̂‖² / Σ‖x − x̄‖²`` and the fraction of features that never fire, on ``acts`` (n, d)."""
+    sq_err = total = l0 = 0.0
+    fired = torch.zeros(sae.cfg.d_sae, dtype=torch.bool, device=sae.W_enc.device)
+    mean = acts.double().mean(0).to(sae.W_enc.device)
+    for start in range(0, acts.shape[0], batch_size):
+        x = acts[start:start + batch_size].to(sae.W_enc.device, sae.W_enc.dtype)
+        z = sae.encode(x)
+        x_hat = sae.decode(z)
+        sq_err += float((x - x_hat).double().pow(2).sum())
+        total += float((x.double() - mean).pow(2).sum())
+        l0 += float((z > 0).sum())
+        fired |= (z > 0).any(0)
+    return {"l0": l0 / acts.shape[0], "explained_variance": 1 - sq_err / total,
+            "dead_fraction": float((~fired).float().mean())}
+
+
+# --------------------------------------------------------------------------------------------
+# Ground truth: SAEs whose true correspondence is known
+# --------------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def perturbed_copy(sae: JumpReLUSAE, *, noise: float = 0.0, scale_spread: float = 1.0,
+                   seed: int = 0) -> tuple[JumpReLUSAE, np.ndarray]:
+    """A copy of ``sae`` whose true correspondence is known: Gaussian noise of ``noise`` × each
+    tensor's RMS added to ``W_enc``, ``b_enc`` and ``W_dec`` (θ multiplied by
+    ``exp(noise · N(0, 1))``), every feature rescaled by a factor log-uniform in
+    ``[1/scale_spread, scale_spread]`` (which leaves the function unchanged) and the features
+    shuffled. Returns ``(copy, truth)`` with ``truth[i]`` the index in the copy of feature ``i``."""
+    check_float("noise", noise, 0.0)
+    check_float("scale_spread", scale_spread, 1.0)
+    sae = _check_jumprelu(sae)
+    gen = torch.Generator().manual_seed(seed)
+
+    def noisy(t: Tensor) -> Tensor:
+        rms = t.pow(2).mean().sqrt()
+        return t + noise * rms * torch.randn(t.shape, generator=gen, dtype=t.dtype).to(t.device)
+
+    theta = sae.threshold * torch.exp(noise * torch.randn(sae.cfg.d_sae, generator=gen)).to(sae.threshold)
+    copy_ = build_jumprelu(sae, W_enc=noisy(sae.W_enc), b_enc=noisy(sae.b_enc), threshold=theta,
+                           W_dec=noisy(sae.W_dec), b_dec=sae.b_dec)
+    log_spread = float(np.log(scale_spread))
+    scale = torch.exp((2 * torch.rand(sae.cfg.d_sae, generator=gen) - 1) * log_spread)
+    copy_ = rescale_features(copy_, scale)
+    order = torch.randperm(sae.cfg.d_sae, generator=gen).numpy()  # new feature j = old feature order[j]
+    return permute_features(copy_, order), np.argsort(order)
+
+
+def recovery(m: Match, truth: np.ndarray, valid: np.ndarray | None = None) -> float:
+    """Fraction of A's features whose match is the true partner ``truth[i]``, over the
+    features where ``valid`` (default: all with ``truth >= 0``)."""
+    truth = np.asarray(truth)
+    valid = truth >= 0 if valid is None else np.asarray(valid) & (truth >= 0)
+    if not valid.any():
+        raise ValueError("recovery needs at least one feature with a known true partner")
+    return float(np.mean(m.permutation[valid] == truth[valid]))
+
+
+@dataclass(frozen=True)
+class SyntheticLayersConfig:
+    """Synthetic "layers" whose true features evolve in a known way (``sae_lens.synthetic``).
+
+    Layer 0's dictionary holds ``n_features`` unit vectors in ``d`` dimensions (made nearly
+    orthogonal by sae-lens's initializer). From one layer to the next every feature direction
+    is nudged by Gaussian noise of relative size ``drift`` and renormalised, the overall scale
+    of the activations grows by ``norm_growth`` (as residual streams do with depth), and each
+    feature's firing magnitude is multiplied by a factor ``exp(magnitude_jitter · N(0, 1))``.
+    Features fire independently with probability ``firing_probability``."""
+
+    n_layers: int = 4
+    d: int = 64
+    n_features: int = 128
+    firing_probability: float = 0.03
+    drift: float = 0.15
+    norm_growth: float = 3.0
+    magnitude_jitter: float = 0.3
+    n_samples: int = 100_000  # activations per layer to train each SAE on
+    train: TrainConfig = TrainConfig(d_sae=128, target_l0=3.84, l0_coefficient=0.3, steps=2000, batch_size=512,
+                                     lr=2e-3)
+    seed: int = 0
+    version: int = 1
+
+    def __post_init__(self) -> None:
+        check_int("n_layers", self.n_layers, 2)
+        check_int("d", self.d, 2)
+        check_int("n_features", self.n_features, 2)
+        check_float("firing_probability", self.firing_probability, 0.0, 1.0, lo_open=True)
+        check_float("drift", self.drift, 0.0)
+        check_float("norm_growth", self.norm_growth, 0.0, lo_open=True)
+        check_float("magnitude_jitter", self.magnitude_jitter, 0.0)
+        check_int("n_samples", self.n_samples, 2)
+        if self.train.d_sae != self.n_features:
+            raise ValueError(f"train.d_sae must equal n_features ({self.n_features}) so every true feature can "
+                             f"have one SAE feature, got {self.train.d_sae}")
+
+
+@dataclass
+class SyntheticLayers:
+    """The ground truth of :func:`synthetic_layers`: per layer, the true feature directions
+    ``dictionaries[t]`` (K, d), mean firing magnitudes ``magnitudes[t]`` (K,), the SAE trained
+    on that layer, and ``truth[t]`` (F,): the true feature each SAE feature represents (-1 if
+    none is clear)."""
+
+    dictionaries: list[Tensor]
+    magnitudes: list[Tensor]
+    saes: list[JumpReLUSAE]
+    truth: list[np.ndarray]
+
+    def true_match(self, t: int, u: int) -> np.ndarray:
+        """For each feature of SAE ``t``, the feature of SAE ``u`` representing the same true
+        feature (-1 when either side has none)."""
+        where_u = {int(k): j for j, k in enumerate(self.truth[u]) if k >= 0}
+        return np.array([where_u.get(int(k), -1) if k >= 0 else -1 for k in self.truth[t]])
+
+
+def _layer_generators(cfg: SyntheticLayersConfig):
+    from sae_lens.synthetic import ActivationGenerator, FeatureDictionary
+
+    gen = torch.Generator().manual_seed(cfg.seed)
+    with torch.enable_grad():  # sae-lens makes the directions nearly orthogonal by gradient descent
+        base = FeatureDictionary(cfg.n_features, cfg.d, seed=cfg.seed)
+    vectors = base.feature_vectors.detach().clone()
+    magnitudes = torch.ones(cfg.n_features)
+    layers = []
+    for t in range(cfg.n_layers):
+        if t > 0:
+            vectors = vectors + cfg.drift * torch.randn(vectors.shape, generator=gen) / cfg.d ** 0.5
+            vectors = vectors / vectors.norm(dim=1, keepdim=True)
+            magnitudes = magnitudes * cfg.norm_growth * torch.exp(
+                cfg.magnitude_jitter * torch.randn(cfg.n_features, generator=gen))
+        dictionary = FeatureDictionary(cfg.n_features, cfg.d, initializer=None, seed=cfg.seed + t)
+        dictionary.feature_vectors.data = vectors.clone()
+        acts = ActivationGenerator(cfg.n_features, cfg.firing_probability, std_firing_magnitudes=0.25 * magnitudes,
+                                   mean_firing_magnitudes=magnitudes.clone())
+        layers.append((dictionary, acts, vectors.clone(), magnitudes.clone()))
+    return layers
+
+
+def identify_features(sae: JumpReLUSAE, dictionary: Tensor, min_cosine: float = 0.9) -> np.ndarray:
+    """For each SAE feature, the true feature (row of ``dictionary`` (K, d)) its decoder row
+    represents: an optimal one-to-one assignment by cosine similarity, kept where the cosine
+    is at least ``min_cosine`` (-1 elsewhere). Returns (F,) int64."""
+    dec = torch.nn.functional.normalize(sae.W_dec.detach().double().cpu(), dim=1)
+    true = torch.nn.functional.normalize(dictionary.double().cpu(), dim=1)
+    cos = (dec @ true.T).numpy()
+    rows, cols = linear_sum_assignment(-cos)
+    truth = np.full(sae.cfg.d_sae, -1, dtype=np.int64)
+    keep = cos[rows, cols] >= min_cosine
+    truth[rows[keep]] = cols[keep]
+    return truth
+
+
+def synthetic_layers(cfg: SyntheticLayersConfig, device: torch.device | str = "cpu") -> SyntheticLayers:
+    """Generate the synthetic layers of ``cfg``, train one JumpReLU SAE per layer with sae-lens
+    (:func:`train_jumprelu`, seeded per layer) and identify which true feature each SAE feature
+    represents. The SAEs are cached by ``cfg``."""
+    from esae.cache import cached_torch
+
+    layers = _layer_generators(cfg)
+
+    def compute() -> list[dict[str, Tensor]]:
+        states = []
+        for t, (dictionary, acts, _, _) in enumerate(layers):
+            torch.manual_seed(cfg.seed + 1000 * t)
+            with torch.no_grad():
+                data = dictionary(acts.sample(cfg.n_samples))
+            sae = train_jumprelu(data, dataclasses.replace(cfg.train, seed=cfg.train.seed + t), device)
+            states.append({k: v.detach().cpu() for k, v in sae.state_dict().items()})
+        return states
+
+    states = cached_torch("sae_match_synthetic", cfg, compute)
+    template = JumpReLUSAE(JumpReLUSAEConfig(d_in=cfg.d, d_sae=cfg.n_features, apply_b_dec_to_input=False))
+    saes = [build_jumprelu(template, **state) for state in states]
+    saes = [sae.to(device) for sae in saes]
+    dictionaries = [v for _, _, v, _ in layers]
+    return SyntheticLayers(dictionaries, [m for _, _, _, m in layers], saes,
+                           [identify_features(sae, v) for sae, v in zip(saes, dictionaries)])
+
+
+def synthetic_data(cfg: SyntheticLayersConfig, layer: int, n: int, seed: int = 12345) -> Tensor:
+    """``n`` fresh activations (n, d) from synthetic layer ``layer`` (for evaluating its SAE)."""
+    check_int("layer", layer, 0, cfg.n_layers - 1)
+    dictionary, acts, _, _ = _layer_generators(cfg)[layer]
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        return dictionary(acts.sample(n))
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluations that need only SAEs and activations
+# --------------------------------------------------------------------------------------------
+
+PARTS = ("decoder", "encoder", "b_enc", "all")
+
+
+@torch.no_grad()
+def weight_mse(sae_a: JumpReLUSAE, sae_b: JumpReLUSAE, permutation=None) -> dict[str, float]:
+    """Mean squared difference per parameter between feature ``i`` of A and feature
+    ``permutation[i]`` of B (identity when ``None``): for the decoder rows, the encoder
+    columns, ``b_enc`` and all of them together (the matching objective divided by its number
+    of terms). Pass folded SAEs to compare on folded weights, as the paper does."""
+    _check_pair(sae_a, sae_b)
+    perm = np.arange(sae_a.cfg.d_sae) if permutation is None else _check_permutation(permutation, sae_a.cfg.d_sae)
+    idx = torch.as_tensor(perm, device=sae_b.W_dec.device)
+    va, vb = feature_vectors(sae_a, "all").double(), feature_vectors(sae_b, "all").double()[idx]
+    d = sae_a.cfg.d_in
+    sq = (va - vb).pow(2)
+    return {"decoder": float(sq[:, :d].mean()), "encoder": float(sq[:, d:2 * d].mean()),
+            "b_enc": float(sq[:, 2 * d].mean()), "all": float(sq.mean())}
+
+
+def pair_name(t: int, u: int) -> str:
+    """The key of a layer pair in results: ``"3-4"``."""
+    return f"{t}-{u}"
+
+
+@dataclass
+class LayerMatches:
+    """Everything chapter 7 matches for a stack of SAEs at ``layers``: the SAEs, their folded
+    versions, and per adjacent pair the folded and unfolded all-weights matches plus the
+    decoder-only and encoder-only ablations (folded)."""
+
+    layers: list[int]
+    saes: list[JumpReLUSAE]
+    folded_saes: list[JumpReLUSAE]
+    folded: list[Match]
+    unfolded: list[Match]
+    decoder_only: list[Match]
+    encoder_only: list[Match]
+
+    @property
+    def pairs(self) -> list[str]:
+        return [pair_name(t, u) for t, u in zip(self.layers[:-1], self.layers[1:])]
+
+
+MATCH_KINDS = {"folded": (True, "all"), "unfolded": (False, "all"), "decoder_only": (True, "decoder"),
+               "encoder_only": (True, "encoder")}
+
+
+def match_stack(saes: Sequence[JumpReLUSAE], layers: Sequence[int], cache_key=None) -> LayerMatches:
+    """Fold every SAE and match every adjacent pair folded and unfolded (all weights) and, as
+    the paper's ablation, folded decoder-only and encoder-only. With ``cache_key`` (anything
+    that identifies the SAEs, such as their training configuration) the matches are cached."""
+    from esae.cache import cached_torch
+    from esae.runtime import progress
+
+    if len(saes) != len(layers) or len(saes) < 2:
+        raise ValueError(f"saes and layers must have the same length, at least 2, got {len(saes)} and {len(layers)}")
+
+    def compute() -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
+        out = {k: [] for k in MATCH_KINDS}
+        for i in progress(range(len(saes) - 1), desc="matching layers"):
+            for kind, (folded, weights) in MATCH_KINDS.items():
+                m = match(saes[i], saes[i + 1], fold=folded, weights=weights)
+                out[kind].append((m.permutation, m.cost))
+        return out
+
+    raw = compute() if cache_key is None else cached_torch("layer_matches", {"saes": cache_key, "version": 1}, compute)
+    matches = {kind: [Match(p, c, MATCH_KINDS[kind][0], MATCH_KINDS[kind][1]) for p, c in raw[kind]]
+               for kind in MATCH_KINDS}
+    return LayerMatches(list(layers), list(saes), [fold(s) for s in saes], **matches)
+
+
+def mse_table(lm: LayerMatches) -> dict[str, dict[str, dict[str, float]]]:
+    """Evaluation 1 (the paper's Figure 3): per adjacent pair, the weight MSE on folded weights
+    (:func:`weight_mse`) of the identity ("vanilla"), the unfolded match and the folded match."""
+    table = {}
+    for i, name in enumerate(lm.pairs):
+        fa, fb = lm.folded_saes[i], lm.folded_saes[i + 1]
+        table[name] = {"vanilla": weight_mse(fa, fb), "unfolded": weight_mse(fa, fb, lm.unfolded[i].permutation),
+                       "folded": weight_mse(fa, fb, lm.folded[i].permutation)}
+    return table
+
+
+def approximations(lm: LayerMatches, i: int) -> dict[str, Callable]:
+    """The approximations of ``x(u)`` for pair ``i`` (layers ``t, u``), each a function
+    ``(x_t, x_u) -> x̂_u`` on ``(..., d)`` tensors:
+
+    - ``folded``: encode ``x_t`` with the folded SAE t, move the features along the folded
+      match, decode with the folded SAE u (encode-permute-decode, the paper's method);
+    - ``unfolded``: the same without folding (original SAEs, unfolded match);
+    - ``own``: encode-decode ``x_u`` with SAE u (the best an SAE at u can do);
+    - ``previous``: encode-decode ``x_t`` with SAE t (no feature transfer at all);
+    - ``layer_drop``: ``x_t`` itself (skip block u)."""
+    st, su, ft, fu = lm.saes[i], lm.saes[i + 1], lm.folded_saes[i], lm.folded_saes[i + 1]
+    mf, mu = lm.folded[i], lm.unfolded[i]
+    return {
+        "folded": lambda xt, xu: fu.decode(mf.transfer(ft.encode(xt))),
+        "unfolded": lambda xt, xu: su.decode(mu.transfer(st.encode(xt))),
+        "own": lambda xt, xu: su.decode(su.encode(xu)),
+        "previous": lambda xt, xu: st.decode(st.encode(xt)),
+        "layer_drop": lambda xt, xu: xt,
+    }
+
+
+VARIANTS = ("folded", "unfolded", "own", "previous", "layer_drop")
+
+
+def explained_variance(target: Tensor, pred: Tensor) -> float:
+    """``1 − Σ‖x − x̂‖² / Σ‖x − x̄‖²`` over (n, d) tensors (negative when x̂ is worse than the mean)."""
+    from esae.metrics import r2_pooled
+
+    return r2_pooled(target.double(), pred.double())
+
+
+@torch.no_grad()
+def hidden_state_ev(lm: LayerMatches, acts: Tensor, batch_size: int = 4096) -> dict[str, dict[str, float]]:
+    """Evaluation 2, explained variance: per adjacent pair and variant of
+    :func:`approximations`, the EV of ``x̂(u)`` against the true ``x(u)`` on held-out
+    activations ``acts`` (L, M, d) indexed like ``lm.layers``."""
+    out = {}
+    for i, name in enumerate(lm.pairs):
+        maps = approximations(lm, i)
+        device = lm.saes[i].W_enc.device
+        preds = {k: [] for k in VARIANTS}
+        for start in range(0, acts.shape[1], batch_size):
+            xt, xu = (acts[j, start:start + batch_size].to(device) for j in (i, i + 1))
+            for k, f in maps.items():
+                preds[k].append(f(xt, xu).float().cpu())
+        out[name] = {k: explained_variance(acts[i + 1], torch.cat(v)) for k, v in preds.items()}
+    return out
+
+
+@torch.no_grad()
+def feature_acts(sae: JumpReLUSAE, x: Tensor, batch_size: int = 4096) -> Tensor:
+    """``sae.encode`` of (M, d) activations in batches on the SAE's device: (M, F) float32 on the CPU."""
+    return torch.cat([sae.encode(x[s:s + batch_size].to(sae.W_enc.device, sae.W_enc.dtype)).float().cpu()
+                      for s in range(0, x.shape[0], batch_size)])
+
+
+@torch.no_grad()
+def matching_score(z_a: Tensor, z_b: Tensor, permutation, min_fires: int = 5) -> dict[str, float]:
+    """Evaluation 3, activation agreement of matched features on the same tokens: ``z_a``
+    (M, F) feature activations of SAE A on ``x(t)``, ``z_b`` (M, F) of SAE B on ``x(u)``.
+
+    ``cofire``: mean over A's features that fire at least ``min_fires`` times of
+    P(partner fires | feature fires); ``correlation``: mean Pearson correlation over tokens
+    between a feature's activation and its partner's (same features; a partner that never
+    fires counts as 0); ``n_features``: how many features were scored."""
+    perm = torch.as_tensor(_check_permutation(permutation, z_a.shape[1]), device=z_b.device)
+    zb = z_b[:, perm]
+    fa, fb = z_a > 0, zb > 0
+    n_fire = fa.sum(0)
+    keep = n_fire >= min_fires
+    if not bool(keep.any()):
+        raise ValueError(f"no feature of A fires at least min_fires={min_fires} times on these {z_a.shape[0]} tokens")
+    cofire = (fa & fb).sum(0)[keep].double() / n_fire[keep].double()
+    a, b = z_a[:, keep].double(), zb[:, keep].double()
+    a, b = a - a.mean(0), b - b.mean(0)
+    denom = (a.pow(2).sum(0) * b.pow(2).sum(0)).sqrt()
+    corr = torch.where(denom > 0, (a * b).sum(0) / denom.clamp_min(1e-300), torch.zeros_like(denom))
+    return {"cofire": float(cofire.mean()), "correlation": float(corr.mean()), "n_features": int(keep.sum())}
+
+
+def matching_scores(lm: LayerMatches, acts: Tensor, min_fires: int = 5, seed: int = 0) -> dict[str, dict[str, dict]]:
+    """:func:`matching_score` for every adjacent pair, for the folded, unfolded, identity
+    ("vanilla") and a random permutation (chance level)."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    z = feature_acts(lm.saes[0], acts[0])
+    for i, name in enumerate(lm.pairs):
+        z_next = feature_acts(lm.saes[i + 1], acts[i + 1])
+        perms = {"folded": lm.folded[i].permutation, "unfolded": lm.unfolded[i].permutation,
+                 "vanilla": np.arange(z.shape[1]), "random": rng.permutation(z.shape[1])}
+        out[name] = {k: matching_score(z, z_next, p, min_fires) for k, p in perms.items()}
+        z = z_next
+    return out
+
+
+def persistence(lm: LayerMatches, acts: Tensor, max_distance: int, starts: Sequence[int] | None = None,
+                min_fires: int = 5) -> dict[int, dict[str, float]]:
+    """Evaluation 4: follow features from layer index ``s`` through the composed folded
+    matches ``s → s+1 → … → s+k`` and compare with the direct folded match ``s → s+k``.
+    For each distance ``k`` (1..``max_distance``), averaged over ``starts`` (default: every
+    layer with room): ``agreement`` (fraction of features the two send to the same partner),
+    ``cofire_composed`` / ``cofire_direct`` (matching score of each)."""
+    from esae.runtime import progress
+
+    n = len(lm.saes)
+    check_int("max_distance", max_distance, 1, n - 1)
+    starts = list(range(n - 1)) if starts is None else list(starts)
+    zs = {}
+
+    def z(j: int) -> Tensor:
+        if j not in zs:
+            zs[j] = feature_acts(lm.saes[j], acts[j])
+        return zs[j]
+
+    sums: dict[int, dict[str, list[float]]] = {}
+    for s in progress(starts, desc="persistence"):
+        composed = None
+        for k in range(1, max_distance + 1):
+            if s + k >= n:
+                break
+            composed = lm.folded[s] if composed is None else compose(composed, lm.folded[s + k - 1])
+            direct = lm.folded[s] if k == 1 else match(lm.saes[s], lm.saes[s + k], fold=True)
+            rec = sums.setdefault(k, {"agreement": [], "cofire_composed": [], "cofire_direct": []})
+            rec["agreement"].append(composed.agreement(direct))
+            rec["cofire_composed"].append(matching_score(z(s), z(s + k), composed.permutation, min_fires)["cofire"])
+            rec["cofire_direct"].append(matching_score(z(s), z(s + k), direct.permutation, min_fires)["cofire"])
+    return {k: {m: float(np.mean(v)) for m, v in rec.items()} for k, rec in sums.items()}
+
+
+@torch.no_grad()
+def partial_matching_ev(lm: LayerMatches, acts: Tensor, quantiles: Sequence[float] = (0.1, 0.5, 0.7, 1.0),
+                        batch_size: int = 4096) -> dict[str, dict[str, float]]:
+    """Evaluation 6 (the paper's appendix): match only the features whose folded match cost
+    is at most the ``q``-quantile of the costs; those are decoded with layer u's (folded)
+    decoder at their partner's row, the rest with layer t's own decoder; ``b_dec`` of layer u.
+    Returns per pair ``{str(q): EV}``."""
+    out = {}
+    for i, name in enumerate(lm.pairs):
+        ft, fu, m = lm.folded_saes[i], lm.folded_saes[i + 1], lm.folded[i]
+        dec_moved = fu.W_dec[torch.as_tensor(m.permutation, device=fu.W_dec.device)]
+        row = {}
+        for q in quantiles:
+            check_float("each quantile", q, 0.0, 1.0)
+            keep = torch.as_tensor(m.cost <= np.quantile(m.cost, q), device=ft.W_dec.device)
+            dec = torch.where(keep[:, None], dec_moved, ft.W_dec)
+            dec, b_dec = dec.float().cpu(), fu.b_dec.float().cpu()
+            preds = [feature_acts(ft, acts[i, s:s + batch_size]) @ dec + b_dec for s in range(0, acts.shape[1], batch_size)]
+            row[str(q)] = explained_variance(acts[i + 1], torch.cat(preds))
+        out[name] = row
+    return out
+
+
+@torch.no_grad()
+def layer_statistics(saes: Sequence[JumpReLUSAE], layers: Sequence[int], acts: Tensor) -> dict[int, dict[str, float]]:
+    """Evaluation 7 (the paper's Figure 1, left): per layer, the mean residual norm ``‖x‖`` on
+    ``acts`` (L, M, d), and the mean and median threshold θ of its SAE (original units)."""
+    return {t: {"norm": float(acts[i].double().norm(dim=1).mean()), "mean_threshold": float(sae.threshold.mean()),
+                "median_threshold": float(sae.threshold.median())}
+            for i, (t, sae) in enumerate(zip(layers, saes))}
+
+
+def feature_examples(lm: LayerMatches, i: int, acts: Tensor, n_pairs: int = 3, top_k: int = 4,
+                     min_fires: int = 10) -> dict[str, list[dict]]:
+    """Matched feature pairs of adjacent pair ``i`` for the paper's Figure 5: among features of
+    layer t that fire at least ``min_fires`` times on ``acts`` (and whose partner fires too),
+    the ``n_pairs`` lowest- and highest-cost folded matches, each with the indices of the
+    ``top_k`` held-out tokens (into ``acts``' token axis) that activate it and its partner most."""
+    m = lm.folded[i]
+    za, zb = feature_acts(lm.saes[i], acts[i]), feature_acts(lm.saes[i + 1], acts[i + 1])
+    fires_a, fires_b = (za > 0).sum(0).numpy(), (zb > 0).sum(0).numpy()
+    ok = np.flatnonzero((fires_a >= min_fires) & (fires_b[m.permutation] >= min_fires))
+    if len(ok) == 0:
+        return {"low": [], "high": []}
+    order = ok[np.argsort(m.cost[ok])]
+
+    def describe(f: int) -> dict:
+        g = int(m.permutation[f])
+        return {"feature": int(f), "partner": g, "cost": float(m.cost[f]),
+                "cofire": float(((za[:, f] > 0) & (zb[:, g] > 0)).sum() / max(int(fires_a[f]), 1)),
+                "top_a": za[:, f].topk(top_k).indices.tolist(), "top_b": zb[:, g].topk(top_k).indices.tolist()}
+
+    return {"low": [describe(f) for f in order[:n_pairs]], "high": [describe(f) for f in order[::-1][:n_pairs]]}
+
+
+# --------------------------------------------------------------------------------------------
+# Ground-truth experiments, summarised
+# --------------------------------------------------------------------------------------------
+
+def copy_recovery(sae: JumpReLUSAE, noises: Sequence[float], scale_spread: float, seed: int = 0,
+                  weights: str = "all") -> dict[str, dict[str, float]]:
+    """Fraction of a :func:`perturbed_copy`'s permutation that folded and unfolded matching
+    recover, for each noise level (keys ``str(noise)``)."""
+    out = {}
+    for j, noise in enumerate(noises):
+        copy_, truth = perturbed_copy(sae, noise=noise, scale_spread=scale_spread, seed=seed + j)
+        out[str(noise)] = {name: recovery(match(sae, copy_, fold=f, weights=weights), truth)
+                           for name, f in (("folded", True), ("unfolded", False))}
+    return out
+
+
+def synthetic_recovery(gt: SyntheticLayers) -> dict[str, dict[str, float]]:
+    """For every adjacent pair of synthetic layers, the fraction of identifiable features
+    (both SAEs have a feature for the same true feature) whose match is right, for folded
+    and unfolded matching with all weights and folded decoder-only; plus that fraction's
+    denominator as ``identifiable`` (the fractions are ``None`` when it is 0)."""
+    out = {}
+    for t in range(len(gt.saes) - 1):
+        truth = gt.true_match(t, t + 1)
+        a, b = gt.saes[t], gt.saes[t + 1]
+        known = bool((truth >= 0).any())  # without identifiable features there is nothing to score
+        out[pair_name(t, t + 1)] = {
+            "folded": recovery(match(a, b, fold=True), truth) if known else None,
+            "unfolded": recovery(match(a, b, fold=False), truth) if known else None,
+            "folded_decoder": recovery(match(a, b, fold=True, weights="decoder"), truth) if known else None,
+            "identifiable": float(np.mean(truth >= 0))}
+    return out

@@ -1,0 +1,40 @@
+import pytest
+
+from esae import results, summary
+
+
+@pytest.fixture
+def tmp_results(tmp_path, monkeypatch):
+    monkeypatch.setenv("ESAE_RESULTS", str(tmp_path))
+    return tmp_path
+
+
+def test_missing_chapters_are_reported_not_run(tmp_results):
+    rows = summary.claims("smoke")
+    assert rows and all(r.verdict == "not run" for r in rows)
+    assert "not run" in summary.claims_markdown(rows)
+
+
+def test_claims_read_the_result_files(tmp_results):
+    results.write_results("smoke", "04_fitting_m", {
+        "r2_fitted": {"mlp": 0.99, "cnn": 0.97}, "r2_identity": {"mlp": 0.5, "cnn": 0.05},
+        "r2_constrained": {"mlp": 0.9, "cnn": 0.9}, "m4_minus_identity": {"mlp": 0.1, "cnn": 0.1}})
+    results.write_results("smoke", "07_sae_match", {
+        "model": "tiny", "mse": {"0-1": {"vanilla": 3.0, "unfolded": 2.0, "folded": 1.0},
+                                  "1-2": {"vanilla": 3.0, "unfolded": 0.5, "folded": 1.0}},
+        "ground_truth_recovery": {"folded": 1.0, "unfolded": 0.8}})
+    rows = {r.claim: r for r in summary.claims("smoke")}
+    fitted = rows["one matrix M explains the rotated activations (held-out R²)"]
+    assert fitted.verdict == "differs" and "CNN 0.970" in fitted.ours  # one model below 0.98
+    assert rows["baseline M = I, MLP (R²)"].verdict == "agrees"
+    order = next(r for r in rows.values() if r.claim.startswith("weight MSE"))
+    assert order.verdict == "differs" and order.ours == "1 of 2 pairs"
+    gt = next(r for r in rows.values() if r.claim.startswith("ground-truth"))
+    assert gt.verdict == "agrees"
+
+
+def test_timings_table(tmp_results):
+    results.write_results("smoke", "timings", {"chapters": {"01_groups": 30.0, "02_dataset": 90.0},
+                                                "machine": {"cpu": "x", "cpus": 2}})
+    text = summary.timings_markdown("smoke")
+    assert "2.0 min" in text and "01_groups" in text
