@@ -214,7 +214,7 @@ class ActivationsConfig:
 
     model: str = "gemma-3-270m"
     context_len: int = 128  # tokens per window, BOS included
-    n_train_tokens: int = 24_576  # activations per layer to train SAEs on, BOS excluded (0: none)
+    n_train_tokens: int = 16_384  # activations per layer to train SAEs on, BOS excluded (0: none)
     n_eval_tokens: int = 4096  # held-out activations per layer for the evaluations
     heldout_fraction: float = 0.2  # share of the documents held out
     batch_size: int = 8  # windows per forward pass

@@ -801,7 +801,11 @@ def persistence(lm: LayerMatches, acts: Tensor, max_distance: int, starts: Seque
             if s + k >= n:
                 break
             composed = lm.folded[s] if composed is None else compose(composed, lm.folded[s + k - 1])
-            direct = lm.folded[s] if k == 1 else match(lm.saes[s], lm.saes[s + k], fold=True)
+            if k == 1:
+                direct = lm.folded[s]
+            else:  # the SAEs are folded already (folding is idempotent), so skip folding them again
+                m = match(lm.folded_saes[s], lm.folded_saes[s + k], fold=False)
+                direct = Match(m.permutation, m.cost, folded=True, weights="all")
             rec = sums.setdefault(k, {"agreement": [], "cofire_composed": [], "cofire_direct": []})
             rec["agreement"].append(composed.agreement(direct))
             rec["cofire_composed"].append(matching_score(z(s), z(s + k), composed.permutation, min_fires)["cofire"])
