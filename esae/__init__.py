@@ -3,7 +3,7 @@
 Modules, each named for what it holds: ``groups`` (C4 and its action, chapter 1),
 ``shapes`` (the dataset, chapter 2), ``autoencoders`` (base models, chapter 3),
 ``equivariance`` (fitting M, chapter 4), ``saes`` (the SAEs, chapter 5), ``probing``
-(chapter 6), ``sae_match`` (chapter 7); plumbing in ``params``, ``cache``, ``results``,
+(chapter 6), ``sae_match`` and ``language_models`` (chapter 7); plumbing in ``params``, ``cache``, ``results``,
 ``runtime``, ``metrics``, ``plots`` and ``book``.
 """
 

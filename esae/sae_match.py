@@ -86,24 +86,27 @@ def fold(sae: JumpReLUSAE) -> JumpReLUSAE:
 
     ``b_dec`` is unchanged. If the SAE subtracts ``b_dec`` from its input
     (``apply_b_dec_to_input``), that shift is absorbed into ``b_enc`` first, so the folded SAE
-    has ``apply_b_dec_to_input=False`` and ``b_enc`` is the true encoder bias. The arithmetic
-    runs in float64 and is rounded once to the SAE's dtype.
+    has ``apply_b_dec_to_input=False`` and ``b_enc`` is the true encoder bias. Scales are
+    computed in float64; each weight is then divided or multiplied once in the SAE's dtype.
     """
     sae = _check_jumprelu(sae)
-    W_enc, b_enc = sae.W_enc.double(), sae.b_enc.double()
-    W_dec, b_dec, theta = sae.W_dec.double(), sae.b_dec.double(), sae.threshold.double()
-    if sae.cfg.apply_b_dec_to_input:
-        b_enc = b_enc - b_dec @ W_enc
+    W_enc, b_enc, W_dec, b_dec, theta = sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec, sae.threshold
+    if sae.cfg.apply_b_dec_to_input:  # a sum over d terms: accumulate it in float64
+        b_enc = (b_enc.double() - b_dec.double() @ W_enc.double()).to(b_enc.dtype)
+    theta = theta.double()
     positive = theta > 0
-    dec_norm = W_dec.norm(dim=1)
+    dec_norm = W_dec.double().norm(dim=1)
     target = (theta * dec_norm)[positive].median() if bool(positive.any()) else theta.new_ones(())
     # a feature with a zero decoder row writes nothing; any scale is exact, keep it
     relu_scale = torch.where(dec_norm > 0, dec_norm / target, torch.ones_like(dec_norm))
     scale = torch.where(positive, theta, 1 / relu_scale)
+    # one multiplication or division per weight, each rounded once to the SAE's dtype
+    inv = (1 / scale).to(W_enc.dtype)
+    scale_t = scale.to(W_enc.dtype)
     metadata = copy.deepcopy(sae.cfg.metadata)
     metadata.folded_thresholds = True
-    return build_jumprelu(sae, W_enc=W_enc / scale, b_enc=b_enc / scale, threshold=positive.to(theta.dtype),
-                          W_dec=W_dec * scale[:, None], b_dec=b_dec, apply_b_dec_to_input=False, metadata=metadata)
+    return build_jumprelu(sae, W_enc=W_enc / scale_t, b_enc=b_enc / scale_t, threshold=positive.to(W_enc.dtype),
+                          W_dec=W_dec * scale_t[:, None], b_dec=b_dec, apply_b_dec_to_input=False, metadata=metadata)
 
 
 _fold = fold  # `match` takes a keyword argument named `fold`
@@ -262,6 +265,17 @@ def cost_matrix(vectors_a: Tensor, vectors_b: Tensor, *, block_size: int = 2048,
 
 
 @torch.no_grad()
+def _negative_inner_products(a: Tensor, b: Tensor, block_size: int) -> np.ndarray:
+    """``−a b^T`` (F, F) as float64 NumPy, ``block_size`` rows of ``a`` at a time."""
+    check_int("block_size", block_size, 1)
+    out = np.empty((a.shape[0], b.shape[0]), dtype=np.float64)
+    bt = b.float().T.contiguous()
+    for start in range(0, a.shape[0], block_size):
+        out[start:start + block_size] = torch.mm(a[start:start + block_size].float(), bt).neg_().cpu().numpy()
+    return out
+
+
+@torch.no_grad()
 def match(sae_a: JumpReLUSAE, sae_b: JumpReLUSAE, *, fold: bool = True, weights: str = "all",
           block_size: int = 2048) -> Match:
     """Match the features of ``sae_a`` to those of ``sae_b`` (same ``d_in`` and ``d_sae``).
@@ -270,7 +284,10 @@ def match(sae_a: JumpReLUSAE, sae_b: JumpReLUSAE, *, fold: bool = True, weights:
     of pairing feature ``i`` of A with ``j`` of B is the squared distance between their
     parameter vectors (:func:`feature_vectors`; ``weights`` picks decoder, encoder+bias or all),
     and the permutation minimising the total cost is found exactly by SciPy's
-    ``linear_sum_assignment`` on the (F, F) cost matrix, built in blocks (:func:`cost_matrix`).
+    ``linear_sum_assignment``. Since the squared norms add the same total to every permutation,
+    the solver is given the equivalent (F, F) matrix of negative inner products, built
+    ``block_size`` rows at a time (float32 products, float64 result: 2 GiB at Gemma Scope's
+    16k width and little else; :func:`cost_matrix` builds the distances themselves).
     Returns a :class:`Match` whose ``cost`` is recomputed per pair in float64.
     """
     check_choice("weights", weights, WEIGHTS)
@@ -278,13 +295,17 @@ def match(sae_a: JumpReLUSAE, sae_b: JumpReLUSAE, *, fold: bool = True, weights:
     if fold:
         sae_a, sae_b = _fold(sae_a), _fold(sae_b)
     va, vb = feature_vectors(sae_a, weights), feature_vectors(sae_b, weights)
-    costs = cost_matrix(va, vb, block_size=block_size)
-    rows, cols = linear_sum_assignment(costs)
-    del costs
+    # Σ_i ‖a_i − b_π(i)‖² = Σ‖a_i‖² + Σ‖b_j‖² − 2 Σ_i a_i·b_π(i): the norms do not depend on π, so
+    # the assignment minimising the distances maximises the inner products (one product per block)
+    scores = _negative_inner_products(va, vb, block_size)
+    rows, cols = linear_sum_assignment(scores)
+    del scores
     perm = np.empty(len(rows), dtype=np.int64)
     perm[rows] = cols
-    exact = (va.double() - vb.double()[torch.as_tensor(perm, device=vb.device)]).pow(2).sum(1)
-    return Match(perm, exact.cpu().numpy(), folded=fold, weights=weights)
+    exact = np.concatenate([(va[s:s + block_size].double() - vb[torch.as_tensor(perm[s:s + block_size],
+                                                                                  device=vb.device)].double())
+                            .pow(2).sum(1).cpu().numpy() for s in range(0, len(perm), block_size)])
+    return Match(perm, exact, folded=fold, weights=weights)
 
 
 
@@ -351,7 +372,12 @@ def train_jumprelu(data: Tensor, cfg: TrainConfig, device: torch.device | str = 
     residual stream, so θ grows with the layer's norm), ``W_enc`` and ``W_dec`` unchanged. This
     is one of the function-preserving choices (sae-lens's trainer instead moves ``s`` into
     ``W_enc`` and ``1/s`` into ``W_dec``); folded matching does not depend on the choice.
-    The encoder reads the input directly (``apply_b_dec_to_input=False``), as in Gemma Scope.
+
+    Training starts from the data: ``b_dec`` at the mean (the encoder sees centred inputs) and
+    each threshold at the value where its feature fires on a fraction ``target_l0 / d_sae`` of a
+    sample, so that a few hundred steps suffice and no feature starts dead. The returned SAE's
+    encoder reads the input directly (``apply_b_dec_to_input=False``, the centring absorbed into
+    ``b_enc``), as in Gemma Scope.
     """
     from unittest import mock
 

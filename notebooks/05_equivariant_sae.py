@@ -228,7 +228,15 @@ spread = {model: {name: saes.orbit_spread(trained[model][(name, k)].sae, eval_ac
 rows = "| base model | two-layer SAE | invariant SAE |\n|---|---|---|\n"
 for model in saes.BASE_MODELS:
     rows += f"| {model} | {spread[model]['two_layer']:.3f} | {spread[model]['invariant']:.3f} |\n"
-display(Markdown(f"Relative spread of the latents over each orbit (K = {k_mid}, {n_used} held-out images):\n\n" + rows))
+less = [m for m in saes.BASE_MODELS if spread[m]["invariant"] < spread[m]["two_layer"]]
+display(Markdown(
+    f"Relative spread of the latents over each orbit (K = {k_mid}, {n_used} held-out images):\n\n" + rows
+    + "\n" + (f"The invariant SAE's codes depend less on the orientation than the two-layer SAE's on "
+               f"{', '.join(m.upper() for m in less)}" if less else
+               "The invariant SAE's codes are not less orientation-dependent than the two-layer SAE's")
+    + ", but they are far from exactly invariant: the objective only asks the rotations to *decode* to the same "
+      "canonical activation, and a redundant dictionary lets them do so through partly different latents "
+      "(the next table shows how well they decode)."))
 
 # %% [markdown]
 # **What each choice of canonical image teaches the SAE.** We also train the invariant SAE at
