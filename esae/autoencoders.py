@@ -355,8 +355,9 @@ def heldout_images(profile: str) -> ShapesDataset:
     return heldout_set(config)
 
 
-def load_base_models(profile: str, device: torch.device | str = "auto") -> dict[str, nn.Module]:
+def load_base_models(profile: str, device: torch.device | str | None = "auto") -> dict[str, nn.Module]:
     """``{"mlp": ..., "cnn": ...}`` trained exactly as chapter 3 trains them under ``profile``
-    (loaded from the cache after chapter 3 ran; trained here otherwise), eval mode, on ``device``."""
-    device = resolve_device(device) if isinstance(device, str) else device
+    (loaded from the cache after chapter 3 ran; trained here otherwise), eval mode, on ``device``
+    (``None`` means ``"auto"``)."""
+    device = resolve_device(device or "auto") if isinstance(device, str | None) else device
     return {kind: train_base_model(config, device)[0] for kind, config in profile_configs(profile).items()}

@@ -5,8 +5,9 @@
 
 Each chapter's Jupytext source ``notebooks/<stem>.py`` is converted to a notebook, executed
 with the profile's parameters injected, and written (atomically) to ``book/chapters/<stem>.ipynb``,
-the copy the book is built from. A chapter whose source, parameters and ``esae`` package are
-unchanged since its last successful execution is not executed again.
+the copy the book is built from. A chapter whose source, parameters, ``esae`` package and the
+results of the chapters before it are unchanged since its last successful execution is not
+executed again.
 """
 
 from __future__ import annotations
@@ -42,12 +43,29 @@ def resolve_chapter(name: str, root: Path | None = None) -> str:
     raise ValueError(f"chapter must be one of {', '.join(stems)} (or its number), got {name!r}")
 
 
-def _stamp(root: Path, stem: str, params: dict) -> str:
+def _stamp(root: Path, stem: str, params: dict, profile: str) -> str:
+    """What a chapter's executed copy depends on: its source, its parameters, the package, and the
+    result files of the chapters before it (a later chapter reuses an earlier one's artifacts, and
+    the summary page reads the results and, from ``timings.json``, the other chapters' wall times)."""
+    from esae.results import results_dir
+
     h = hashlib.sha256()
     h.update((root / "notebooks" / f"{stem}.py").read_bytes())
     h.update(json.dumps(params, sort_keys=True).encode())
     for path in sorted((root / "esae").rglob("*.py")):
         h.update(path.name.encode() + path.read_bytes())
+    results = results_dir(profile)
+    for before in (s for s in chapters(root) if s < stem):
+        path = results / f"{before}.json"
+        if path.is_file():
+            h.update(before.encode() + path.read_bytes())
+    timings = results / "timings.json"
+    if stem.endswith("_summary"):
+        try:
+            times = json.loads(timings.read_text()).get("chapters", {})
+        except (OSError, ValueError):
+            times = {}
+        h.update(json.dumps({k: v for k, v in times.items() if k != stem}, sort_keys=True).encode())
     return h.hexdigest()
 
 
@@ -77,7 +95,7 @@ def execute_chapter(stem: str, profile: str, *, out_dir: Path | None = None,
     out_dir.mkdir(parents=True, exist_ok=True)
     output = out_dir / f"{stem}.ipynb"
     params = chapter_parameters(stem, profile)
-    stamp = _stamp(root, stem, params)
+    stamp = _stamp(root, stem, params, profile)
     if not force and output.is_file():
         try:
             meta = nbformat.read(output, as_version=4).metadata.get(STAMP_KEY, {})

@@ -32,6 +32,7 @@ Tensor = torch.Tensor
 
 INITS = ("identity", "lstsq")
 CONSTRAINTS = ("none", "penalty", "exact")
+SCHEDULES = ("constant", "cosine")
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,9 @@ class FitConfig:
     """How M is fitted. ``init``: ``identity`` (the paper) or ``lstsq`` (closed-form warm start
     for p = 1); ``constraint``: ``none`` (the paper), ``penalty`` (adds ``penalty · ‖M^|G| − I‖²_F / d``)
     or ``exact`` (M = S R S⁻¹ with R fixed by the unconstrained fit's eigenvalues snapped to the
-    nearest roots of unity, S learned)."""
+    nearest roots of unity, S learned); ``schedule``: ``constant`` learning rate (the paper) or
+    ``cosine`` annealing to 0 over the run (the constrained fits: two objectives pulling against
+    each other make Adam's last iterates oscillate at a constant rate)."""
 
     order: int = 4
     epochs: int = 150
@@ -49,7 +52,8 @@ class FitConfig:
     constraint: str = "none"
     penalty: float = 1.0
     seed: int = 0
-    version: int = 1
+    schedule: str = "constant"
+    version: int = 2  # 2: the least-squares start shrinks towards I (was 0)
 
     def __post_init__(self) -> None:
         check_int("order", self.order, 1)
@@ -60,6 +64,7 @@ class FitConfig:
         check_choice("constraint", self.constraint, CONSTRAINTS)
         check_float("penalty", self.penalty, 0.0)
         check_int("seed", self.seed, 0)
+        check_choice("schedule", self.schedule, SCHEDULES)
 
 
 @dataclass
@@ -123,14 +128,16 @@ def r2(acts: Tensor, acts_rotated: Tensor, m: Tensor, order: int = 4) -> dict[st
 def lstsq_m(acts: Tensor, acts_next: Tensor, ridge: float = 1e-4) -> Tensor:
     """Closed-form least-squares M with ``acts_next ≈ acts @ M.T`` (both ``(n, d)``).
 
-    A small ridge (``ridge`` times the mean activation energy) keeps directions the data never
-    visits (dead units, rank deficiency) at zero instead of at arbitrary values that would blow
-    up under the powers M^p."""
+    A small ridge (``ridge`` times the mean activation energy) shrinks M towards the identity:
+    ``min ‖acts M^T − acts_next‖² + λ‖M − I‖²``. Directions the data never visits (dead units,
+    rank deficiency) thus keep M = I — where the paper's identity start leaves them too —
+    instead of arbitrary values that would blow up under the powers M^p, or zeros that would
+    make M^4 = I fail there for no reason the data shows."""
     a, b = acts.double(), acts_next.double()
     gram = a.T @ a
     lam = ridge * gram.diagonal().mean().clamp_min(1e-12)
     eye = torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
-    return torch.linalg.solve(gram + lam * eye, a.T @ b).T.to(acts.dtype)
+    return torch.linalg.solve(gram + lam * eye, a.T @ b + lam * eye).T.to(acts.dtype)
 
 
 def roots_of_unity_block(eigenvalues: Tensor, order: int) -> tuple[Tensor, Tensor]:
@@ -211,6 +218,9 @@ def fit_m(acts: Tensor, acts_rotated: Tensor, config: FitConfig = FitConfig(), *
             return m_param
 
     opt = torch.optim.Adam(params, lr=config.lr)
+    n_steps = config.epochs * -(-n // config.batch_size)
+    sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, n_steps) if config.schedule == "cosine"
+             else None)
     history: list[dict[str, float]] = []
     start_time = time.perf_counter()
     bar = progress(range(config.epochs), desc=f"fit M ({config.init}, {config.constraint})")
@@ -225,6 +235,8 @@ def fit_m(acts: Tensor, acts_rotated: Tensor, config: FitConfig = FitConfig(), *
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if sched is not None:
+                sched.step()
             total += float(loss.detach()) * len(idx)
         record = {"epoch": epoch + 1, "loss": total / n, "seconds": time.perf_counter() - start_time}
         if eval_data is not None:
@@ -261,13 +273,16 @@ VARIANTS = {
 
 def profile_fit_config(profile: str, variant: str = "paper") -> FitConfig:
     """The FitConfig chapter 4 uses under ``profile`` for ``variant`` (``paper``: Adam from the
-    identity; ``warm_start``: least-squares start; ``penalty``/``exact``: M^4 = I imposed)."""
+    identity; ``warm_start``: least-squares start; ``penalty``/``exact``: M^4 = I imposed, for
+    ``constrained_epochs`` with a cosine-annealed rate)."""
     from esae.params import chapter_parameters
 
     check_choice("variant", variant, VARIANTS)
     p = chapter_parameters("04_fitting_m", profile)
-    return FitConfig(order=4, epochs=p["epochs"], batch_size=p["batch_size"], lr=p["lr"],
-                     penalty=p["penalty"], seed=p["seed"], **VARIANTS[variant])
+    constrained = VARIANTS[variant]["constraint"] != "none"
+    return FitConfig(order=4, epochs=p["constrained_epochs"] if constrained else p["epochs"],
+                     batch_size=p["batch_size"], lr=p["lr"], penalty=p["penalty"], seed=p["seed"],
+                     schedule="cosine" if constrained else "constant", **VARIANTS[variant])
 
 
 def profile_fit(profile: str, model: str, variant: str = "paper",

@@ -114,14 +114,22 @@ def equivariance_error(f: Callable[[Tensor], Tensor], images: Tensor, group: Cyc
     return _relative(lhs - rhs, lhs)
 
 
-def power_error(matrix: Tensor, order: int = 4) -> float:
+def power_error(matrix: Tensor, order: int = 4, basis: Tensor | None = None) -> float:
     """``‖M^order − I‖_F / ‖I‖_F``: how far a matrix is from representing an element of a
-    cyclic group of that order (0 for an exact representation)."""
+    cyclic group of that order (0 for an exact representation). With ``basis`` (orthonormal
+    rows ``(r, d)``, e.g. the span the activations occupy) only vectors of that subspace are
+    checked: ``‖(M^order − I) Bᵀ‖_F / ‖Bᵀ‖_F``."""
     check_int("order", order, 1)
     if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
         raise ValueError(f"matrix must be square (d, d), got {tuple(matrix.shape)}")
     eye = torch.eye(matrix.shape[0], dtype=matrix.dtype, device=matrix.device)
-    return float(torch.linalg.matrix_power(matrix, order).sub(eye).norm() / eye.norm())
+    err = torch.linalg.matrix_power(matrix, order).sub(eye)
+    if basis is None:
+        return float(err.norm() / eye.norm())
+    if basis.ndim != 2 or basis.shape[1] != matrix.shape[0]:
+        raise ValueError(f"basis must be (r, {matrix.shape[0]}) with orthonormal rows, got {tuple(basis.shape)}")
+    b = basis.to(matrix.dtype).T
+    return float((err @ b).norm() / b.norm())
 
 
 def glyph_image(text: str = "F", size: int = 64, thickness: int | None = None) -> Tensor:

@@ -39,6 +39,7 @@ profile: str = "default"  # parameter profile that produced this page: smoke | d
 seed: int = 0  # seed for the mini-batch order of every fit
 device: str = "auto"  # auto | cpu | cuda
 epochs: int = 15  # Adam epochs over the training activations (the paper: 150)
+constrained_epochs: int = 100  # epochs of the fits constrained to M^4 = I (cosine-annealed rate)
 batch_size: int = 256  # samples per Adam step (the paper's other trainings use 64)
 lr: float = 0.001  # Adam learning rate
 penalty: float = 1.0  # weight of the penalty on M^4 minus I in the penalised fit
@@ -52,6 +53,7 @@ from IPython.display import Markdown, display
 import esae
 from esae import autoencoders, equivariance as eq
 from esae.groups import power_error
+from esae.saes import data_basis
 
 esae.params.check_profile(profile)
 dev = esae.runtime.resolve_device(device)
@@ -186,14 +188,19 @@ def root_distance(m: torch.Tensor) -> float:
     return float((e[:, None] - roots[None]).abs().min(1).values.median())
 
 
-rows = "| model | M | held-out R² | ‖M⁴ − I‖_F / ‖I‖_F | median distance of eigenvalues to a 4th root |\n|---|---|---|---|---|\n"
+# where the activations go: the principal subspace holding 99.9 % of their variance
+spans = {name: data_basis(heldout[name][0]) for name in MODELS}
+rows = ("| model | M | held-out R² | ‖M⁴ − I‖ / ‖I‖, all of R²⁵⁶ | on the activations' span "
+        "| median distance of eigenvalues to a 4th root |\n|---|---|---|---|---|---|\n")
 for name in MODELS:
     for variant, label in (("paper", "Adam from I (paper recipe)"), ("warm_start", "fitted (warm start)"),
                            ("penalty", f"penalised (weight {penalty:g})"), ("exact", "exact: M = S R S⁻¹")):
         m = fits[(name, variant)].m
         rows += (f"| {name.upper()} | {label} | {scores[(name, variant)]['pooled_mean']:.4f} | "
-                 f"{power_error(m.double(), 4):.3f} | {root_distance(m):.3f} |\n")
-display(Markdown(rows))
+                 f"{power_error(m.double(), 4):.3f} | {power_error(m.double(), 4, spans[name]):.3f} | "
+                 f"{root_distance(m):.3f} |\n")
+display(Markdown(rows + "\n" + ", ".join(f"{n.upper()} activations span {spans[n].shape[0]} of "
+                                         f"{heldout[n][0].shape[1]} dimensions" for n in MODELS) + "."))
 
 # %% [markdown]
 # The constrained fits impose what the group structure demands. The *penalised* fit adds
@@ -201,8 +208,18 @@ display(Markdown(rows))
 # $M = S R S^{-1}$, where $R$ is block-diagonal with the eigenvalues of the unconstrained fit
 # snapped to the nearest fourth roots of unity ($1\times 1$ blocks for $\pm 1$, $2\times 2$
 # quarter-turn blocks for $\pm i$) and only $S$ is learned, so $M^4 = I$ holds to float precision
-# throughout. Comparing their $R^2$ with the unconstrained fit's says how much of the fit relies on
+# throughout. Both run for `constrained_epochs` with a cosine-annealed learning rate: the data
+# term and the constraint pull against each other, and at a constant rate Adam's last iterates
+# oscillate. Comparing their $R^2$ with the unconstrained fit's says how much of the fit relies on
 # *breaking* the group structure.
+#
+# **Where to measure $M^4 = I$.** The activations fill only part of $\mathbb{R}^{256}$ (the count
+# is printed under the table). In the other directions the data says nothing about $M$: the
+# paper's identity start leaves them at $I$, and our least-squares start shrinks towards $I$ for
+# the same reason. (An earlier version of this chapter shrank towards 0 there, which made
+# $\lVert M^4 - I\rVert$ over all of $\mathbb{R}^{256}$ look large — about 0.8 — for a reason no
+# image could reveal.) What the group structure constrains is $M$ on the activations' span, so
+# the table reports the error there too; it is the number to read.
 #
 # ## What this run showed
 
@@ -213,6 +230,8 @@ results = {
     "r2_constrained": {n: scores[(n, "exact")]["pooled_mean"] for n in MODELS},
     "m4_minus_identity": {n: power_error(fits[(n, "warm_start")].m.double(), 4) for n in MODELS},
     "m4_minus_identity_constrained": {n: power_error(fits[(n, "exact")].m.double(), 4) for n in MODELS},
+    "m4_minus_identity_on_span": {n: power_error(fits[(n, "warm_start")].m.double(), 4, spans[n]) for n in MODELS},
+    "activation_span_dims": {n: int(spans[n].shape[0]) for n in MODELS},
     "r2_definition": "pooled over dimensions, mean over p = 1..4, held-out images",
     "r2_per_dim": {n: {v: scores[(n, v)]["per_dim_mean"] for v in ("identity", *eq.VARIANTS)} for n in MODELS},
     "r2_paper_recipe": {n: scores[(n, "paper")]["pooled_mean"] for n in MODELS},
@@ -222,4 +241,12 @@ results = {
                           for n in MODELS},
 }
 esae.results.write_results(profile, "04_fitting_m", results)
-results
+display(Markdown("\n".join(
+    f"- **{n.upper()}**: the fitted M explains the rotated held-out activations with R² "
+    f"**{results['r2_fitted'][n]:.4f}** (paper: 0.987 ± 0.001; M = I: {results['r2_identity'][n]:.3f}; the paper's "
+    f"recipe with the same {epochs} epochs: {results['r2_paper_recipe'][n]:.3f}). On the "
+    f"{results['activation_span_dims'][n]}-dimensional span of the activations ‖M⁴ − I‖ / ‖I‖ is "
+    f"{results['m4_minus_identity_on_span'][n]:.3f}; imposing M⁴ = I costs R² "
+    f"{results['r2_fitted'][n] - results['r2_penalty'][n]:+.4f} by penalty and "
+    f"{results['r2_fitted'][n] - results['r2_constrained'][n]:+.4f} exactly (M = S R S⁻¹)."
+    for n in MODELS) + f"\n\nThe numbers are in `results/{profile}/04_fitting_m.json`."))

@@ -505,6 +505,10 @@ results = {
     "explained_variance": {p: {v: ev[p][v] for v in ("folded", "unfolded", "own", "previous")} for p in pairs},
     "delta_loss": {p: {v: loss.delta[p][v] for v in ("folded", "unfolded", "own", "previous")} for p in pairs},
     "ground_truth_recovery": gt_mean,
+    "persistence": {str(k): {m: pers[k][m] for m in ("agreement", "cofire_composed", "cofire_direct")} for k in ks},
+    "pruning": {p.split("-")[1]: {"encode_permute_decode": loss.delta[p]["folded"],
+                                  "layer_drop": loss.delta[p]["layer_drop"]} for p in pairs},
+    "matching_score": {k: mean_sc[k]["cofire"] for k in kinds},
 }
 esae.results.write_results(profile, "07_sae_match", results)
 display(Markdown(f"""

@@ -60,3 +60,23 @@ def test_unknown_chapter_and_undeclared_parameter(workspace, monkeypatch):
     monkeypatch.setattr(book, "chapter_parameters", lambda stem, profile: {**orig(stem, profile), "n_epochs": 5})
     with pytest.raises(ValueError, match="sets n_epochs for 01_groups, which its parameters cell does not declare"):
         book.execute_chapter("01", "smoke", out_dir=workspace / "bad", root=ROOT, force=True)
+
+
+def test_stamp_follows_earlier_results_and_timings(tmp_path, monkeypatch):
+    from esae import results
+
+    monkeypatch.setenv("ESAE_RESULTS", str(tmp_path))
+
+    def stamps():
+        return {s: book._stamp(ROOT, s, {}, "smoke") for s in ("01_groups", "06_probing", "08_summary")}
+
+    first = stamps()
+    results.write_results("smoke", "05_equivariant_sae", {"x": 1})
+    second = stamps()
+    assert second["01_groups"] == first["01_groups"]  # a later chapter's results do not matter
+    assert second["06_probing"] != first["06_probing"] and second["08_summary"] != first["08_summary"]
+    results.write_results("smoke", "timings", {"chapters": {"08_summary": 3.0}})
+    assert stamps() == second  # the summary's own wall time does not re-trigger it
+    results.write_results("smoke", "timings", {"chapters": {"08_summary": 3.0, "03_base_models": 60.0}})
+    third = stamps()
+    assert third["08_summary"] != second["08_summary"] and third["06_probing"] == second["06_probing"]

@@ -53,7 +53,19 @@ def test_identity_is_perfect_on_invariant_activations():
 def test_lstsq_warm_start_is_already_good():
     truth = c4_representation(12)
     x, rot = orbit_data(truth, 300)
-    assert (eq.lstsq_m(x, rot[0]) - truth).abs().max() < 1e-4
+    assert (eq.lstsq_m(x, rot[0]) - truth).abs().max() < 1e-3  # ridge bias O(1e-4)
+
+
+def test_lstsq_keeps_unvisited_directions_at_identity():
+    truth = c4_representation(8)
+    x, rot = orbit_data(truth, 300)
+    pad = lambda t: torch.cat([t, torch.zeros(*t.shape[:-1], 4)], -1)  # 4 dimensions the data never visits
+    m = eq.lstsq_m(pad(x), pad(rot[0]))
+    torch.testing.assert_close(m[8:, 8:], torch.eye(4), atol=1e-6, rtol=0)
+    assert (m[:8, :8] - truth).abs().max() < 1e-3
+    assert power_error(m, 4) < 1e-2  # M^4 = I holds on the whole space, not only where the data is
+    basis = torch.eye(12)[:8]
+    assert power_error(m, 4, basis) < 1e-2 and power_error(torch.zeros(12, 12), 4, basis) == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize("constraint", ["penalty", "exact"])

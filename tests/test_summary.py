@@ -38,3 +38,37 @@ def test_timings_table(tmp_results):
                                                 "machine": {"cpu": "x", "cpus": 2}})
     text = summary.timings_markdown("smoke")
     assert "2.0 min" in text and "01_groups" in text
+
+
+def test_sae_match_rows_use_medians_persistence_and_pruning(tmp_results):
+    ev = {"0-1": {"folded": 0.5, "unfolded": 0.4, "own": 0.9, "previous": 0.1},
+          "1-2": {"folded": -1e4, "unfolded": 0.3, "own": 0.9, "previous": 0.1},  # one diverging pair
+          "2-3": {"folded": 0.6, "unfolded": 0.2, "own": 0.9, "previous": 0.2}}
+    results.write_results("smoke", "07_sae_match", {
+        "model": "tiny", "mse": {"0-1": {"vanilla": 3.0, "unfolded": 2.0, "folded": 1.0}},
+        "explained_variance": ev,
+        "persistence": {"1": {"agreement": 1.0, "cofire_composed": 0.6, "cofire_direct": 0.6},
+                        "3": {"agreement": 0.4, "cofire_composed": 0.3, "cofire_direct": 0.35}},
+        "pruning": {"1": {"encode_permute_decode": 0.5, "layer_drop": 1.0},
+                    "2": {"encode_permute_decode": 2.0, "layer_drop": 1.0}},
+        "matching_score": {"folded": 0.5, "unfolded": 0.4, "vanilla": 0.05, "random": 0.05}})
+    rows = {r.claim: r for r in summary.claims("smoke")}
+    beats = rows["hidden-state approximation: folded matching beats unfolded (median EV)"]
+    assert beats.verdict == "agrees" and "folded 0.500" in beats.ours
+    pers = next(r for r in rows.values() if r.claim.startswith("persistence"))
+    assert pers.verdict == "agrees" and "100% (k=1) → 40% (k=3)" in pers.ours
+    prune = next(r for r in rows.values() if r.claim.startswith("layer pruning"))
+    assert "1 of 2 blocks" in prune.ours and "median ΔL 1.250" in prune.ours
+    assert next(r for r in rows.values() if r.claim.startswith("matched features")).verdict == "agrees"
+
+
+def test_readme_table_is_replaced_between_markers(tmp_results, tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- summary:start -->\nold table\n<!-- summary:end -->\nafter\n")
+    summary.main(["--profile", "smoke", "--readme", str(readme)])
+    text = readme.read_text()
+    assert text.startswith("intro\n<!-- summary:start -->") and text.endswith("<!-- summary:end -->\nafter\n")
+    assert "old table" not in text and "| source | claim |" in text and "not run" in text
+    readme.write_text("no markers")
+    with pytest.raises(ValueError, match="summary:start"):
+        summary.update_readme("smoke", readme)
