@@ -39,7 +39,7 @@ profile: str = "default"  # parameter profile that produced this page: smoke | d
 seed: int = 0  # seed for the mini-batch order of every fit
 device: str = "auto"  # auto | cpu | cuda
 epochs: int = 15  # Adam epochs over the training activations (the paper: 150)
-constrained_epochs: int = 100  # epochs of the fits constrained to M^4 = I (cosine-annealed rate)
+constrained_epochs: int = 100  # epochs of the fits constrained to the identity M^4 (cosine-annealed rate)
 batch_size: int = 256  # samples per Adam step (the paper's other trainings use 64)
 lr: float = 0.001  # Adam learning rate
 penalty: float = 1.0  # weight of the penalty on M^4 minus I in the penalised fit
