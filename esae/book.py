@@ -13,12 +13,15 @@ executed again.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,8 +124,9 @@ def execute_chapter(stem: str, profile: str, *, out_dir: Path | None = None,
         os.environ.setdefault("ESAE_ROOT", str(root))
         os.environ.setdefault("PYTHONPATH", str(root))
         start = time.perf_counter()
-        papermill.execute_notebook(str(source_path), tmp_out, parameters=params, kernel_name="python3",
-                                   cwd=str(root), progress_bar=False, log_output=False)
+        with _interrupt_reaches_kernel():
+            papermill.execute_notebook(str(source_path), tmp_out, parameters=params, kernel_name="python3",
+                                       cwd=str(root), progress_bar=False, log_output=False)
         seconds = time.perf_counter() - start
         nb = nbformat.read(tmp_out, as_version=4)
         for cell in nb.cells:
@@ -140,6 +144,31 @@ def execute_chapter(stem: str, profile: str, *, out_dir: Path | None = None,
     run = ChapterRun(stem, output, seconds, False)
     record_timings(profile, [run])  # per chapter, so the summary page (run last) can read them
     return run
+
+
+@contextlib.contextmanager
+def _interrupt_reaches_kernel():
+    """Ctrl-C while a chapter runs: jupyter_client starts the kernel in its own session, so the
+    terminal's SIGINT reaches only this process, where the client swallows it and the chapter
+    runs on. Forward it to the kernel (which interrupts the running cell, so papermill fails and
+    nothing is written), then raise KeyboardInterrupt here."""
+    import psutil
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def forward(signum, frame):
+        for child in psutil.Process().children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                child.send_signal(signal.SIGINT)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, forward)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _write_tmp(nb) -> Path:

@@ -48,6 +48,7 @@ def test_sae_match_rows_use_medians_persistence_and_pruning(tmp_results):
         "model": "tiny", "mse": {"0-1": {"vanilla": 3.0, "unfolded": 2.0, "folded": 1.0}},
         "explained_variance": ev,
         "persistence": {"1": {"agreement": 1.0, "cofire_composed": 0.6, "cofire_direct": 0.6},
+                        "2": {"agreement": 0.8, "cofire_composed": 0.5, "cofire_direct": 0.5},
                         "3": {"agreement": 0.4, "cofire_composed": 0.3, "cofire_direct": 0.35}},
         "pruning": {"1": {"encode_permute_decode": 0.5, "layer_drop": 1.0},
                     "2": {"encode_permute_decode": 2.0, "layer_drop": 1.0}},
@@ -56,7 +57,7 @@ def test_sae_match_rows_use_medians_persistence_and_pruning(tmp_results):
     beats = rows["hidden-state approximation: folded matching beats unfolded (median EV)"]
     assert beats.verdict == "agrees" and "folded 0.500" in beats.ours
     pers = next(r for r in rows.values() if r.claim.startswith("persistence"))
-    assert pers.verdict == "agrees" and "100% (k=1) → 40% (k=3)" in pers.ours
+    assert pers.verdict == "agrees" and "80% (k=2) → 40% (k=3)" in pers.ours
     prune = next(r for r in rows.values() if r.claim.startswith("layer pruning"))
     assert "1 of 2 blocks" in prune.ours and "median ΔL 1.250" in prune.ours
     assert next(r for r in rows.values() if r.claim.startswith("matched features")).verdict == "agrees"
