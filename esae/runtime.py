@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -12,6 +13,10 @@ import numpy as np
 import torch
 
 T = TypeVar("T")
+
+# Libraries that import tqdm.auto (sae-lens, transformers) warn once that ipywidgets is missing;
+# the bars fall back to text, which is all a page executed by papermill can show anyway.
+warnings.filterwarnings("ignore", message="IProgress not found")
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 

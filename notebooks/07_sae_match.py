@@ -530,6 +530,12 @@ display(Markdown(f"""
   Folded beats unfolded on {better_ev} (EV) and {better_dl} (ΔL) of {len(pairs)} pairs.
 - **Partial matching**: mean EV {' → '.join(f'{v:.2f}' for v in mean_partial.values())} for q =
   {', '.join(str(q) for q in quantiles)}: the lower a match's cost, the more it can be trusted.
+- **Persistence**: composed and direct matches agree on {pers[ks[min(1, len(ks) - 1)]]['agreement']:.0%} of the
+  features at distance {ks[min(1, len(ks) - 1)]} and {pers[ks[-1]]['agreement']:.0%} at {ks[-1]}; chains fire with their
+  start at {pers[ks[-1]]['cofire_composed']:.2f} after {ks[-1]} layers against {mean_sc['random']['cofire']:.2f} by
+  chance — {"still well above chance, as in the paper" if pers[ks[-1]]['cofire_composed'] > 2 * mean_sc['random']['cofire']
+  else "close to chance, so features persist for fewer layers here than the paper's five or so (see below)"}.
+- **Layer pruning**: encode-permute-decode costs less than dropping the block on {beats_drop} of {len(pairs)} blocks.
 """))
 
 # %% [markdown]
@@ -546,7 +552,10 @@ display(Markdown(f"""
 #   sizeable ΔL (the "own SAE" column), which bounds every SAE-based replacement, so layer pruning by
 #   encode-permute-decode does not beat simply dropping a block of Gemma 3 270M here, unlike the
 #   paper's later Gemma 2 layers. The `paper` profile runs the original setting.
-# - **Uneven sparsity.** With the step (L0) penalty and a short schedule, L0 differs between layers;
+# - **Shorter persistence.** A chain of matches loses its feature within a few layers when each
+  link is imperfect: with the weaker SAEs above, one wrong link in $k$ ends the chain, whereas
+  Gemma Scope's SAEs make each link reliable enough for features to survive about five layers.
+- **Uneven sparsity.** With the step (L0) penalty and a short schedule, L0 differs between layers;
 #   the paper notes matching works best between SAEs of similar L0.
 # - **Dense features and the training loss.** Trained with the quadratic penalty towards a target
 #   L0 (Gemma Scope 2's loss), several layers grew dense features (firing on most tokens) whose
