@@ -246,7 +246,8 @@ def claims(profile: str) -> list[Claim]:
 
 def claims_markdown(rows: list[Claim]) -> str:
     """The claims as a Markdown table."""
-    marks = {"agrees": "✅ agrees", "differs": "❌ differs", "reported": "reported", "not run": "— not run"}
+    # text symbols every system font has (emoji render as empty boxes without an emoji font)
+    marks = {"agrees": "✓ agrees", "differs": "✗ differs", "reported": "reported", "not run": "— not run"}
     text = "| source | claim | paper | this run | verdict |\n|---|---|---|---|---|\n"
     for c in rows:
         text += f"| {c.source} | {c.claim} | {c.paper} | {c.ours} | {marks[c.verdict]} |\n"
@@ -265,7 +266,9 @@ def timings_markdown(profile: str) -> str:
     rows += f"| **total (chapters 1–7)** | **{total / 60:.1f} min** |\n"
     m = data.get("machine", {})
     rows += (f"\nMachine: {m.get('cpu', '?')}, {m.get('cpus', '?')} CPUs, torch {m.get('torch', '?')} "
-             f"with {m.get('torch_threads', '?')} threads, GPU: {m.get('gpu') or 'none'}.")
+             f"with {m.get('torch_threads', '?')} threads, GPU: {m.get('gpu') or 'none'}. Each time is the "
+             "chapter's most recent execution: one that found its models in the cache (after a change to "
+             "the code, say) is faster than a cold run.")
     return rows
 
 

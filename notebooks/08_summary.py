@@ -24,7 +24,7 @@ profile: str = "default"  # parameter profile whose results are summarised: smok
 seed: int = 0  # unused here; every chapter declares it
 device: str = "auto"  # unused here; every chapter declares it
 
-# %%
+# %% tags=["hide-input"]
 from IPython.display import Markdown, display
 
 import esae
@@ -34,7 +34,7 @@ esae.params.check_profile(profile)
 rows = summary.claims(profile)
 display(Markdown(summary.claims_markdown(rows)))
 
-# %%
+# %% tags=["hide-input"]
 counts = {v: sum(r.verdict == v for r in rows) for v in ("agrees", "differs", "reported", "not run")}
 display(Markdown(f"Profile **{profile}**: {counts['agrees']} claims agree, {counts['differs']} differ, "
                  f"{counts['reported']} are reported without a paper number, {counts['not run']} were not run."))
@@ -42,5 +42,5 @@ display(Markdown(f"Profile **{profile}**: {counts['agrees']} claims agree, {coun
 # %% [markdown]
 # ## Wall time of each chapter
 
-# %%
+# %% tags=["hide-input"]
 display(Markdown(summary.timings_markdown(profile)))
