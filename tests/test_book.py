@@ -80,3 +80,30 @@ def test_stamp_follows_earlier_results_and_timings(tmp_path, monkeypatch):
     results.write_results("smoke", "timings", {"chapters": {"08_summary": 3.0, "03_base_models": 60.0}})
     third = stamps()
     assert third["08_summary"] != second["08_summary"] and third["06_probing"] == second["06_probing"]
+
+
+@pytest.mark.parametrize("profile", ["smoke", "default", "paper"])
+def test_every_profile_sets_only_declared_parameters_of_the_right_type(profile, tmp_path):
+    """The profiles that CI never executes (default, paper) must not rot: every key a profile sets
+    is declared by the chapter, with a value of the declared type."""
+    import jupytext
+
+    kinds = {"int": int, "float": (int, float), "str": str, "list": list, "bool": bool, "dict": dict}
+    for stem in book.chapters():
+        ipynb = tmp_path / f"{stem}.ipynb"
+        jupytext.write(jupytext.read(ROOT / "notebooks" / f"{stem}.py"), ipynb)
+        declared = papermill.inspect_notebook(str(ipynb))
+        for key, value in book.chapter_parameters(stem, profile).items():
+            assert key in declared, f"params/{profile}.yaml sets {key} for {stem}, which it does not declare"
+            kind = declared[key]["inferred_type_name"]
+            if kind in kinds:
+                assert isinstance(value, kinds[kind]), f"{profile}/{stem}.{key} = {value!r} is not {kind}"
+
+
+def test_profile_configs_validate():
+    from esae import equivariance, saes
+
+    for profile in ("smoke", "default", "paper"):
+        for variant in equivariance.VARIANTS:
+            equivariance.profile_fit_config(profile, variant)
+        saes.chapter_configs(profile)
