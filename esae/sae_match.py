@@ -454,6 +454,24 @@ def sae_quality(sae: JumpReLUSAE, acts: Tensor, batch_size: int = 4096) -> dict[
 # --------------------------------------------------------------------------------------------
 
 @torch.no_grad()
+def random_jumprelu(d: int, d_sae: int, *, seed: int = 0, dtype: str = "float64",
+                    apply_b_dec_to_input: bool = True) -> JumpReLUSAE:
+    """A random sae-lens JumpReLU SAE (standard-normal weights, no gradients) whose thresholds
+    cover every case folding must handle: positive, zero (the first eighth of the features) and
+    negative (the second eighth, at −0.5)."""
+    check_int("d", d, 1)
+    check_int("d_sae", d_sae, 1)
+    g = torch.Generator().manual_seed(seed)
+    sae = JumpReLUSAE(JumpReLUSAEConfig(d_in=d, d_sae=d_sae, dtype=dtype, apply_b_dec_to_input=apply_b_dec_to_input))
+    with torch.no_grad():
+        for p in sae.parameters():
+            p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype))
+        sae.threshold.copy_(sae.threshold.abs() * 2)
+        sae.threshold[: d_sae // 8] = 0.0
+        sae.threshold[d_sae // 8: d_sae // 4] = -0.5
+    return sae.requires_grad_(False)
+
+
 def perturbed_copy(sae: JumpReLUSAE, *, noise: float = 0.0, scale_spread: float = 1.0,
                    seed: int = 0) -> tuple[JumpReLUSAE, np.ndarray]:
     """A copy of ``sae`` whose true correspondence is known: Gaussian noise of ``noise`` × each

@@ -116,21 +116,8 @@ if torch_threads:
 # (float64) with a quarter of its thresholds set to zero or below:
 
 # %%
-def random_sae(d: int, F: int, seed: int, dtype: str = "float64") -> sm.JumpReLUSAE:
-    """A random sae-lens JumpReLU SAE with positive, zero and negative thresholds."""
-    g = torch.Generator().manual_seed(seed)
-    sae = sm.JumpReLUSAE(sm.JumpReLUSAEConfig(d_in=d, d_sae=F, dtype=dtype, apply_b_dec_to_input=True))
-    with torch.no_grad():
-        for p in sae.parameters():
-            p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype))
-        sae.threshold.copy_(sae.threshold.abs() * 2)
-        sae.threshold[: F // 8] = 0.0
-        sae.threshold[F // 8: F // 4] = -0.5
-    return sae
-
-
 torch.set_grad_enabled(False)  # nothing in this chapter needs gradients outside SAE training
-toy = random_sae(32, 256, seed)
+toy = sm.random_jumprelu(32, 256, seed=seed)
 toy_folded = sm.fold(toy)
 x = torch.randn(2000, 32, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) * 3
 rescaled = sm.rescale_features(toy, torch.exp(torch.randn(256, generator=torch.Generator().manual_seed(1),

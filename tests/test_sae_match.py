@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from sae_lens import JumpReLUSAE, JumpReLUSAEConfig, StandardSAE, StandardSAEConfig
+from sae_lens import JumpReLUSAE, StandardSAE, StandardSAEConfig
 
 from esae import language_models as lms
 from esae import sae_match as sm
@@ -21,16 +21,7 @@ from esae.runtime import repo_root
 def random_sae(d: int = 12, n_features: int = 40, seed: int = 0, dtype: str = "float64",
                apply_b_dec_to_input: bool = True) -> JumpReLUSAE:
     """Random weights; thresholds positive, zero (1/8) and negative (1/8)."""
-    g = torch.Generator().manual_seed(seed)
-    sae = JumpReLUSAE(JumpReLUSAEConfig(d_in=d, d_sae=n_features, dtype=dtype,
-                                        apply_b_dec_to_input=apply_b_dec_to_input))
-    with torch.no_grad():
-        for p in sae.parameters():
-            p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype))
-        sae.threshold.copy_(sae.threshold.abs() * 2)
-        sae.threshold[: n_features // 8] = 0.0
-        sae.threshold[n_features // 8: n_features // 4] = -0.7
-    return sae.requires_grad_(False)
+    return sm.random_jumprelu(d, n_features, seed=seed, dtype=dtype, apply_b_dec_to_input=apply_b_dec_to_input)
 
 
 def inputs(d: int = 12, n: int = 500, seed: int = 1, dtype=torch.float64) -> torch.Tensor:
