@@ -7,14 +7,14 @@ one of eight shapes (:data:`SHAPES`) in one of its distinct orientations under 9
 **Positions.** Quadrants are numbered counter-clockwise starting at the top right, like the
 quadrants of the plane (I, II, III, IV):
 
-====== ============ ==================
- pos    quadrant     pixels (rows, cols)
-====== ============ ==================
- 0      top-right    ``[0:32, 32:64]``
- 1      top-left     ``[0:32, 0:32]``
- 2      bottom-left  ``[32:64, 0:32]``
- 3      bottom-right ``[32:64, 32:64]``
-====== ============ ==================
+===== ============= ===================
+pos   quadrant      pixels (rows, cols)
+===== ============= ===================
+0     top-right     ``[0:32, 32:64]``
+1     top-left      ``[0:32, 0:32]``
+2     bottom-left   ``[32:64, 0:32]``
+3     bottom-right  ``[32:64, 32:64]``
+===== ============= ===================
 
 **The C4 action.** ``g`` rotates an image by 90° counter-clockwise (``esae.groups.rotate``,
 ``torch.rot90`` on the last two axes). With the numbering above, ``g^k`` moves the shape at
