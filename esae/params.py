@@ -130,9 +130,14 @@ def read_yaml(path: Path) -> Any:
     try:
         return yaml.load(path.read_text(), Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
+        problem = getattr(err, "problem_mark", None)
+        context = getattr(err, "context_mark", None)
+        mark = context or problem  # where the broken construct starts, e.g. an unclosed [
         where = f"{_shown(path)}:{mark.line + 1}" if mark is not None else _shown(path)
-        what = " ".join(str(getattr(err, "problem", None) or err).split())
+        parts = [getattr(err, "context", None), getattr(err, "problem", None)]
+        what = " ".join(": ".join(str(x) for x in parts if x).split()) or " ".join(str(err).split())
+        if context is not None and problem is not None and problem.line != context.line:
+            what += f" on line {problem.line + 1}"
         raise ProfileError(f"{where}: malformed YAML ({what})") from None
 
 
