@@ -59,7 +59,7 @@ $(LAB_STAMP): $(STAMP)
 
 # jupytext.toml pairs notebooks/<chapter>.py with notebooks/<chapter>.ipynb (never committed).
 lab: $(LAB_STAMP)
-	$(PY) -m jupyter lab notebooks/
+	$(PY) -m jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) --ServerApp.root_dir=$(CURDIR) notebooks/
 
 # The browser test needs Debian's chromium; install it where we can (root with apt-get).
 browser:
