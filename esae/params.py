@@ -363,6 +363,7 @@ def validate_parameters(stem: str, params: Mapping[str, Any], declared: Mapping[
         raise ProfileError(f"{prefix}: unknown parameter {', '.join(unknown)}; the chapter declares "
                            f"{', '.join(declared)}")
     rules = {**RULES["common"], **RULES.get(stem, {})}
+    full = {**{d.name: d.default for d in declared.values()}, **params}
     for name, value in params.items():
         kind = declared[name].type
         base = kind.split("[", 1)[0].lower()
@@ -388,7 +389,7 @@ def validate_parameters(stem: str, params: Mapping[str, Any], declared: Mapping[
                 raise ProfileError(f"{prefix}: {each}{name} must be {problem}, got {v!r}")
         if rule.among is not None:
             other_stem, _, other = rule.among.rpartition(".")
-            source = params if not other_stem else (upstream or {}).get(other_stem)
+            source = full if not other_stem else (upstream or {}).get(other_stem)
             if source is None or other not in source:
                 continue
             pool = source[other] if isinstance(source[other], (list, tuple)) else [source[other]]
@@ -430,8 +431,12 @@ def resolved_parameters(stem: str, profile: str, root: Path | None = None) -> di
         if other_stem and other_stem not in upstream:
             upstream[other_stem] = {**{d.name: d.default for d in declared_parameters(other_stem, root).values()},
                                     **chapter_parameters(other_stem, profile)}
-    validate_parameters(stem, given, declared, upstream, where=_shown(profile_path(profile)))
-    return {**{d.name: d.default for d in declared.values()}, **given}
+    resolved = {**{d.name: d.default for d in declared.values()}, **given}
+    unknown = sorted(set(given) - set(declared))
+    # every parameter is checked, the notebook's defaults too; unknown names first, as given
+    validate_parameters(stem, given if unknown else resolved, declared, upstream,
+                        where=_shown(profile_path(profile)))
+    return resolved
 
 
 # ----------------------------------------------------------------------------- the run's own parameters
