@@ -9,6 +9,9 @@ payload files and ``meta.json`` (the configuration and a SHA-256 of every payloa
   place, so an interrupted run leaves no half-written entry under the real name.
 - Reads are verified: a missing ``meta.json``, a different configuration, a missing or
   altered file, or a payload that fails to load is treated as absent, removed and recomputed.
+  So is a plain file (or a link) where an entry's or a kind's folder should be.
+- Temporaries carry their process id; :func:`sweep_stale` (called by the book runner, and
+  for its own kind before every computation) removes those of processes that have ended.
 
 The root is ``ESAE_CACHE`` or ``<repo>/.cache/esae``.
 """
@@ -30,6 +33,7 @@ import numpy as np
 import torch
 
 from esae.runtime import repo_root
+from esae.temporaries import owned_prefix, sweep
 
 T = TypeVar("T")
 META = "meta.json"
@@ -105,22 +109,52 @@ def is_cached(kind: str, config: Any) -> bool:
     return entry.is_dir() and _valid(entry, kind, config)
 
 
+def _make_folder(path: Path) -> None:
+    """Create ``path`` (a kind's folder) as a folder, replacing a plain file or link in its way."""
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        warnings.warn(f"cache path {path} is not a folder; replacing it", stacklevel=3)
+        path.unlink()
+    path.mkdir(parents=True, exist_ok=True)
+
+
+def _remove(entry: Path) -> None:
+    """Remove an entry, whatever it is (folder, plain file, link)."""
+    if entry.is_dir() and not entry.is_symlink():
+        shutil.rmtree(entry, ignore_errors=True)
+    else:
+        entry.unlink(missing_ok=True)
+
+
+def sweep_stale(kind: str | None = None) -> list[Path]:
+    """Remove the ``.tmp-*`` folders that ended processes left in the cache (all kinds, or
+    one); return what was removed."""
+    root = cache_root()
+    kinds = [root / kind] if kind else ([p for p in root.iterdir() if p.is_dir()] if root.is_dir() else [])
+    return [path for folder in kinds for path in sweep(folder, ".tmp-")]
+
+
 def cached_dir(kind: str, config: Any, compute: Callable[[Path], None]) -> Path:
     """Return the entry directory for ``(kind, config)``, calling ``compute(tmpdir)`` to fill
     it (any files it writes into ``tmpdir``) when no valid entry exists."""
     entry = entry_path(kind, config)
-    if entry.is_dir():
+    if entry.is_dir() and not entry.is_symlink():
         if _valid(entry, kind, config):
             return entry
         warnings.warn(f"cache entry {entry} is corrupt or stale; recomputing", stacklevel=2)
-        shutil.rmtree(entry, ignore_errors=True)
-    entry.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{entry.name}-", dir=entry.parent))
+        _remove(entry)
+    elif entry.is_symlink() or entry.exists():
+        warnings.warn(f"cache entry {entry} is not a folder; recomputing", stacklevel=2)
+        _remove(entry)
+    _make_folder(entry.parent)
+    sweep(entry.parent, ".tmp-")
+    tmp = Path(tempfile.mkdtemp(prefix=owned_prefix(f".tmp-{entry.name}-"), dir=entry.parent))
     try:
         compute(tmp)
         files = {str(p.relative_to(tmp)): _digest(p) for p in _files(tmp)}
         meta = {"kind": kind, "config": _plain(config), "files": files, "format": FORMAT_VERSION}
         (tmp / META).write_text(json.dumps(meta, indent=1))
+        if entry.is_symlink() or (entry.exists() and not entry.is_dir()):
+            _remove(entry)  # a file appeared while computing: the finished entry takes its place
         try:
             os.rename(tmp, entry)
         except OSError:  # another process finished the same entry first: keep theirs

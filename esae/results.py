@@ -1,15 +1,43 @@
-"""Headline numbers of each chapter, as plain JSON in ``results/<profile>/<stem>.json``."""
+"""Headline numbers of each chapter, as plain JSON in ``results/<profile>/<stem>.json``.
+
+Results are labelled by the profile: inside a chapter's kernel, :func:`write_results` refuses
+to write them when the chapter did not run with that profile's parameters
+(:func:`esae.params.check_run`).
+
+Numbers are written with :data:`DIGITS` significant digits: more than any comparison in the book
+needs, and free of the last bits that multithreaded BLAS changes from run to run, so the same
+profile gives the same bytes (and later chapters' change stamps, which include earlier results,
+stay put).
+"""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from esae.params import check_profile
+from esae.params import check_profile, check_run
 from esae.runtime import repo_root
+from esae.temporaries import owned_prefix
+
+
+DIGITS = 10
+
+
+def rounded(data: Any, digits: int = DIGITS, zero_below: float = 0.0) -> Any:
+    """``data`` (dicts, lists, numbers) with every float rounded to ``digits`` significant
+    digits, and those smaller in magnitude than ``zero_below`` (float round-off, e.g. the error
+    of an exact representation) set to 0."""
+    if isinstance(data, dict):
+        return {k: rounded(v, digits, zero_below) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [rounded(v, digits, zero_below) for v in data]
+    if isinstance(data, float) and math.isfinite(data):
+        return 0.0 if abs(data) < zero_below else float(f"{data:.{digits}g}")
+    return data
 
 
 def results_dir(profile: str) -> Path:
@@ -19,14 +47,21 @@ def results_dir(profile: str) -> Path:
 
 
 def write_results(profile: str, stem: str, data: dict[str, Any]) -> Path:
-    """Write ``data`` to ``results/<profile>/<stem>.json`` atomically; return the path."""
+    """Write ``data`` to ``results/<profile>/<stem>.json`` atomically; return the path.
+
+    Inside a Jupyter kernel, fails (writing nothing) unless chapter ``stem`` ran with exactly the
+    parameters of ``profile``. Floats are rounded to :data:`DIGITS` significant digits."""
     path = results_dir(profile) / f"{stem}.json"
+    check_run(stem, profile)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(data, indent=2, sort_keys=False, allow_nan=False)
-    fd, tmp = tempfile.mkstemp(prefix=f".{stem}-", suffix=".json", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text + "\n")
-    os.replace(tmp, path)
+    text = json.dumps(rounded(data), indent=2, sort_keys=False, allow_nan=False)
+    fd, tmp = tempfile.mkstemp(prefix=owned_prefix(f".{stem}-"), suffix=".json", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text + "\n")
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
     return path
 
 

@@ -95,3 +95,50 @@ def test_bad_kind_and_config():
         cache.entry_path("../escape", {})
     with pytest.raises(TypeError, match="cache configs"):
         cache.config_key("x", {"f": object()})
+
+
+def test_plain_file_where_an_entry_folder_should_be_is_repaired(tmp_cache):
+    entry = cache.entry_path("arr", {"k": 1})
+    entry.parent.mkdir(parents=True)
+    entry.write_text("not a folder")
+    with pytest.warns(UserWarning, match="not a folder"):
+        value = cache.cached_arrays("arr", {"k": 1}, lambda: {"a": np.arange(3)})
+    np.testing.assert_array_equal(value["a"], np.arange(3))
+    assert entry.is_dir() and cache.is_cached("arr", {"k": 1})
+
+
+def test_plain_file_where_a_kind_folder_should_be_is_repaired(tmp_cache):
+    tmp_cache.mkdir(parents=True)
+    (tmp_cache / "arr").write_text("not a folder")
+    (tmp_cache / "other").mkdir()
+    (tmp_cache / "other" / "keep").write_text("kept")
+    with pytest.warns(UserWarning, match="not a folder"):
+        cache.cached_json("arr", {"k": 1}, lambda: [1, 2])
+    assert cache.cached_json("arr", {"k": 1}, lambda: [3]) == [1, 2]
+    assert (tmp_cache / "other" / "keep").read_text() == "kept"
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_stale_temporaries_of_ended_processes_are_swept(tmp_cache):
+    import os
+
+    kind = tmp_cache / "model"
+    kind.mkdir(parents=True)
+    dead = kind / f".tmp-0123abcd-p{_dead_pid()}-x1y2"
+    alive = kind / f".tmp-0123abcd-p{os.getpid()}-x1y2"
+    for folder in (dead, alive):
+        folder.mkdir()
+        (folder / "half.bin").write_bytes(b"partial")
+    finished = cache.cached_json("model", {"n": 1}, lambda: 1) and cache.entry_path("model", {"n": 1})
+    assert not dead.exists(), "a computation sweeps its kind's temporaries of ended processes"
+    assert alive.exists() and finished.is_dir()
+    os.utime(alive, (0, 0))  # even an old temporary stays while its process runs
+    assert cache.sweep_stale() == [] and alive.exists()

@@ -64,3 +64,50 @@ def test_results_round_trip(tmp_path, monkeypatch):
         results.read_results("smoke", "98_missing")
     with pytest.raises(ValueError):
         results.write_results("smoke", "bad", {"x": float("nan")})
+
+
+def test_every_rule_names_a_parameter_its_chapter_declares():
+    """A renamed parameter must take its rule along (a rule for a name no chapter declares checks nothing)."""
+    stems = params.chapter_stems()
+    declared = {stem: params.declared_parameters(stem) for stem in stems}
+    for stem, rules in params.RULES.items():
+        for name, rule in rules.items():
+            owners = stems if stem == "common" else [stem]
+            assert all(name in declared[s] for s in owners), f"RULES[{stem!r}][{name!r}] names no declared parameter"
+            if rule.among:
+                other_stem, _, other = rule.among.rpartition(".")
+                assert other in declared[other_stem or stem], f"{stem}.{name} refers to {rule.among}"
+
+
+def test_declared_parameters_read_the_parameters_cell():
+    d = params.declared_parameters("05_equivariant_sae")
+    assert list(d)[:3] == ["profile", "seed", "device"]
+    assert d["ks"].type == "list" and d["ks"].default == [8, 16, 32] and "TopK" in d["ks"].help
+    assert d["lr"].type == "float"
+
+
+def test_yaml_reads_exponents_as_numbers_and_keeps_strings(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("a: 1e-3\nb: 2E+2\nc: '1e-3'\nd: 1.5e-4\ne: 12\nf: e5\ng: 1_000\n")
+    assert params.read_yaml(path) == {"a": 0.001, "b": 200.0, "c": "1e-3", "d": 1.5e-4, "e": 12, "f": "e5", "g": 1000}
+
+
+def test_missing_or_unknown_section_names_file_and_section(tmp_path, monkeypatch):
+    monkeypatch.setenv("ESAE_PARAMS", str(tmp_path))
+    (tmp_path / "smoke.yaml").write_text("common: {seed: 0}\n01_groups: {n_samples: 200}\n")
+    assert params.chapter_parameters("01_groups", "smoke")["n_samples"] == 200
+    with pytest.raises(params.ProfileError, match=r"smoke.yaml has no section 04_fitting_m: add it"):
+        params.chapter_parameters("04_fitting_m", "smoke")
+    (tmp_path / "smoke.yaml").write_text("common: {seed: 0}\n01_group: {n_samples: 200}\n")
+    with pytest.raises(params.ProfileError, match=r"smoke.yaml: unknown section '01_group' \(did you mean 01_groups\?\)"):
+        params.chapter_parameters("01_groups", "smoke")
+    (tmp_path / "smoke.yaml").write_text("- just\n- a list\n")
+    with pytest.raises(params.ProfileError, match=r"smoke.yaml must hold a mapping of sections"):
+        params.load_profile("smoke")
+
+
+def test_results_are_rounded_to_ten_significant_digits(tmp_path, monkeypatch):
+    monkeypatch.setenv("ESAE_RESULTS", str(tmp_path))
+    results.write_results("smoke", "99_test", {"x": 1.0035239470286674, "y": [2.7e-13, 3], "z": True})
+    assert results.read_results("smoke", "99_test") == {"x": 1.003523947, "y": [2.7e-13, 3], "z": True}
+    assert results.rounded({"a": 2.7e-13, "b": 0.5}, zero_below=1e-8) == {"a": 0.0, "b": 0.5}
