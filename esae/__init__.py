@@ -7,7 +7,8 @@ Modules, each named for what it holds: ``groups`` (C4 and its action, chapter 1)
 ``runtime``, ``metrics``, ``plots`` and ``book``.
 """
 
-from esae import autoencoders, cache, groups, metrics, params, plots, probing, results, runtime, shapes
+from esae import runtime  # noqa: I001 — first: sets OpenMP's wait policy before torch loads (see runtime)
+from esae import autoencoders, cache, groups, metrics, params, plots, probing, results, shapes
 
 __version__ = "0.1.0"
 __all__ = ["autoencoders", "cache", "groups", "metrics", "params", "plots", "probing", "results", "runtime", "shapes"]
