@@ -283,9 +283,11 @@ class _Stack:
     # -- results -------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def results(self, seconds: float, n_together: int) -> list[TrainResult]:
+    def results(self, seconds: float, total_steps: int, n_together: int) -> list[TrainResult]:
         """Copy each slice back into its sae-lens training SAE, record sae-lens's end-of-training
-        metadata, and return the inference SAEs with their histories."""
+        metadata, and return the inference SAEs with their histories (``seconds``: this SAE's
+        share of the run's wall time ``seconds``, in proportion to its steps among the
+        ``total_steps`` of all ``n_together`` SAEs)."""
         curves = self.mse.cpu()
         out = []
         for s, (config, sae) in enumerate(zip(self.configs, self.saes)):
@@ -299,9 +301,10 @@ class _Stack:
             sae.cfg.metadata.esae_training = {"name": config.name,
                                               "objective": "invariant" if config.invariant else "reconstruction"}
             samples = self.n_steps * config.batch_size
-            history = {"steps": self.n_steps, "samples": samples, "seconds": seconds,
-                       "samples_per_s": samples / max(seconds, 1e-9), "mse": curves[s].tolist(),
-                       "trained_together": n_together}
+            share = seconds * self.n_steps / total_steps
+            history = {"steps": self.n_steps, "samples": samples, "seconds": share,
+                       "samples_per_s": samples / max(share, 1e-9), "mse": curves[s].tolist(),
+                       "trained_together": n_together, "seconds_together": seconds}
             out.append(TrainResult(_to_inference(sae), history))
         return out
 
@@ -340,8 +343,10 @@ def train_stacked(configs: Sequence[SAETrainConfig], acts: Tensor, device: torch
 
     All configs must share ``seed``, ``batch_size`` and ``canonical`` (they share one sample
     stream); SAEs that differ only in K are stacked. ``sync_free`` (default: on CUDA) keeps the
-    step loop free of host round-trips. Each history carries the run's wall time (``seconds``,
-    shared by the ``trained_together`` SAEs) and its own loss curve."""
+    step loop free of host round-trips. Each history carries its own loss curve, the run's wall
+    time ``seconds_together`` (shared by the ``trained_together`` SAEs) and, as ``seconds`` and
+    ``samples_per_s``, this SAE's share of it (in proportion to its steps), so that the SAEs'
+    ``seconds`` add up to the run's."""
     configs = list(configs)
     if not configs:
         return []
@@ -372,7 +377,8 @@ def train_stacked(configs: Sequence[SAETrainConfig], acts: Tensor, device: torch
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
     results: list[Any] = [None] * len(configs)
+    total_steps = sum(st.n_steps * st.n_stack for st in stacks)
     for members, st in zip(layout.stacks, stacks):
-        for i, result in zip(members, st.results(seconds, len(configs))):
+        for i, result in zip(members, st.results(seconds, total_steps, len(configs))):
             results[i] = result
     return results

@@ -63,6 +63,8 @@ def test_stacked_equals_separate(trained):
         assert a.sae.cfg.metadata.num_dead_features == b.sae.cfg.metadata.num_dead_features
         assert type(a.sae) is type(b.sae) and a.sae.cfg.d_sae == b.sae.cfg.d_sae
         assert a.history["trained_together"] == len(cfgs)
+    total = stacked[0].history["seconds_together"]
+    assert sum(r.history["seconds"] for r in stacked) == pytest.approx(total)
 
 
 def test_auxk_was_exercised(trained):
