@@ -32,9 +32,10 @@ activations. :func:`train_stacked` trains them together:
 **Equality with separate runs.** The arithmetic is the same, the order of floating-point sums is
 not (batched vs single matmuls, TopK sorted vs unsorted, the flattened sparse kernels), so the
 weights agree up to float32 round-off at first; a TopK near-tie resolved differently later turns
-that into a visible difference on the latents concerned, as between any two float32 runs that
-differ in summation order (e.g. a different thread count). ``tests/test_sae_stack.py`` bounds
-the difference after a short run and ``benchmarks/bench_saes.py`` prints it.
+that into a visible difference on the latents concerned (after 128 steps at d = 256, 4 of 12
+SAEs differed by 1.6e-4 – 1.6e-2 relative, the others by ≤ 2.2e-6): the same training, not the
+same bits. ``tests/test_sae_stack.py`` bounds the difference after a short run and
+``benchmarks/bench_saes.py`` prints it.
 
 **No host round-trips per step** with ``sync_free`` (the default on CUDA): no ``.item()``,
 ``.cpu()`` or data-dependent shapes in the step loop — the AuxK set has the fixed size
