@@ -1,6 +1,15 @@
-"""Training speed of chapter 5's SAEs against plain sae-lens, as ratios measured in one run.
+"""Training speed of chapter 5's SAEs, as ratios measured in one run.
 
-For each batch size, trains (a) sae-lens's own ``TopKTrainingSAE`` with ``SAETrainer.fit()``
+**Stacked vs separate** (:func:`esae.sae_stack.train_stacked`): the 12 SAEs of one base model
+(regular, wide, two-layer, invariant × K = 8, 16, 32) trained together on one stream against the
+same 12 trained one after another with :func:`esae.saes.train_sae` (today's path), at batch 64 and
+1024, alternating the two and keeping each one's best repeat; samples/s counts the samples every
+SAE sees (12 × steps × batch / wall time, setup included). Also: the stacked run's executed FLOPs
+per second as a fraction of the machine's dense matmul rate, and the equality check — the largest
+difference between a stacked and a separately trained SAE's weights (same seed, same stream),
+relative to the largest weight of that tensor.
+
+**Single SAE vs plain sae-lens** (skip with ``--no-single``): for each batch size, trains (a) sae-lens's own ``TopKTrainingSAE`` with ``SAETrainer.fit()``
 — the dense TopK pass, nothing of ours — and (b) the same architecture through
 ``esae.saes.train_sae`` (the same trainer, our sparse training pass), on the same synthetic
 orbit activations (d = 256, 2,048 latents), alternating the two and keeping each one's best
@@ -13,7 +22,7 @@ repeat. Also times our two-layer, invariant and wide SAEs, and the machine's den
   forward 2N, backward 4N, N = 2·d·F weights) per second — above 1 means faster than any dense
   implementation running at the machine's full matmul rate could be.
 
-Usage: ``python benchmarks/bench_saes.py [--quick] [--device cpu|cuda] [--threads N]``.
+Usage: ``python benchmarks/bench_saes.py [--quick] [--no-single] [--device cpu|cuda] [--threads N]``.
 """
 
 from __future__ import annotations
@@ -26,12 +35,13 @@ import time
 os.environ.setdefault("TQDM_DISABLE", "1")  # sae-lens's fit() draws a bar
 os.environ.setdefault("ESAE_PROGRESS", "0")
 
+import esae  # noqa: E402, F401  (before torch: the runtime's OpenMP wait policy, see benchmarks/README.md)
 import torch  # noqa: E402
 from sae_lens.config import SAETrainerConfig  # noqa: E402
 from sae_lens.saes.topk_sae import TopKTrainingSAE, TopKTrainingSAEConfig  # noqa: E402
 from sae_lens.training.sae_trainer import SAETrainer  # noqa: E402
 
-from esae import saes  # noqa: E402
+from esae import sae_stack, saes  # noqa: E402
 
 D, EXPANSION, K = 256, 8, 32
 
@@ -74,7 +84,7 @@ def ours(acts: torch.Tensor, name: str, batch: int, steps: int, device: torch.de
     return saes.train_sae(cfg, acts, device).history["samples_per_s"]
 
 
-def flops_per_sample(name: str, device: torch.device) -> tuple[float, float]:
+def flops_per_sample(name: str, device: torch.device, k: int = K) -> tuple[float, float]:
     """(executed, dense-equivalent) FLOPs of one training sample of SAE ``name`` with K = 32.
 
     Executed: the dense selection matmul 2·m·F (m: input width of the TopK layer, F: latents),
@@ -82,6 +92,7 @@ def flops_per_sample(name: str, device: torch.device) -> tuple[float, float]:
     decode, the value gradient (SDDMM; a dense 2·d·F matmul off the CPU), the decoder and encoder
     weight gradients and the input gradient, each 2·K·(d or m). Dense-equivalent: a dense TopK
     step, forward 2N and backward 4N for the N = (m + d)·F weights of the TopK layer and decoder."""
+    K = k  # noqa: N806
     f = D * EXPANSION * (4 if name == "wide" else 1)
     first = 6 * D * 512 if name in ("two_layer", "invariant") else 0
     m = 512 if first else D
@@ -90,11 +101,69 @@ def flops_per_sample(name: str, device: torch.device) -> tuple[float, float]:
     return executed, first + 6 * (m + D) * f
 
 
+NAMES, KS = ("regular", "wide", "two_layer", "invariant"), (8, 16, 32)
+
+
+def twelve(batch: int, epochs: int) -> list[saes.SAETrainConfig]:
+    """The 12 SAEs chapter 5 trains per base model, at one batch size."""
+    return [saes.SAETrainConfig(name=n, k=k, n_epochs=epochs, batch_size=batch, lr=1e-3) for n in NAMES for k in KS]
+
+
+def timed(fn):
+    start = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - start
+
+
+def relative_differences(a, b) -> tuple[float, float]:
+    """Over the SAEs' weight tensors: the largest ‖a − b‖ / ‖b‖ (Frobenius) and the largest
+    max|a − b| / max|b|."""
+    sa, sb = a.state_dict(), b.state_dict()
+    frob = max(float((sa[n] - sb[n]).norm() / sb[n].norm().clamp_min(1e-12)) for n in sb)
+    worst = max(float((sa[n] - sb[n]).abs().max() / sb[n].abs().max().clamp_min(1e-12)) for n in sb)
+    return frob, worst
+
+
+def stacked_vs_separate(acts: torch.Tensor, device: torch.device, quick: bool, repeats: int) -> None:
+    peak = matmul_gflops(device)
+    rows, equality = [], None
+    for batch, epochs in ((64, 1), (1024, 2 if quick else 3)):
+        configs = twelve(batch, epochs)
+        steps = epochs * (acts.shape[0] // batch)
+        best_sep = best_stack = float("inf")
+        for _ in range(repeats):  # alternate, keep each one's best: the machine is shared and noisy
+            separate, t_sep = timed(lambda: [saes.train_sae(c, acts, device) for c in configs])
+            stacked, t_stack = timed(lambda: sae_stack.train_stacked(configs, acts, device))
+            best_sep, best_stack = min(best_sep, t_sep), min(best_stack, t_stack)
+            peak = max(peak, matmul_gflops(device))
+        samples = len(configs) * steps * batch
+        executed = sum(flops_per_sample(c.name, device, c.k)[0] for c in configs) * steps * batch
+        rows.append((batch, steps, samples / best_sep, samples / best_stack, executed / best_stack / 1e9))
+        if batch == 64:
+            equality = [(c, *relative_differences(a.sae, b.sae), a.history["mse"][-1], b.history["mse"][-1])
+                        for c, a, b in zip(configs, stacked, separate)]
+    print(f"dense matmul rate (2048³ float32, best in this run): {peak:.1f} GFLOP/s\n")
+    print("| batch | steps | separate, 12 SAEs (samples/s) | stacked, 12 SAEs (samples/s) | stacked / separate "
+          "| stacked executed FLOPs / matmul rate |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for batch, steps, sep, stack, gflops in rows:
+        print(f"| {batch} | {steps} | {sep:,.0f} | {stack:,.0f} | {stack / sep:.2f} | {gflops / peak:.3f} |")
+    print("\nEquality, stacked vs separate at batch 64 (same seed and stream; per SAE the worst weight tensor's "
+          "‖Δw‖ / ‖w‖ and max |Δw| / max |w|), and the last step's training MSE of each:\n")
+    print("| SAE | K | ‖Δw‖ / ‖w‖ | max |Δw| / max |w| | final MSE stacked | final MSE separate |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for c, frob, worst, mse_a, mse_b in equality:
+        print(f"| {c.name} | {c.k} | {frob:.1e} | {worst:.1e} | {mse_a:.6g} | {mse_b:.6g} |")
+    print(f"\nworst after {rows[0][1]} steps: ‖Δw‖ / ‖w‖ {max(e[1] for e in equality):.1e}, "
+          f"max |Δw| / max |w| {max(e[2] for e in equality):.1e}\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer steps and repeats")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--no-single", action="store_true", help="only the stacked-vs-separate comparison")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -104,6 +173,9 @@ def main() -> None:
     acts = acts.to(device)
     print(f"machine: {platform.platform()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, device {device}")
+    stacked_vs_separate(acts[: 2048 if args.quick else 8192], device, args.quick, repeats)
+    if args.no_single:
+        return
     peak = matmul_gflops(device)
     rows = []
     for batch in (64, 1024):

@@ -15,6 +15,9 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+# First, before any submodule loads torch: runtime sets OpenMP's wait policy (see esae.runtime).
+from esae import runtime  # noqa: F401, I001
+
 __version__ = "0.1.0"
 __all__ = ["autoencoders", "cache", "equivariance", "groups", "language_models", "metrics", "params", "plots",
            "probing", "results", "runtime", "sae_match", "saes", "shapes"]

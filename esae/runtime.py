@@ -1,16 +1,39 @@
-"""Run-time plumbing shared by every chapter: device choice, seeding, progress bars, paths."""
+"""Run-time plumbing shared by every chapter: device choice, seeding, progress bars, paths, and
+the CPU thread policy that keeps a chapter fast on a machine that is busy with other work.
+
+**A busy machine.** torch's CPU kernels run on GNU OpenMP threads (one per core). At a barrier,
+libgomp's default wait policy *spins* before it sleeps; on a 2-core machine with another busy
+process, a spinning thread takes the core its partner needs to finish, so every parallel region
+waits a scheduler time slice — thousands of small steps (SAE steps at batch 64, the M fits'
+small matrices) turn a fair 2× slowdown into 4–10×. ``OMP_WAIT_POLICY=PASSIVE`` makes waiting
+threads sleep at once. libgomp reads it once, when torch loads it, so this module sets it
+(unless already set) *before* importing torch, and ``esae`` imports this module first; chapters
+executed by :mod:`esae.book` inherit it through the environment of their kernels. Set
+``ESAE_CPU_POLICY=off`` to leave OpenMP alone (``benchmarks/bench_busy.py`` does, to measure the
+old behaviour). See ``benchmarks/README.md`` for the measurements.
+"""
 
 from __future__ import annotations
 
 import os
-import random
-import warnings
-from collections.abc import Iterable
-from pathlib import Path
-from typing import Any, TypeVar
+import sys
 
-import numpy as np
-import torch
+# Before torch (and its libgomp) load; see the module docstring. Set for child processes (the
+# book's kernels) even when this process loaded torch first; remember what this process got.
+_POLICY_AT_LOAD = os.environ.get("OMP_WAIT_POLICY") if "torch" in sys.modules else None
+if os.environ.get("ESAE_CPU_POLICY", "on") != "off":
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+if "torch" not in sys.modules:
+    _POLICY_AT_LOAD = os.environ.get("OMP_WAIT_POLICY")
+
+import random  # noqa: E402
+import warnings  # noqa: E402
+from collections.abc import Iterable  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any, TypeVar  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 T = TypeVar("T")
 
@@ -21,12 +44,40 @@ warnings.filterwarnings("ignore", message="IProgress not found")
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 
 
+def passive_wait_policy() -> bool:
+    """Whether this process's OpenMP threads sleep at once when idle (``OMP_WAIT_POLICY`` was
+    ``passive`` when torch loaded libgomp) — what keeps a busy machine from slowing torch's CPU
+    kernels by far more than the fair share (see the module docstring)."""
+    return (_POLICY_AT_LOAD or "").lower() == "passive"
+
+
+_WARNED = False
+
+
+def check_cpu_policy() -> None:
+    """Called when a chapter starts (:func:`resolve_device`) and by the stacked SAE trainer:
+    warns once when torch's OpenMP threads spin on wait (torch imported before ``esae`` without
+    ``OMP_WAIT_POLICY=PASSIVE``) on a machine with few cores, where any other busy process then
+    slows every small step several-fold; the cure is to set the variable or import esae first."""
+    global _WARNED
+    if _WARNED or passive_wait_policy() or os.environ.get("ESAE_CPU_POLICY", "on") == "off":
+        return
+    if torch.get_num_threads() > 1 and (os.cpu_count() or 1) <= 4:
+        _WARNED = True
+        warnings.warn("torch was loaded without OMP_WAIT_POLICY=PASSIVE: with another busy process on this "
+                      f"{os.cpu_count()}-core machine, small steps can run several times slower than a fair share. "
+                      "Set OMP_WAIT_POLICY=PASSIVE before starting Python (or import esae before torch).",
+                      RuntimeWarning, stacklevel=2)
+
+
 def resolve_device(device: str = "auto") -> torch.device:
     """Turn a device parameter into a `torch.device`.
 
     ``"auto"`` picks CUDA when it is available and the CPU otherwise; ``"cuda"`` or
-    ``"cuda:N"`` demands a GPU and fails clearly when there is none.
+    ``"cuda:N"`` demands a GPU and fails clearly when there is none. Also checks the CPU thread
+    policy (:func:`check_cpu_policy`), since every chapter starts here.
     """
+    check_cpu_policy()
     if not isinstance(device, str) or device.split(":")[0] not in DEVICE_CHOICES:
         raise ValueError(f"device must be one of {', '.join(DEVICE_CHOICES)} (or cuda:N), got {device!r}")
     if device == "auto":
@@ -92,4 +143,5 @@ def machine_description() -> dict[str, object]:
         pass
     return {"cpu": cpu, "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-            "torch": torch.__version__, "platform": platform.platform()}
+            "torch": torch.__version__, "platform": platform.platform(),
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}

@@ -953,21 +953,41 @@ def _context(profile: str, model: str, device: torch.device | str | None) -> _Co
     return _Context(net, dataset, model, device, key)
 
 
-def _trained(ctx: _Context, config: SAETrainConfig) -> TrainResult:
+def _trained(ctx: _Context, config: SAETrainConfig, together: dict[SAETrainConfig, TrainResult] | None = None) -> TrainResult:
     from esae.cache import cached_dir
 
     result: list[TrainResult] = []
 
     def compute(tmp: Path) -> None:
-        trained = train_sae(config, ctx.acts(config.canonical), ctx.device, desc=f"{ctx.model} {config.name} k={config.k}")
+        trained = together.pop(config) if together and config in together else \
+            train_sae(config, ctx.acts(config.canonical), ctx.device, desc=f"{ctx.model} {config.name} k={config.k}")
         _save(trained.sae, tmp / "sae")
         (tmp / "history.json").write_text(json.dumps(trained.history))
         result.append(trained)
 
-    entry = cached_dir("sae", {**ctx.key, "sae": config}, compute)
+    entry = cached_dir("sae", _sae_key(ctx, config), compute)
     if result:
         return result[0]
     return TrainResult(load_sae(entry / "sae", ctx.device), json.loads((entry / "history.json").read_text()))
+
+
+def _sae_key(ctx: _Context, config: SAETrainConfig) -> dict[str, Any]:
+    return {**ctx.key, "sae": config}
+
+
+def _train_missing_together(ctx: _Context, configs: list[SAETrainConfig]) -> dict[SAETrainConfig, TrainResult]:
+    """The SAEs of ``configs`` not yet cached, trained together on one stream
+    (:func:`esae.sae_stack.train_stacked`; equal to separate runs up to float round-off)."""
+    from esae.cache import is_cached
+    from esae.sae_stack import train_stacked
+
+    missing = [c for c in configs if not is_cached("sae", _sae_key(ctx, c))]
+    out: dict[SAETrainConfig, TrainResult] = {}
+    for shared in dict.fromkeys((c.seed, c.batch_size, c.canonical) for c in missing):
+        group = [c for c in missing if (c.seed, c.batch_size, c.canonical) == shared]
+        out.update(zip(group, train_stacked(group, ctx.acts(group[0].canonical), ctx.device,
+                                            desc=f"{ctx.model}: {len(group)} SAEs together")))
+    return out
 
 
 def _save(sae: SAE, path: Path) -> None:
@@ -1001,7 +1021,8 @@ def profile_saes(profile: str, model: str, device: torch.device | str | None = N
     chapter 4's :func:`esae.equivariance.fitted_m`) and carry the invariant SAE's history."""
     ctx = _context(profile, model, device)
     configs = chapter_configs(profile)
-    out = {key: _trained(ctx, cfg) for key, cfg in configs.items()}
+    together = _train_missing_together(ctx, list(configs.values()))
+    out = {key: _trained(ctx, cfg, together) for key, cfg in configs.items()}
     if m is None:
         from esae.equivariance import fitted_m
 

@@ -1,0 +1,385 @@
+"""Train many TopK SAEs on one activation stream at once: chapter 5's twelve SAEs per base model
+in a few large kernels per step instead of many small ones.
+
+At the paper's batch size (64) one SAE step is overhead-bound: a handful of (64, 256) × (256, F)
+products and the optimizer's per-tensor bookkeeping. Chapter 5 trains, per base model, the
+regular, wide, two-layer and invariant SAEs at every K — all on the same stream of rotated
+activations. :func:`train_stacked` trains them together:
+
+- **One stream.** With the same ``seed`` and ``batch_size`` every separate run already draws the
+  same sample order (:func:`esae.saes.orbit_batches`: one permutation and one rotation per image
+  per epoch, whatever the SAE). The stacked run draws that stream once and hands each batch to
+  every SAE still training (the invariant SAE may train for more epochs than the others; it sees
+  the same batches, and continues the stream where they stop). Inputs, targets, initial weights
+  (:func:`esae.saes.build_training_sae`, seeded), the decoder-bias start, the learning-rate
+  schedule, gradient clipping, the AuxK loss and the dead-latent window are those of
+  :func:`esae.saes.train_sae` — the sample order is *identical* to separate runs, not just alike.
+- **Stacks.** SAEs that differ only in K (same architecture, same shapes) become one stack: their
+  weights are ``(S, ...)`` tensors, the encoder runs as one batched matmul, TopK is taken once at
+  the largest K (sorted, so SAE s keeps the first ``k_s`` of them via a per-SAE mask), and the
+  sparse decode / encoder-gather kernels of :mod:`esae.saes` run over the flattened stack
+  (latent ``f`` of SAE ``s`` is row ``s·F + f``). The loss is the sum of the SAEs' losses, so
+  each SAE gets exactly its own gradient; gradient clipping (norm 1, per SAE, as sae-lens's
+  trainer does) and Adam (one optimizer over the stacked tensors; Adam is elementwise, so each
+  slice evolves as its own Adam state would) follow.
+- **sae-lens stays the home.** Each SAE is built as a sae-lens training SAE, its slice of the
+  stack trained, copied back, given sae-lens's end-of-training metadata and converted to the
+  inference SAE sae-lens saves (:func:`esae.saes._to_inference`): the result saves and reloads
+  through ``sae_lens.SAE.load_from_disk`` like a separately trained one. The AuxK loss follows
+  sae-lens's definition (the top ``d_in // 2`` dead latents model the residual, scaled by
+  ``min(n_dead / (d_in // 2), 1)``), as :class:`esae.saes._SparseTopKTraining` does.
+
+**Equality with separate runs.** The arithmetic is the same, the order of floating-point sums is
+not (batched vs single matmuls, TopK sorted vs unsorted, the flattened sparse kernels), so the
+weights agree up to float32 round-off at first; a TopK near-tie resolved differently later turns
+that into a visible difference on the latents concerned (after 128 steps at d = 256, 4 of 12
+SAEs differed by 1.6e-4 – 1.6e-2 relative, the others by ≤ 2.2e-6): the same training, not the
+same bits. ``tests/test_sae_stack.py`` bounds the difference after a short run and
+``benchmarks/bench_saes.py`` prints it.
+
+**No host round-trips per step** with ``sync_free`` (the default on CUDA): no ``.item()``,
+``.cpu()`` or data-dependent shapes in the step loop — the AuxK set has the fixed size
+``d_in // 2``, masked to the dead latents; latent groups are counted with ``index_add_`` instead
+of ``bincount``; the loss curve stays on the device until the end. On the CPU the default reads
+the number of dead latents to skip AuxK work when none is dead (free there: no device to wait
+for); both paths compute the same thing and are tested.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import sae_lens
+import torch
+import torch.nn.functional as F
+from sae_lens.config import SAETrainerConfig
+from sae_lens.saes.topk_sae import TopKTrainingSAE
+from sae_lens.training.optim import get_lr_scheduler
+
+from esae.runtime import check_cpu_policy, progress
+from esae.saes import (SAETrainConfig, TrainResult, _LatentGroups, _segment_rows, _SparseDecode, _to_inference,
+                       build_training_sae, orbit_batches)
+
+Tensor = torch.Tensor
+
+
+# ---------------------------------------------------------------------------------------------
+# Kernels over a flattened stack
+# ---------------------------------------------------------------------------------------------
+
+def _groups(flat_idx: Tensor, n_latents: int) -> _LatentGroups:
+    """:func:`esae.saes._latent_groups` without a host round-trip: counts by ``index_add_``
+    (``bincount`` reads the maximum index back to size its output)."""
+    flat = flat_idx.flatten()
+    order = torch.argsort(flat)
+    counts = torch.zeros(n_latents, dtype=torch.long, device=flat.device)
+    counts.index_add_(0, flat, torch.ones_like(flat))
+    rows = torch.div(order, flat_idx.shape[1], rounding_mode="floor")
+    return _LatentGroups(order, rows, torch.cumsum(counts, 0) - counts)
+
+
+def _flat(idx: Tensor, n_latents: int) -> Tensor:
+    """Per-SAE latent indices ``(S, B, J)`` as rows of the flattened stack ``(S·B, J)``."""
+    offsets = torch.arange(idx.shape[0], device=idx.device) * n_latents
+    return (idx + offsets[:, None, None]).flatten(0, 1)
+
+
+class _StackedGather(torch.autograd.Function):
+    """``pre[s, b, j] = (h_s W_s + b_s)[b, idx[s, b, j]]`` ``(S, B, J)`` for ``h`` ``(S, B, m)``,
+    encoder weights stored transposed ``w_t`` ``(S, F, m)`` and biases ``(S, F)``, read off
+    ``scores`` ``(S, B, F)`` (the pre-activations, times ``norms`` ``(S, F)`` when given) that were
+    computed without grad. Backward touches only the selected latents (the stacked version of
+    :class:`esae.saes._TopKGather`)."""
+
+    @staticmethod
+    def forward(ctx, h: Tensor, w_t: Tensor, bias: Tensor, scores: Tensor, norms: Tensor | None,
+                idx: Tensor) -> Tensor:
+        n_stack, n_latents = bias.shape
+        flat = _flat(idx, n_latents)
+        ctx.save_for_backward(h, w_t, flat)
+        ctx.groups = _groups(flat, n_stack * n_latents)
+        picked = scores.gather(2, idx)
+        if norms is not None:
+            picked = picked / norms.flatten()[flat].view_as(idx)
+        return picked
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        h, w_t, flat = ctx.saved_tensors
+        n_stack, n_latents, width = w_t.shape
+        g = grad.flatten(0, 1)
+        grad_h = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_h = F.embedding_bag(flat, w_t.reshape(-1, width), mode="sum", per_sample_weights=g).view_as(h)
+        if ctx.needs_input_grad[1]:
+            grad_w = _segment_rows(h.flatten(0, 1), ctx.groups, g).view_as(w_t)
+        if ctx.needs_input_grad[2]:
+            grad_b = torch.zeros(n_stack * n_latents, dtype=grad.dtype, device=grad.device)
+            grad_b.index_add_(0, flat.flatten(), g.flatten())
+            grad_b = grad_b.view(n_stack, n_latents)
+        return grad_h, grad_w, grad_b, None, None, None
+
+
+def _stacked_decode(vals: Tensor, idx: Tensor, w_dec: Tensor) -> Tensor:
+    """``out[s, b] = Σ_j vals[s, b, j] W_dec[s, idx[s, b, j]]`` ``(S, B, d)`` for ``vals``, ``idx``
+    ``(S, B, J)`` and ``w_dec`` ``(S, F, d)``: one sparse decode over the flattened stack."""
+    n_stack, n_latents, d = w_dec.shape
+    flat = _flat(idx, n_latents)
+    out = _SparseDecode.apply(vals.flatten(0, 1), flat, w_dec.reshape(-1, d), _groups(flat, n_stack * n_latents))
+    return out.view(n_stack, -1, d)
+
+
+# ---------------------------------------------------------------------------------------------
+# One stack: SAEs that differ only in K
+# ---------------------------------------------------------------------------------------------
+
+def trainer_config(config: SAETrainConfig, n_images: int, device: torch.device | str) -> SAETrainerConfig:
+    """The sae-lens trainer configuration :func:`esae.saes.train_sae` uses for ``config`` on
+    ``n_images`` training images (learning-rate schedule, dead-latent and sparsity windows)."""
+    steps_per_epoch = n_images // config.batch_size
+    if steps_per_epoch == 0:
+        raise ValueError(f"batch_size must be at most the number of training images ({n_images}), "
+                         f"got {config.batch_size}")
+    n_steps = config.n_epochs * steps_per_epoch
+    return SAETrainerConfig(
+        total_training_samples=n_steps * config.batch_size, train_batch_size_samples=config.batch_size,
+        lr=config.lr, lr_end=config.lr, lr_decay_steps=int(config.lr_decay_fraction * n_steps),
+        device=str(device), dead_feature_window=max(1, math.ceil(config.dead_window / config.batch_size)),
+        feature_sampling_window=max(1, steps_per_epoch))
+
+
+_PARAMS = ("b_dec", "W_dec", "W_enc", "b_enc", "W_enc1", "b_enc1")
+
+
+class _Stack:
+    """S sae-lens training SAEs of one architecture and training schedule that differ only in K,
+    trained as ``(S, ...)`` tensors: ``W_enc`` stored transposed ``(S, F, m)``, ``W_dec``
+    ``(S, F, d)``, biases ``(S, F)`` / ``(S, d)``, the two-layer encoder's first layer
+    ``(S, d, d_hidden)``. Dead-latent counters and the loss curve are ``(S, ...)`` tensors too."""
+
+    def __init__(self, configs: list[SAETrainConfig], acts: Tensor, device: torch.device) -> None:
+        self.configs = configs
+        first = configs[0]
+        self.saes: list[TopKTrainingSAE] = [build_training_sae(c, device) for c in configs]
+        target_mean = acts[:, 0].mean(0) if first.invariant else acts.mean((0, 1))
+        with torch.no_grad():
+            for sae in self.saes:
+                sae.b_dec.copy_(target_mean)
+        self.invariant = first.invariant
+        self.rescale = bool(self.saes[0].cfg.rescale_acts_by_decoder_norm)
+        self.aux_coefficient = float(self.saes[0].cfg.aux_loss_coefficient)
+        names = [n for n in _PARAMS if hasattr(self.saes[0], n)]
+        self.params: dict[str, torch.nn.Parameter] = {}
+        for name in names:
+            slices = [getattr(sae, name).detach() for sae in self.saes]
+            if name == "W_enc":
+                slices = [w.t() for w in slices]
+            self.params[name] = torch.nn.Parameter(torch.stack(slices).contiguous())
+        self.n_stack = len(configs)
+        self.d_in, self.n_latents = first.d_in, first.d_sae
+        ks = torch.tensor([c.k for c in configs], device=device)
+        self.k_max = int(ks.max())
+        self.k_mask = (torch.arange(self.k_max, device=device)[None] < ks[:, None]).float()  # (S, K_max)
+        self.k_aux_max = self.d_in // 2
+        self.cfg = trainer_config(first, acts.shape[0], device)
+        self.n_steps = self.cfg.total_training_steps
+        # sae-lens's Adam and betas; fused: one pass over each tensor instead of about six (the
+        # step at batch 64 is memory-bound, and on CUDA it keeps the step counter on the device)
+        self.optimizer = torch.optim.Adam(self.params.values(), lr=self.cfg.lr,
+                                          betas=(self.cfg.adam_beta1, self.cfg.adam_beta2), fused=True)
+        self.scheduler = get_lr_scheduler(
+            self.cfg.lr_scheduler_name, optimizer=self.optimizer, training_steps=self.cfg.total_training_steps,
+            lr=self.cfg.lr, warm_up_steps=self.cfg.lr_warm_up_steps, decay_steps=self.cfg.lr_decay_steps,
+            lr_end=self.cfg.lr_end, num_cycles=self.cfg.n_restart_cycles)
+        shape = (self.n_stack, self.n_latents)
+        self.since_fired = torch.zeros(shape, device=device)
+        self.freq = torch.zeros(shape, device=device)
+        self.freq_samples = 0
+        self.mse = torch.empty(self.n_stack, self.n_steps, device=device)
+        self.step_count = 0
+
+    # -- one step ------------------------------------------------------------------------------
+
+    def _hidden(self, x: Tensor) -> Tensor:
+        """The input of the TopK layer ``(S, B, m)`` for inputs ``x`` ``(B, d)``."""
+        p = self.params
+        h = x.unsqueeze(0) - p["b_dec"].unsqueeze(1)  # sae-lens's apply_b_dec_to_input
+        if "W_enc1" in p:
+            h = torch.relu(torch.baddbmm(p["b_enc1"].unsqueeze(1), h, p["W_enc1"]))
+        return h
+
+    def loss(self, x: Tensor, target: Tensor, sync_free: bool) -> tuple[Tensor, Tensor, Tensor]:
+        """Sum over the stack of each SAE's loss (MSE + AuxK), the per-SAE MSE ``(S,)`` and the
+        latents that fired in this batch, counted per SAE ``(S, F)``."""
+        p = self.params
+        h = self._hidden(x)
+        dead = self.since_fired > self.cfg.dead_feature_window  # (S, F)
+        with torch.no_grad():
+            norms = p["W_dec"].norm(dim=-1) if self.rescale else None  # (S, F)
+            if norms is not None and h.shape[1] >= h.shape[2]:  # fold the norms into the smaller operand
+                scores = torch.baddbmm((p["b_enc"] * norms).unsqueeze(1), h, (p["W_enc"] * norms[..., None]).transpose(1, 2))
+            else:
+                scores = torch.baddbmm(p["b_enc"].unsqueeze(1), h, p["W_enc"].transpose(1, 2))  # (S, B, F)
+                if norms is not None:
+                    scores.mul_(norms.unsqueeze(1))
+            idx = scores.topk(self.k_max, dim=-1, sorted=True).indices  # (S, B, K_max): SAE s keeps the first k_s
+            n_dead = dead.sum(-1)  # (S,)
+            k_aux = self.k_aux_max if sync_free else min(self.k_aux_max, int(n_dead.max()))
+            if k_aux > 0:  # AuxK: the top dead latents model the residual (fixed size, masked per SAE)
+                masked = scores.masked_fill(~dead.unsqueeze(1), -math.inf)
+                aux_idx = masked.topk(k_aux, dim=-1, sorted=True).indices  # (S, B, k_aux)
+                aux_mask = (torch.arange(k_aux, device=x.device)[None] < n_dead[:, None]).to(x.dtype)  # (S, k_aux)
+                idx_all = torch.cat([idx, aux_idx], -1)
+            else:
+                idx_all = idx
+        raw = _StackedGather.apply(h, p["W_enc"], p["b_enc"], scores, norms, idx_all)
+        vals = raw[..., :self.k_max].relu() * self.k_mask.unsqueeze(1)
+        out = _stacked_decode(vals, idx, p["W_dec"]) + p["b_dec"].unsqueeze(1)
+        mse = (out - target).pow(2).sum(-1).mean(-1)  # (S,)
+        total = mse.sum()
+        if k_aux > 0:
+            residual = (target - out).detach()
+            aux_out = _stacked_decode(raw[..., self.k_max:] * aux_mask.unsqueeze(1), aux_idx, p["W_dec"])
+            scale = (n_dead.to(x.dtype) / self.k_aux_max).clamp(max=1.0)
+            aux = self.aux_coefficient * scale * (aux_out - residual).pow(2).sum(-1).mean(-1)
+            total = total + aux.sum()
+        with torch.no_grad():
+            fired = torch.zeros(self.n_stack * self.n_latents, device=x.device)
+            fired.index_add_(0, _flat(idx, self.n_latents).flatten(), (vals > 0).flatten().to(fired.dtype))
+        return total, mse.detach(), fired.view(self.n_stack, self.n_latents)
+
+    def step(self, x: Tensor, target: Tensor, sync_free: bool) -> None:
+        """One training step of every SAE of the stack on inputs ``x`` and targets ``target``
+        ``(B, d)``, as sae-lens's ``SAETrainer`` does it for one SAE."""
+        if self.step_count > 0 and self.step_count % self.cfg.feature_sampling_window == 0:
+            self.freq.zero_()  # sae-lens's maybe_reset_sparsity
+            self.freq_samples = 0
+        total, mse, fired = self.loss(x, target, sync_free)
+        with torch.no_grad():
+            self.since_fired += 1
+            self.since_fired.masked_fill_(fired > 0, 0)
+            self.freq += fired
+            self.freq_samples += x.shape[0]
+            self.mse[:, self.step_count] = mse
+        total.backward()
+        self._clip()
+        self.optimizer.step()
+        self.optimizer.zero_grad()
+        self.scheduler.step()
+        self.step_count += 1
+
+    @torch.no_grad()
+    def _clip(self, max_norm: float = 1.0) -> None:
+        """``torch.nn.utils.clip_grad_norm_(sae.parameters(), 1.0)`` for every SAE of the stack."""
+        grads = [q.grad for q in self.params.values()]
+        norms = torch.stack([torch.linalg.vector_norm(g.reshape(self.n_stack, -1), dim=1) for g in grads])
+        coef = (max_norm / (torch.linalg.vector_norm(norms, dim=0) + 1e-6)).clamp(max=1.0)  # (S,)
+        for g in grads:
+            g.mul_(coef.view(-1, *[1] * (g.ndim - 1)))
+
+    # -- results -------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def results(self, seconds: float, total_steps: int, n_together: int) -> list[TrainResult]:
+        """Copy each slice back into its sae-lens training SAE, record sae-lens's end-of-training
+        metadata, and return the inference SAEs with their histories (``seconds``: this SAE's
+        share of the run's wall time ``seconds``, in proportion to its steps among the
+        ``total_steps`` of all ``n_together`` SAEs)."""
+        curves = self.mse.cpu()
+        out = []
+        for s, (config, sae) in enumerate(zip(self.configs, self.saes)):
+            for name, stacked in self.params.items():
+                value = stacked[s].t() if name == "W_enc" else stacked[s]
+                getattr(sae, name).copy_(value)
+            sae.cfg.sae_lens_training_version = str(sae_lens.__version__)
+            if self.freq_samples > 0:
+                sae.cfg.metadata.l0 = float(self.freq[s].sum()) / self.freq_samples
+                sae.cfg.metadata.num_dead_features = int((self.since_fired[s] > self.cfg.dead_feature_window).sum())
+            sae.cfg.metadata.esae_training = {"name": config.name,
+                                              "objective": "invariant" if config.invariant else "reconstruction"}
+            samples = self.n_steps * config.batch_size
+            share = seconds * self.n_steps / total_steps
+            history = {"steps": self.n_steps, "samples": samples, "seconds": share,
+                       "samples_per_s": samples / max(share, 1e-9), "mse": curves[s].tolist(),
+                       "trained_together": n_together, "seconds_together": seconds}
+            out.append(TrainResult(_to_inference(sae), history))
+        return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Training every SAE of a base model at once
+# ---------------------------------------------------------------------------------------------
+
+def stack_key(config: SAETrainConfig) -> SAETrainConfig:
+    """What SAEs must share to be stacked: everything but K."""
+    return replace(config, k=1)
+
+
+@dataclass
+class StackPlan:
+    """How :func:`train_stacked` groups ``configs``: ``stacks[i]`` lists the positions in
+    ``configs`` of the SAEs trained as stack i (same architecture and schedule, K differs)."""
+
+    stacks: list[list[int]]
+
+
+def plan(configs: Sequence[SAETrainConfig]) -> StackPlan:
+    """Group ``configs`` into stacks (same everything but K), in order of first appearance."""
+    groups: dict[SAETrainConfig, list[int]] = {}
+    for i, c in enumerate(configs):
+        groups.setdefault(stack_key(c), []).append(i)
+    return StackPlan(list(groups.values()))
+
+
+def train_stacked(configs: Sequence[SAETrainConfig], acts: Tensor, device: torch.device | str = "cpu",
+                  desc: str | None = None, sync_free: bool | None = None) -> list[TrainResult]:
+    """Train every SAE of ``configs`` together on orbit activations ``acts`` ``(n, G, d_in)``
+    (``acts[i, p] = ψ(g^p x_i)``, entry ``[i, 0]`` the invariant SAE's target): the results, in
+    the order of ``configs``, equal :func:`esae.saes.train_sae`'s for each config up to float
+    round-off (see the module docstring for what is identical and what is not).
+
+    All configs must share ``seed``, ``batch_size`` and ``canonical`` (they share one sample
+    stream); SAEs that differ only in K are stacked. ``sync_free`` (default: on CUDA) keeps the
+    step loop free of host round-trips. Each history carries its own loss curve, the run's wall
+    time ``seconds_together`` (shared by the ``trained_together`` SAEs) and, as ``seconds`` and
+    ``samples_per_s``, this SAE's share of it (in proportion to its steps), so that the SAEs'
+    ``seconds`` add up to the run's."""
+    configs = list(configs)
+    if not configs:
+        return []
+    device = torch.device(device)
+    for field_name in ("seed", "batch_size", "canonical", "d_in"):
+        values = sorted({getattr(c, field_name) for c in configs}, key=str)
+        if len(values) > 1:
+            raise ValueError(f"configs trained together must share {field_name} (one sample stream), got {values}")
+    d_in = configs[0].d_in
+    if acts.ndim != 3 or acts.shape[2] != d_in:
+        raise ValueError(f"acts must be (n, G, {d_in}) orbit activations, got {tuple(acts.shape)}")
+    sync_free = device.type == "cuda" if sync_free is None else sync_free
+    check_cpu_policy()
+    acts = acts.to(device=device, dtype=torch.float32)
+    layout = plan(configs)
+    stacks = [_Stack([configs[i] for i in members], acts, device) for members in layout.stacks]
+    n_steps = max(st.n_steps for st in stacks)
+    batches = orbit_batches(acts, configs[0].batch_size, pairs=True,
+                            generator=torch.Generator().manual_seed(configs[0].seed))
+    start = time.perf_counter()
+    for step in progress(range(n_steps), desc=desc or f"{len(configs)} SAEs", leave=False):
+        pair = next(batches)
+        x, canonical = pair[:, 0], pair[:, 1]
+        for st in stacks:
+            if step < st.n_steps:
+                st.step(x, canonical if st.invariant else x, sync_free)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - start
+    results: list[Any] = [None] * len(configs)
+    total_steps = sum(st.n_steps * st.n_stack for st in stacks)
+    for members, st in zip(layout.stacks, stacks):
+        for i, result in zip(members, st.results(seconds, total_steps, len(configs))):
+            results[i] = result
+    return results

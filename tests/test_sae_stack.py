@@ -1,0 +1,139 @@
+"""The stacked SAE trainer: same weights as separate runs (to a stated tolerance), the sae-lens
+save/load format, a step loop without host round-trips, and clear errors."""
+
+from dataclasses import replace
+
+import pytest
+import torch
+from sae_lens import SAE
+from torch.overrides import TorchFunctionMode
+
+from esae import sae_stack, saes
+
+D = 32
+NAMES = ("regular", "wide", "two_layer", "invariant")
+
+# Tolerance of stacked vs separate weights after 16–24 Adam steps, relative to each tensor
+# (measured: Frobenius ≤ 3.4e-7, largest entry ≤ 1.2e-5):
+# the sums run in another order (batched matmuls, sorted TopK, flattened sparse kernels, fused
+# Adam), so gradients differ by float32 round-off (~1e-7 relative). Adam divides every gradient
+# entry by its running RMS, so an entry that is itself at round-off level (e.g. a latent's weight
+# gradient that cancels to ~0) can move by up to ~lr in either run: the largest single difference
+# is of order lr / max|w|, the Frobenius difference stays near round-off.
+FROBENIUS_TOL = 1e-5
+MAX_TOL = 1e-3
+
+
+@pytest.fixture(scope="module")
+def acts():
+    orbit, _ = saes.synthetic_orbit(256, D, n_atoms=64, active=4, seed=1)
+    return orbit
+
+
+def configs(**kw):
+    common = dict(d_in=D, d_hidden=64, n_epochs=2, batch_size=32, lr=1e-3, dead_window=64, seed=3)
+    common.update(kw)
+    out = [saes.SAETrainConfig(name=n, k=k, **common) for n in NAMES for k in (4, 8)]
+    return [replace(c, n_epochs=3) if c.name == "invariant" else c for c in out]
+
+
+def relative_differences(a: SAE, b: SAE) -> tuple[float, float]:
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    frob = max(float((sa[n] - sb[n]).norm() / sb[n].norm().clamp_min(1e-12)) for n in sb)
+    worst = max(float((sa[n] - sb[n]).abs().max() / sb[n].abs().max().clamp_min(1e-12)) for n in sb)
+    return frob, worst
+
+
+@pytest.fixture(scope="module")
+def trained(acts):
+    cfgs = configs()
+    return cfgs, sae_stack.train_stacked(cfgs, acts), [saes.train_sae(c, acts) for c in cfgs]
+
+
+def test_stacked_equals_separate(trained):
+    cfgs, stacked, separate = trained
+    for c, a, b in zip(cfgs, stacked, separate):
+        frob, worst = relative_differences(a.sae, b.sae)
+        assert frob < FROBENIUS_TOL, (c.name, c.k, frob)
+        assert worst < MAX_TOL, (c.name, c.k, worst)
+        assert a.history["steps"] == b.history["steps"] == len(a.history["mse"])
+        torch.testing.assert_close(torch.tensor(a.history["mse"]), torch.tensor(b.history["mse"]), rtol=1e-4, atol=1e-5)
+        assert a.sae.cfg.metadata.l0 == pytest.approx(b.sae.cfg.metadata.l0)
+        assert a.sae.cfg.metadata.num_dead_features == b.sae.cfg.metadata.num_dead_features
+        assert type(a.sae) is type(b.sae) and a.sae.cfg.d_sae == b.sae.cfg.d_sae
+        assert a.history["trained_together"] == len(cfgs)
+    total = stacked[0].history["seconds_together"]
+    assert sum(r.history["seconds"] for r in stacked) == pytest.approx(total)
+
+
+def test_auxk_was_exercised(trained):
+    """The short dead window makes latents dead within the run, so the AuxK path is compared too."""
+    _, stacked, _ = trained
+    assert any(r.sae.cfg.metadata.num_dead_features > 0 for r in stacked)
+
+
+def test_saves_and_reloads_like_separate(trained, tmp_path, acts):
+    cfgs, stacked, separate = trained
+    for i in (0, 4, 6):  # a regular, a two-layer and an invariant SAE
+        for tag, result in (("stacked", stacked[i]), ("separate", separate[i])):
+            result.sae.save_model(str(tmp_path / f"{tag}{i}"))
+        a = SAE.load_from_disk(str(tmp_path / f"stacked{i}"))
+        b = SAE.load_from_disk(str(tmp_path / f"separate{i}"))
+        assert type(a) is type(b)
+        assert a.cfg.to_dict() | {"metadata": None} == b.cfg.to_dict() | {"metadata": None}
+        for name, value in stacked[i].sae.state_dict().items():
+            torch.testing.assert_close(a.state_dict()[name], value, rtol=0, atol=0)
+        x = acts[:8, 1]
+        torch.testing.assert_close(a.encode(x), stacked[i].sae.encode(x))
+
+
+class _NoHostRoundTrips(TorchFunctionMode):
+    """Fails on any call that reads a tensor back to the host."""
+
+    FORBIDDEN = {"item", "tolist", "cpu", "numpy", "__bool__", "__int__", "__float__", "__index__", "nonzero"}
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "")
+        if name in self.FORBIDDEN:
+            raise AssertionError(f"host round-trip in the step loop: {name}")
+        return func(*args, **(kwargs or {}))
+
+
+def test_sync_free_step_has_no_host_round_trips(acts):
+    cfgs = [c for c in configs(dead_window=32) if c.name in ("regular", "invariant")]
+    stack = sae_stack._Stack([c for c in cfgs if c.name == "invariant"], acts.float(), torch.device("cpu"))
+    x, target = acts[:32, 1], acts[:32, 0]
+    for _ in range(4):  # past the dead window: the AuxK branch runs too
+        with _NoHostRoundTrips():
+            stack.step(x, target, sync_free=True)
+    assert bool((stack.since_fired > stack.cfg.dead_feature_window).any())
+    with _NoHostRoundTrips():
+        stack.step(x, target, sync_free=True)
+
+
+def test_sync_free_matches_default(acts):
+    cfgs = [c for c in configs() if c.name in ("regular", "two_layer")]
+    a = sae_stack.train_stacked(cfgs, acts, sync_free=True)
+    b = sae_stack.train_stacked(cfgs, acts, sync_free=False)
+    for ra, rb in zip(a, b):
+        frob, _ = relative_differences(ra.sae, rb.sae)
+        assert frob < FROBENIUS_TOL
+
+
+def test_plan_stacks_same_shapes():
+    layout = sae_stack.plan(configs())
+    assert layout.stacks == [[0, 1], [2, 3], [4, 5], [6, 7]]
+
+
+def test_errors(acts):
+    cfgs = configs()
+    with pytest.raises(ValueError, match="seed"):
+        sae_stack.train_stacked([cfgs[0], replace(cfgs[1], seed=4)], acts)
+    with pytest.raises(ValueError, match="batch_size"):
+        sae_stack.train_stacked([cfgs[0], replace(cfgs[1], batch_size=16)], acts)
+    with pytest.raises(ValueError, match=r"acts must be \(n, G, 32\)"):
+        sae_stack.train_stacked(cfgs[:1], acts[:, 0])
+    with pytest.raises(ValueError, match="batch_size must be at most"):
+        sae_stack.train_stacked([replace(c, batch_size=512) for c in cfgs[:1]], acts)
+    assert sae_stack.train_stacked([], acts) == []
