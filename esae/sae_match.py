@@ -1016,16 +1016,18 @@ def matching_scores(lm: LayerMatches, acts: Tensor, min_fires: int = 5, seed: in
 
 
 def persistence(lm: LayerMatches, acts: Tensor, max_distance: int, starts: Sequence[int] | None = None,
-                min_fires: int = 5, seed: int = 0) -> dict[int, dict[str, float]]:
+                min_fires: int = 5, seed: int = 0, solver: str = "exact", k: int = 32) -> dict[int, dict[str, float]]:
     """Evaluation 4: follow features from layer index ``s`` through the composed folded
     matches ``s → s+1 → … → s+k`` and compare with the direct folded match ``s → s+k``.
     For each distance ``k`` (1..``max_distance``), averaged over ``starts`` (default: every
     layer with room): ``agreement`` (fraction of features the two send to the same partner),
     ``cofire_composed`` / ``cofire_direct`` (matching score of each on held-out ``acts``) and
-    ``cofire_chance`` (that of a random permutation between the same two layers)."""
+    ``cofire_chance`` (that of a random permutation between the same two layers). Direct
+    matches use ``solver`` and ``k`` as in :func:`match`."""
     from esae.runtime import progress
 
     n = len(lm.saes)
+    n_candidates = k
     check_int("max_distance", max_distance, 1, n - 1)
     starts = list(range(n - 1)) if starts is None else list(starts)
     rng = np.random.default_rng(seed)
@@ -1046,7 +1048,7 @@ def persistence(lm: LayerMatches, acts: Tensor, max_distance: int, starts: Seque
             if k == 1:
                 direct = lm.folded[s]
             else:  # the SAEs are folded already (folding is idempotent), so skip folding them again
-                m = match(lm.folded_saes[s], lm.folded_saes[s + k], fold=False)
+                m = match(lm.folded_saes[s], lm.folded_saes[s + k], fold=False, solver=solver, k=n_candidates)
                 direct = Match(m.permutation, m.cost, folded=True, weights="all")
             rec = sums.setdefault(k, {"agreement": [], "cofire_composed": [], "cofire_direct": [],
                                       "cofire_chance": []})

@@ -231,7 +231,7 @@ def _match_claims(r: dict[str, Any]) -> list[Claim]:
                           f"own-SAE floor {med_own:.3f} nats", "reported"))
     score = r.get("matching_score")
     if score:
-        rows.append(Claim("SAE Match §5", "matched features fire together (mean P(partner fires | feature fires)); "
+        rows.append(Claim("SAE Match §5", "matched features fire together (mean P(partner fires, given the feature fires)); "
                           "verdict: folded > unfolded and > 2× random", "folded > unfolded, far above chance",
                           ", ".join(f"{k} {v:.3f}" for k, v in score.items() if k in ("folded", "unfolded",
                                                                                        "unfolded_decoder", "data_based",

@@ -592,7 +592,8 @@ display(Markdown(rows))
 
 # %%
 distance = min(persistence_distance, len(layer_ids) - 1)
-pers = sm.persistence(stack, eval_acts, distance, starts=range(0, len(layer_ids) - 1, persistence_stride), seed=seed)
+pers = sm.persistence(stack, eval_acts, distance, starts=range(0, len(layer_ids) - 1, persistence_stride), seed=seed,
+                      solver=match_solver, k=match_k)
 ks = sorted(pers)
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
 esae.plots.line_plot(ks, {"composed = direct": [pers[k]["agreement"] for k in ks]}, ax=axes[0],

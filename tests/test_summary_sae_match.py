@@ -83,3 +83,10 @@ def test_old_result_layout_is_reported_unreadable(tmp_results):
     results.write_results("smoke", "07_sae_match", {"model": "tiny", "mse": {"0-1": {"folded": 1.0}}})
     row = next(r for r in summary.claims("smoke") if r.source == "SAE Match")
     assert row.verdict == "not run" and "unreadable" in row.ours
+
+
+def test_no_pipe_inside_sae_match_cells(tmp_results):
+    results.write_results("smoke", "07_sae_match", chapter7())
+    for row in summary.claims("smoke"):
+        if "SAE Match" in row.source:
+            assert all("|" not in cell for cell in (row.claim, row.paper, row.ours))
