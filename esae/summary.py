@@ -191,17 +191,27 @@ def _match_claims(r: dict[str, Any]) -> list[Claim]:
         return "—" if c is None or c.get(key) is None else f"{c[key]:.3f}"
 
     def better(a: dict[str, Any], b: dict[str, Any], key: str, lower: bool = False) -> bool:
-        return a.get(key) is not None and b.get(key) is not None and (a[key] < b[key] if lower else a[key] > b[key])
+        """Beyond the noise: by more than 0.01 in EV, and in ΔL by more than the half-width of
+        the widest bootstrap interval measured (medians over pairs)."""
+        if a.get(key) is None or b.get(key) is None:
+            return False
+        if key == "delta_loss":
+            widths = [(v["ci"][1] - v["ci"][0]) / 2 for pair in r.get("delta_loss", {}).values() for v in pair.values()]
+            margin = max(widths, default=0.0)
+            return a[key] < b[key] - margin if lower else a[key] > b[key] + margin
+        return a[key] > b[key] + 0.01
 
     if folded and paper_base:
         rows.append(Claim("SAE Match §5", f"folding helps against the paper's baseline (unfolded, all weights); "
-                          f"verdict: folded has higher median EV ({decoding} decoding) and lower median ΔL",
+                          f"verdict: folded has higher median EV ({decoding} decoding, by > 0.01) and lower median ΔL (by more "
+                          "than the bootstrap half-width)",
                           "folded better", f"EV {fmt(folded, 'ev')} vs {fmt(paper_base, 'ev')}; ΔL "
                           f"{fmt(folded, 'delta_loss')} vs {fmt(paper_base, 'delta_loss')}",
                           _verdict(better(folded, paper_base, "ev") and better(folded, paper_base, "delta_loss", True))))
     if folded and fair:
         rows.append(Claim("SAE Match §5", "folding helps against the fair baseline (unfolded, decoder only); verdict: "
-                          "folded has higher median EV and lower median ΔL", "(decoder-only ablation on par with all "
+                          "folded has higher median EV (by > 0.01) and lower median ΔL (by more than the bootstrap "
+                          "half-width)", "(decoder-only ablation on par with all "
                           "weights)", f"EV {fmt(folded, 'ev')} vs {fmt(fair, 'ev')}; ΔL {fmt(folded, 'delta_loss')} vs "
                           f"{fmt(fair, 'delta_loss')}; agreement with data {fmt(folded, 'agreement')} vs "
                           f"{fmt(fair, 'agreement')}",
