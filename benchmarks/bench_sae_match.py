@@ -1,90 +1,135 @@
-"""How long SAE Match takes at Gemma Scope's width: two JumpReLU SAEs with 16,384 features over
-d_model 2304 (Gemma 2 2B), all weights, folded.
+"""How long SAE Match takes at Gemma Scope's widths: two JumpReLU SAEs with 16,384 or 65,536
+features over d_model 2304 (Gemma 2 2B), all weights, folded.
 
-The pair is a perturbed copy (every weight with 10 % relative noise, features rescaled by up to
-×10 and shuffled), so the assignment is as non-trivial as between adjacent real layers and its
-answer is known; ``--independent`` matches two unrelated random SAEs instead (the hardest case
-for the assignment solver). Prints the time of each stage, the blockwise build of the (F, F)
-matrix handed to the solver as a ratio to one plain matrix product of the same size (how close
-it is to raw BLAS speed), ``match()`` end to end as a ratio to its unavoidable parts, the peak
-resident memory, and the fraction of the permutation recovered.
+Two cases per width: a **perturbed copy** (every weight with 10 % relative noise, features
+rescaled by up to ×10 and shuffled: the answer is known, the assignment is easy) and two
+**independent** random SAEs (unrelated: the hardest case for an assignment solver, where dense
+LAPJV on 16k features takes minutes). For each, ``match(..., solver="sparse")`` (k-NN candidates
++ fallback, SciPy's ``min_weight_full_bipartite_matching``) end to end, its peak resident
+memory, and — where the dense problem is affordable (16k: a 2 GiB matrix) — the dense exact
+solver's time and the sparse answer's relative objective gap to the exact optimum. Each
+measurement runs in its own process, so every peak-memory figure is that run's alone.
 
-    python benchmarks/bench_sae_match.py [--width 16384] [--d 2304] [--threads 2] [--independent]
+    python benchmarks/bench_sae_match.py [--widths 16384 65536] [--d 2304] [--threads 2] [--k 32]
+                                         [--exact-max 16384]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import resource
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment
 
+from esae import assignment
 from esae import sae_match as sm
 
 
 def random_jumprelu(d: int, width: int, seed: int) -> sm.JumpReLUSAE:
-    """Random unit-scale weights, encoder = decoder transposed, thresholds in [0.1, 1.1)."""
+    """Random weights in Gemma Scope's units: unit decoder rows, encoder = decoder transposed,
+    thresholds in [0.1, 1.1), small biases."""
     g = torch.Generator().manual_seed(seed)
-    w_dec = torch.randn(width, d, generator=g) / d ** 0.5
+    w_dec = torch.nn.functional.normalize(torch.randn(width, d, generator=g), dim=1)
     return sm.build_jumprelu(sm.JumpReLUSAE(sm.JumpReLUSAEConfig(d_in=1, d_sae=1)), W_enc=w_dec.T.contiguous(),
                              b_enc=torch.randn(width, generator=g) * 0.1, threshold=torch.rand(width, generator=g) + 0.1,
                              W_dec=w_dec, b_dec=torch.zeros(d), d_in=d, d_sae=width, apply_b_dec_to_input=False)
 
 
+def pair(case: str, d: int, width: int):
+    a = random_jumprelu(d, width, seed=0)
+    if case == "independent":
+        return a, random_jumprelu(d, width, seed=1), None
+    b, truth = sm.perturbed_copy(a, noise=0.1, scale_spread=10.0, seed=1)
+    return a, b, truth
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU time of this process (all threads): on a shared machine the wall time
+    depends on the other load, the CPU time much less."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_case(args) -> dict:
+    """One measurement in this process: ``args.solver`` on ``args.case`` at ``args.width``."""
+    torch.set_num_threads(args.threads)
+    a, b, truth = pair(args.one, args.d, args.width)
+    cpu0, start = _cpu_seconds(), time.perf_counter()
+    m = sm.match(a, b, solver=args.solver, k=args.k)
+    seconds, cpu = time.perf_counter() - start, _cpu_seconds() - cpu0
+    out = {"seconds": seconds, "cpu_seconds": cpu, "peak_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20}
+    if truth is not None:
+        out["recovered"] = sm.recovery(m, truth)
+    np.save(args.out, m.permutation)
+    if args.compare is not None:  # the gap of a saved (sparse) permutation to this (exact) optimum
+        va, vb = sm.feature_vectors(a, folded=True), sm.feature_vectors(b, folded=True)
+        out["gap_of_compared"] = assignment.assignment_gap(va, vb, np.load(args.compare), m.permutation)
+        out["agreement_of_compared"] = float(np.mean(np.load(args.compare) == m.permutation))
+    return out
+
+
+def measure(width: int, case: str, solver: str, args, tmp: Path, compare: Path | None = None) -> dict:
+    out = tmp / f"{width}-{case}-{solver}.npy"
+    cmd = [sys.executable, __file__, "--one", case, "--solver", solver, "--width", str(width), "--d", str(args.d),
+           "--threads", str(args.threads), "--k", str(args.k), "--out", str(out)]
+    if compare is not None:
+        cmd += ["--compare", str(compare)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(Path.cwd())})
+    if proc.returncode != 0:
+        return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--width", type=int, default=16384)
+    parser.add_argument("--widths", type=int, nargs="+", default=[16384, 65536])
     parser.add_argument("--d", type=int, default=2304)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--independent", action="store_true", help="match two unrelated SAEs")
+    parser.add_argument("--k", type=int, default=32, help="candidates per feature for the sparse solver")
+    parser.add_argument("--exact-max", type=int, default=16384, help="largest width at which to run the dense solver")
+    parser.add_argument("--one", choices=("independent", "copy"), help=argparse.SUPPRESS)
+    parser.add_argument("--solver", default="sparse", help=argparse.SUPPRESS)
+    parser.add_argument("--width", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    parser.add_argument("--compare", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    if args.one:
+        print(json.dumps(run_case(args)))
+        return
 
-    a = random_jumprelu(args.d, args.width, seed=0)
-    if args.independent:
-        b, truth = random_jumprelu(args.d, args.width, seed=1), None
-    else:
-        b, truth = sm.perturbed_copy(a, noise=0.1, scale_spread=10.0, seed=1)
-
-    times = {}
-    start = time.perf_counter()
-    fa, fb = sm.fold(a), sm.fold(b)
-    times["fold both"] = time.perf_counter() - start
-    va, vb = sm.feature_vectors(fa), sm.feature_vectors(fb)
-    start = time.perf_counter()
-    scores = sm._negative_inner_products(va, vb, 2048)  # what match() hands to the solver
-    times["score matrix (blockwise)"] = time.perf_counter() - start
-    start = time.perf_counter()
-    _ = va @ vb.T
-    times["reference: one matrix product"] = time.perf_counter() - start
-    start = time.perf_counter()
-    rows, cols = linear_sum_assignment(scores)
-    times["linear_sum_assignment"] = time.perf_counter() - start
-    del scores, _
-
-    start = time.perf_counter()
-    m = sm.match(a, b)  # the public function, end to end
-    total = time.perf_counter() - start
-    assert np.array_equal(m.permutation[rows], cols)
-
-    print(f"machine: {platform.platform()}, {os.cpu_count()} CPUs, torch threads {args.threads}")
-    print(f"problem: {args.width} x {args.width} features, d = {args.d}, vectors of {va.shape[1]} numbers, "
-          f"{'independent SAEs' if args.independent else 'perturbed copy'}")
-    for name, seconds in times.items():
-        print(f"  {name:32s} {seconds:8.2f} s")
-    print(f"  {'match() end to end':32s} {total:8.2f} s")
-    print(f"score-matrix build / plain matrix product: "
-          f"{times['score matrix (blockwise)'] / times['reference: one matrix product']:.2f}")
-    print(f"match() / (fold + plain matrix product + assignment): "
-          f"{total / (times['fold both'] + times['reference: one matrix product'] + times['linear_sum_assignment']):.2f}")
-    print(f"peak resident memory: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20:.2f} GiB")
-    if truth is not None:
-        print(f"permutation recovered: {sm.recovery(m, truth):.4f}")
+    print(f"machine: {platform.platform()}, {os.cpu_count()} CPUs, torch threads {args.threads}, load average "
+          f"{os.getloadavg()[0]:.2f} at start")
+    print(f"d = {args.d}, all weights, folded; sparse solver with k = {args.k}")
+    print("sparse/exact: wall seconds of match() end to end (CPU seconds of all threads in brackets), peak resident "
+          "memory of the whole process; gap: relative objective gap of the sparse answer to the exact optimum")
+    print(f"{'width':>6} {'case':>12} | {'sparse s (cpu)':>15} {'peak GiB':>8} {'recovered':>9} | {'exact s (cpu)':>15} "
+          f"{'peak GiB':>8} {'gap':>9} {'same π':>7}")
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        for width in args.widths:
+            for case in ("independent", "copy"):
+                sparse = measure(width, case, "sparse", args, tmp)
+                exact = {}
+                if width <= args.exact_max and "error" not in sparse:
+                    exact = measure(width, case, "exact", args, tmp, compare=tmp / f"{width}-{case}-sparse.npy")
+                rec = sparse.get("recovered")
+                timing = lambda r: f"{r['seconds']:.1f} ({r['cpu_seconds']:.0f})" if "seconds" in r else "—"
+                print(f"{width:>6} {case:>12} | {timing(sparse):>15} "
+                      f"{sparse.get('peak_gib', float('nan')):>8.2f} {'' if rec is None else f'{rec:.4f}':>9} | "
+                      + (f"{timing(exact):>15} {exact['peak_gib']:>8.2f} {exact['gap_of_compared']:>9.2e} "
+                         f"{exact['agreement_of_compared']:>7.4f}" if "seconds" in exact else
+                         f"{'not run (dense matrix ' + format(width ** 2 * 8 / 2 ** 30, '.0f') + ' GiB)':>43}")
+                      + (f"  error: {sparse['error']}" if "error" in sparse else ""), flush=True)
+    print(f"load average at end {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

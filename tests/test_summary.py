@@ -19,18 +19,10 @@ def test_claims_read_the_result_files(tmp_results):
     results.write_results("smoke", "04_fitting_m", {
         "r2_fitted": {"mlp": 0.99, "cnn": 0.97}, "r2_identity": {"mlp": 0.5, "cnn": 0.05},
         "r2_constrained": {"mlp": 0.9, "cnn": 0.9}, "m4_minus_identity": {"mlp": 0.1, "cnn": 0.1}})
-    results.write_results("smoke", "07_sae_match", {
-        "model": "tiny", "mse": {"0-1": {"vanilla": 3.0, "unfolded": 2.0, "folded": 1.0},
-                                  "1-2": {"vanilla": 3.0, "unfolded": 0.5, "folded": 1.0}},
-        "ground_truth_recovery": {"folded": 1.0, "unfolded": 0.8}})
     rows = {r.claim: r for r in summary.claims("smoke")}
     fitted = rows["one matrix M explains the rotated activations (held-out R²)"]
     assert fitted.verdict == "differs" and "CNN 0.970" in fitted.ours  # one model below 0.98
     assert rows["baseline M = I, MLP (R²)"].verdict == "agrees"
-    order = next(r for r in rows.values() if r.claim.startswith("weight MSE"))
-    assert order.verdict == "differs" and order.ours == "1 of 2 pairs"
-    gt = next(r for r in rows.values() if r.claim.startswith("ground-truth"))
-    assert gt.verdict == "agrees"
 
 
 def test_timings_table(tmp_results):
@@ -38,29 +30,6 @@ def test_timings_table(tmp_results):
                                                 "machine": {"cpu": "x", "cpus": 2}})
     text = summary.timings_markdown("smoke")
     assert "2.0 min" in text and "01_groups" in text
-
-
-def test_sae_match_rows_use_medians_persistence_and_pruning(tmp_results):
-    ev = {"0-1": {"folded": 0.5, "unfolded": 0.4, "own": 0.9, "previous": 0.1},
-          "1-2": {"folded": -1e4, "unfolded": 0.3, "own": 0.9, "previous": 0.1},  # one diverging pair
-          "2-3": {"folded": 0.6, "unfolded": 0.2, "own": 0.9, "previous": 0.2}}
-    results.write_results("smoke", "07_sae_match", {
-        "model": "tiny", "mse": {"0-1": {"vanilla": 3.0, "unfolded": 2.0, "folded": 1.0}},
-        "explained_variance": ev,
-        "persistence": {"1": {"agreement": 1.0, "cofire_composed": 0.6, "cofire_direct": 0.6},
-                        "2": {"agreement": 0.8, "cofire_composed": 0.5, "cofire_direct": 0.5},
-                        "3": {"agreement": 0.4, "cofire_composed": 0.3, "cofire_direct": 0.35}},
-        "pruning": {"1": {"encode_permute_decode": 0.5, "layer_drop": 1.0},
-                    "2": {"encode_permute_decode": 2.0, "layer_drop": 1.0}},
-        "matching_score": {"folded": 0.5, "unfolded": 0.4, "vanilla": 0.05, "random": 0.05}})
-    rows = {r.claim: r for r in summary.claims("smoke")}
-    beats = rows["hidden-state approximation: folded matching beats unfolded (median EV)"]
-    assert beats.verdict == "agrees" and "folded 0.500" in beats.ours
-    pers = next(r for r in rows.values() if r.claim.startswith("persistence"))
-    assert pers.verdict == "agrees" and "80% (k=2) → 40% (k=3)" in pers.ours
-    prune = next(r for r in rows.values() if r.claim.startswith("layer pruning"))
-    assert "1 of 2 blocks" in prune.ours and "median ΔL 1.250" in prune.ours
-    assert next(r for r in rows.values() if r.claim.startswith("matched features")).verdict == "agrees"
 
 
 def test_readme_table_is_replaced_between_markers(tmp_results, tmp_path):

@@ -1,0 +1,152 @@
+"""SAE Match at the paper's scale and under the paper's comparison: the raw-unit Figure 2 scenario,
+the sparse assignment, the data-based reference, cost shares, ΔL with bootstrap intervals and the
+gated-model message."""
+
+import numpy as np
+import pytest
+import torch
+from huggingface_hub.errors import GatedRepoError
+
+from esae import assignment
+from esae import language_models as lms
+from esae import sae_match as sm
+
+
+def test_figure2_scenario_folded_recovers_and_unfolded_all_weights_fails():
+    a, b, truth = sm.growing_norm_pair(d=64, d_sae=256, norm=50.0, growth=2.0, seed=3)
+    x = torch.randn(200, 64, dtype=torch.float64) * 50
+    assert torch.equal(sm.fold(a)(x), sm.fold(a)(x))  # raw-unit SAEs fold like any other
+    assert sm.recovery(sm.match(a, b, fold=True), truth) >= 0.99
+    unfolded = sm.recovery(sm.match(a, b, fold=False), truth)
+    assert unfolded < 0.5  # matches on b_enc, which carries the stream's scale
+    assert sm.cost_shares(a, b, fold=False)["b_enc"] > 0.9
+    assert sm.cost_shares(a, b, fold=True)["W_dec"] > 0.5
+
+
+def test_cost_shares_over_all_candidate_pairs_equal_brute_force():
+    a, b = sm.random_jumprelu(6, 10, seed=1), sm.random_jumprelu(6, 10, seed=2)
+    shares = sm.cost_shares(a, b, fold=True)
+    va, vb = sm.feature_vectors(a, folded=True), sm.feature_vectors(b, folded=True)
+    parts = {"W_dec": slice(0, 6), "W_enc": slice(6, 12), "b_enc": slice(12, 13)}
+    brute = {p: float(torch.cdist(va[:, sl], vb[:, sl]).pow(2).sum()) for p, sl in parts.items()}
+    total = sum(brute.values())
+    for p in parts:
+        assert shares[p] == pytest.approx(brute[p] / total, rel=1e-9)
+    matched = sm.cost_shares(a, b, fold=True, permutation=np.arange(10))
+    assert sum(matched.values()) == pytest.approx(1.0)
+
+
+def test_unit_decoder_rows_keep_the_function():
+    sae = sm.random_jumprelu(12, 40, seed=5, apply_b_dec_to_input=False)
+    unit = sm.unit_decoder_rows(sae)
+    x = torch.randn(300, 12, dtype=torch.float64) * 3
+    torch.testing.assert_close(unit(x), sae(x), rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(unit.W_dec.norm(dim=1), torch.ones(40, dtype=torch.float64))
+
+
+def test_sparse_assignment_is_exact_when_the_knn_graph_holds_the_optimum():
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(300, 20, generator=g, dtype=torch.float64)
+    perm_true = torch.randperm(300, generator=g)
+    b = torch.empty_like(a)
+    b[perm_true] = a + 0.05 * torch.randn(a.shape, generator=g, dtype=torch.float64)
+    exact = assignment.exact_assignment(a, b)
+    rows, cols, products = assignment.knn_candidates(a, b, 4, dtype=torch.float64)
+    np.testing.assert_allclose(products, (a[rows] * b[cols]).sum(1).numpy(), rtol=1e-5, atol=1e-5)
+    assert np.isin(np.arange(300) * 300 + exact, rows * 300 + cols).all()  # the optimum is among the candidates
+    sparse = assignment.sparse_assignment(a, b, k=4)
+    np.testing.assert_array_equal(sparse, exact)
+    assert assignment.assignment_gap(a, b, sparse, exact) == 0.0
+
+
+def test_sparse_assignment_is_a_permutation_with_a_small_gap_on_unrelated_vectors():
+    g = torch.Generator().manual_seed(1)
+    a, b = torch.randn(400, 30, generator=g), torch.randn(400, 30, generator=g)
+    sparse = assignment.sparse_assignment(a, b, k=8)
+    assert sorted(sparse.tolist()) == list(range(400))
+    gap = assignment.assignment_gap(a, b, sparse, assignment.exact_assignment(a, b))
+    assert 0.0 <= gap < 0.01
+    with pytest.raises(ValueError, match="solver must be one of 'exact', 'sparse', got 'hungarian'"):
+        assignment.assign(a, b, "hungarian")
+
+
+def test_match_with_the_sparse_solver_recovers_a_perturbed_copy():
+    sae = sm.random_jumprelu(16, 128, seed=4)
+    copy_, truth = sm.perturbed_copy(sae, noise=0.05, scale_spread=10.0, seed=1)
+    m = sm.match(sae, copy_, solver="sparse", k=8)
+    assert sm.recovery(m, truth) == 1.0
+    np.testing.assert_array_equal(m.permutation, sm.match(sae, copy_).permutation)
+
+
+@pytest.mark.parametrize("solver", ["exact", "sparse"])
+def test_data_match_recovers_a_planted_permutation(solver):
+    g = torch.Generator().manual_seed(2)
+    z_a = torch.relu(torch.randn(2000, 50, generator=g))
+    perm = torch.randperm(50, generator=g)
+    z_b = torch.empty_like(z_a)
+    z_b[:, perm] = z_a * 3 + 0.1 * torch.rand(z_a.shape, generator=g)
+    z_b[:, perm[0]] = 0.0  # a dead feature correlates with nothing
+    m = sm.data_match(z_a, z_b, solver=solver, k=5)
+    assert m.weights == "data"
+    assert np.mean(m.permutation[1:] == perm.numpy()[1:]) == 1.0
+    corr = sm.activation_correlation(z_a, z_b)
+    assert corr.shape == (50, 50) and float(corr[:, perm[0]].abs().max()) == 0.0
+    with pytest.raises(ValueError, match="same N tokens"):
+        sm.data_match(z_a, z_b[:10])
+
+
+def test_bootstrap_interval_contains_the_mean_and_narrows_with_more_windows():
+    g = torch.Generator().manual_seed(0)
+    few, many = torch.randn(8, generator=g) + 1, torch.randn(200, generator=g) + 1
+    lo, hi = lms.bootstrap_mean_ci(few)
+    assert lo <= float(few.mean()) <= hi
+    lo2, hi2 = lms.bootstrap_mean_ci(many)
+    assert hi2 - lo2 < hi - lo
+    with pytest.raises(ValueError, match="level must be a number in"):
+        lms.bootstrap_mean_ci(few, level=1.5)
+
+
+def test_delta_losses_report_intervals_and_token_counts():
+    model, tokenizer = lms.load_model("tiny-random")
+    ids = lms.token_windows(tokenizer, [("doc", "def f(x):\n    return x + 1\n" * 30)], 24)[:5]
+    saes = [sm.random_jumprelu(64, 32, seed=t, dtype="float32", apply_b_dec_to_input=False) for t in range(4)]
+    acts = lms.collect_residuals(model, ids)
+    stack = sm.match_stack(saes, [0, 1, 2, 3], train_acts=acts)
+    assert stack.methods == ["folded", "unfolded", "unfolded_decoder", "folded_decoder", "folded_encoder",
+                             "data_based"]
+    loss = lms.delta_losses(model, ids, stack, ["folded", "data_based", "own", "layer_drop"], decoding="original",
+                            pairs=[1], head_dtype=torch.bfloat16)
+    assert list(loss.delta) == ["1-2"] and loss.n_tokens == 5 * 22 and loss.n_windows == 5
+    for v, d in loss.delta["1-2"].items():
+        lo, hi = loss.ci["1-2"][v]
+        assert lo <= d <= hi
+    with pytest.raises(ValueError, match="decoding must be one of 'folded', 'original', got 'raw'"):
+        sm.transfer_map(stack, 0, "folded", "raw")
+
+
+def test_gated_model_error_names_the_fix(monkeypatch):
+    from transformers import AutoModelForCausalLM
+
+    def refuse(*args, **kwargs):
+        cause = GatedRepoError.__new__(GatedRepoError)  # as huggingface_hub raises it, without an HTTP response
+        Exception.__init__(cause, "Cannot access gated repo for url https://huggingface.co/google/gemma-2-2b")
+        raise OSError("You are trying to access a gated repo.") from cause
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", refuse)
+    with pytest.raises(lms.HubAccessError) as info:
+        lms.load_model("google/gemma-2-2b")
+    text = str(info.value)
+    for needed in ("google/gemma-2-2b", "accept the model's licence", "https://huggingface.co/google/gemma-2-2b",
+                   "settings/tokens", "huggingface-cli login", "HF_TOKEN"):
+        assert needed in text
+
+
+def test_other_hub_errors_pass_through(monkeypatch):
+    from transformers import AutoModelForCausalLM
+
+    def broken(*args, **kwargs):
+        raise ValueError("something else")
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", broken)
+    with pytest.raises(ValueError, match="something else"):
+        lms.load_model("google/gemma-2-2b")

@@ -1,0 +1,92 @@
+"""The summary's SAE Match rows: recomputed from chapter 7's result file, each verdict naming what it compares."""
+
+import pytest
+
+from esae import results, summary
+
+
+@pytest.fixture
+def tmp_results(tmp_path, monkeypatch):
+    monkeypatch.setenv("ESAE_RESULTS", str(tmp_path))
+    return tmp_path
+
+
+def mse(vanilla: float, unfolded: float, folded: float) -> dict:
+    return {"vanilla": dict.fromkeys(("W_dec", "W_enc", "b_enc", "all"), vanilla),
+            "unfolded": dict.fromkeys(("W_dec", "W_enc", "b_enc", "all"), unfolded),
+            "folded": dict.fromkeys(("W_dec", "W_enc", "b_enc", "all"), folded)}
+
+
+def chapter7(**changes) -> dict:
+    shares = {"W_dec": 0.01, "W_enc": 0.01, "b_enc": 0.98}
+    ev = {p: {"folded/folded": 0.2, "folded/original": 0.3, "own": 0.9, "previous": 0.1, "layer_drop": 0.5}
+          for p in ("0-1", "1-2", "2-3")}
+    out = {
+        "model": "tiny",
+        "weight_mse": {"0-1": mse(3.0, 2.0, 1.0), "1-2": mse(3.0, 0.5, 1.0)},
+        "cost_share": {p: {"unfolded": shares, "folded": {"W_dec": 0.99, "W_enc": 0.005, "b_enc": 0.005}}
+                       for p in ("0-1", "1-2")},
+        "decoding": "original",
+        "explained_variance": ev,
+        "method_medians": {"folded": {"agreement": 0.3, "cofire": 0.2, "ev": 0.3, "delta_loss": 1.0},
+                           "unfolded": {"agreement": 0.01, "cofire": 0.05, "ev": -0.05, "delta_loss": 3.0},
+                           "unfolded_decoder": {"agreement": 0.3, "cofire": 0.21, "ev": 0.31, "delta_loss": 0.9},
+                           "data_based": {"agreement": 1.0, "cofire": 0.4, "ev": 0.4, "delta_loss": 0.8}},
+        "delta_loss": {"0-1": {"own": {"mean": 0.2, "ci": [0.1, 0.3]}}},
+        "delta_loss_tokens": 4158,
+        "matching_score": {"folded": 0.2, "unfolded": 0.05, "unfolded_decoder": 0.21, "random": 0.04},
+        "persistence": {"1": {"agreement": 1.0, "cofire_composed": 0.3, "cofire_direct": 0.3, "cofire_chance": 0.04},
+                        "5": {"agreement": 0.1, "cofire_composed": 0.05, "cofire_direct": 0.1, "cofire_chance": 0.04}},
+        "pruning": {"1": {"encode_permute_decode": 0.5, "layer_drop": 1.0},
+                    "2": {"encode_permute_decode": 2.0, "layer_drop": 1.0}},
+        "sae_quality": {"0": {"explained_variance": 0.8, "l0": 40.0, "dead_fraction": 0.01}},
+        "ground_truth_recovery": {"folded": 1.0, "unfolded": 0.8},
+        "figure2_recovery": {"folded, all weights": 1.0, "unfolded, all weights": 0.1, "unfolded, decoder only": 1.0},
+    }
+    out.update(changes)
+    return out
+
+
+def rows_by_start(profile: str = "smoke") -> dict:
+    return {r.claim.split(";")[0].split(":")[0]: r for r in summary.claims(profile) if "SAE Match" in r.source
+            or r.source == "beyond"}
+
+
+def find(rows: dict, start: str):
+    return next(r for k, r in rows.items() if k.startswith(start))
+
+
+def test_each_sae_match_verdict_says_what_it_compares(tmp_results):
+    results.write_results("smoke", "07_sae_match", chapter7())
+    rows = rows_by_start()
+    order = find(rows, "weight MSE")
+    assert order.verdict == "differs" and "W_dec 1 of 2" in order.ours and "verdict:" in order.claim
+    paper = find(rows, "folding helps against the paper's baseline")
+    assert paper.verdict == "agrees" and "EV 0.300 vs -0.050" in paper.ours and "verdict:" in paper.claim
+    fair = find(rows, "folding helps against the fair baseline")
+    assert fair.verdict == "differs" and "EV 0.300 vs 0.310" in fair.ours
+    assert "b_enc 98.0%" in find(rows, "what decides").ours
+    pers = find(rows, "persistence")
+    assert pers.verdict == "differs" and "composed ×1.2, direct ×2.5" in pers.ours
+    assert "original SAEs 0.300" in find(rows, "which SAEs decode").ours
+    assert "4158 predictions per pair" in find(rows, "ΔL measured").ours
+    assert find(rows, "raw-unit pair").verdict == "agrees"
+
+
+def test_persistence_agrees_only_when_both_routes_beat_chance(tmp_results):
+    pers = {"5": {"agreement": 0.5, "cofire_composed": 0.2, "cofire_direct": 0.3, "cofire_chance": 0.04}}
+    results.write_results("smoke", "07_sae_match", chapter7(persistence=pers))
+    assert find(rows_by_start(), "persistence").verdict == "agrees"
+
+
+def test_old_result_layout_is_reported_unreadable(tmp_results):
+    results.write_results("smoke", "07_sae_match", {"model": "tiny", "mse": {"0-1": {"folded": 1.0}}})
+    row = next(r for r in summary.claims("smoke") if r.source == "SAE Match")
+    assert row.verdict == "not run" and "unreadable" in row.ours
+
+
+def test_no_pipe_inside_sae_match_cells(tmp_results):
+    results.write_results("smoke", "07_sae_match", chapter7())
+    for row in summary.claims("smoke"):
+        if "SAE Match" in row.source:
+            assert all("|" not in cell for cell in (row.claim, row.paper, row.ours))
