@@ -114,7 +114,7 @@ assert tuple(measured_counts) == shapes.NUM_ORIENTATIONS
 # $g$ (90° counter-clockwise, the convention of chapter 1) simply adds one to every position:
 
 # %%
-example = shapes.make_dataset(1, seed)
+example = shapes.make_dataset(1, seed, layout=layout)
 texts = [f"p={p} ({shapes.POSITION_NAMES[p]})\n{shapes.SHAPES[example.shapes[0, p]]}, o={example.orientations[0, p]}"
          for p in range(4)]
 esae.plots.labelled_quadrants(example.images[0], shapes.QUADRANT_ORIGINS, texts, shapes.CELL,
@@ -145,7 +145,7 @@ display(Markdown(rows))
 # composition law $g(gx) = g^2 x$:
 
 # %%
-data = shapes.make_dataset(n_samples, seed)
+data = shapes.make_dataset(n_samples, seed, layout=layout)
 exact = {f"rotate(images, {k}) == render(rotated labels)":
          bool(torch.equal(rotate_images(data.images, k),
                           shapes.render(*shapes.rotate_labels(data.shapes, data.orientations, k))))

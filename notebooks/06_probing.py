@@ -336,8 +336,8 @@ if "xgboost" in config.probes:
 # 5. latents: the two-layer SAE beats the one-layer SAEs, more so at higher $K$.
 #
 # A claim "holds" in a panel when it holds in every (group, $K$) cell it is stated for; the table
-# gives how many cells hold. With 1,000 test images the mean F1 of a group moves by about 0.01
-# between probe seeds, which is why 0.02 counts as a tie.
+# gives how many cells hold. "Matched" means within 0.02 F1 (`esae.probing.TIE`), a margin below
+# which a group mean is not distinguishable from noise at these test-set sizes.
 
 # %%
 TIE = probing.TIE
