@@ -636,13 +636,6 @@ class ProbingConfig:
         return list(out.values())
 
 
-def _concat(*datasets):
-    from esae.shapes import ShapesDataset
-
-    return ShapesDataset(torch.cat([d.images for d in datasets]), np.concatenate([d.shapes for d in datasets]),
-                         np.concatenate([d.orientations for d in datasets]))
-
-
 def probing_sets(profile: str, n_train: int, n_test: int, seed: int, layout: str | None = None):
     """The probing set and the test set of ``profile``'s layout (or ``layout``): fresh images from
     the ``probe`` and the ``heldout`` pools of orbits (``esae.shapes.POOLS``), so neither shares an
