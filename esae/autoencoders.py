@@ -26,14 +26,14 @@ from esae import cache
 from esae.groups import rotate as rotate_images
 from esae.params import chapter_parameters, check_choice, check_float, check_int, check_profile
 from esae.runtime import progress, resolve_device
-from esae.shapes import IMAGE_SIZE, ShapesDataset, make_dataset
+from esae.shapes import IMAGE_SIZE, LAYOUTS, ShapesDataset, make_dataset
 
 Tensor = torch.Tensor
 
 KINDS = ("mlp", "cnn")
 D_ACT = 256  # width of the studied activations
 CHAPTER = "03_base_models"
-VERSION = 2  # bump when training code changes what a config produces
+VERSION = 3  # bump when training code changes what a config produces
 
 
 class MLPAutoencoder(nn.Module):
@@ -155,10 +155,12 @@ def reconstruction_mse(model: nn.Module, images: Tensor, *, batch_size: int = 10
 class TrainConfig:
     """Everything that determines a trained base model (the cache key).
 
-    The training images are ``make_dataset(n_train, data_seed)``; ``n_heldout`` images from
-    :func:`heldout_set` give the held-out curve."""
+    The training images are ``make_dataset(n_train, data_seed, layout=layout, pool="train")``;
+    ``n_heldout`` images from :func:`heldout_set` (the ``heldout`` pool: no shared orbit, under
+    ``upright`` no shared label set) give the held-out curve."""
 
     kind: str
+    layout: str = "upright"
     n_train: int = 10_000
     n_heldout: int = 2_000
     data_seed: int = 0
@@ -170,6 +172,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check_choice("kind", self.kind, KINDS)
+        check_choice("layout", self.layout, LAYOUTS)
         check_int("n_train", self.n_train, 1)
         check_int("n_heldout", self.n_heldout, 1)
         check_int("data_seed", self.data_seed, 0)
@@ -180,15 +183,16 @@ class TrainConfig:
 
 
 def training_set(config: TrainConfig) -> ShapesDataset:
-    """The training images of ``config``: ``make_dataset(n_train, data_seed)``."""
-    return make_dataset(config.n_train, config.data_seed)
+    """The training images of ``config``: ``make_dataset(n_train, data_seed)`` of its layout, from
+    the ``train`` pool of orbits."""
+    return make_dataset(config.n_train, config.data_seed, layout=config.layout, pool="train")
 
 
 def heldout_set(config: TrainConfig, train: ShapesDataset | None = None) -> ShapesDataset:
-    """``n_heldout`` images drawn with seed ``data_seed + 1``, none of them in the C4 orbit of a
-    training image (so no rotation of a held-out image was ever trained on)."""
-    train = training_set(config) if train is None else train
-    return make_dataset(config.n_heldout, config.data_seed + 1, disjoint_from=train)
+    """``n_heldout`` images drawn with seed ``data_seed + 1`` from the ``heldout`` pool of orbits, so
+    none lies in the C4 orbit of a training image (no rotation of a held-out image was ever trained
+    on; under ``upright`` no held-out label set was). ``train`` is accepted for compatibility."""
+    return make_dataset(config.n_heldout, config.data_seed + 1, layout=config.layout, pool="heldout")
 
 
 def random_rotations(images: Tensor, generator: torch.Generator) -> Tensor:
@@ -326,38 +330,50 @@ def label_r2(model: nn.Module, train: ShapesDataset, test: ShapesDataset, *, bat
 # what later chapters use
 
 
-def profile_configs(profile: str) -> dict[str, TrainConfig]:
+def profile_layout(profile: str, layout: str | None = None) -> str:
+    """The dataset layout of ``profile`` (its ``02_dataset`` section's ``layout``, default
+    ``upright``), or ``layout`` when given (to compute the other reading in the same run)."""
+    check_profile(profile)
+    if layout is None:
+        layout = chapter_parameters("02_dataset", profile).get("layout", "upright")
+    check_choice("layout", layout, LAYOUTS)
+    return layout
+
+
+def profile_configs(profile: str, layout: str | None = None) -> dict[str, TrainConfig]:
     """The training configs chapter 3 uses under ``profile``, one per kind, read from the
     profile's ``03_base_models`` section (``n_train``, ``n_heldout``, ``mlp_epochs``,
-    ``cnn_epochs``, ``batch_size``, ``lr``, ``seed``)."""
-    check_profile(profile)
-    p = chapter_parameters(CHAPTER, profile)
+    ``cnn_epochs``, ``batch_size``, ``lr``, ``seed``) and the dataset layout
+    (:func:`profile_layout`)."""
+    p = dict(chapter_parameters(CHAPTER, profile))
+    p["layout"] = profile_layout(profile, layout)
     return configs_from_parameters(p)
 
 
 def configs_from_parameters(p: dict[str, Any]) -> dict[str, TrainConfig]:
     """Build the two :class:`TrainConfig` from chapter 3's parameters (a dict of the names the
     chapter's parameters cell declares)."""
-    base = TrainConfig("mlp", n_train=p.get("n_train", 10_000), n_heldout=p.get("n_heldout", 2_000),
+    base = TrainConfig("mlp", layout=p.get("layout", "upright"), n_train=p.get("n_train", 10_000), n_heldout=p.get("n_heldout", 2_000),
                        data_seed=p.get("seed", 0), batch_size=p.get("batch_size", 64), lr=p.get("lr", 1e-3),
                        seed=p.get("seed", 0))
     return {kind: replace(base, kind=kind, n_epochs=p.get(f"{kind}_epochs", 100)) for kind in KINDS}
 
 
-def training_images(profile: str) -> ShapesDataset:
-    """The training set chapter 3 used under ``profile`` (unrotated; training augments it)."""
-    return training_set(profile_configs(profile)["mlp"])
+def training_images(profile: str, layout: str | None = None) -> ShapesDataset:
+    """The training set chapter 3 used under ``profile`` (training augments it with rotations);
+    ``layout`` overrides the profile's."""
+    return training_set(profile_configs(profile, layout)["mlp"])
 
 
-def heldout_images(profile: str) -> ShapesDataset:
+def heldout_images(profile: str, layout: str | None = None) -> ShapesDataset:
     """Chapter 3's held-out set under ``profile``: different seed, orbit-disjoint from training."""
-    config = profile_configs(profile)["mlp"]
-    return heldout_set(config)
+    return heldout_set(profile_configs(profile, layout)["mlp"])
 
 
-def load_base_models(profile: str, device: torch.device | str | None = "auto") -> dict[str, nn.Module]:
+def load_base_models(profile: str, device: torch.device | str | None = "auto",
+                     layout: str | None = None) -> dict[str, nn.Module]:
     """``{"mlp": ..., "cnn": ...}`` trained exactly as chapter 3 trains them under ``profile``
     (loaded from the cache after chapter 3 ran; trained here otherwise), eval mode, on ``device``
     (``None`` means ``"auto"``)."""
     device = resolve_device(device or "auto") if isinstance(device, str | None) else device
-    return {kind: train_base_model(config, device)[0] for kind, config in profile_configs(profile).items()}
+    return {kind: train_base_model(config, device)[0] for kind, config in profile_configs(profile, layout).items()}

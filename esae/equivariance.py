@@ -107,22 +107,39 @@ def _powers_of(acts: Tensor, m: Tensor, order: int) -> Tensor:
 
 
 def r2(acts: Tensor, acts_rotated: Tensor, m: Tensor, order: int = 4) -> dict[str, object]:
-    """How well ``M^p ψ(x)`` predicts ``ψ(g^p x)``, for each power p = 1..order and averaged.
+    """How well ``M^p ψ(x)`` predicts ``ψ(g^p x)``, for each power p = 1..order, and averaged over
+    the **non-trivial powers p = 1..order − 1** (p = order, where g^order = e, is trivially 1 for
+    M = I and would flatter every baseline; it stays in the per-power dicts).
 
     Two definitions are reported (see :mod:`esae.metrics`): ``pooled`` — one minus the residual
     sum of squares over the total sum of squares around the per-dimension mean, pooled over all
     dimensions (dimensions weigh by their variance); ``per_dim`` — the same ratio computed per
     dimension and averaged (scikit-learn's ``r2_score`` default). Returns
-    ``{"pooled": {p: r2}, "per_dim": {p: r2}, "pooled_mean": .., "per_dim_mean": ..}``;
-    p = order (where g^order = e) is included, as in the paper's sum.
+    ``{"pooled": {p: r2}, "per_dim": {p: r2}, "pooled_mean": .., "per_dim_mean": .., "powers": [1..order-1]}``.
     """
     targets = _check_acts(acts, acts_rotated, order)
     with torch.no_grad():
         preds = _powers_of(acts, m.to(acts.dtype), order)
     pooled = {p + 1: r2_pooled(targets[p], preds[p]) for p in range(order)}
     per_dim = {p + 1: r2_per_dim(targets[p], preds[p]) for p in range(order)}
-    return {"pooled": pooled, "per_dim": per_dim,
-            "pooled_mean": sum(pooled.values()) / order, "per_dim_mean": sum(per_dim.values()) / order}
+    powers = list(range(1, order)) if order > 1 else [1]
+    return {"pooled": pooled, "per_dim": per_dim, "powers": powers,
+            "pooled_mean": sum(pooled[p] for p in powers) / len(powers),
+            "per_dim_mean": sum(per_dim[p] for p in powers) / len(powers)}
+
+
+def r2_definitions(acts: Tensor, acts_rotated: Tensor, m: Tensor, order: int = 4) -> dict[str, float]:
+    """``M^p ψ(x)`` against ``ψ(g^p x)`` under every candidate definition of R² in
+    :data:`esae.metrics.R2_DEFINITIONS`, each averaged over p = 1..order − 1. ``acts`` ``(n, d)``,
+    ``acts_rotated`` ``(order − 1 or order, n, d)``, ``m`` ``(d, d)``."""
+    from esae.metrics import R2_DEFINITIONS
+
+    targets = _check_acts(acts, acts_rotated, order)
+    with torch.no_grad():
+        preds = _powers_of(acts.double(), m.double(), order)
+    powers = range(1, order) if order > 1 else [1]
+    return {name: sum(fn(targets[p - 1].double(), preds[p - 1]) for p in powers) / len(powers)
+            for name, fn in R2_DEFINITIONS.items()}
 
 
 def lstsq_m(acts: Tensor, acts_next: Tensor, ridge: float = 1e-4) -> Tensor:
@@ -286,22 +303,21 @@ def profile_fit_config(profile: str, variant: str = "paper") -> FitConfig:
 
 
 def profile_fit(profile: str, model: str, variant: str = "paper",
-                device: torch.device | str | None = None) -> FitResult:
+                device: torch.device | str | None = None, layout: str | None = None) -> FitResult:
     """Fit M for base model ``model`` (``mlp``/``cnn``) on the training images of ``profile``,
     recording held-out R² per epoch; cached by the base model's and the fit's configuration."""
-    from esae.autoencoders import heldout_images, load_base_models, training_images
+    from esae.autoencoders import heldout_images, load_base_models, profile_configs, training_images
     from esae.cache import cached_torch
-    from esae.params import chapter_parameters
 
     check_choice("model", model, ("mlp", "cnn"))
     config = profile_fit_config(profile, variant)
-    key = {"base_model": chapter_parameters("03_base_models", profile), "model": model, "fit": config}
+    key = {"base_model": profile_configs(profile, layout)[model], "model": model, "fit": config}
 
     def compute() -> dict:
-        net = load_base_models(profile, device)[model]
-        train = orbit_activations(net, training_images(profile).images, device=device)
-        test = orbit_activations(net, heldout_images(profile).images, device=device)
-        m_init = profile_fit(profile, model, "warm_start", device).m if variant == "exact" else None
+        net = load_base_models(profile, device, layout)[model]
+        train = orbit_activations(net, training_images(profile, layout).images, device=device)
+        test = orbit_activations(net, heldout_images(profile, layout).images, device=device)
+        m_init = profile_fit(profile, model, "warm_start", device, layout).m if variant == "exact" else None
         fit = fit_m(*train, config, eval_data=test, m_init=m_init, device=device)
         return {"m": fit.m, "history": fit.history}
 
@@ -309,8 +325,9 @@ def profile_fit(profile: str, model: str, variant: str = "paper",
     return FitResult(data["m"], data["history"])
 
 
-def fitted_m(profile: str, model: str, device: torch.device | str | None = None) -> Tensor:
+def fitted_m(profile: str, model: str, device: torch.device | str | None = None,
+             layout: str | None = None) -> Tensor:
     """The M ``(256, 256)`` chapter 4 fits for base model ``model`` under ``profile`` (cached):
     Adam on the paper's loss from the least-squares warm start, which reaches in a few epochs
     what the identity start needs far longer for (chapter 4); the matrix chapter 5 uses."""
-    return profile_fit(profile, model, "warm_start", device).m
+    return profile_fit(profile, model, "warm_start", device, layout).m

@@ -584,6 +584,7 @@ class ProbingConfig:
     saes: tuple[str, ...] = ("regular", "wide", "two_layer", "equivariant")  # SAEs compared
     probes: tuple[str, ...] = PROBES  # probes fitted on every task
     xgb_max_bin: int = 256  # XGBoost histogram bins (256 is its default)
+    xgb_estimators: int = 100  # XGBoost trees (the paper: 100)
     n_jobs: int = -1  # parallel workers over tasks (-1: every core)
     seed: int = 0  # seed of the probing sets and the probes
 
@@ -611,13 +612,14 @@ class ProbingConfig:
         object.__setattr__(self, "saes", tuple(self.saes))
         object.__setattr__(self, "probes", check_probes(self.probes))
         check_int("xgb_max_bin", self.xgb_max_bin, 2)
+        check_int("xgb_estimators", self.xgb_estimators, 1)
         check_int("n_jobs", self.n_jobs, -1)
         if self.n_jobs == 0:
             raise ValueError("n_jobs must be a positive int or -1 (every core), got 0")
         check_int("seed", self.seed, 0)
 
     def probe_config(self) -> ProbeConfig:
-        return ProbeConfig(xgb_max_bin=self.xgb_max_bin, seed=self.seed)
+        return ProbeConfig(xgb_max_bin=self.xgb_max_bin, xgb_estimators=self.xgb_estimators, seed=self.seed)
 
     def panels(self) -> list[Panel]:
         """Figure 3's panel first, then each Figure 7 variant (one coinciding with Figure 3 is
@@ -634,23 +636,17 @@ class ProbingConfig:
         return list(out.values())
 
 
-def _concat(*datasets):
-    from esae.shapes import ShapesDataset
-
-    return ShapesDataset(torch.cat([d.images for d in datasets]), np.concatenate([d.shapes for d in datasets]),
-                         np.concatenate([d.orientations for d in datasets]))
-
-
-def probing_sets(profile: str, n_train: int, n_test: int, seed: int):
-    """The probing set and the test set: fresh generated images, orbit-disjoint from the images
-    the base models and SAEs were trained on (``esae.autoencoders.training_images(profile)``) and
-    from each other (no image of one is a rotation of an image of the other)."""
-    from esae.autoencoders import training_images
+def probing_sets(profile: str, n_train: int, n_test: int, seed: int, layout: str | None = None):
+    """The probing set and the test set of ``profile``'s layout (or ``layout``): fresh images from
+    the ``probe`` and the ``heldout`` pools of orbits (``esae.shapes.POOLS``), so neither shares an
+    orbit — under ``upright`` a label set — with the images the base models and SAEs were trained
+    on (the ``train`` pool) nor with each other."""
+    from esae.autoencoders import profile_layout
     from esae.shapes import make_dataset
 
-    seen = training_images(profile)
-    train = make_dataset(n_train, 60_000 + seed, disjoint_from=seen)
-    test = make_dataset(n_test, 60_001 + seed, disjoint_from=_concat(seen, train))
+    layout = profile_layout(profile, layout)
+    train = make_dataset(n_train, 60_000 + seed, layout=layout, pool="probe")
+    test = make_dataset(n_test, 60_001 + seed, layout=layout, pool="heldout")
     return train, test
 
 
@@ -684,11 +680,15 @@ def sae_decoder(sae) -> tuple[np.ndarray, np.ndarray]:
 
 
 def rotations_from_canonical(dataset) -> np.ndarray:
-    """``p`` ``(n,)`` with each image ``x = g^p c`` for ``c`` the canonical representative of its orbit
-    (chapter 5: the member with the smallest label code, ``esae.saes.canonical_rotation``, which
-    returns the ``c``-side rotation; ``p`` is its inverse)."""
+    """``p`` ``(n,)`` with each image ``x = g^p c`` for ``c`` the canonical representative of its orbit:
+    under the ``upright`` layout the generated image, so ``p`` is the sample's known rotation
+    (``dataset.rotations``); under ``independent`` the member with the smallest label code
+    (chapter 5, ``esae.saes.canonical_rotation``, which returns the ``c``-side rotation; ``p`` is
+    its inverse)."""
     from esae.saes import canonical_rotation
 
+    if getattr(dataset, "rotations", None) is not None:
+        return np.asarray(dataset.rotations, dtype=np.int64).copy()
     return (-np.asarray(canonical_rotation(dataset.shapes, dataset.orientations))) % 4
 
 
@@ -707,7 +707,8 @@ class ModelInputs:
     p_test: np.ndarray
 
 
-def model_inputs(profile: str, model: str, train, test, device, *, net=None, sae_set=None) -> ModelInputs:
+def model_inputs(profile: str, model: str, train, test, device, *, net=None, sae_set=None,
+                 layout: str | None = None) -> ModelInputs:
     """Base activations and task labels of the probing sets for ``model``, and its SAEs (chapter 5).
     ``net`` and ``sae_set`` default to ``load_base_models(profile)[model]`` and
     ``load_saes(profile, model)``; pass them when already loaded."""
@@ -715,8 +716,8 @@ def model_inputs(profile: str, model: str, train, test, device, *, net=None, sae
     from esae.saes import load_saes
     from esae.shapes import probing_tasks, task_labels
 
-    net = load_base_models(profile, device)[model] if net is None else net
-    sae_set = load_saes(profile, model, device) if sae_set is None else sae_set
+    net = load_base_models(profile, device, layout)[model] if net is None else net
+    sae_set = load_saes(profile, model, device, layout) if sae_set is None else sae_set
     tasks = probing_tasks()
     return ModelInputs(
         acts_train=activations(net, train.images, device=device).float().cpu().numpy(),
@@ -781,3 +782,67 @@ def orbit_reconstruction_stats(sae, orbit: torch.Tensor, p=None) -> dict[str, fl
     change = sum((zp - z[0]).pow(2).sum() for zp in z[1:]) / ((len(z) - 1) * z[0].pow(2).sum()).clamp_min(1e-12)
     return {"r2_own": r2_pooled(own, recon), "r2_orbit_mean": r2_pooled(mean, recon),
             "latent_orbit_change": float(change), "r2_mean_vs_own": r2_pooled(own, mean)}
+
+
+# ----------------------------------------------------------------------------- RESULT 2, as stated
+
+TIE = 0.02  # F1 differences within this count as "matched"
+
+
+def _group_f1(table: dict, model: str, L: int, sae: str, k: int, group: str) -> float | None:
+    entry = table.get(result_key(model, "reconstructions", L, sae, k))
+    return None if entry is None else entry.get(group)
+
+
+def claim_outperforms(table: dict, model: str, L: int, ks: Sequence[int], *, rivals: Sequence[str] = ("regular", "wide"),
+                      groups: Sequence[str] = GROUP_KEYS) -> dict:
+    """RESULT 2: "the equivariant SAE outperforms regular and wide SAEs when probes are trained over
+    the truncated reconstructions", per ``(K, group)``. ``table[result_key(...)]`` is ``{group: F1}``.
+    Returns ``{"margins": {"k<K>/<group>": F1 equivariant − best rival}, "n_cells", "n_held", "holds"}``;
+    ``holds`` is ``None`` when no cell can be tested."""
+    margins = {}
+    for k in ks:
+        for g in groups:
+            eq = _group_f1(table, model, L, "equivariant", k, g)
+            rv = [_group_f1(table, model, L, r, k, g) for r in rivals]
+            if eq is None or any(v is None for v in rv):
+                continue
+            margins[f"k{k}/{g}"] = eq - max(rv)
+    held = sum(m > 0 for m in margins.values())
+    return {"margins": margins, "n_cells": len(margins), "n_held": held,
+            "holds": None if not margins else held == len(margins)}
+
+
+def claim_two_layer_only_at(table: dict, model: str, L: int, ks: Sequence[int], *, k_match: int | None = None,
+                            groups: Sequence[str] = GROUP_KEYS, tie: float = TIE) -> dict:
+    """RESULT 2: the two-layer SAE's reconstruction probes match the equivariant SAE's "only at
+    K = 32" (``k_match``, default the largest K): per ``(K, group)`` the cell holds when
+    ``|F1 eq − F1 two-layer| ≤ tie`` at ``k_match`` and ``F1 eq − F1 two-layer > tie`` at every
+    other K. Needs at least two K (``holds`` ``None`` otherwise). Returns ``{"gaps", "n_cells",
+    "n_held", "holds"}`` with ``gaps`` F1 equivariant − two-layer."""
+    ks = list(ks)
+    k_match = max(ks) if k_match is None else k_match
+    gaps, ok = {}, []
+    for k in ks:
+        for g in groups:
+            eq, two = _group_f1(table, model, L, "equivariant", k, g), _group_f1(table, model, L, "two_layer", k, g)
+            if eq is None or two is None:
+                continue
+            d = eq - two
+            gaps[f"k{k}/{g}"] = d
+            ok.append(abs(d) <= tie if k == k_match else d > tie)
+    testable = len(ks) >= 2 and k_match in ks and bool(ok)
+    return {"gaps": gaps, "n_cells": len(ok), "n_held": int(sum(ok)),
+            "holds": (all(ok) if testable else None)}
+
+
+def subset_group_means(scores: ProbeScores, probe: str, tasks: np.ndarray, groups: Sequence[str]) -> dict | None:
+    """Group means of ``probe``'s F1 over the tasks ``tasks`` (indices into the full task list with
+    groups ``groups``), from ``scores`` whose columns are ``scores.tasks`` (all tasks when ``None``);
+    ``None`` if ``scores`` lacks one of those tasks."""
+    cols = np.arange(len(scores.f1[probe])) if scores.tasks is None else np.asarray(scores.tasks)
+    where = {int(t): i for i, t in enumerate(cols)}
+    if any(int(t) not in where for t in tasks):
+        return None
+    values = scores.f1[probe][[where[int(t)] for t in tasks]]
+    return group_means(values, [groups[int(t)] for t in tasks])

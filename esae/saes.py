@@ -470,10 +470,12 @@ class SAETrainConfig:
     ``batch_size`` samples per Adam step at learning rate ``lr`` (constant, then a linear decay to
     zero over the last ``lr_decay_fraction`` of the steps; the paper: 0). ``aux_coefficient``
     weighs sae-lens's AuxK loss for latents that have not fired in the last ``dead_window``
-    samples. ``canonical`` picks the invariant SAE's target in each orbit: ``label_code`` (the
-    orbit member with the smallest label code, see :func:`canonical_rotation`) or ``generated``
-    (the image as generated — not identifiable from its rotations on this dataset; kept to show
-    why). Bump ``version`` when the training code changes (it keys the cache)."""
+    samples. ``canonical`` picks the invariant SAE's target in each orbit: ``generated`` (the
+    generated image: under the ``upright`` layout the paper's canonical image, known by
+    construction; under ``independent`` the image as drawn, not identifiable from its rotations)
+    or ``label_code`` (the orbit member with the smallest label code, see
+    :func:`canonical_rotation`; needed only under ``independent``). Bump ``version`` when the
+    training code changes (it keys the cache)."""
 
     name: str
     k: int
@@ -487,7 +489,7 @@ class SAETrainConfig:
     lr_decay_fraction: float = 0.0
     aux_coefficient: float = 1.0
     dead_window: int = 10_000
-    canonical: str = "label_code"
+    canonical: str = "generated"
     seed: int = 0
     version: int = 1
 
@@ -844,14 +846,18 @@ CHAPTER = "05_equivariant_sae"
 CACHE_VERSION = 2
 
 
-def chapter_configs(profile: str) -> dict[tuple[str, int], SAETrainConfig]:
+def chapter_configs(profile: str, layout: str | None = None) -> dict[tuple[str, int], SAETrainConfig]:
     """The SAEs chapter 5 trains under ``profile``, keyed by ``(name, k)`` for every trained name
     (regular, wide, two_layer, invariant) and every K in the profile's ``ks``; the invariant SAE
-    trains for ``invariant_epochs`` (default: ``n_epochs``), the others for ``n_epochs``."""
+    trains for ``invariant_epochs`` (default: ``n_epochs``), the others for ``n_epochs``. Its
+    target is the generated image under the ``upright`` layout (the profile's unless ``layout``
+    is given) and the smallest-label-code member under ``independent``."""
+    from esae.autoencoders import profile_layout
     from esae.params import chapter_parameters
 
     p = chapter_parameters(CHAPTER, profile)
-    common = dict(expansion=p.get("expansion", 8), d_hidden=p.get("d_hidden", 512),
+    canonical = "generated" if profile_layout(profile, layout) == "upright" else "label_code"
+    common = dict(canonical=canonical, expansion=p.get("expansion", 8), d_hidden=p.get("d_hidden", 512),
                   batch_size=p["batch_size"], lr=p["lr"], lr_decay_fraction=p.get("lr_decay_fraction", 0.0),
                   aux_coefficient=p.get("aux_coefficient", 1.0), dead_window=p.get("dead_window", 10_000),
                   seed=p.get("seed", 0))
@@ -880,6 +886,27 @@ def canonical_rotation(shapes: Any, orientations: Any) -> np.ndarray:
         s, o = rotate_labels(shapes, orientations, k)
         codes.append(((s * 4 + o) * (32 ** np.arange(s.shape[1]))).sum(1))
     return np.argmin(np.stack(codes), 0)
+
+
+def target_rotation(dataset: Any, canonical: str) -> np.ndarray:
+    """The rotation ``c`` ``(n,)`` with ``g^c x`` the invariant SAE's target image for each image of
+    ``dataset`` (an ``esae.shapes.ShapesDataset``): ``generated`` — the generated image, ``c = −p``
+    under the ``upright`` layout (``dataset.rotations`` = p) and ``c = 0`` (the image itself) under
+    ``independent``; ``label_code`` — :func:`canonical_rotation` of its labels."""
+    check_choice("canonical", canonical, CANONICAL_CHOICES)
+    if canonical == "label_code":
+        return canonical_rotation(dataset.shapes, dataset.orientations)
+    if getattr(dataset, "rotations", None) is None:
+        return np.zeros(len(dataset.shapes), dtype=np.int64)
+    return (-np.asarray(dataset.rotations, dtype=np.int64)) % 4
+
+
+def training_targets(model: nn.Module, dataset: Any, canonical: str = "generated",
+                     device: torch.device | str | None = None) -> Tensor:
+    """Orbit activations ``(n, 4, d)`` of ``dataset`` re-indexed so that ``[i, 0]`` is the invariant
+    SAE's target (:func:`target_rotation`) and ``[i, p]`` its rotation by ``g^p``: what
+    :func:`train_sae` trains on."""
+    return canonical_orbit(orbit_acts(model, dataset.images, device=device), target_rotation(dataset, canonical))
 
 
 def canonical_orbit(orbit: Tensor, rotation: Any) -> Tensor:
@@ -930,9 +957,7 @@ class _Context:
         """Training orbit activations ``(n, 4, d)``, entry ``[i, 0]`` the invariant SAE's target."""
         if self._acts is None:
             self._acts = orbit_acts(self.net, self.dataset.images, device=self.device)
-        if canonical == "generated":
-            return self._acts
-        return canonical_orbit(self._acts, canonical_rotation(self.dataset.shapes, self.dataset.orientations))
+        return canonical_orbit(self._acts, target_rotation(self.dataset, canonical))
 
 
 def _device(device: torch.device | str | None) -> torch.device:
@@ -941,15 +966,18 @@ def _device(device: torch.device | str | None) -> torch.device:
     return resolve_device(device or "auto") if not isinstance(device, torch.device) else device
 
 
-def _context(profile: str, model: str, device: torch.device | str | None) -> _Context:
-    from esae.autoencoders import load_base_models, training_images
+def _context(profile: str, model: str, device: torch.device | str | None, layout: str | None = None) -> _Context:
+    from esae.autoencoders import load_base_models, profile_layout, training_images
 
     check_choice("model", model, BASE_MODELS)
     device = _device(device)
-    net = load_base_models(profile, device)[model]
-    dataset = training_images(profile)
-    key = {"model": model, "base_model": _model_digest(net), "version": CACHE_VERSION,
-           "images": _digest(dataset.images, torch.as_tensor(dataset.shapes), torch.as_tensor(dataset.orientations))}
+    layout = profile_layout(profile, layout)
+    net = load_base_models(profile, device, layout)[model]
+    dataset = training_images(profile, layout)
+    rotations = torch.as_tensor(dataset.rotations if dataset.rotations is not None else np.zeros(0, np.int64))
+    key = {"model": model, "base_model": _model_digest(net), "version": CACHE_VERSION, "layout": layout,
+           "images": _digest(dataset.images, torch.as_tensor(dataset.shapes), torch.as_tensor(dataset.orientations),
+                             rotations)}
     return _Context(net, dataset, model, device, key)
 
 
@@ -1007,41 +1035,43 @@ def _equivariant(ctx: _Context, config: SAETrainConfig, m: Tensor) -> Equivarian
 
 
 def profile_sae(profile: str, model: str, config: SAETrainConfig,
-                device: torch.device | str | None = None) -> TrainResult:
+                device: torch.device | str | None = None, layout: str | None = None) -> TrainResult:
     """One SAE trained as ``config`` says on the training images of ``profile`` (chapter 3's) for
     base model ``model``, cached like :func:`profile_saes`'s (e.g. a variant the chapter compares)."""
-    return _trained(_context(profile, model, device), config)
+    return _trained(_context(profile, model, device, layout), config)
 
 
 def profile_saes(profile: str, model: str, device: torch.device | str | None = None,
-                 m: Tensor | None = None) -> dict[tuple[str, int], TrainResult]:
+                 m: Tensor | None = None, layout: str | None = None) -> dict[tuple[str, int], TrainResult]:
     """Every SAE chapter 5 trains for base model ``model`` under ``profile`` with its training
     history, keyed by ``(name, k)``; trained once and cached (keyed by the training config, the
     base model's weights and the training images). The equivariant SAEs use ``m`` (default:
     chapter 4's :func:`esae.equivariance.fitted_m`) and carry the invariant SAE's history."""
-    ctx = _context(profile, model, device)
-    configs = chapter_configs(profile)
+    ctx = _context(profile, model, device, layout)
+    configs = chapter_configs(profile, layout)
     together = _train_missing_together(ctx, list(configs.values()))
     out = {key: _trained(ctx, cfg, together) for key, cfg in configs.items()}
     if m is None:
         from esae.equivariance import fitted_m
 
-        m = fitted_m(profile, model, ctx.device)
+        m = fitted_m(profile, model, ctx.device, layout)
     for (name, k), cfg in configs.items():
         if name == "invariant":
             out[("equivariant", k)] = TrainResult(_equivariant(ctx, cfg, m.detach().cpu()), out[(name, k)].history)
     return {key: out[key] for key in sorted(out, key=lambda nk: (nk[1], SAE_NAMES.index(nk[0])))}
 
 
-def load_saes(profile: str, model: str, device: torch.device | str | None = None) -> dict[tuple[str, int], SAE]:
+def load_saes(profile: str, model: str, device: torch.device | str | None = None,
+              layout: str | None = None) -> dict[tuple[str, int], SAE]:
     """All SAEs chapter 5 trains for base model ``model`` (``mlp``/``cnn``) under ``profile``,
     keyed by ``(name, k)`` with name in regular, wide, two_layer, invariant, equivariant (eval
     mode, on ``device``). A cache hit after chapter 5 has run; trains what is missing otherwise.
     Each exposes ``encode (n, 256) -> (n, F)``, ``decode (n, F) -> (n, 256)`` and ``W_dec (F, 256)``;
     the equivariant ones also ``m (256, 256)`` and ``reconstruct(x, p)``, where ``p`` is the
     rotation of the input relative to its orbit's canonical image: for an image ``g^q x`` of a
-    labelled ``x``, ``p = (q − c) mod 4`` with ``c = canonical_rotation(x's labels)``."""
-    return {key: result.sae for key, result in profile_saes(profile, model, device).items()}
+    labelled ``x``, ``p = (q − c) mod 4`` with ``c`` from :func:`target_rotation` (under
+    ``upright`` simply the sample's rotation ``p``)."""
+    return {key: result.sae for key, result in profile_saes(profile, model, device, layout=layout).items()}
 
 
 def _quiet_sae_lens() -> None:

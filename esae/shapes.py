@@ -22,6 +22,20 @@ position ``p`` to position ``(p + k) mod 4`` and advances its orientation to
 ``(o + k) mod NUM_ORIENTATIONS[shape]``. Orientation ``o`` of a shape is drawn as ``rot90`` of
 its one canonical sprite ``o`` times (the two-orientation sprites are exactly symmetric under a
 half turn), so ``rotate(render(s, o), k) == render(*rotate_labels(s, o, k))`` pixel for pixel.
+
+**Layouts** (how a sample is drawn, :data:`LAYOUTS`):
+
+- ``upright`` — the paper's reading (section 4, Figure 6): a *generated* image holds one shape per
+  quadrant in its base orientation (orientation 0), and orientations arise only from rotating the
+  whole image by ``g^p``. A sample is ``g^p x`` with ``x`` generated and ``p`` uniform in 0..3;
+  ``ShapesDataset.rotations`` records ``p``, so the canonical member of every orbit is the
+  generated image itself (:meth:`ShapesDataset.canonical`). There are 8⁴ = 4,096 label sets.
+- ``independent`` — every quadrant draws its own orientation (this book's first reading): the
+  generated image has no distinguished member in its orbit and ``rotations`` is ``None``.
+
+**Pools.** Every C4 orbit belongs to one of the pools :data:`POOLS` (``train`` 70 %, ``probe``
+15 %, ``heldout`` 15 %, by a fixed hash of its orbit key), so sets drawn from different pools
+never share an orbit — under ``upright`` never share a label set.
 """
 
 from __future__ import annotations
@@ -193,12 +207,39 @@ class ShapesDataset:
     images: Tensor
     shapes: np.ndarray
     orientations: np.ndarray
+    rotations: np.ndarray | None = None
+    """``(n,)`` int64: under the ``upright`` layout, the rotation ``p`` with image = ``g^p`` (generated
+    image); ``None`` under ``independent`` (no generated member is distinguished)."""
 
     def __post_init__(self) -> None:
         if self.images.ndim != 4 or tuple(self.images.shape[1:]) != (1, IMAGE_SIZE, IMAGE_SIZE):
             raise ValueError(f"images must have shape (n, 1, 64, 64), got {tuple(self.images.shape)}")
         if self.images.shape[0] != len(self.shapes):
             raise ValueError(f"images ({self.images.shape[0]}) and labels ({len(self.shapes)}) differ in length")
+        if self.rotations is not None:
+            self.rotations = np.asarray(self.rotations, dtype=np.int64)
+            if self.rotations.shape != (len(self.shapes),) or ((self.rotations < 0) | (self.rotations > 3)).any():
+                raise ValueError(f"rotations must be ({len(self.shapes)},) ints in 0..3 or None, "
+                                 f"got shape {self.rotations.shape}")
+
+    @property
+    def layout(self) -> str:
+        """``upright`` when the generated image of every sample is known (``rotations`` set)."""
+        return "independent" if self.rotations is None else "upright"
+
+    def canonical(self) -> ShapesDataset:
+        """The generated (canonical) image of every sample, ``g^{-p}`` of it (``upright`` only):
+        all orientations 0 and ``rotations`` 0."""
+        if self.rotations is None:
+            raise ValueError("canonical() needs the upright layout (rotations known), got layout 'independent'")
+        images = self.images.clone()
+        s, o = self.shapes.copy(), self.orientations.copy()
+        for k in range(1, 4):
+            sel = self.rotations == k
+            if sel.any():
+                images[sel] = rotate_images(self.images[sel], -k)
+                s[sel], o[sel] = rotate_labels(self.shapes[sel], self.orientations[sel], -k)
+        return ShapesDataset(images, s, o, np.zeros(len(self), np.int64))
 
     def __len__(self) -> int:
         return len(self.shapes)
@@ -209,7 +250,8 @@ class ShapesDataset:
             index = slice(int(index), int(index) + 1 or None)
         idx = index.cpu().numpy() if isinstance(index, Tensor) else index
         return ShapesDataset(self.images[torch.as_tensor(np.arange(len(self))[idx])],
-                             self.shapes[idx], self.orientations[idx])
+                             self.shapes[idx], self.orientations[idx],
+                             None if self.rotations is None else self.rotations[idx])
 
     def orbit_keys(self) -> np.ndarray:
         """One int64 per image identifying its C4 orbit (equal keys ⇔ one image is a rotation
@@ -228,44 +270,99 @@ def orbit_keys(shapes, orientations) -> np.ndarray:
     return np.min(np.stack([_codes(*rotate_labels(shapes, orientations, k)) for k in range(4)]), axis=0)
 
 
-def sample_labels(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Random labels ``(n, 4)``: a uniform shape per quadrant and a uniform rotation out of four
-    (so each of a shape's distinct orientations is equally likely)."""
-    shapes = rng.integers(0, len(SHAPES), size=(n, NUM_POSITIONS))
-    rotations = rng.integers(0, 4, size=(n, NUM_POSITIONS))
-    return shapes.astype(np.int64), (rotations % np.asarray(NUM_ORIENTATIONS)[shapes]).astype(np.int64)
+LAYOUTS = ("upright", "independent")
+POOLS = ("train", "probe", "heldout")
+POOL_FRACTIONS = (0.70, 0.15, 0.15)
 
 
-def make_dataset(n: int, seed: int, *, disjoint_from: ShapesDataset | None = None) -> ShapesDataset:
-    """``n`` random images drawn with ``numpy.random.default_rng(seed)``.
+def sample_labels(n: int, rng: np.random.Generator, layout: str = "independent"
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Random labels ``(n, 4)`` and, under ``upright``, each sample's rotation ``p`` ``(n,)``.
 
-    With ``disjoint_from``, images whose C4 orbit meets that dataset (the image or any rotation of
-    it appears there) are skipped, so a held-out set shares nothing with a rotation-augmented
-    training set."""
+    ``independent``: a uniform shape per quadrant and a uniform rotation out of four per quadrant
+    (so each of a shape's distinct orientations is equally likely); rotations ``None``.
+    ``upright``: a uniform shape per quadrant in orientation 0 (the generated image), then the whole
+    image rotated by a uniform ``p``: the labels returned are those of ``g^p x``."""
+    check_choice("layout", layout, LAYOUTS)
+    shapes = rng.integers(0, len(SHAPES), size=(n, NUM_POSITIONS)).astype(np.int64)
+    if layout == "independent":
+        rotations = rng.integers(0, 4, size=(n, NUM_POSITIONS))
+        return shapes, (rotations % np.asarray(NUM_ORIENTATIONS)[shapes]).astype(np.int64), None
+    p = rng.integers(0, 4, size=n).astype(np.int64)
+    cols = (np.arange(NUM_POSITIONS)[None, :] - p[:, None]) % NUM_POSITIONS  # position j holds canonical j - p
+    s = np.take_along_axis(shapes, cols, axis=1)
+    o = (p[:, None] % np.asarray(NUM_ORIENTATIONS)[s]).astype(np.int64)
+    return s, o, p
+
+
+def _mix(keys: np.ndarray) -> np.ndarray:
+    """A fixed 64-bit hash (splitmix64's finaliser) of int64 keys, as float in [0, 1)."""
+    z = keys.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+    with np.errstate(over="ignore"):
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+def orbit_pool(shapes, orientations) -> np.ndarray:
+    """The pool (index into :data:`POOLS`) of each labelled image's C4 orbit ``(n,)`` int64: a fixed
+    hash of :func:`orbit_keys`, so all rotations of an image share a pool."""
+    u = _mix(orbit_keys(shapes, orientations))
+    return np.searchsorted(np.cumsum(POOL_FRACTIONS)[:-1], u, side="right").astype(np.int64)
+
+
+def upright_label_sets() -> tuple[np.ndarray, np.ndarray]:
+    """All 8⁴ = 4,096 upright label sets (generated images): shapes ``(4096, 4)``, orientations 0."""
+    s = np.stack(np.meshgrid(*[np.arange(len(SHAPES))] * NUM_POSITIONS, indexing="ij"), -1).reshape(-1, NUM_POSITIONS)
+    return s.astype(np.int64), np.zeros_like(s, dtype=np.int64)
+
+
+def make_dataset(n: int, seed: int, *, layout: str = "independent", pool: str | None = None,
+                 disjoint_from: ShapesDataset | None = None) -> ShapesDataset:
+    """``n`` random images of ``layout`` drawn with ``numpy.random.default_rng(seed)``.
+
+    ``pool`` (one of :data:`POOLS`) keeps only images whose C4 orbit lies in that pool, so sets
+    drawn from different pools share no orbit (under ``upright``: no label set). With
+    ``disjoint_from``, images whose C4 orbit meets that dataset are skipped as well."""
     check_int("n", n, 1)
     check_int("seed", seed, 0)
+    check_choice("layout", layout, LAYOUTS)
+    if pool is not None:
+        check_choice("pool", pool, POOLS)
     rng = np.random.default_rng(seed)
-    if disjoint_from is None:
-        shapes, orientations = sample_labels(n, rng)
-    else:
-        seen = set(disjoint_from.orbit_keys().tolist())
-        parts_s, parts_o, have = [], [], 0
-        while have < n:
-            s, o = sample_labels(max(n - have, 64) * 2, rng)
-            keys = orbit_keys(s, o)
-            fresh = np.array([k not in seen for k in keys.tolist()], dtype=bool)
-            s, o = s[fresh][: n - have], o[fresh][: n - have]
-            parts_s.append(s), parts_o.append(o)
-            have += len(s)
-        shapes, orientations = np.concatenate(parts_s), np.concatenate(parts_o)
-    return ShapesDataset(render(shapes, orientations), shapes, orientations)
+    if pool is None and disjoint_from is None:
+        shapes, orientations, rotations = sample_labels(n, rng, layout)
+        return ShapesDataset(render(shapes, orientations), shapes, orientations, rotations)
+    seen = set(disjoint_from.orbit_keys().tolist()) if disjoint_from is not None else set()
+    parts: list[tuple] = []
+    have, tries = 0, 0
+    while have < n:
+        s, o, r = sample_labels(max(n - have, 64) * 8, rng, layout)
+        keep = np.ones(len(s), dtype=bool)
+        if pool is not None:
+            keep &= orbit_pool(s, o) == POOLS.index(pool)
+        if seen:
+            keep &= np.array([k not in seen for k in orbit_keys(s, o).tolist()], dtype=bool)
+        idx = np.flatnonzero(keep)[: n - have]
+        tries += 1
+        if len(idx) == 0 and tries > 50:
+            raise ValueError(f"no image of layout {layout!r} is left in pool {pool!r} outside disjoint_from; "
+                             f"cannot draw n={n}")
+        parts.append((s[idx], o[idx], None if r is None else r[idx]))
+        have += len(idx)
+    shapes = np.concatenate([p[0] for p in parts])
+    orientations = np.concatenate([p[1] for p in parts])
+    rotations = None if layout == "independent" else np.concatenate([p[2] for p in parts])
+    return ShapesDataset(render(shapes, orientations), shapes, orientations, rotations)
 
 
 def rotate(dataset: ShapesDataset, k: int) -> ShapesDataset:
     """The dataset acted on by ``g^k``: images rotated by ``k`` × 90° counter-clockwise and labels
     transformed to match (:func:`rotate_labels`)."""
     shapes, orientations = rotate_labels(dataset.shapes, dataset.orientations, k)
-    return ShapesDataset(rotate_images(dataset.images, int(k)), shapes, orientations)
+    rotations = None if dataset.rotations is None else (dataset.rotations + int(k)) % 4
+    return ShapesDataset(rotate_images(dataset.images, int(k)), shapes, orientations, rotations)
 
 
 # --------------------------------------------------------------------------------------------
@@ -366,10 +463,17 @@ def one_hot(dataset: ShapesDataset) -> Tensor:
     return out.flatten(1)
 
 
-def expected_negative_share(task: ProbingTask) -> float:
+def expected_negative_share(task: ProbingTask, layout: str = "independent") -> float:
     """The probability that a random image is a negative example of ``task`` under
-    :func:`sample_labels` (shape uniform over 8, rotation uniform over 4, quadrants independent)."""
+    :func:`sample_labels` with ``layout`` (shape uniform over 8; rotation uniform over 4 per
+    quadrant for ``independent``, one rotation of the whole image for ``upright``)."""
+    check_choice("layout", layout, LAYOUTS)
     n_orient = NUM_ORIENTATIONS[task.shape]
+    if layout == "upright" and task.orientation is not None:
+        # every shape shows orientation p mod n_s: the image's rotation decides it for all quadrants
+        p_shape = 1 / len(SHAPES)
+        quadrants = 1 if task.position is not None else NUM_POSITIONS
+        return 1 - (1 / n_orient) * (1 - (1 - p_shape) ** quadrants)
     p_shape = 1 / len(SHAPES)
     per_quadrant = p_shape / n_orient if task.orientation is not None else p_shape
     quadrants = 1 if task.position is not None else NUM_POSITIONS

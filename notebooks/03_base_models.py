@@ -66,7 +66,8 @@ check_int("n_show", n_show, 1, 16)
 dev = esae.runtime.resolve_device(device)
 esae.runtime.seed_everything(seed)
 started = time.perf_counter()
-configs = ae.configs_from_parameters(dict(n_train=n_train, n_heldout=n_heldout, mlp_epochs=mlp_epochs,
+layout = ae.profile_layout(profile)  # the dataset layout of chapter 2's parameters
+configs = ae.configs_from_parameters(dict(n_train=n_train, n_heldout=n_heldout, mlp_epochs=mlp_epochs, layout=layout,
                                           cnn_epochs=cnn_epochs, batch_size=batch_size, lr=lr, seed=seed))
 NAMES = {"mlp": "MLP", "cnn": "CNN"}
 print(f"device: {dev}; torch threads: {torch.get_num_threads()}")

@@ -126,7 +126,7 @@ def test_profile_contract(tiny_profile):
     train = ae.training_images(tiny_profile)
     held = ae.heldout_images(tiny_profile)
     assert len(train) == 128 and len(held) == 32
-    assert torch.equal(train.images, shapes.make_dataset(128, 2).images)
+    assert torch.equal(train.images, shapes.make_dataset(128, 2, layout=train.layout, pool="train").images)
     assert not set(train.orbit_keys().tolist()) & set(held.orbit_keys().tolist())
     models = ae.load_base_models(tiny_profile, "cpu")
     assert set(models) == {"mlp", "cnn"}

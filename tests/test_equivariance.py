@@ -102,3 +102,20 @@ def test_shape_errors_and_bad_order():
         eq.FitConfig(init="zeros")
     with pytest.raises(ValueError, match="lr must be a number"):
         eq.FitConfig(lr=0)
+
+
+def test_r2_averages_the_non_trivial_powers_and_is_minus_one_for_independent_draws():
+    gen = torch.Generator().manual_seed(0)
+    n, d = 20000, 6
+    x = torch.randn(n, d, generator=gen) * torch.arange(1, d + 1) + 3.0
+    rot = torch.randn(3, n, d, generator=gen) * torch.arange(1, d + 1) + 3.0  # same distribution, independent
+    scores = eq.r2(x, rot, torch.eye(d))
+    assert scores["powers"] == [1, 2, 3] and scores["pooled"][4] == pytest.approx(1.0)  # g^4 = e kept per power
+    assert scores["pooled_mean"] == pytest.approx(-1.0, abs=0.05)
+    assert scores["per_dim_mean"] == pytest.approx(-1.0, abs=0.05)
+    defs = eq.r2_definitions(x, rot, torch.eye(d))
+    assert defs["pooled centred"] == pytest.approx(-1.0, abs=0.05)
+    assert defs["variance-weighted"] == pytest.approx(defs["pooled centred"], abs=1e-9)
+    assert defs["squared correlation"] == pytest.approx(0.0, abs=0.01)
+    # uncentred R^2 counts the mean as explained: well above -1 for these offset activations
+    assert defs["uncentred 1 − SSE/Σy²"] > defs["pooled centred"] + 0.5

@@ -239,3 +239,23 @@ def test_reconstruction_through_a_map_per_row():
     y[::2] = True
     with pytest.raises(ValueError, match=r"decoder_rows\[1\] must be \(10,\) ints in 0..2"):
         probing.probe_scores(z, y, z, y, L=2, decoder=stack, decoder_rows=(rows, rows + 1), cache=False)
+
+
+def _table(values):
+    """values[(sae, k)] -> F1 for every group: a results table for model cnn, L 32."""
+    return {probing.result_key("cnn", "reconstructions", 32, sae, k): {g: v for g in probing.GROUP_KEYS}
+            for (sae, k), v in values.items()}
+
+
+def test_claims_of_result2_are_tested_separately_as_stated():
+    table = _table({("equivariant", 8): 0.80, ("regular", 8): 0.70, ("wide", 8): 0.75, ("two_layer", 8): 0.60,
+                    ("equivariant", 32): 0.90, ("regular", 32): 0.95, ("wide", 32): 0.80, ("two_layer", 32): 0.89})
+    c1 = probing.claim_outperforms(table, "cnn", 32, [8, 32])
+    assert c1["n_cells"] == 10 and c1["n_held"] == 5 and c1["holds"] is False  # regular wins at K = 32
+    assert c1["margins"]["k8/S"] == pytest.approx(0.05)
+    c2 = probing.claim_two_layer_only_at(table, "cnn", 32, [8, 32])
+    assert c2["holds"] is True and c2["gaps"]["k32/all"] == pytest.approx(0.01)
+    assert probing.claim_two_layer_only_at(table, "cnn", 32, [8])["holds"] is None  # one K: not testable
+    table[probing.result_key("cnn", "reconstructions", 32, "two_layer", 8)] = {g: 0.79 for g in probing.GROUP_KEYS}
+    assert probing.claim_two_layer_only_at(table, "cnn", 32, [8, 32])["holds"] is False  # matched at K = 8 too
+    assert probing.claim_outperforms({}, "cnn", 32, [8])["holds"] is None

@@ -364,3 +364,21 @@ def test_foreign_class_under_our_name_is_refused():
 
     with pytest.raises(ValueError, match="already registered by"):
         saes._register(saes.TWO_LAYER_ARCH, Impostor, saes.TwoLayerTopKSAEConfig, training=False)
+
+
+def test_invariant_targets_under_upright_are_the_generated_images_activations():
+    from esae import autoencoders, shapes
+
+    torch.manual_seed(0)
+    net = autoencoders.build("mlp").eval()
+    data = shapes.make_dataset(24, 5, layout="upright")
+    assert len(set(data.rotations.tolist())) > 1
+    targets = saes.training_targets(net, data, "generated")
+    generated = autoencoders.activations(net, data.canonical().images)
+    torch.testing.assert_close(targets[:, 0], generated)
+    # [i, p] is the generated image rotated by p; the sample itself sits at its own rotation
+    own = autoencoders.activations(net, data.images)
+    torch.testing.assert_close(targets[torch.arange(24), torch.as_tensor(data.rotations)], own)
+    np.testing.assert_array_equal(saes.target_rotation(data, "generated"), (-data.rotations) % 4)
+    indep = shapes.make_dataset(8, 5, layout="independent")
+    np.testing.assert_array_equal(saes.target_rotation(indep, "generated"), np.zeros(8))

@@ -185,3 +185,49 @@ def test_bad_input_raises_clear_errors():
         shapes.ProbingTask("S", 0, position=1)
     with pytest.raises(ValueError, match=r"images must have shape \(n, 1, 64, 64\)"):
         shapes.ShapesDataset(torch.zeros(2, 64, 64), np.zeros((2, 4), int), np.zeros((2, 4), int))
+
+
+def test_upright_canonical_image_is_the_generated_one_and_rotating_it_reproduces_the_sample():
+    data = shapes.make_dataset(400, 11, layout="upright")
+    assert data.layout == "upright" and data.rotations.shape == (400,)
+    assert set(np.unique(data.rotations).tolist()) == {0, 1, 2, 3}
+    canon = data.canonical()
+    # the generated image: every shape upright, drawn from its labels
+    assert (canon.orientations == 0).all() and (canon.rotations == 0).all()
+    assert torch.equal(canon.images, shapes.render(canon.shapes, np.zeros_like(canon.shapes)))
+    for p in range(4):
+        sel = data.rotations == p
+        assert torch.equal(rotate_images(canon.images[sel], p), data.images[sel])  # pixel-exact
+        s, o = shapes.rotate_labels(canon.shapes[sel], canon.orientations[sel], p)
+        assert np.array_equal(s, data.shapes[sel]) and np.array_equal(o, data.orientations[sel])
+    # all shapes of a sample share the orientation p (mod their number of orientations)
+    assert (data.orientations == data.rotations[:, None] % np.asarray(NUM_ORIENTATIONS)[data.shapes]).all()
+    with pytest.raises(ValueError, match="upright"):
+        shapes.make_dataset(5, 0, layout="independent").canonical()
+    with pytest.raises(ValueError, match="layout"):
+        shapes.make_dataset(5, 0, layout="sideways")
+
+
+def test_pools_hold_out_label_sets():
+    train = shapes.make_dataset(3000, 0, layout="upright", pool="train")
+    held = shapes.make_dataset(500, 1, layout="upright", pool="heldout")
+    probe = shapes.make_dataset(500, 2, layout="upright", pool="probe")
+    keys = [set(d.orbit_keys().tolist()) for d in (train, held, probe)]
+    assert not keys[0] & keys[1] and not keys[0] & keys[2] and not keys[1] & keys[2]
+    # under upright an orbit is a label set: the canonical shapes identify it
+    label_sets = [set(map(tuple, d.canonical().shapes.tolist())) for d in (train, held)]
+    assert not label_sets[0] & label_sets[1]
+    all_sets = shapes.upright_label_sets()
+    assert all_sets[0].shape == (4096, 4)
+    counts = np.bincount(shapes.orbit_pool(*all_sets), minlength=3) / 4096
+    assert np.allclose(counts, shapes.POOL_FRACTIONS, atol=0.03)
+    with pytest.raises(ValueError, match="pool"):
+        shapes.make_dataset(5, 0, pool="test")
+
+
+def test_upright_class_balance_matches_its_expectation():
+    data = shapes.make_dataset(20000, 4, layout="upright")
+    tasks = shapes.probing_tasks()
+    negative = 1 - shapes.task_labels(data, tasks).mean(0)
+    expected = np.array([shapes.expected_negative_share(t, "upright") for t in tasks])
+    assert np.abs(negative - expected).max() < 0.02
