@@ -264,7 +264,8 @@ RULES: dict[str, dict[str, Rule]] = {
         "device": Rule(pattern=r"auto|cpu|cuda(:[0-9]+)?", pattern_text="auto, cpu, cuda or cuda:N"),
     },
     "01_groups": {"image_size": Rule(lo=16, hi=256), "n_samples": Rule(lo=100)},
-    "02_dataset": {"n_samples": Rule(lo=100), "n_show": Rule(lo=1, hi=128)},
+    "02_dataset": {"n_samples": Rule(lo=100), "n_show": Rule(lo=1, hi=128),
+                   "layout": Rule(choices=("upright", "independent"))},
     "03_base_models": {
         "n_train": _INT1, "n_heldout": _INT1, "mlp_epochs": _INT1, "cnn_epochs": _INT1,
         "batch_size": _INT1, "lr": _RATE, "n_show": Rule(lo=1, hi=16),
@@ -293,7 +294,9 @@ RULES: dict[str, dict[str, Rule]] = {
         "probes": Rule(choices=("knn", "logreg", "xgboost"), nonempty=True, distinct=True),
         "xgb_max_bin": Rule(lo=2), "n_jobs": Rule(lo=-1, not_values=(0,)),
         "sweep_lengths": Rule(lo=1, hi=256, nonempty=True),
-        "sweep_k": Rule(among="05_equivariant_sae.ks"),
+        "xgb_estimators": _INT1,
+        "sweep_ks": Rule(nonempty=True, among="05_equivariant_sae.ks"),
+        "sweep_tasks_per_group": Rule(lo=0),
     },
     "07_sae_match": {
         "torch_threads": Rule(lo=0), "model": Rule(choices=("gemma-3-270m", "google/gemma-2-2b", "tiny-random")),

@@ -44,9 +44,10 @@ from IPython.display import Markdown, display
 import esae
 from esae import shapes
 from esae.groups import rotate as rotate_images
-from esae.params import check_int, check_profile
+from esae.params import check_int, check_profile, check_run
 
 check_profile(profile)
+check_run("02_dataset", profile)  # refuse sizes other than the profile's under its name
 esae.params.check_choice("layout", layout, shapes.LAYOUTS)
 check_int("n_samples", n_samples, 100)
 check_int("n_show", n_show, 1, 128)

@@ -55,9 +55,10 @@ import esae
 from esae import autoencoders as ae
 from esae import shapes
 from esae.groups import rotate as rotate_images
-from esae.params import check_float, check_int, check_profile
+from esae.params import check_float, check_int, check_profile, check_run
 
 check_profile(profile)
+check_run("03_base_models", profile)  # refuse sizes other than the profile's under its name
 for name, value in {"n_train": n_train, "n_heldout": n_heldout, "mlp_epochs": mlp_epochs,
                     "cnn_epochs": cnn_epochs, "batch_size": batch_size}.items():
     check_int(name, value, 1)

@@ -56,6 +56,7 @@ from esae.groups import power_error
 from esae.saes import data_basis
 
 esae.params.check_profile(profile)
+esae.params.check_run("04_fitting_m", profile)  # refuse sizes other than the profile's under its name
 dev = esae.runtime.resolve_device(device)
 esae.runtime.seed_everything(seed)
 for variant in eq.VARIANTS:  # validates every parameter above through FitConfig

@@ -69,9 +69,10 @@ import esae
 from esae import saes
 from esae.autoencoders import heldout_images, load_base_models
 from esae.equivariance import fitted_m
-from esae.params import check_float, check_int, check_int_list, check_profile
+from esae.params import check_float, check_int, check_int_list, check_profile, check_run
 
 check_profile(profile)
+check_run("05_equivariant_sae", profile)  # refuse sizes other than the profile's under its name
 check_int_list("ks", ks, 1, 256 * expansion)
 check_int("n_eval", n_eval, 10)
 check_float("invariance_threshold", invariance_threshold, -1.0, 1.0)

@@ -67,6 +67,7 @@ from esae.params import check_int, check_int_list
 from esae.probing import GROUP_KEYS, GROUPS, result_key
 
 esae.params.check_profile(profile)
+esae.params.check_run("06_probing", profile)  # refuse sizes other than the profile's under its name
 dev = esae.runtime.resolve_device(device)
 esae.runtime.seed_everything(seed)
 config = probing.ProbingConfig(

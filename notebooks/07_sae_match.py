@@ -91,6 +91,7 @@ from esae import sae_match as sm
 from esae.params import check_choice, check_float, check_int, check_int_list
 
 esae.params.check_profile(profile)
+esae.params.check_run("07_sae_match", profile)  # refuse sizes other than the profile's under its name
 check_int("torch_threads", torch_threads, 0)
 check_choice("model", model, lms.MODELS)
 check_choice("sae_source", sae_source, ("train", "gemma-scope"))

@@ -105,7 +105,8 @@ def test_malformed_yaml_names_file_and_line(sandbox):
 @pytest.mark.parametrize("old,new,message", [
     ("figure3_ks: [8]", "figure3_ks: [64]",
      r"06_probing: figure3_ks must be a subset of 05_equivariant_sae's ks \[8, 16, 32\], got \[64\]"),
-    ("sweep_k: 8", "sweep_k: 7", r"06_probing: sweep_k must be one of 05_equivariant_sae's ks \[8, 16, 32\], got 7"),
+    ("sweep_ks: [8]", "sweep_ks: [7]",
+     r"06_probing: sweep_ks must be a subset of 05_equivariant_sae's ks \[8, 16, 32\], got \[7\]"),
     ("figure7_panels: [mlp/L8]", "figure7_panels: [mlp/8]",
      r"each entry of figure7_panels must be '<mlp\|cnn>/L<length 1..256>'.*got 'mlp/8'"),
     ("probes", "n_jobs: 0\n#", r"n_jobs must be >= -1 and not 0, got 0"),
