@@ -22,6 +22,7 @@ def tiny_profile(tmp_path, monkeypatch, tmp_cache):
     params.mkdir()
     (params / "smoke.yaml").write_text(
         "common: {seed: 2, device: auto}\n"
+        "02_dataset: {layout: upright}\n"
         "03_base_models: {n_train: 128, n_heldout: 32, mlp_epochs: 1, cnn_epochs: 1, batch_size: 64, lr: 0.001}\n")
     monkeypatch.setenv("ESAE_PARAMS", str(params))
     return "smoke"
