@@ -228,8 +228,9 @@ display(Markdown(rows))
 #
 # If $\psi(g x) = M \psi(x)$ held exactly for every image, then $M^4\psi(x) = \psi(g^4 x) = \psi(x)$,
 # and on the span of the activations M would satisfy $M^4 = I$, with eigenvalues among
-# $\{1, -1, i, -i\}$ (chapter 1). Directions with eigenvalue 1 are invariant; $-1$ flips under a
-# half turn… The plot shows where the fitted eigenvalues actually lie.
+# $\{1, -1, i, -i\}$ (chapter 1). Directions with eigenvalue 1 are invariant; $-1$ flips sign under
+# each quarter turn (and is restored by a half turn); $\pm i$ rotate within a plane, returning after
+# four quarter turns. The plot shows where the fitted eigenvalues actually lie.
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(9, 4.4))
@@ -277,10 +278,10 @@ display(Markdown(rows + "\n" + ", ".join(f"{n.upper()} activations span {spans[n
 # **Where to measure $M^4 = I$.** The activations fill only part of $\mathbb{R}^{256}$ (the count
 # is printed under the table). In the other directions the data says nothing about $M$: the
 # paper's identity start leaves them at $I$, and our least-squares start shrinks towards $I$ for
-# the same reason. (An earlier version of this chapter shrank towards 0 there, which made
-# $\lVert M^4 - I\rVert$ over all of $\mathbb{R}^{256}$ look large — about 0.8 — for a reason no
-# image could reveal.) What the group structure constrains is $M$ on the activations' span, so
-# the table reports the error there too; it is the number to read.
+# the same reason. (A start that shrank towards 0 there would make $\lVert M^4 - I\rVert$ over all
+# of $\mathbb{R}^{256}$ look large for a reason no image could reveal.) What the group structure
+# constrains is $M$ on the activations' span, so the table reports the error there too; it is the
+# number to read.
 #
 # ## What this run showed
 
