@@ -24,6 +24,7 @@ import copy
 import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -47,6 +48,21 @@ def _check_jumprelu(sae: object, name: str = "sae") -> JumpReLUSAE:
     if not isinstance(sae, JumpReLUSAE):
         raise TypeError(f"{name} must be a sae_lens JumpReLUSAE (an inference SAE with per-feature thresholds), "
                         f"got {type(sae).__name__}")
+    return sae
+
+
+MATCHABLE = ("jumprelu", "topk", "standard")
+
+
+def _check_matchable(sae: object, name: str = "sae") -> object:
+    """``sae`` if its features are (``W_enc`` column, ``b_enc``, ``W_dec`` row): a sae-lens
+    ``JumpReLUSAE`` (or subclass), ``TopKSAE`` or ``StandardSAE`` (exactly: subclasses such as
+    a two-layer TopK SAE have other parameters)."""
+    from sae_lens import StandardSAE, TopKSAE
+
+    if not (isinstance(sae, JumpReLUSAE) or type(sae) in (TopKSAE, StandardSAE)):
+        raise TypeError(f"{name} must be a sae_lens JumpReLUSAE, TopKSAE or StandardSAE (architecture one of "
+                        f"{', '.join(map(repr, MATCHABLE))}), got {type(sae).__name__}")
     return sae
 
 
@@ -159,23 +175,71 @@ def _check_permutation(perm: np.ndarray, size: int | None = None, name: str = "p
     return perm.astype(np.int64)
 
 
+MATCH_FORMAT = "esae.sae_match.Match"
+MATCH_FORMAT_VERSION = 1
+
+
+def _check_partners(partner: np.ndarray, width_b: int) -> np.ndarray:
+    """Validate a rectangular match's partner array (F_a,): distinct indices in ``0..width_b-1``
+    and ``-1``, exactly ``min(F_a, width_b)`` of them matched."""
+    partner = np.asarray(partner)
+    if partner.ndim != 1 or not np.issubdtype(partner.dtype, np.integer):
+        raise ValueError(f"permutation must be a 1-d integer array, got dtype {partner.dtype} and shape "
+                         f"{partner.shape}")
+    matched = partner[partner >= 0]
+    if partner.min(initial=0) < -1 or matched.max(initial=-1) >= width_b or len(np.unique(matched)) != len(matched):
+        raise ValueError(f"permutation must hold distinct partner indices in 0..{width_b - 1} or -1 (unmatched)")
+    if len(matched) != min(len(partner), width_b):
+        raise ValueError(f"permutation must match min(F_a, F_b) = {min(len(partner), width_b)} features, "
+                         f"got {len(matched)} matched")
+    return partner.astype(np.int64)
+
+
+def _write_atomic(path: Path, write: Callable[[object], None], mode: str) -> None:
+    """Write ``path`` through a temporary file in the same folder, then rename it into place."""
+    import os
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode) as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 @dataclass(frozen=True)
 class Match:
-    """A one-to-one correspondence between the features of two SAEs A and B of width F.
+    """A correspondence between the features of two SAEs A (width F_a) and B (width F_b).
 
-    ``permutation`` (F,) int64: feature ``i`` of A is matched to feature ``permutation[i]`` of B.
-    ``cost`` (F,) float64: squared Euclidean distance between the matched parameter vectors
+    ``permutation`` (F_a,) int64: feature ``i`` of A is matched to feature ``permutation[i]`` of B.
+    ``cost`` (F_a,) float64: squared Euclidean distance between the matched parameter vectors
     (folded parameters when ``folded``; for a composed match, the sum of the step costs).
     ``weights``: which parameters were compared (``"decoder"``, ``"encoder"``, ``"all"``).
+
+    ``width_b``: F_b, or ``None`` when F_b = F_a (a one-to-one match: ``permutation`` is a
+    permutation of ``0..F-1``). When the widths differ the match is *rectangular*: every feature
+    of the smaller SAE has exactly one partner in the larger one, so ``min(F_a, F_b)`` entries of
+    ``permutation`` are distinct indices into B; when F_a > F_b the other ``F_a − F_b`` features
+    of A are unmatched, with ``permutation[i] = -1`` and ``cost[i] = nan``. When F_a < F_b, the
+    ``F_b − F_a`` features of B that no entry names are the unmatched ones.
     """
 
     permutation: np.ndarray
     cost: np.ndarray
     folded: bool = True
     weights: str = "all"
+    width_b: int | None = None
 
     def __post_init__(self) -> None:
-        perm = _check_permutation(self.permutation)
+        if self.width_b is None or self.width_b == len(np.asarray(self.permutation)):
+            perm = _check_permutation(self.permutation)
+            object.__setattr__(self, "width_b", None)
+        else:
+            check_int("width_b", self.width_b, 1)
+            perm = _check_partners(self.permutation, self.width_b)
         cost = np.asarray(self.cost, dtype=np.float64)
         if cost.shape != perm.shape:
             raise ValueError(f"cost must have shape {perm.shape} like the permutation, got {cost.shape}")
@@ -184,18 +248,43 @@ class Match:
 
     @property
     def size(self) -> int:
+        """F_a, the number of features of A."""
         return len(self.permutation)
+
+    @property
+    def widths(self) -> tuple[int, int]:
+        """``(F_a, F_b)``."""
+        return self.size, self.size if self.width_b is None else self.width_b
+
+    @property
+    def rectangular(self) -> bool:
+        """Whether A and B have different widths."""
+        return self.width_b is not None
 
     def inverse(self) -> Match:
         """The match from B to A."""
+        if self.rectangular:
+            matched = np.flatnonzero(self.permutation >= 0)
+            inv = np.full(self.width_b, -1, dtype=np.int64)
+            inv[self.permutation[matched]] = matched
+            cost = np.full(self.width_b, np.nan)
+            cost[self.permutation[matched]] = self.cost[matched]
+            return Match(inv, cost, self.folded, self.weights, width_b=self.size)
         inv = np.argsort(self.permutation)
         return Match(inv, self.cost[inv], self.folded, self.weights)
 
     def transfer(self, acts: Tensor) -> Tensor:
-        """Move feature activations ``(..., F)`` of A into B's feature order: the result's
-        column ``permutation[i]`` is ``acts[..., i]``."""
+        """Move feature activations ``(..., F_a)`` of A into B's feature order ``(..., F_b)``: the
+        result's column ``permutation[i]`` is ``acts[..., i]`` (for a rectangular match, B's
+        unmatched columns are 0 and A's unmatched features are dropped)."""
         if acts.shape[-1] != self.size:
             raise ValueError(f"acts must have {self.size} features in the last axis, got {tuple(acts.shape)}")
+        if self.rectangular:
+            matched = np.flatnonzero(self.permutation >= 0)
+            out = acts.new_zeros((*acts.shape[:-1], self.width_b))
+            out[..., torch.as_tensor(self.permutation[matched], device=acts.device)] = \
+                acts[..., torch.as_tensor(matched, device=acts.device)]
+            return out
         inv = torch.as_tensor(np.argsort(self.permutation), device=acts.device)
         return acts[..., inv]
 
@@ -205,10 +294,71 @@ class Match:
             raise ValueError(f"matches must have the same size, got {self.size} and {other.size}")
         return float(np.mean(self.permutation == other.permutation))
 
+    def save(self, path: str | Path, metadata: dict | None = None) -> Path:
+        """Write the match to ``path`` (a ``.json`` file) and its arrays next to it (same name,
+        ``.npz``); return the JSON path. Both files are written atomically (temporary file, then
+        rename), the arrays first, so an existing JSON always names complete arrays.
+
+        Format (version 1): the JSON holds ``format`` (``"esae.sae_match.Match"``), ``version``,
+        ``arrays`` (the .npz file name, relative to the JSON), ``width_a``, ``width_b``,
+        ``folded``, ``weights``, ``n_matched``, ``mean_cost`` (over matched features) and
+        ``metadata`` (``metadata``, any JSON-serialisable dict, e.g. the SAEs' names or paths);
+        the .npz holds ``permutation`` (F_a,) int64 (partner in B, -1 when unmatched) and
+        ``cost`` (F_a,) float64 (nan when unmatched)."""
+        import json
+
+        path = Path(path)
+        if path.suffix != ".json":
+            raise ValueError(f"path must end in .json, got {str(path)!r}")
+        arrays = path.with_suffix(".npz")
+        matched = self.permutation >= 0
+        header = {"format": MATCH_FORMAT, "version": MATCH_FORMAT_VERSION, "arrays": arrays.name,
+                  "width_a": self.widths[0], "width_b": self.widths[1], "folded": bool(self.folded),
+                  "weights": self.weights, "n_matched": int(matched.sum()),
+                  "mean_cost": float(self.cost[matched].mean()) if matched.any() else None,
+                  "metadata": dict(metadata or {})}
+        text = json.dumps(header, indent=2, allow_nan=False)  # fails before anything is written
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_atomic(arrays, lambda f: np.savez(f, permutation=self.permutation, cost=self.cost), "wb")
+        _write_atomic(path, lambda f: f.write(text + "\n"), "w")
+        return path
+
+    @staticmethod
+    def read_header(path: str | Path) -> dict:
+        """The JSON header of a saved match (see :meth:`save`), checked for format and version."""
+        import json
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"path must be a match saved by Match.save (a .json file), got {str(path)!r}")
+        header = json.loads(path.read_text())
+        if header.get("format") != MATCH_FORMAT or header.get("version") != MATCH_FORMAT_VERSION:
+            raise ValueError(f"{str(path)!r} must be format {MATCH_FORMAT!r} version {MATCH_FORMAT_VERSION}, got "
+                             f"{header.get('format')!r} version {header.get('version')!r}")
+        return header
+
+    @classmethod
+    def load(cls, path: str | Path) -> Match:
+        """Read a match written by :meth:`save` (the ``.json`` path); its metadata is in
+        :meth:`read_header`."""
+        path = Path(path)
+        header = cls.read_header(path)
+        with np.load(path.parent / header["arrays"]) as z:
+            perm, cost = z["permutation"], z["cost"]
+        if len(perm) != header["width_a"]:
+            raise ValueError(f"{str(path)!r}: arrays hold {len(perm)} features, header says {header['width_a']}")
+        width_b = None if header["width_b"] == header["width_a"] else int(header["width_b"])
+        return cls(perm, cost, bool(header["folded"]), header["weights"], width_b=width_b)
+
 
 def compose(match_ab: Match, match_bc: Match) -> Match:
     """The match A → C obtained by following A → B then B → C: ``π_AC = π_BC[π_AB]``. Its
-    cost is the sum of the two step costs of each chain (not the direct A–C distance)."""
+    cost is the sum of the two step costs of each chain (not the direct A–C distance).
+    Only one-to-one matches compose: a rectangular match (SAEs of different widths) is refused."""
+    for name, m in (("match_ab", match_ab), ("match_bc", match_bc)):
+        if m.rectangular:
+            raise ValueError(f"{name} must be a one-to-one match of SAEs of equal width to compose, got a rectangular "
+                             f"match of widths {m.widths}")
     if match_ab.size != match_bc.size:
         raise ValueError(f"matches must have the same size to compose, got {match_ab.size} and {match_bc.size}")
     perm = match_bc.permutation[match_ab.permutation]
@@ -227,24 +377,25 @@ def chain(matches: Sequence[Match]) -> Match:
     return out
 
 
-def _check_pair(sae_a: JumpReLUSAE, sae_b: JumpReLUSAE) -> None:
-    _check_jumprelu(sae_a, "sae_a"), _check_jumprelu(sae_b, "sae_b")
+def _check_pair(sae_a, sae_b) -> None:
+    _check_matchable(sae_a, "sae_a"), _check_matchable(sae_b, "sae_b")
     if sae_a.cfg.d_in != sae_b.cfg.d_in:
         raise ValueError(f"sae_a and sae_b must read inputs of the same size (d_in), got {sae_a.cfg.d_in} and "
                          f"{sae_b.cfg.d_in}")
-    if sae_a.cfg.d_sae != sae_b.cfg.d_sae:
-        raise ValueError(f"sae_a and sae_b must have the same number of features (d_sae) to be matched one to one, "
-                         f"got {sae_a.cfg.d_sae} and {sae_b.cfg.d_sae}")
 
 
 def feature_vectors(sae: JumpReLUSAE, weights: str = "all", *, folded: bool = False) -> Tensor:
     """One parameter vector per feature, ``(F, D)``: the decoder row (``"decoder"``, D = d),
     the encoder column and bias (``"encoder"``, D = d + 1), or both (``"all"``, D = 2d + 1),
     of ``sae`` or, with ``folded``, of :func:`fold` ``(sae)`` (without building it).
-    ``b_dec`` is left out: it does not depend on the order of the features."""
+    ``b_dec`` is left out: it does not depend on the order of the features.
+
+    ``sae`` may also be a sae-lens TopK or standard (ReLU) SAE: these have no thresholds, so
+    folding is the identity for them (``folded`` changes nothing) and their vectors are built
+    from ``W_enc``, ``b_enc`` and ``W_dec`` as they are."""
     check_choice("weights", weights, WEIGHTS)
-    sae = _check_jumprelu(sae)
-    if folded:
+    sae = _check_matchable(sae)
+    if folded and isinstance(sae, JumpReLUSAE):
         p = folded_parts(sae)
         W_enc, b_enc, W_dec = p["W_enc"], p["b_enc"], p["W_dec"]
     else:
@@ -299,10 +450,22 @@ def match(sae_a: JumpReLUSAE, sae_b: JumpReLUSAE, *, fold: bool = True, weights:
     ``k`` nearest candidates plus a fallback permutation
     (:func:`esae.assignment.sparse_assignment`: seconds for unrelated 16k SAEs, feasible at 65k).
     Returns a :class:`Match` whose ``cost`` is recomputed per pair in float64.
+
+    TopK and standard (ReLU) sae-lens SAEs are accepted too: they have no thresholds, so
+    folding is the identity for them and they are matched on ``W_enc``, ``b_enc`` and ``W_dec``
+    as they are (see :func:`feature_vectors`).
+
+    SAEs of different widths (``d_sae``) get a rectangular match (:func:`match_rectangular`,
+    ``solver="exact"`` only): every feature of the smaller SAE gets a partner in the larger one.
     """
     check_choice("weights", weights, WEIGHTS)
     check_choice("solver", solver, assignment.SOLVERS)
     _check_pair(sae_a, sae_b)
+    if sae_a.cfg.d_sae != sae_b.cfg.d_sae:
+        if solver != "exact":
+            raise ValueError(f"solver must be 'exact' for SAEs of different widths (d_sae {sae_a.cfg.d_sae} and "
+                             f"{sae_b.cfg.d_sae}), got {solver!r}")
+        return match_rectangular(sae_a, sae_b, fold=fold, weights=weights, block_size=block_size)
     va = feature_vectors(sae_a, weights, folded=fold)
     vb = feature_vectors(sae_b, weights, folded=fold)
     perm = assignment.assign(va, vb, solver, k, block_size)
@@ -310,6 +473,32 @@ def match(sae_a: JumpReLUSAE, sae_b: JumpReLUSAE, *, fold: bool = True, weights:
                                                                                   device=vb.device)].double())
                             .pow(2).sum(1).cpu().numpy() for s in range(0, len(perm), block_size)])
     return Match(perm, exact, folded=fold, weights=weights)
+
+
+@torch.no_grad()
+def match_rectangular(sae_a, sae_b, *, fold: bool = True, weights: str = "all", block_size: int = 2048) -> Match:
+    """Match SAEs of any widths F_a, F_b: the injective assignment of the smaller SAE's features
+    into the larger one's minimising the summed squared distance between matched parameter
+    vectors (:func:`feature_vectors`, folded when ``fold``), by SciPy's
+    ``linear_sum_assignment`` on the dense (F_a, F_b) float64 matrix of squared distances
+    (products in float32; unlike the square case the squared norms matter, since which features
+    of the larger SAE take part depends on the assignment). Memory: 8·F_a·F_b bytes (8.6 GB at
+    16k ↔ 65k). Returns a :class:`Match` with ``width_b = F_b`` (see there for the layout)."""
+    check_choice("weights", weights, WEIGHTS)
+    _check_pair(sae_a, sae_b)
+    va = feature_vectors(sae_a, weights, folded=fold)
+    vb = feature_vectors(sae_b, weights, folded=fold)
+    scores = 2.0 * assignment.negative_inner_products(va, vb, block_size)
+    scores += va.double().pow(2).sum(1).cpu().numpy()[:, None]
+    scores += vb.double().pow(2).sum(1).cpu().numpy()[None, :]
+    rows, cols = linear_sum_assignment(scores)
+    del scores
+    perm = np.full(va.shape[0], -1, dtype=np.int64)
+    perm[rows] = cols
+    cost = np.full(va.shape[0], np.nan)
+    r, c = (torch.as_tensor(x, device=va.device) for x in (rows, cols))
+    cost[rows] = (va[r].double() - vb[c].double()).pow(2).sum(1).cpu().numpy()
+    return Match(perm, cost, folded=fold, weights=weights, width_b=sae_b.cfg.d_sae)
 
 
 def match_layers(saes: Sequence[JumpReLUSAE], **kwargs) -> list[Match]:
@@ -1154,3 +1343,99 @@ def synthetic_recovery(gt: SyntheticLayers) -> dict[str, dict[str, float]]:
             "folded_decoder": recovery(match(a, b, fold=True, weights="decoder"), truth) if known else None,
             "identifiable": float(np.mean(truth >= 0))}
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# Command line: match the SAEs of consecutive layers saved as sae-lens folders
+# --------------------------------------------------------------------------------------------
+
+def _pair_names(paths: Sequence[Path]) -> list[str]:
+    """A file-safe name per SAE folder: its path relative to the folders' common parent."""
+    import os
+
+    resolved = [p.resolve() for p in paths]
+    root = Path(os.path.commonpath(resolved)) if len(set(resolved)) > 1 else resolved[0].parent
+    return [str(p.relative_to(root)).replace(os.sep, "_") or p.name for p in resolved]
+
+
+def match_folders(paths: Sequence[str | Path], out: str | Path, *, fold: bool = True, weights: str = "all",
+                  solver: str = "exact", k: int = 32, device: str = "cpu",
+                  log: Callable[[str], None] = print) -> list[Path]:
+    """Match each consecutive pair of sae-lens SAE folders (``SAE.load_from_disk``) and save each
+    :class:`Match` (:meth:`Match.save`) as ``out/<A>--<B>.json`` (+ ``.npz``), names from the
+    folders' paths below their common parent, metadata holding both paths. A pair whose output
+    exists is skipped (resumable), after checking it was made with the same ``fold`` and
+    ``weights``. ``log`` gets one line per pair. Returns the JSON paths."""
+    import time
+
+    from sae_lens import SAE
+
+    import esae.saes  # noqa: F401  registers esae's architectures with sae-lens
+
+    check_choice("weights", weights, WEIGHTS)
+    paths = [Path(p) for p in paths]
+    if len(paths) < 2:
+        raise ValueError(f"paths must name at least two SAE folders, got {len(paths)}")
+    for p in paths:
+        if not (p / "cfg.json").is_file():
+            raise FileNotFoundError(f"each path must be an sae-lens SAE folder (with cfg.json), got {str(p)!r}")
+    out = Path(out)
+    names = _pair_names(paths)
+    loaded: dict[int, object] = {}
+
+    def sae(i: int):
+        if i not in loaded:
+            for j in [j for j in loaded if j < i - 1]:  # keep at most the pair in use
+                del loaded[j]
+            loaded[i] = SAE.load_from_disk(str(paths[i]), device=device)
+        return loaded[i]
+
+    written = []
+    for i in range(len(paths) - 1):
+        target = out / f"{names[i]}--{names[i + 1]}.json"
+        written.append(target)
+        if target.is_file():
+            header = Match.read_header(target)
+            if header["folded"] != fold or header["weights"] != weights:
+                raise ValueError(f"{str(target)!r} exists with fold={header['folded']}, weights={header['weights']!r}; "
+                                 f"got fold={fold}, weights={weights!r}: use another --out")
+            log(f"{names[i]} -> {names[i + 1]}: exists, skipped ({target})")
+            continue
+        start = time.perf_counter()
+        m = match(sae(i), sae(i + 1), fold=fold, weights=weights, solver=solver, k=k)
+        m.save(target, {"method": "sae_match", "a": str(paths[i]), "b": str(paths[i + 1]), "name_a": names[i],
+                        "name_b": names[i + 1], "solver": solver})
+        matched = m.permutation >= 0
+        log(f"{names[i]} -> {names[i + 1]}: {m.widths[0]} x {m.widths[1]} features, {int(matched.sum())} matched, "
+            f"mean cost {float(m.cost[matched].mean()):.4g}, {time.perf_counter() - start:.1f} s -> {target}")
+    return written
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m esae.sae_match A_DIR B_DIR [C_DIR ...] --out DIR``: see :func:`match_folders`."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m esae.sae_match",
+        description="SAE Match (data-free) between consecutive sae-lens SAE folders; one Match per pair, resumable.")
+    parser.add_argument("saes", nargs="+", metavar="SAE_DIR", help="sae-lens SAE folders, in layer order")
+    parser.add_argument("--out", required=True, help="folder for the matches (<A>--<B>.json + .npz per pair)")
+    parser.add_argument("--no-fold", action="store_true", help="match unfolded parameters (default: fold thresholds)")
+    parser.add_argument("--weights", default="all", choices=WEIGHTS, help="parameters compared (default: all)")
+    parser.add_argument("--solver", default="exact", choices=assignment.SOLVERS, help="assignment solver")
+    parser.add_argument("--k", type=int, default=32, help="candidates per feature for --solver sparse")
+    parser.add_argument("--device", default="cpu", help="torch device the SAEs are loaded on")
+    args = parser.parse_args(argv)
+    if len(args.saes) < 2:
+        parser.error(f"SAE_DIR must be given at least twice (a pair to match), got {len(args.saes)}")
+    try:
+        match_folders(args.saes, args.out, fold=not args.no_fold, weights=args.weights, solver=args.solver,
+                      k=args.k, device=args.device)
+    except (ValueError, FileNotFoundError, TypeError) as e:
+        print(f"error: {e}", file=__import__("sys").stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -128,8 +128,8 @@ def test_cost_matrix_in_blocks_equals_direct_distances():
 
 def test_clear_errors():
     a = random_sae(d=12, n_features=40)
-    with pytest.raises(ValueError, match=r"same number of features \(d_sae\).*got 40 and 32"):
-        sm.match(a, random_sae(d=12, n_features=32))
+    with pytest.raises(ValueError, match="solver must be 'exact' for SAEs of different widths .*got 'sparse'"):
+        sm.match(a, random_sae(d=12, n_features=32), solver="sparse")
     with pytest.raises(ValueError, match=r"same size \(d_in\), got 12 and 10"):
         sm.match(a, random_sae(d=10, n_features=40))
     with pytest.raises(ValueError, match="weights must be one of 'decoder', 'encoder', 'all', got 'bias'"):
@@ -137,8 +137,8 @@ def test_clear_errors():
     standard = StandardSAE(StandardSAEConfig(d_in=12, d_sae=40))
     with pytest.raises(TypeError, match="sae must be a sae_lens JumpReLUSAE"):
         sm.fold(standard)
-    with pytest.raises(TypeError, match="sae_b must be a sae_lens JumpReLUSAE"):
-        sm.match(a, standard)
+    with pytest.raises(TypeError, match="sae_b must be a sae_lens JumpReLUSAE, TopKSAE or StandardSAE.*got Linear"):
+        sm.match(a, torch.nn.Linear(12, 40))
     with pytest.raises(ValueError, match="permutation must be a permutation of 0..2"):
         sm.Match(np.array([0, 0, 1]), np.zeros(3))
     with pytest.raises(ValueError, match="same size to compose, got 3 and 2"):
