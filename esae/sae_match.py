@@ -16,6 +16,15 @@ the ground-truth experiments (permuted/rescaled/perturbed copies; SAEs trained o
 ``sae_lens.synthetic`` data whose features drift across "layers"). Everything that needs the
 language model itself (activations, the ΔL hook, Gemma Scope loading) is in
 :mod:`esae.language_models`.
+
+As a tool on other SAEs: :func:`match` also takes sae-lens TopK and standard (ReLU) SAEs
+(no thresholds, so folding is the identity for them) and SAEs of different widths (a
+rectangular match: every feature of the smaller SAE gets a partner in the larger one, see
+:class:`Match`); :meth:`Match.save` / :meth:`Match.load` write and read a documented format
+(JSON header + .npz arrays); and ``python -m esae.sae_match A_DIR B_DIR [C_DIR ...] --out DIR
+[--no-fold] [--weights all|decoder|encoder] [--solver exact|sparse] [--device cuda]`` matches
+consecutive local sae-lens SAE folders, one saved match per pair, skipping pairs already written.
+Released SAEs must be downloaded (e.g. with sae-lens) to local folders first.
 """
 
 from __future__ import annotations
@@ -200,7 +209,9 @@ def _write_atomic(path: Path, write: Callable[[object], None], mode: str) -> Non
     import os
     import tempfile
 
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    from esae.temporaries import owned_prefix
+
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=owned_prefix(f".{path.name}-"), suffix=".tmp")
     try:
         with os.fdopen(fd, mode) as f:
             write(f)
@@ -290,8 +301,8 @@ class Match:
 
     def agreement(self, other: Match) -> float:
         """Fraction of A's features that ``other`` sends to the same partner."""
-        if other.size != self.size:
-            raise ValueError(f"matches must have the same size, got {self.size} and {other.size}")
+        if other.widths != self.widths:
+            raise ValueError(f"matches must have the same widths, got {self.widths} and {other.widths}")
         return float(np.mean(self.permutation == other.permutation))
 
     def save(self, path: str | Path, metadata: dict | None = None) -> Path:

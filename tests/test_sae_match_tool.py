@@ -99,6 +99,9 @@ def test_rectangular_transfer_and_compose():
         sm.compose(m, sm.Match(np.arange(10), np.zeros(10)))
     with pytest.raises(ValueError, match=r"match_bc must be a one-to-one match .*widths \(24, 10\)"):
         sm.chain([sm.Match(np.arange(24), np.zeros(24)), m.inverse()])
+    assert m.agreement(m) == 1.0
+    with pytest.raises(ValueError, match=r"same widths, got \(10, 24\) and \(10, 10\)"):
+        m.agreement(sm.Match(np.arange(10), np.zeros(10)))
     with pytest.raises(ValueError, match=r"distinct partner indices in 0..23 or -1"):
         sm.Match(np.array([0, 0, 1]), np.zeros(3), width_b=24)
     with pytest.raises(ValueError, match=r"must match min\(F_a, F_b\) = 3 features, got 2"):
@@ -167,3 +170,13 @@ def test_cli_on_sae_folders(tmp_path):
         sm.match_folders(dirs, out, weights="decoder", log=lines.append)
     with pytest.raises(FileNotFoundError, match="each path must be an sae-lens SAE folder"):
         sm.match_folders([dirs[0], tmp_path / "nothing"], out)
+    assert sm.main([str(dirs[0]), str(tmp_path / "nothing"), "--out", str(out)]) == 2  # one-line error
+
+
+def test_cli_rejects_bad_arguments(capsys):
+    with pytest.raises(SystemExit):
+        sm.main(["a", "b", "--out", "o", "--weights", "bias"])
+    assert "invalid choice: 'bias' (choose from 'decoder', 'encoder', 'all')" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        sm.main(["a", "--out", "o"])
+    assert "SAE_DIR must be given at least twice (a pair to match), got 1" in capsys.readouterr().err
