@@ -1377,8 +1377,6 @@ def match_folders(paths: Sequence[str | Path], out: str | Path, *, fold: bool = 
     folders' paths below their common parent, metadata holding both paths. A pair whose output
     exists is skipped (resumable), after checking it was made with the same ``fold`` and
     ``weights``. ``log`` gets one line per pair. Returns the JSON paths."""
-    import time
-
     from sae_lens import SAE
 
     import esae.saes  # noqa: F401  registers esae's architectures with sae-lens
@@ -1390,19 +1388,31 @@ def match_folders(paths: Sequence[str | Path], out: str | Path, *, fold: bool = 
     for p in paths:
         if not (p / "cfg.json").is_file():
             raise FileNotFoundError(f"each path must be an sae-lens SAE folder (with cfg.json), got {str(p)!r}")
-    out = Path(out)
     names = _pair_names(paths)
+    return _match_chain(names, [str(p) for p in paths],
+                        lambda i: SAE.load_from_disk(str(paths[i]), device=device), out, fold=fold, weights=weights,
+                        solver=solver, k=k, log=log)
+
+
+def _match_chain(names: Sequence[str], sources: Sequence[str], load: Callable[[int], object], out: str | Path, *,
+                 fold: bool, weights: str, solver: str, k: int, log: Callable[[str], None],
+                 extra: dict | None = None) -> list[Path]:
+    """Match SAE ``i`` (``load(i)``, named ``names[i]``, from ``sources[i]``) with ``i + 1`` for
+    every consecutive pair, saving ``out/<name_i>--<name_i+1>.json``; skip pairs already saved."""
+    import time
+
+    out = Path(out)
     loaded: dict[int, object] = {}
 
     def sae(i: int):
         if i not in loaded:
             for j in [j for j in loaded if j < i - 1]:  # keep at most the pair in use
                 del loaded[j]
-            loaded[i] = SAE.load_from_disk(str(paths[i]), device=device)
+            loaded[i] = load(i)
         return loaded[i]
 
     written = []
-    for i in range(len(paths) - 1):
+    for i in range(len(names) - 1):
         target = out / f"{names[i]}--{names[i + 1]}.json"
         written.append(target)
         if target.is_file():
@@ -1414,36 +1424,98 @@ def match_folders(paths: Sequence[str | Path], out: str | Path, *, fold: bool = 
             continue
         start = time.perf_counter()
         m = match(sae(i), sae(i + 1), fold=fold, weights=weights, solver=solver, k=k)
-        m.save(target, {"method": "sae_match", "a": str(paths[i]), "b": str(paths[i + 1]), "name_a": names[i],
-                        "name_b": names[i + 1], "solver": solver})
+        m.save(target, {"method": "sae_match", "a": sources[i], "b": sources[i + 1], "name_a": names[i],
+                        "name_b": names[i + 1], "solver": solver, **(extra or {})})
         matched = m.permutation >= 0
         log(f"{names[i]} -> {names[i + 1]}: {m.widths[0]} x {m.widths[1]} features, {int(matched.sum())} matched, "
             f"mean cost {float(m.cost[matched].mean()):.4g}, {time.perf_counter() - start:.1f} s -> {target}")
     return written
 
 
+def parse_layers(spec: str) -> list[int]:
+    """Layer indices from ``"0-25"`` (inclusive range), ``"3,5,9"`` or a mix (``"0-3,7"``)."""
+    layers: list[int] = []
+    try:
+        for part in spec.split(","):
+            lo, _, hi = part.strip().partition("-")
+            layers += list(range(int(lo), int(hi) + 1)) if hi else [int(lo)]
+    except ValueError:
+        layers = []
+    if len(layers) < 2 or min(layers) < 0:
+        raise ValueError(f"layers must name at least two layers >= 0 like '0-25' or '3,5,9', got {spec!r}")
+    return layers
+
+
+def match_release(release: str, layers: Sequence[int], out: str | Path, *, width: str = "16k",
+                  sae_id: str = "layer_{layer}/width_{width}/canonical", fold: bool = True, weights: str = "all",
+                  solver: str = "exact", k: int = 32, device: str = "cpu",
+                  log: Callable[[str], None] = print) -> list[Path]:
+    """:func:`match_folders` for SAEs of an sae-lens pretrained ``release`` (e.g.
+    ``"gemma-scope-2b-pt-res-canonical"``): SAE ``sae_id.format(layer=t, width=width)`` per
+    layer ``t``, loaded with ``sae_lens.SAE.from_pretrained`` (from the Hugging Face cache, or
+    downloaded where the machine can reach the hub). Outputs ``out/layer_<t>--layer_<u>.json``."""
+    from sae_lens import SAE
+
+    from esae.language_models import hub_access
+
+    check_choice("weights", weights, WEIGHTS)
+    if len(layers) < 2:
+        raise ValueError(f"layers must hold at least two layers, got {list(layers)}")
+    ids = [sae_id.format(layer=t, width=width) for t in layers]
+
+    def load(i: int):
+        try:
+            with hub_access(release):
+                return SAE.from_pretrained(release, ids[i], device=device).eval()
+        except Exception as err:  # one line for the user, the cause chained
+            raise FileNotFoundError(f"could not load SAE {ids[i]!r} of release {release!r} (not in the Hugging Face "
+                                    f"cache and the hub not reachable?): {type(err).__name__}: "
+                                    f"{str(err).splitlines()[0] if str(err) else ''}") from err
+
+    return _match_chain([f"layer_{t}" for t in layers], [f"{release}/{i}" for i in ids], load, out, fold=fold,
+                        weights=weights, solver=solver, k=k, log=log, extra={"release": release})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m esae.sae_match A_DIR B_DIR [C_DIR ...] --out DIR``: see :func:`match_folders`."""
+    """``python -m esae.sae_match A_DIR B_DIR [C_DIR ...] --out DIR`` (:func:`match_folders`) or
+    ``python -m esae.sae_match --release R --layers 0-25 [--width 16k] --out DIR``
+    (:func:`match_release`). Returns the exit status (2 with a one-line message on bad input)."""
     import argparse
+    import sys
 
     parser = argparse.ArgumentParser(
         prog="python -m esae.sae_match",
-        description="SAE Match (data-free) between consecutive sae-lens SAE folders; one Match per pair, resumable.")
-    parser.add_argument("saes", nargs="+", metavar="SAE_DIR", help="sae-lens SAE folders, in layer order")
+        description="SAE Match (data-free) between the SAEs of consecutive layers, given as local sae-lens SAE "
+                    "folders or as an sae-lens pretrained release; one saved Match per pair, resumable.")
+    parser.add_argument("saes", nargs="*", metavar="SAE_DIR", help="sae-lens SAE folders, in layer order")
     parser.add_argument("--out", required=True, help="folder for the matches (<A>--<B>.json + .npz per pair)")
+    parser.add_argument("--release", help="sae-lens pretrained release instead of SAE_DIRs, e.g. "
+                                          "gemma-scope-2b-pt-res-canonical (from the Hugging Face cache or hub)")
+    parser.add_argument("--layers", help="with --release: layers, e.g. 0-25 or 3,5,9")
+    parser.add_argument("--width", default="16k", help="with --release: the width in the SAE id (default 16k)")
+    parser.add_argument("--sae-id", default="layer_{layer}/width_{width}/canonical",
+                        help="with --release: SAE id template (default: Gemma Scope canonical)")
     parser.add_argument("--no-fold", action="store_true", help="match unfolded parameters (default: fold thresholds)")
     parser.add_argument("--weights", default="all", choices=WEIGHTS, help="parameters compared (default: all)")
     parser.add_argument("--solver", default="exact", choices=assignment.SOLVERS, help="assignment solver")
     parser.add_argument("--k", type=int, default=32, help="candidates per feature for --solver sparse")
     parser.add_argument("--device", default="cpu", help="torch device the SAEs are loaded on")
     args = parser.parse_args(argv)
-    if len(args.saes) < 2:
+    common = dict(fold=not args.no_fold, weights=args.weights, solver=args.solver, k=args.k, device=args.device)
+    if args.release is not None:
+        if args.saes or args.layers is None:
+            parser.error(f"--release takes --layers and no SAE_DIR, got --layers {args.layers!r} and "
+                         f"{len(args.saes)} SAE_DIR")
+    elif len(args.saes) < 2:
         parser.error(f"SAE_DIR must be given at least twice (a pair to match), got {len(args.saes)}")
     try:
-        match_folders(args.saes, args.out, fold=not args.no_fold, weights=args.weights, solver=args.solver,
-                      k=args.k, device=args.device)
+        if args.release is not None:
+            match_release(args.release, parse_layers(args.layers), args.out, width=args.width, sae_id=args.sae_id,
+                          **common)
+        else:
+            match_folders(args.saes, args.out, **common)
     except (ValueError, FileNotFoundError, TypeError) as e:
-        print(f"error: {e}", file=__import__("sys").stderr)
+        print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
 

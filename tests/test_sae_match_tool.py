@@ -180,3 +180,23 @@ def test_cli_rejects_bad_arguments(capsys):
     with pytest.raises(SystemExit):
         sm.main(["a", "--out", "o"])
     assert "SAE_DIR must be given at least twice (a pair to match), got 1" in capsys.readouterr().err
+
+
+def test_cli_release_fails_in_one_line_when_not_cached(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(repo_root()), "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    cmd = [sys.executable, "-m", "esae.sae_match", "--release", "gemma-scope-2b-pt-res-canonical", "--layers", "0-1",
+           "--out", str(tmp_path / "out")]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: could not load SAE 'layer_0/width_16k/canonical' of "
+                                                   "release 'gemma-scope-2b-pt-res-canonical'"), proc.stderr
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+def test_parse_layers():
+    assert sm.parse_layers("0-3") == [0, 1, 2, 3]
+    assert sm.parse_layers("0-2,7") == [0, 1, 2, 7]
+    for bad in ("5", "a-b", "-1,2"):
+        with pytest.raises(ValueError, match=f"layers must name at least two layers >= 0 .*got '{bad}'"):
+            sm.parse_layers(bad)
