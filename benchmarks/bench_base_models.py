@@ -18,6 +18,7 @@ import platform
 import statistics
 import time
 
+import esae  # noqa: F401, I001  (before torch: the runtime's OpenMP wait policy, see benchmarks/README.md)
 import torch
 from torch import nn
 

@@ -14,6 +14,7 @@ import os
 import platform
 import time
 
+import esae  # noqa: F401, I001  (before torch: the runtime's OpenMP wait policy, see benchmarks/README.md)
 import torch
 
 from esae import autoencoders, equivariance as eq

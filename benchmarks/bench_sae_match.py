@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import esae  # noqa: F401, I001  (before torch: the runtime's OpenMP wait policy, see benchmarks/README.md)
 import torch
 
 from esae import assignment
