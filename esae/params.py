@@ -7,9 +7,11 @@ defaults, overridden by ``common``, overridden by the chapter's section
 (:func:`resolved_parameters`); the book runner validates all of them up front
 (:func:`validate_parameters`: the declared type, plus the :data:`RULES` below: ranges,
 choices, and values that must be among another parameter's) and injects them through
-papermill. The check functions (``check_int`` ...) are also what the config dataclasses of
-the science modules call, so a bad value stops with a message naming the parameter, the
-allowed values and the value received.
+papermill. Chapters that rebuild earlier chapters' stages also get those chapters' parameters,
+injected as ``upstream`` (:data:`UPSTREAM`). Inside a chapter's kernel, :func:`check_run`
+validates what papermill injected the same way and records overrides of the profile. The value
+checks (``check_int`` ...) live in :mod:`esae.checks` (re-exported here), which the science
+modules' config dataclasses call.
 
 Bad profiles stop with one line naming the file: malformed YAML (with its line), an unknown
 section (a misspelled chapter), a missing section of the chapter being run. YAML's ``1e-3``
@@ -22,7 +24,7 @@ import ast
 import difflib
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any

@@ -1,24 +1,26 @@
 """The book's stages, each a function of its typed config (and of its upstream stages' configs),
 kept in :mod:`esae.cache` by that config: the one module that knows the cache.
 
-=====================  ==========================================================  ====================
-stage (chapter)        configs                                                     cache kind
-=====================  ==========================================================  ====================
-base models (3)        :class:`esae.autoencoders.TrainConfig`                      ``base_model``
-M fits (4)             base model's ``TrainConfig`` + :class:`~esae.equivariance.FitConfig`  ``fitted_m``
-SAEs (5)               base ``TrainConfig`` + :class:`~esae.saes.SAETrainConfig`   ``sae``
-                       (+ ``FitConfig`` of M for the equivariant SAE)              ``sae_equivariant``
-probe scores (6)       the probed arrays, ``L`` and the probe's settings           ``probe_scores``
-LM activations (7)     :class:`~esae.language_models.ActivationsConfig`            ``residual_activations``
-LM SAEs, matches (7)   ``ActivationsConfig`` + :class:`~esae.sae_match.TrainConfig` ``layer_sae`` ...
-=====================  ==========================================================  ====================
+- base models (chapter 3): :class:`esae.autoencoders.TrainConfig` → cache kind ``base_model``
+  (:func:`base_model`, :func:`base_models`);
+- M (chapter 4): the base model's ``TrainConfig`` and a :class:`esae.equivariance.FitConfig` per
+  variant → ``fitted_m`` (:func:`fit`, :func:`fitted_m`);
+- SAEs (chapter 5): the base ``TrainConfig``, a :class:`esae.saes.SAETrainConfig` per SAE, and the
+  ``FitConfig`` of M for the equivariant SAE → ``sae``, ``sae_equivariant`` (:func:`saes`,
+  :func:`load_saes`, :func:`sae`);
+- probe scores (chapter 6): the probed arrays, ``L`` and the probe's settings → ``probe_scores``
+  (:func:`probe_panel`, :func:`probe_scores`);
+- language models (chapter 7): :class:`esae.language_models.ActivationsConfig` and
+  :class:`esae.sae_match.TrainConfig` → ``gemma3_270m_converted``, ``residual_activations``,
+  ``layer_sae``, ``sae_match_synthetic``, ``layer_pair_matches`` (:func:`language_model`,
+  :func:`residual_activations`, :func:`layer_sae`, :func:`synthetic_layers`, :func:`match_stack`).
 
-A chapter turns its injected parameters into configs with the ``*_configs`` functions below
-(:func:`base_model_configs`, :func:`fit_configs`, :func:`sae_configs`); a chapter that needs an
-upstream stage builds that stage's configs the same way from the upstream chapter's parameters,
-which the book injects into it as ``upstream`` (:data:`esae.params.UPSTREAM`). Nothing here reads
-a profile. Every stage computes what the cache lacks and loads the rest, so re-running a chapter
-retrains exactly what a changed parameter touches.
+A chapter turns its injected parameters into configs with :func:`base_model_configs`,
+:func:`fit_configs` and :func:`sae_configs`; a chapter that needs an upstream stage builds that
+stage's configs the same way from the upstream chapter's parameters, which the book injects into
+it as ``upstream`` (:data:`esae.params.UPSTREAM`). Nothing here reads a profile. Every stage
+computes what the cache lacks and loads the rest, so re-running a chapter retrains exactly what a
+changed parameter touches.
 """
 
 from __future__ import annotations

@@ -21,8 +21,9 @@ A task where one class is empty in either split has no meaningful F1; it is repo
 
 Speed: the thousands of probe fits run in parallel over tasks (joblib, one BLAS/XGBoost thread
 per worker), only the ``(n, L)`` truncated slice of each task travels to a worker, and each
-``(input, L, probe)`` result is cached by a fingerprint of the arrays (``esae.cache``), so a
-re-run costs one hash of the inputs.
+``(input, L, probe)`` result can be kept in a store under a fingerprint of the arrays (the book's
+pipeline passes ``esae.cache``: :func:`esae.pipeline.probe_scores`), so a re-run costs one hash of
+the inputs.
 """
 
 from __future__ import annotations
