@@ -46,3 +46,15 @@ def test_pipeline_reads_no_profile():
     """The pipeline turns configs into artifacts; profiles are the book's."""
     imported = _imported(repo_root() / "esae" / "pipeline.py")
     assert not {"esae.params", "esae.book", "esae.results", "esae.summary"} & imported
+
+
+def test_without_a_store_science_functions_compute_every_time():
+    from esae.runtime import NO_STORE, store_or_none
+
+    calls = []
+    assert store_or_none(None) is NO_STORE
+    for _ in range(2):
+        assert NO_STORE.cached_torch("k", {"a": 1}, lambda: calls.append(1) or 5) == 5
+    assert calls == [1, 1] and not NO_STORE.is_cached("k", {"a": 1})
+    folder = NO_STORE.cached_dir("k", {}, lambda tmp: (tmp / "x").write_text("y"))
+    assert (folder / "x").read_text() == "y"
