@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from esae import cache
+from esae import autoencoders, cache
 from esae.autoencoders import KINDS, TrainConfig, build, heldout_set, train, training_set
 from esae.checks import check_choice
 from esae.equivariance import VARIANTS, FitConfig, FitResult, fit_m, orbit_activations, variant_config
@@ -276,13 +276,13 @@ def _equivariant(ctx: SAEContext, config: SAETrainConfig, m: Tensor) -> SAE:
     return load_sae(entry / "sae", ctx.device)
 
 
-def sae(base: TrainConfig, config: SAETrainConfig, device: torch.device | str = "cpu") -> TrainResult:
+def sae(base: autoencoders.TrainConfig, config: SAETrainConfig, device: torch.device | str = "cpu") -> TrainResult:
     """One SAE trained as ``config`` says on base model ``base``'s activations of its training
     images, cached like :func:`saes`'s (e.g. a variant a chapter compares)."""
     return _trained(sae_context(base, device), config)
 
 
-def saes(base: TrainConfig, configs: Mapping[tuple[str, int], SAETrainConfig], fits: Mapping[str, FitConfig],
+def saes(base: autoencoders.TrainConfig, configs: Mapping[tuple[str, int], SAETrainConfig], fits: Mapping[str, FitConfig],
          device: torch.device | str = "cpu") -> dict[tuple[str, int], TrainResult]:
     """Every SAE of ``configs`` (:func:`sae_configs`) for base model ``base``, with its training
     history, keyed by ``(name, k)``; the missing ones trained together, all cached (keyed by the
@@ -301,7 +301,7 @@ def saes(base: TrainConfig, configs: Mapping[tuple[str, int], SAETrainConfig], f
     return {key: out[key] for key in sorted(out, key=lambda nk: (nk[1], SAE_NAMES.index(nk[0])))}
 
 
-def load_saes(base: TrainConfig, configs: Mapping[tuple[str, int], SAETrainConfig], fits: Mapping[str, FitConfig],
+def load_saes(base: autoencoders.TrainConfig, configs: Mapping[tuple[str, int], SAETrainConfig], fits: Mapping[str, FitConfig],
               device: torch.device | str = "cpu") -> dict[tuple[str, int], SAE]:
     """The SAEs of :func:`saes` alone, keyed by ``(name, k)`` with name in regular, wide, two_layer,
     invariant, equivariant (eval mode, on ``device``). Each exposes ``encode (n, 256) -> (n, F)``,
