@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from esae import autoencoders as ae
-from esae import shapes
+from esae import params, pipeline, shapes
 from esae.params import check_profile
 
 
@@ -91,7 +91,8 @@ def main() -> None:
         print(f"{name}: batch {args.large_batch} / batch 64 = {best[(name, args.large_batch)] / best[(name, 64)]:.2f}x")
     if args.profile:
         check_profile(args.profile)
-        configs = ae.profile_configs(args.profile)
+        p03 = params.resolved_parameters("03_base_models", args.profile)
+        configs = pipeline.base_model_configs(p03, pipeline.dataset_layout(p03["upstream"]["02_dataset"]))
         epochs_samples = {k: c.n_epochs * c.n_train for k, c in configs.items()}
         estimate = sum(epochs_samples[k] / best[(k, configs[k].batch_size)] for k in configs
                        if (k, configs[k].batch_size) in best)

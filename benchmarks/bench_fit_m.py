@@ -17,7 +17,7 @@ import time
 import esae  # noqa: F401, I001  (before torch: the runtime's OpenMP wait policy, see benchmarks/README.md)
 import torch
 
-from esae import autoencoders, equivariance as eq
+from esae import autoencoders, equivariance as eq, params, pipeline
 from esae.runtime import resolve_device
 
 
@@ -30,15 +30,18 @@ def main() -> None:
     dev = resolve_device(args.device)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, device {dev}")
-    nets = autoencoders.load_base_models(args.profile, dev)
-    train_images = autoencoders.training_images(args.profile).images
-    test_images = autoencoders.heldout_images(args.profile).images
+    upstream = params.resolved_parameters("04_fitting_m", args.profile)["upstream"]
+    base_configs = pipeline.base_model_configs(upstream["03_base_models"], pipeline.dataset_layout(upstream["02_dataset"]))
+    fit_configs = pipeline.fit_configs(params.resolved_parameters("04_fitting_m", args.profile))
+    nets = pipeline.base_models(base_configs, dev)
+    train_images = autoencoders.training_set(base_configs["mlp"]).images
+    test_images = autoencoders.heldout_set(base_configs["mlp"]).images
     for name, net in nets.items():
         train = eq.orbit_activations(net, train_images, device=dev)
         test = eq.orbit_activations(net, test_images, device=dev)
         results = {}
         for variant in ("paper", "warm_start"):
-            config = eq.profile_fit_config(args.profile, variant)
+            config = fit_configs[variant]
             start = time.perf_counter()
             fit = eq.fit_m(*train, config, eval_data=test, device=dev)
             total = time.perf_counter() - start

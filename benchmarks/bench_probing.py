@@ -79,7 +79,7 @@ def main() -> None:
     os.environ.setdefault("ESAE_PROGRESS", "0")
     cache_dir = tempfile.mkdtemp(prefix="bench-probing-")
     os.environ["ESAE_CACHE"] = cache_dir  # a private cache: every first run really fits
-    from esae import probing
+    from esae import cache, probing
     from esae.probing import ProbeConfig
 
     n_train, n_test, tasks = (1000, 500, 8) if args.quick else (2000, 1000, 16)
@@ -95,22 +95,22 @@ def main() -> None:
 
     # 1. fits per second, one worker, no cache (after one warm-up fit of each probe)
     cfg = ProbeConfig()
-    probing.probe_scores(ztr[:100], ytr[:100, :1], zte[:50], yte[:50, :1], L=8, config=cfg, cache=False)
+    probing.probe_scores(ztr[:100], ytr[:100, :1], zte[:50], yte[:50, :1], L=8, config=cfg)
     print("| input | columns | probe | fits/s (1 worker) |\n|---|---|---|---|")
     fits_rates = {}
     for name, L, dec in (("latents", 8, None), ("latents", 32, None), ("reconstructions", 32, decoder)):
         cols = d if dec is not None else L
         for probe in probing.PROBES:
             r, _ = rate(lambda: probing.probe_scores(ztr, ytr, zte, yte, L=L, probes=[probe], config=cfg,
-                                                     decoder=dec, cache=False), tasks)
+                                                     decoder=dec), tasks)
             fits_rates[(name, L, probe)] = r
             print(f"| {name} (L = {L}) | {cols} | {probe} | {r:.1f} |")
 
     # 2. parallel over tasks, all three probes
-    seq, s1 = rate(lambda: probing.probe_scores(ztr, ytr, zte, yte, L=32, config=cfg, cache=False, n_jobs=1), tasks)
-    probing.probe_scores(ztr[:200], ytr[:200], zte[:100], yte[:100], L=8, cache=False,
+    seq, s1 = rate(lambda: probing.probe_scores(ztr, ytr, zte, yte, L=32, config=cfg, n_jobs=1), tasks)
+    probing.probe_scores(ztr[:200], ytr[:200], zte[:100], yte[:100], L=8,
                          n_jobs=-1)  # start the worker pool outside the timing
-    par, s2 = rate(lambda: probing.probe_scores(ztr, ytr, zte, yte, L=32, config=cfg, cache=False, n_jobs=-1), tasks)
+    par, s2 = rate(lambda: probing.probe_scores(ztr, ytr, zte, yte, L=32, config=cfg, n_jobs=-1), tasks)
     same = all(np.allclose(s1.f1[p], s2.f1[p], equal_nan=True) for p in probing.PROBES)
     ceiling = available_parallelism(cores)
     autogroup = open("/proc/sys/kernel/sched_autogroup_enabled").read().strip() == "1" if os.path.exists(
@@ -123,10 +123,10 @@ def main() -> None:
 
     # 3. the cache
     t0 = time.perf_counter()
-    probing.probe_scores(ztr, ytr, zte, yte, L=32, config=cfg, decoder=decoder, n_jobs=-1)
+    probing.probe_scores(ztr, ytr, zte, yte, L=32, config=cfg, decoder=decoder, n_jobs=-1, store=cache)
     first = time.perf_counter() - t0
     t0 = time.perf_counter()
-    hit = probing.probe_scores(ztr, ytr, zte, yte, L=32, config=cfg, decoder=decoder, n_jobs=-1)
+    hit = probing.probe_scores(ztr, ytr, zte, yte, L=32, config=cfg, decoder=decoder, n_jobs=-1, store=cache)
     second = time.perf_counter() - t0
     print(f"re-run from the cache (reconstructions, L = 32): {first / second:.0f}× faster "
           f"({first:.1f} s → {second:.3f} s; all cached: {all(hit.cached.values())})")
@@ -134,7 +134,7 @@ def main() -> None:
     # 4. XGBoost: histogram bins and the exact method, on the 256-column reconstructions
     def xgb(config: ProbeConfig):
         return rate(lambda: probing.probe_scores(ztr, ytr, zte, yte, L=32, probes=["xgboost"], config=config,
-                                                 decoder=decoder, cache=False), tasks)
+                                                 decoder=decoder), tasks)
 
     base_r, base = xgb(ProbeConfig(xgb_max_bin=256))
     print("\n| XGBoost on reconstructions (256 columns) | fits/s | speed vs hist-256 | mean abs ΔF1 vs hist-256 |")

@@ -3,8 +3,9 @@
 Modules, each named for what it holds: ``groups`` (C4 and its action, chapter 1),
 ``shapes`` (the dataset, chapter 2), ``autoencoders`` (base models, chapter 3),
 ``equivariance`` (fitting M, chapter 4), ``saes`` (the SAEs, chapter 5), ``probing``
-(chapter 6), ``sae_match`` and ``language_models`` (chapter 7); plumbing in ``params``, ``cache``, ``results``,
-``runtime``, ``metrics``, ``plots`` and ``book``.
+(chapter 6), ``sae_match`` and ``language_models`` (chapter 7), with ``checks``, ``metrics``, ``runtime`` and
+``plots``: the science layer, which never reads a profile or the cache. ``pipeline`` holds the book's stages,
+cached by their configs; ``params``, ``results`` and ``book`` turn profiles into executed chapters.
 
 Submodules are imported on first use (``esae.plots`` loads matplotlib only when a figure is drawn),
 so ``import esae.equivariance`` costs what that module needs and nothing more.
@@ -19,8 +20,8 @@ from typing import Any
 from esae import runtime  # noqa: F401, I001
 
 __version__ = "0.1.0"
-__all__ = ["autoencoders", "cache", "equivariance", "groups", "language_models", "metrics", "params", "plots",
-           "probing", "results", "runtime", "sae_match", "saes", "shapes"]
+__all__ = ["autoencoders", "cache", "checks", "equivariance", "groups", "language_models", "metrics", "params",
+           "pipeline", "plots", "probing", "results", "runtime", "sae_match", "saes", "shapes"]
 
 
 def __getattr__(name: str) -> Any:

@@ -23,7 +23,7 @@ from scipy.optimize import linear_sum_assignment
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import min_weight_full_bipartite_matching
 
-from esae.params import check_choice, check_int
+from esae.checks import check_choice, check_int
 
 Tensor = torch.Tensor
 SOLVERS = ("exact", "sparse")

@@ -8,31 +8,29 @@ Two architectures, exactly as the paper's Table 1: an MLP and a CNN that compres
 
 Training follows appendix C.2: generated images, a fresh random 90° rotation of every image in
 every batch, batch size 64, Adam with learning rate 1e-3, mean-squared reconstruction error
-over pixels. Trained weights go through :mod:`esae.cache`, keyed by :class:`TrainConfig`; the
-chapter's profile section fixes that config, so :func:`load_base_models` returns exactly the
-models chapter 3 trained (a cache hit).
+over pixels. :class:`TrainConfig` says everything that determines a trained model; the book keeps
+trained weights keyed by it (:func:`esae.pipeline.base_model`), so later chapters load exactly the
+models chapter 3 trained.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from esae import cache
 from esae.groups import rotate as rotate_images
-from esae.params import chapter_parameters, check_choice, check_float, check_int, check_profile
-from esae.runtime import progress, resolve_device
+from esae.checks import check_choice, check_float, check_int
+from esae.runtime import progress
 from esae.shapes import IMAGE_SIZE, LAYOUTS, ShapesDataset, make_dataset
 
 Tensor = torch.Tensor
 
 KINDS = ("mlp", "cnn")
 D_ACT = 256  # width of the studied activations
-CHAPTER = "03_base_models"
 VERSION = 3  # bump when training code changes what a config produces
 
 
@@ -215,7 +213,7 @@ def make_optimizer(model: nn.Module, lr: float) -> torch.optim.Adam:
 
 def train(config: TrainConfig, *, device: torch.device | str = "cpu", train_set: ShapesDataset | None = None,
           heldout: ShapesDataset | None = None, eval_batch_size: int = 1024) -> tuple[nn.Module, dict[str, Any]]:
-    """Train one autoencoder as appendix C.2 (no cache; see :func:`train_base_model`).
+    """Train one autoencoder as appendix C.2 (kept by the book: :func:`esae.pipeline.base_model`).
 
     Returns the model (eval mode, on ``device``) and its history: ``step_loss`` (training MSE
     of every batch), ``epoch_loss`` (mean over each epoch), ``heldout_mse`` (after each epoch),
@@ -254,22 +252,6 @@ def train(config: TrainConfig, *, device: torch.device | str = "cpu", train_set:
     print(f"{config.kind}: final training MSE {history['epoch_loss'][-1]:.5f}, held-out MSE "
           f"{history['heldout_mse'][-1]:.5f} after {config.n_epochs} epochs in {history['seconds']:.0f} s")
     return model.eval(), history
-
-
-def train_base_model(config: TrainConfig, device: torch.device | str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """The model of ``config`` and its training history, trained on ``device`` only when the cache
-    holds no checkpoint for ``config``. The model is returned in eval mode on ``device``."""
-    device = torch.device(device)
-
-    def compute() -> dict[str, Any]:
-        model, history = train(config, device=device)
-        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-        return {"config": asdict(config), "state_dict": state, "history": history}
-
-    saved = cache.cached_torch("base_model", config, compute)
-    model = build(config.kind)
-    model.load_state_dict(saved["state_dict"])
-    return model.to(device).eval(), saved["history"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -324,56 +306,3 @@ def label_r2(model: nn.Module, train: ShapesDataset, test: ShapesDataset, *, bat
     y_test = activations(model, test.images, batch_size=batch_size, device=device).cpu().double()
     coef = torch.linalg.lstsq(design(train), y_train, driver="gelsd").solution
     return r2_pooled(y_test, design(test) @ coef)
-
-
-# --------------------------------------------------------------------------------------------
-# what later chapters use
-
-
-def profile_layout(profile: str, layout: str | None = None) -> str:
-    """The dataset layout of ``profile`` (its ``02_dataset`` section's ``layout``, default
-    ``upright``), or ``layout`` when given (to compute the other reading in the same run)."""
-    check_profile(profile)
-    if layout is None:
-        layout = chapter_parameters("02_dataset", profile).get("layout", "upright")
-    check_choice("layout", layout, LAYOUTS)
-    return layout
-
-
-def profile_configs(profile: str, layout: str | None = None) -> dict[str, TrainConfig]:
-    """The training configs chapter 3 uses under ``profile``, one per kind, read from the
-    profile's ``03_base_models`` section (``n_train``, ``n_heldout``, ``mlp_epochs``,
-    ``cnn_epochs``, ``batch_size``, ``lr``, ``seed``) and the dataset layout
-    (:func:`profile_layout`)."""
-    p = dict(chapter_parameters(CHAPTER, profile))
-    p["layout"] = profile_layout(profile, layout)
-    return configs_from_parameters(p)
-
-
-def configs_from_parameters(p: dict[str, Any]) -> dict[str, TrainConfig]:
-    """Build the two :class:`TrainConfig` from chapter 3's parameters (a dict of the names the
-    chapter's parameters cell declares)."""
-    base = TrainConfig("mlp", layout=p.get("layout", "upright"), n_train=p.get("n_train", 10_000), n_heldout=p.get("n_heldout", 2_000),
-                       data_seed=p.get("seed", 0), batch_size=p.get("batch_size", 64), lr=p.get("lr", 1e-3),
-                       seed=p.get("seed", 0))
-    return {kind: replace(base, kind=kind, n_epochs=p.get(f"{kind}_epochs", 100)) for kind in KINDS}
-
-
-def training_images(profile: str, layout: str | None = None) -> ShapesDataset:
-    """The training set chapter 3 used under ``profile`` (training augments it with rotations);
-    ``layout`` overrides the profile's."""
-    return training_set(profile_configs(profile, layout)["mlp"])
-
-
-def heldout_images(profile: str, layout: str | None = None) -> ShapesDataset:
-    """Chapter 3's held-out set under ``profile``: different seed, orbit-disjoint from training."""
-    return heldout_set(profile_configs(profile, layout)["mlp"])
-
-
-def load_base_models(profile: str, device: torch.device | str | None = "auto",
-                     layout: str | None = None) -> dict[str, nn.Module]:
-    """``{"mlp": ..., "cnn": ...}`` trained exactly as chapter 3 trains them under ``profile``
-    (loaded from the cache after chapter 3 ran; trained here otherwise), eval mode, on ``device``
-    (``None`` means ``"auto"``)."""
-    device = resolve_device(device or "auto") if isinstance(device, str | None) else device
-    return {kind: train_base_model(config, device)[0] for kind, config in profile_configs(profile, layout).items()}

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import torch
 
 from esae.metrics import r2_per_dim, r2_pooled
-from esae.params import check_choice, check_float, check_int
+from esae.checks import check_choice, check_float, check_int
 from esae.runtime import progress
 
 Tensor = torch.Tensor
@@ -288,46 +288,13 @@ VARIANTS = {
 }
 
 
-def profile_fit_config(profile: str, variant: str = "paper") -> FitConfig:
-    """The FitConfig chapter 4 uses under ``profile`` for ``variant`` (``paper``: Adam from the
-    identity; ``warm_start``: least-squares start; ``penalty``/``exact``: M^4 = I imposed, for
-    ``constrained_epochs`` with a cosine-annealed rate)."""
-    from esae.params import chapter_parameters
-
+def variant_config(variant: str, *, epochs: int, constrained_epochs: int, batch_size: int, lr: float,
+                   penalty: float = 1.0, seed: int = 0, order: int = 4) -> FitConfig:
+    """The :class:`FitConfig` of one of chapter 4's :data:`VARIANTS`: ``paper`` (Adam from the
+    identity for ``epochs``), ``warm_start`` (the least-squares start), ``penalty``/``exact``
+    (M^order = I imposed, for ``constrained_epochs`` with a cosine-annealed rate)."""
     check_choice("variant", variant, VARIANTS)
-    p = chapter_parameters("04_fitting_m", profile)
     constrained = VARIANTS[variant]["constraint"] != "none"
-    return FitConfig(order=4, epochs=p["constrained_epochs"] if constrained else p["epochs"],
-                     batch_size=p["batch_size"], lr=p["lr"], penalty=p["penalty"], seed=p["seed"],
-                     schedule="cosine" if constrained else "constant", **VARIANTS[variant])
-
-
-def profile_fit(profile: str, model: str, variant: str = "paper",
-                device: torch.device | str | None = None, layout: str | None = None) -> FitResult:
-    """Fit M for base model ``model`` (``mlp``/``cnn``) on the training images of ``profile``,
-    recording held-out R² per epoch; cached by the base model's and the fit's configuration."""
-    from esae.autoencoders import heldout_images, load_base_models, profile_configs, training_images
-    from esae.cache import cached_torch
-
-    check_choice("model", model, ("mlp", "cnn"))
-    config = profile_fit_config(profile, variant)
-    key = {"base_model": profile_configs(profile, layout)[model], "model": model, "fit": config}
-
-    def compute() -> dict:
-        net = load_base_models(profile, device, layout)[model]
-        train = orbit_activations(net, training_images(profile, layout).images, device=device)
-        test = orbit_activations(net, heldout_images(profile, layout).images, device=device)
-        m_init = profile_fit(profile, model, "warm_start", device, layout).m if variant == "exact" else None
-        fit = fit_m(*train, config, eval_data=test, m_init=m_init, device=device)
-        return {"m": fit.m, "history": fit.history}
-
-    data = cached_torch("fitted_m", key, compute)
-    return FitResult(data["m"], data["history"])
-
-
-def fitted_m(profile: str, model: str, device: torch.device | str | None = None,
-             layout: str | None = None) -> Tensor:
-    """The M ``(256, 256)`` chapter 4 fits for base model ``model`` under ``profile`` (cached):
-    Adam on the paper's loss from the least-squares warm start, which reaches in a few epochs
-    what the identity start needs far longer for (chapter 4); the matrix chapter 5 uses."""
-    return profile_fit(profile, model, "warm_start", device, layout).m
+    return FitConfig(order=order, epochs=constrained_epochs if constrained else epochs, batch_size=batch_size,
+                     lr=lr, penalty=penalty, seed=seed, schedule="cosine" if constrained else "constant",
+                     **VARIANTS[variant])

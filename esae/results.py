@@ -1,7 +1,9 @@
 """Headline numbers of each chapter, as plain JSON in ``results/<profile>/<stem>.json``.
 
 Results are labelled by the profile: inside a chapter's kernel, :func:`write_results` refuses
-to write them when the chapter did not run with that profile's parameters
+to write them when a parameter papermill did not inject differs from that profile's (the
+notebook's built-in sizes), and records the parameters injected with other values than the
+profile's (``papermill -f <profile's parameters> -p epochs 3``) under ``"overrides"``
 (:func:`esae.params.check_run`).
 
 Numbers are written with :data:`DIGITS` significant digits: more than any comparison in the book
@@ -49,10 +51,13 @@ def results_dir(profile: str) -> Path:
 def write_results(profile: str, stem: str, data: dict[str, Any]) -> Path:
     """Write ``data`` to ``results/<profile>/<stem>.json`` atomically; return the path.
 
-    Inside a Jupyter kernel, fails (writing nothing) unless chapter ``stem`` ran with exactly the
-    parameters of ``profile``. Floats are rounded to :data:`DIGITS` significant digits."""
+    Inside a Jupyter kernel, fails (writing nothing) when a parameter of chapter ``stem`` that
+    papermill did not inject differs from ``profile``'s; injected values that differ are recorded
+    first, as ``"overrides"``. Floats are rounded to :data:`DIGITS` significant digits."""
     path = results_dir(profile) / f"{stem}.json"
-    check_run(stem, profile)
+    overrides = check_run(stem, profile)
+    if overrides:
+        data = {"overrides": overrides, **data}
     path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(rounded(data), indent=2, sort_keys=False, allow_nan=False)
     fd, tmp = tempfile.mkstemp(prefix=owned_prefix(f".{stem}-"), suffix=".json", dir=path.parent)

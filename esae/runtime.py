@@ -28,9 +28,9 @@ if "torch" not in sys.modules:
 
 import random  # noqa: E402
 import warnings  # noqa: E402
-from collections.abc import Iterable  # noqa: E402
+from collections.abc import Callable, Iterable  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Any, TypeVar  # noqa: E402
+from typing import Any, Protocol, TypeVar  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -145,3 +145,54 @@ def machine_description() -> dict[str, object]:
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
             "torch": torch.__version__, "platform": platform.platform(),
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}
+
+
+# --------------------------------------------------------------------------------------------
+# where expensive results are kept
+
+
+class Store(Protocol):
+    """Where a function keeps what is expensive to recompute, keyed by ``(kind, config)``.
+
+    The module :mod:`esae.cache` is one (the book's pipeline, :mod:`esae.pipeline`, passes it);
+    a science function that takes ``store=None`` computes every time (:data:`NO_STORE`), so the
+    science modules never know where, or whether, anything is kept."""
+
+    def is_cached(self, kind: str, config: Any) -> bool: ...
+
+    def cached_torch(self, kind: str, config: Any, compute: Callable[[], T]) -> T: ...
+
+    def cached_json(self, kind: str, config: Any, compute: Callable[[], T]) -> T: ...
+
+    def cached_dir(self, kind: str, config: Any, compute: Callable[[Path], None]) -> Path: ...
+
+
+class _NoStore:
+    """A :class:`Store` that keeps nothing: every call computes (folders go to a temporary
+    directory removed when the process exits)."""
+
+    def is_cached(self, kind: str, config: Any) -> bool:
+        return False
+
+    def cached_torch(self, kind: str, config: Any, compute: Callable[[], T]) -> T:
+        return compute()
+
+    cached_json = cached_torch
+
+    def cached_dir(self, kind: str, config: Any, compute: Callable[[Path], None]) -> Path:
+        import atexit
+        import shutil
+        import tempfile
+
+        folder = Path(tempfile.mkdtemp(prefix=f"esae-{kind}-"))
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        compute(folder)
+        return folder
+
+
+NO_STORE: Store = _NoStore()
+
+
+def store_or_none(store: Store | None) -> Store:
+    """``store``, or :data:`NO_STORE` (compute every time) when ``None``."""
+    return NO_STORE if store is None else store

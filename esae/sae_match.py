@@ -42,7 +42,8 @@ from sae_lens import JumpReLUSAE, JumpReLUSAEConfig
 from scipy.optimize import linear_sum_assignment
 
 from esae import assignment
-from esae.params import check_choice, check_float, check_int
+from esae.checks import check_choice, check_float, check_int
+from esae.runtime import Store, store_or_none
 
 Tensor = torch.Tensor
 Weights = Literal["decoder", "encoder", "all"]
@@ -819,11 +820,11 @@ def identify_features(sae: JumpReLUSAE, dictionary: Tensor, min_cosine: float = 
     return truth
 
 
-def synthetic_layers(cfg: SyntheticLayersConfig, device: torch.device | str = "cpu") -> SyntheticLayers:
+def synthetic_layers(cfg: SyntheticLayersConfig, device: torch.device | str = "cpu",
+                     store: Store | None = None) -> SyntheticLayers:
     """Generate the synthetic layers of ``cfg``, train one JumpReLU SAE per layer with sae-lens
     (:func:`train_jumprelu`, seeded per layer) and identify which true feature each SAE feature
-    represents. The SAEs are cached by ``cfg``."""
-    from esae.cache import cached_torch
+    represents. The SAEs are kept in ``store`` (e.g. :mod:`esae.cache`) keyed by ``cfg``."""
 
     layers = _layer_generators(cfg)
 
@@ -837,7 +838,7 @@ def synthetic_layers(cfg: SyntheticLayersConfig, device: torch.device | str = "c
             states.append({k: v.detach().cpu() for k, v in sae.state_dict().items()})
         return states
 
-    states = cached_torch("sae_match_synthetic", cfg, compute)
+    states = store_or_none(store).cached_torch("sae_match_synthetic", cfg, compute)
     template = JumpReLUSAE(JumpReLUSAEConfig(d_in=cfg.d, d_sae=cfg.n_features, apply_b_dec_to_input=False))
     saes = [build_jumprelu(template, **state) for state in states]
     saes = [sae.to(device) for sae in saes]
@@ -1029,13 +1030,12 @@ class LayerMatches:
 
 
 def match_stack(saes: Sequence[JumpReLUSAE], layers: Sequence[int], cache_key=None, train_acts: Tensor | None = None,
-                solver: str = "exact", k: int = 32) -> LayerMatches:
+                solver: str = "exact", k: int = 32, store: Store | None = None) -> LayerMatches:
     """Fold every SAE and match every adjacent pair by every method of :data:`MATCH_KINDS`
     (``solver``/``k`` as in :func:`match`) and, with ``train_acts`` (L, N, d) indexed like
     ``layers``, by :func:`data_match` on the SAEs' activations over those tokens. With
-    ``cache_key`` (anything that identifies the SAEs) each pair's matches are cached as soon
-    as they are computed, so an interrupted run keeps the pairs it finished."""
-    from esae.cache import cached_torch
+    ``cache_key`` (anything that identifies the SAEs) and a ``store`` (e.g. :mod:`esae.cache`)
+    each pair's matches are kept as soon as they are computed, so an interrupted run keeps the pairs it finished."""
     from esae.runtime import progress
 
     if len(saes) != len(layers) or len(saes) < 2:
@@ -1063,12 +1063,12 @@ def match_stack(saes: Sequence[JumpReLUSAE], layers: Sequence[int], cache_key=No
 
     raw = []
     for i in progress(range(len(saes) - 1), desc="matching layers"):
-        if cache_key is None:
+        if cache_key is None or store is None:
             raw.append(pair(i))
         else:
             key = {"saes": cache_key, "pair": [layers[i], layers[i + 1]], "data": train_acts is not None,
                    "solver": solver, "k": k if solver == "sparse" else None, "version": 2}
-            raw.append(cached_torch("layer_pair_matches", key, lambda i=i: pair(i)))
+            raw.append(store.cached_torch("layer_pair_matches", key, lambda i=i: pair(i)))
     kinds = list(MATCH_KINDS) + (["data_based"] if train_acts is not None else [])
     matches = {kind: [Match(r[kind][0], r[kind][1], *(MATCH_KINDS.get(kind, (False, "data")))) for r in raw]
                for kind in kinds}

@@ -43,8 +43,6 @@ a decoder.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import time
 import warnings
@@ -66,7 +64,7 @@ from sae_lens.saes.topk_sae import TopKSAE, TopKSAEConfig, TopKTrainingSAE, TopK
 from sae_lens.training.sae_trainer import SAETrainer  # noqa: E402
 from torch import nn  # noqa: E402
 
-from esae.params import check_choice, check_float, check_int  # noqa: E402
+from esae.checks import check_choice, check_float, check_int  # noqa: E402
 from esae.runtime import progress  # noqa: E402
 
 Tensor = torch.Tensor
@@ -839,32 +837,16 @@ def synthetic_orbit(n: int, d: int = 256, *, n_atoms: int = 512, active: int = 8
 
 
 # ---------------------------------------------------------------------------------------------
-# Chapter 5 under a profile: activations, cached training, load_saes
+# The invariant SAE's target: which member of each orbit is canonical
 # ---------------------------------------------------------------------------------------------
 
-CHAPTER = "05_equivariant_sae"
-CACHE_VERSION = 2
 
-
-def chapter_configs(profile: str, layout: str | None = None) -> dict[tuple[str, int], SAETrainConfig]:
-    """The SAEs chapter 5 trains under ``profile``, keyed by ``(name, k)`` for every trained name
-    (regular, wide, two_layer, invariant) and every K in the profile's ``ks``; the invariant SAE
-    trains for ``invariant_epochs`` (default: ``n_epochs``), the others for ``n_epochs``. Its
-    target is the generated image under the ``upright`` layout (the profile's unless ``layout``
-    is given) and the smallest-label-code member under ``independent``."""
-    from esae.autoencoders import profile_layout
-    from esae.params import chapter_parameters
-
-    p = chapter_parameters(CHAPTER, profile)
-    canonical = "generated" if profile_layout(profile, layout) == "upright" else "label_code"
-    common = dict(canonical=canonical, expansion=p.get("expansion", 8), d_hidden=p.get("d_hidden", 512),
-                  batch_size=p["batch_size"], lr=p["lr"], lr_decay_fraction=p.get("lr_decay_fraction", 0.0),
-                  aux_coefficient=p.get("aux_coefficient", 1.0), dead_window=p.get("dead_window", 10_000),
-                  seed=p.get("seed", 0))
-    epochs = {name: p["n_epochs"] for name in TRAINED_NAMES}
-    epochs["invariant"] = p.get("invariant_epochs", p["n_epochs"])
-    return {(name, k): SAETrainConfig(name=name, k=k, n_epochs=epochs[name], **common)
-            for k in p["ks"] for name in TRAINED_NAMES}
+def canonical_for_layout(layout: str) -> str:
+    """The invariant SAE's target under dataset ``layout`` (chapter 2): the ``generated`` image
+    under ``upright`` (its rotation is known), the smallest-label-code member under
+    ``independent`` (:func:`canonical_rotation`: there the generated image is not identifiable)."""
+    check_choice("layout", layout, ("upright", "independent"))
+    return "generated" if layout == "upright" else "label_code"
 
 
 def canonical_rotation(shapes: Any, orientations: Any) -> np.ndarray:
@@ -928,150 +910,6 @@ def orbit_acts(model: nn.Module, images: Tensor, order: int = 4, device: torch.d
 
     group = CyclicGroup(order)
     return torch.stack([activations(model, group.act(p, images), device=device).cpu() for p in group.elements], 1)
-
-
-def _digest(*tensors: Tensor) -> str:
-    h = hashlib.sha256()
-    for t in tensors:
-        h.update(str(tuple(t.shape)).encode())
-        h.update(t.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:20]
-
-
-def _model_digest(model: nn.Module) -> str:
-    return _digest(*[v for _, v in sorted(model.state_dict().items())])
-
-
-@dataclass
-class _Context:
-    """What a profile's SAEs for one base model are trained on; activations computed lazily."""
-
-    net: nn.Module
-    dataset: Any  # esae.shapes.ShapesDataset
-    model: str
-    device: torch.device
-    key: dict[str, Any]
-    _acts: Tensor | None = None
-
-    def acts(self, canonical: str) -> Tensor:
-        """Training orbit activations ``(n, 4, d)``, entry ``[i, 0]`` the invariant SAE's target."""
-        if self._acts is None:
-            self._acts = orbit_acts(self.net, self.dataset.images, device=self.device)
-        return canonical_orbit(self._acts, target_rotation(self.dataset, canonical))
-
-
-def _device(device: torch.device | str | None) -> torch.device:
-    from esae.runtime import resolve_device
-
-    return resolve_device(device or "auto") if not isinstance(device, torch.device) else device
-
-
-def _context(profile: str, model: str, device: torch.device | str | None, layout: str | None = None) -> _Context:
-    from esae.autoencoders import load_base_models, profile_layout, training_images
-
-    check_choice("model", model, BASE_MODELS)
-    device = _device(device)
-    layout = profile_layout(profile, layout)
-    net = load_base_models(profile, device, layout)[model]
-    dataset = training_images(profile, layout)
-    rotations = torch.as_tensor(dataset.rotations if dataset.rotations is not None else np.zeros(0, np.int64))
-    key = {"model": model, "base_model": _model_digest(net), "version": CACHE_VERSION, "layout": layout,
-           "images": _digest(dataset.images, torch.as_tensor(dataset.shapes), torch.as_tensor(dataset.orientations),
-                             rotations)}
-    return _Context(net, dataset, model, device, key)
-
-
-def _trained(ctx: _Context, config: SAETrainConfig, together: dict[SAETrainConfig, TrainResult] | None = None) -> TrainResult:
-    from esae.cache import cached_dir
-
-    result: list[TrainResult] = []
-
-    def compute(tmp: Path) -> None:
-        trained = together.pop(config) if together and config in together else \
-            train_sae(config, ctx.acts(config.canonical), ctx.device, desc=f"{ctx.model} {config.name} k={config.k}")
-        _save(trained.sae, tmp / "sae")
-        (tmp / "history.json").write_text(json.dumps(trained.history))
-        result.append(trained)
-
-    entry = cached_dir("sae", _sae_key(ctx, config), compute)
-    if result:
-        return result[0]
-    return TrainResult(load_sae(entry / "sae", ctx.device), json.loads((entry / "history.json").read_text()))
-
-
-def _sae_key(ctx: _Context, config: SAETrainConfig) -> dict[str, Any]:
-    return {**ctx.key, "sae": config}
-
-
-def _train_missing_together(ctx: _Context, configs: list[SAETrainConfig]) -> dict[SAETrainConfig, TrainResult]:
-    """The SAEs of ``configs`` not yet cached, trained together on one stream
-    (:func:`esae.sae_stack.train_stacked`; equal to separate runs up to float round-off)."""
-    from esae.cache import is_cached
-    from esae.sae_stack import train_stacked
-
-    missing = [c for c in configs if not is_cached("sae", _sae_key(ctx, c))]
-    out: dict[SAETrainConfig, TrainResult] = {}
-    for shared in dict.fromkeys((c.seed, c.batch_size, c.canonical) for c in missing):
-        group = [c for c in missing if (c.seed, c.batch_size, c.canonical) == shared]
-        out.update(zip(group, train_stacked(group, ctx.acts(group[0].canonical), ctx.device,
-                                            desc=f"{ctx.model}: {len(group)} SAEs together")))
-    return out
-
-
-def _save(sae: SAE, path: Path) -> None:
-    sae.save_model(str(path))
-
-
-def _equivariant(ctx: _Context, config: SAETrainConfig, m: Tensor) -> EquivariantTopKSAE:
-    from esae.cache import cached_dir
-
-    invariant = _trained(ctx, config).sae
-
-    def compute(tmp: Path) -> None:
-        _save(EquivariantTopKSAE.from_invariant(invariant, m.to(invariant.W_dec.device)), tmp / "sae")
-
-    entry = cached_dir("sae_equivariant", {**ctx.key, "sae": config, "m": _digest(m)}, compute)
-    return load_sae(entry / "sae", ctx.device)
-
-
-def profile_sae(profile: str, model: str, config: SAETrainConfig,
-                device: torch.device | str | None = None, layout: str | None = None) -> TrainResult:
-    """One SAE trained as ``config`` says on the training images of ``profile`` (chapter 3's) for
-    base model ``model``, cached like :func:`profile_saes`'s (e.g. a variant the chapter compares)."""
-    return _trained(_context(profile, model, device, layout), config)
-
-
-def profile_saes(profile: str, model: str, device: torch.device | str | None = None,
-                 m: Tensor | None = None, layout: str | None = None) -> dict[tuple[str, int], TrainResult]:
-    """Every SAE chapter 5 trains for base model ``model`` under ``profile`` with its training
-    history, keyed by ``(name, k)``; trained once and cached (keyed by the training config, the
-    base model's weights and the training images). The equivariant SAEs use ``m`` (default:
-    chapter 4's :func:`esae.equivariance.fitted_m`) and carry the invariant SAE's history."""
-    ctx = _context(profile, model, device, layout)
-    configs = chapter_configs(profile, layout)
-    together = _train_missing_together(ctx, list(configs.values()))
-    out = {key: _trained(ctx, cfg, together) for key, cfg in configs.items()}
-    if m is None:
-        from esae.equivariance import fitted_m
-
-        m = fitted_m(profile, model, ctx.device, layout)
-    for (name, k), cfg in configs.items():
-        if name == "invariant":
-            out[("equivariant", k)] = TrainResult(_equivariant(ctx, cfg, m.detach().cpu()), out[(name, k)].history)
-    return {key: out[key] for key in sorted(out, key=lambda nk: (nk[1], SAE_NAMES.index(nk[0])))}
-
-
-def load_saes(profile: str, model: str, device: torch.device | str | None = None,
-              layout: str | None = None) -> dict[tuple[str, int], SAE]:
-    """All SAEs chapter 5 trains for base model ``model`` (``mlp``/``cnn``) under ``profile``,
-    keyed by ``(name, k)`` with name in regular, wide, two_layer, invariant, equivariant (eval
-    mode, on ``device``). A cache hit after chapter 5 has run; trains what is missing otherwise.
-    Each exposes ``encode (n, 256) -> (n, F)``, ``decode (n, F) -> (n, 256)`` and ``W_dec (F, 256)``;
-    the equivariant ones also ``m (256, 256)`` and ``reconstruct(x, p)``, where ``p`` is the
-    rotation of the input relative to its orbit's canonical image: for an image ``g^q x`` of a
-    labelled ``x``, ``p = (q − c) mod 4`` with ``c`` from :func:`target_rotation` (under
-    ``upright`` simply the sample's rotation ``p``)."""
-    return {key: result.sae for key, result in profile_saes(profile, model, device, layout=layout).items()}
 
 
 def _quiet_sae_lens() -> None:

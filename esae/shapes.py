@@ -47,7 +47,7 @@ import numpy as np
 import torch
 
 from esae.groups import rotate as rotate_images
-from esae.params import check_choice, check_int
+from esae.checks import check_choice, check_int
 
 Tensor = torch.Tensor
 

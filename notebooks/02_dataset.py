@@ -33,6 +33,7 @@ device: str = "auto"  # auto | cpu | cuda (this chapter computes on the CPU what
 layout: str = "upright"  # upright (the paper's reading: shapes upright, orientations from rotating the image) | independent
 n_samples: int = 10000  # generated images on which the task balance is measured (at least 100)
 n_show: int = 32  # sample images shown in the grid (1..128)
+upstream: dict = {}  # chapter 3's parameters (its training-set size), injected by the book (esae.params.UPSTREAM)
 
 # %%
 import time
@@ -48,6 +49,7 @@ from esae.params import check_int, check_profile, check_run
 
 check_profile(profile)
 check_run("02_dataset", profile)  # refuse sizes other than the profile's under its name
+upstream = upstream or esae.params.upstream_parameters("02_dataset", profile)  # run by hand: the profile's
 esae.params.check_choice("layout", layout, shapes.LAYOUTS)
 check_int("n_samples", n_samples, 100)
 check_int("n_show", n_show, 1, 128)
@@ -195,9 +197,7 @@ esae.plots.image_grid(torch.cat([data["upright"].images[:half], data["independen
 # what a training set of the chapter-3 size covers.
 
 # %%
-from esae.autoencoders import profile_configs
-
-n_train_images = profile_configs(profile, "upright")["mlp"].n_train
+n_train_images = upstream["03_base_models"]["n_train"]
 all_sets = shapes.upright_label_sets()
 keys_all = shapes.orbit_keys(*all_sets)
 pool_of = shapes.orbit_pool(*all_sets)

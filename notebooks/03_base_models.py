@@ -30,7 +30,7 @@
 #
 # The code lives in `esae.autoencoders`; trained weights are cached, so this chapter trains each
 # model once per configuration and later chapters load the same weights
-# (`esae.autoencoders.load_base_models(profile, device)`).
+# (`esae.pipeline.base_model(config, device)`).
 
 # %% tags=["parameters"]
 profile: str = "default"  # parameter profile that produced this page: smoke | default | paper
@@ -43,6 +43,7 @@ cnn_epochs: int = 100  # training epochs of the CNN autoencoder (the paper: 100)
 batch_size: int = 64  # images per optimisation step (the paper: 64)
 lr: float = 0.001  # Adam learning rate (the paper: 1e-3)
 n_show: int = 8  # held-out images shown in the reconstruction figures (1..16)
+upstream: dict = {}  # chapter 2's parameters (the dataset layout), injected by the book (esae.params.UPSTREAM)
 
 # %%
 import time
@@ -55,10 +56,12 @@ import esae
 from esae import autoencoders as ae
 from esae import shapes
 from esae.groups import rotate as rotate_images
+from esae import pipeline
 from esae.params import check_float, check_int, check_profile, check_run
 
 check_profile(profile)
 check_run("03_base_models", profile)  # refuse sizes other than the profile's under its name
+upstream = upstream or esae.params.upstream_parameters("03_base_models", profile)  # run by hand: the profile's
 for name, value in {"n_train": n_train, "n_heldout": n_heldout, "mlp_epochs": mlp_epochs,
                     "cnn_epochs": cnn_epochs, "batch_size": batch_size}.items():
     check_int(name, value, 1)
@@ -67,9 +70,9 @@ check_int("n_show", n_show, 1, 16)
 dev = esae.runtime.resolve_device(device)
 esae.runtime.seed_everything(seed)
 started = time.perf_counter()
-layout = ae.profile_layout(profile)  # the dataset layout of chapter 2's parameters
-configs = ae.configs_from_parameters(dict(n_train=n_train, n_heldout=n_heldout, mlp_epochs=mlp_epochs, layout=layout,
-                                          cnn_epochs=cnn_epochs, batch_size=batch_size, lr=lr, seed=seed))
+layout = pipeline.dataset_layout(upstream["02_dataset"])  # the dataset layout of chapter 2's parameters
+configs = pipeline.base_model_configs(dict(n_train=n_train, n_heldout=n_heldout, mlp_epochs=mlp_epochs,
+                                           cnn_epochs=cnn_epochs, batch_size=batch_size, lr=lr, seed=seed), layout)
 NAMES = {"mlp": "MLP", "cnn": "CNN"}
 print(f"device: {dev}; torch threads: {torch.get_num_threads()}")
 
@@ -117,7 +120,7 @@ train_set = ae.training_set(configs["mlp"])
 heldout = ae.heldout_set(configs["mlp"], train_set)
 models, histories = {}, {}
 for kind, config in configs.items():
-    models[kind], histories[kind] = ae.train_base_model(config, dev)
+    models[kind], histories[kind] = pipeline.base_model(config, dev)  # trained once, then loaded from the cache
 rows = "| model | epochs | images per epoch | training time | throughput | final training MSE | held-out MSE |\n"
 rows += "|---|---|---|---|---|---|---|\n"
 for kind, h in histories.items():

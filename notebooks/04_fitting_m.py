@@ -43,6 +43,7 @@ constrained_epochs: int = 100  # epochs of the fits constrained to the identity 
 batch_size: int = 256  # samples per Adam step (the paper's other trainings use 64)
 lr: float = 0.001  # Adam learning rate
 penalty: float = 1.0  # weight of the penalty on M^4 minus I in the penalised fit
+upstream: dict = {}  # chapters 2 and 3's parameters (layout, base models), injected by the book (esae.params.UPSTREAM)
 
 # %%
 import matplotlib.pyplot as plt
@@ -51,7 +52,7 @@ import torch
 from IPython.display import Markdown, display
 
 import esae
-from esae import autoencoders, equivariance as eq
+from esae import autoencoders, equivariance as eq, pipeline
 from esae.groups import power_error
 from esae.saes import data_basis
 
@@ -59,8 +60,11 @@ esae.params.check_profile(profile)
 esae.params.check_run("04_fitting_m", profile)  # refuse sizes other than the profile's under its name
 dev = esae.runtime.resolve_device(device)
 esae.runtime.seed_everything(seed)
-for variant in eq.VARIANTS:  # validates every parameter above through FitConfig
-    eq.profile_fit_config(profile, variant)
+upstream = upstream or esae.params.upstream_parameters("04_fitting_m", profile)  # run by hand: the profile's
+layout = pipeline.dataset_layout(upstream["02_dataset"])
+base_configs = pipeline.base_model_configs(upstream["03_base_models"], layout)  # chapter 3's models
+fit_configs = pipeline.fit_configs(dict(epochs=epochs, constrained_epochs=constrained_epochs, batch_size=batch_size,
+                                        lr=lr, penalty=penalty, seed=seed))  # one FitConfig per variant (validated)
 MODELS = ("mlp", "cnn")
 
 # %% [markdown]
@@ -72,9 +76,9 @@ MODELS = ("mlp", "cnn")
 # is measured on the held-out images.
 
 # %%
-nets = autoencoders.load_base_models(profile, dev)
-train_images = autoencoders.training_images(profile)
-test_images = autoencoders.heldout_images(profile)
+nets = pipeline.base_models(base_configs, dev)
+train_images = autoencoders.training_set(base_configs["mlp"])
+test_images = autoencoders.heldout_set(base_configs["mlp"])
 heldout = {name: eq.orbit_activations(nets[name], test_images.images, device=dev) for name in MODELS}
 display(Markdown(f"{len(train_images.images):,} training images and {len(test_images.images):,} held-out "
                  f"images, each in its 4 rotations; activations have d = {heldout['mlp'][0].shape[1]}."))
@@ -92,7 +96,7 @@ display(Markdown(f"{len(train_images.images):,} training images and {len(test_im
 # same way). The table still shows $p = 4$.
 
 # %%
-fits = {(name, variant): eq.profile_fit(profile, name, variant, dev) for name in MODELS for variant in eq.VARIANTS}
+fits = {(name, variant): pipeline.fit(base_configs[name], fit_configs, variant, dev) for name in MODELS for variant in eq.VARIANTS}
 identity = torch.eye(heldout["mlp"][0].shape[1])
 scores = {}
 for name in MODELS:

@@ -35,7 +35,7 @@
 #   to the invariant SAE's reconstructions.
 #
 # Everything used here lives in `esae.saes`; chapter 6 probes the features of these same SAEs
-# (`esae.saes.load_saes`).
+# (`esae.pipeline.load_saes`).
 
 # %% tags=["parameters"]
 profile: str = "default"  # parameter profile that produced this page: smoke | default | paper
@@ -56,6 +56,7 @@ invariance_threshold: float = 0.5  # cos(d, Md) at or above which a feature coun
 feature_k: int = 16  # the K whose features are classified and drawn (one of ks)
 n_features_shown: int = 4  # invariant and equivariant features drawn per base model (1..16)
 compare_layouts: bool = True  # also train and evaluate everything under the other dataset layout (one compact table)
+upstream: dict = {}  # chapters 2-4's parameters (layout, base models, M), injected by the book (esae.params.UPSTREAM)
 
 # %%
 import time
@@ -66,9 +67,8 @@ import torch
 from IPython.display import Markdown, display
 
 import esae
-from esae import saes
-from esae.autoencoders import heldout_images, load_base_models
-from esae.equivariance import fitted_m
+from esae import pipeline, saes
+from esae.autoencoders import heldout_set
 from esae.params import check_float, check_int, check_int_list, check_profile, check_run
 
 check_profile(profile)
@@ -79,9 +79,15 @@ check_float("invariance_threshold", invariance_threshold, -1.0, 1.0)
 check_int("n_features_shown", n_features_shown, 1, 16)
 if feature_k not in ks:
     raise ValueError(f"feature_k must be one of ks {list(ks)}, got {feature_k}")
-configs = saes.chapter_configs(profile)  # validates K, expansion, hidden size, epochs, batch, lr, ...
-layout = esae.autoencoders.profile_layout(profile)
-other_layout = "independent" if layout == "upright" else "upright"
+upstream = upstream or esae.params.upstream_parameters("05_equivariant_sae", profile)  # run by hand: the profile's
+layout = pipeline.dataset_layout(upstream["02_dataset"])
+other_layout = pipeline.other_layout(layout)
+sae_parameters = dict(ks=ks, expansion=expansion, d_hidden=d_hidden, n_epochs=n_epochs, invariant_epochs=invariant_epochs,
+                      batch_size=batch_size, lr=lr, lr_decay_fraction=lr_decay_fraction, aux_coefficient=aux_coefficient,
+                      dead_window=dead_window, seed=seed)
+configs = pipeline.sae_configs(sae_parameters, layout)  # validates K, expansion, hidden size, epochs, batch, lr, ...
+base_configs = pipeline.base_model_configs(upstream["03_base_models"], layout)  # chapter 3's models
+fit_configs = pipeline.fit_configs(upstream["04_fitting_m"])  # chapter 4's M
 dev = esae.runtime.resolve_device(device)
 esae.runtime.seed_everything(seed)
 chapter_start = time.perf_counter()
@@ -168,16 +174,16 @@ display(Markdown(
 # ## Training
 #
 # The base models and the training images are chapter 3's, $M$ is chapter 4's (all cache hits).
-# `saes.profile_saes` trains every SAE of the profile for one base model — or loads it from the
+# `pipeline.saes` trains every SAE of the chapter for one base model — or loads it from the
 # cache, keyed by its training configuration, the base model's weights and the training images.
 
 # %%
-nets = load_base_models(profile, dev)
-ms = {model: fitted_m(profile, model, dev) for model in saes.BASE_MODELS}
+nets = pipeline.base_models(base_configs, dev)
+ms = {model: pipeline.fitted_m(base_configs[model], fit_configs, dev) for model in saes.BASE_MODELS}
 trained = {}
 for model in saes.BASE_MODELS:
     start = time.perf_counter()
-    trained[model] = saes.profile_saes(profile, model, dev, m=ms[model])
+    trained[model] = pipeline.saes(base_configs[model], configs, fit_configs, dev)
     print(f"{model}: {len(trained[model])} SAEs ready in {time.perf_counter() - start:.0f} s")
 
 rows = "| base model | SAE | K | latents | training samples | training time (s) | samples/s | final MSE |\n|---|---|---|---|---|---|---|---|\n"
@@ -217,7 +223,7 @@ fig.suptitle(f"Training loss, K = {k_mid}", y=1.02);
 # two-layer SAE, same architecture but trained on the usual reconstruction loss, is the comparison.
 
 # %%
-heldout = heldout_images(profile)
+heldout = heldout_set(base_configs["mlp"])
 n_used = min(n_eval, len(heldout.images))
 eval_images = heldout.images[:n_used]
 canonical = saes.target_rotation(heldout[:n_used], configs[("invariant", ks[0])].canonical)
@@ -487,8 +493,8 @@ display(Markdown("| claim | holds here | numbers |\n|---|---|---|\n"
 # %%
 def frontier(lay: str, trained_sets: dict, nets_: dict) -> tuple[dict, dict]:
     """Frontier metrics of every SAE on held-out orbits of layout ``lay``, and the frontier claims."""
-    held = heldout_images(profile, lay)[:n_used]
-    cfg = saes.chapter_configs(profile, lay)[("invariant", ks[0])]
+    held = heldout_set(pipeline.base_model_configs(upstream["03_base_models"], lay)["mlp"])[:n_used]
+    cfg = pipeline.sae_configs(sae_parameters, lay)[("invariant", ks[0])]
     rot = saes.target_rotation(held, cfg.canonical)
     imgs = saes.canonical_orbit(torch.stack([esae.groups.rotate(held.images, p) for p in range(4)], 1), rot)
     flat_imgs = imgs.reshape(-1, *held.images.shape[1:])
@@ -520,8 +526,10 @@ def frontier_claims(out: dict) -> dict:
 by_layout = {layout: (metrics, frontier_claims(metrics))}
 if compare_layouts:
     start = time.perf_counter()
-    nets_other = load_base_models(profile, dev, other_layout)
-    trained_other = {model: saes.profile_saes(profile, model, dev, layout=other_layout) for model in saes.BASE_MODELS}
+    base_other = pipeline.base_model_configs(upstream["03_base_models"], other_layout)
+    nets_other = pipeline.base_models(base_other, dev)
+    trained_other = {model: pipeline.saes(base_other[model], pipeline.sae_configs(sae_parameters, other_layout),
+                                          fit_configs, dev) for model in saes.BASE_MODELS}
     by_layout[other_layout] = frontier(other_layout, trained_other, nets_other)
     other_seconds = time.perf_counter() - start
     rows = ("| layout | base model | EV regular | EV invariant | EV equivariant | spliced MSE invariant / equivariant "

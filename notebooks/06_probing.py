@@ -53,6 +53,7 @@ sweep_lengths: list = [1, 2, 4, 8, 16, 32]  # truncation lengths of the sweep (e
 sweep_ks: list = [8, 32]  # TopK values of the sweep (from chapter 5); the largest one is where the two-layer SAE should match
 sweep_tasks_per_group: int = 8  # tasks per group in the sweep at lengths no panel covers (0 means all 180)
 compare_layouts: bool = True  # also probe Figure 3 under the other dataset layout (one compact table, XGBoost)
+upstream: dict = {}  # chapters 2-5's parameters (layout, base models, M, SAEs), injected by the book (esae.params.UPSTREAM)
 
 # %%
 import time
@@ -62,7 +63,7 @@ import torch
 from IPython.display import Markdown, display
 
 import esae
-from esae import autoencoders, probing, saes, shapes
+from esae import autoencoders, pipeline, probing, saes, shapes
 from esae.params import check_int, check_int_list
 from esae.probing import GROUP_KEYS, GROUPS, result_key
 
@@ -79,8 +80,18 @@ check_int_list("sweep_ks", sweep_ks, 1)
 check_int("sweep_tasks_per_group", sweep_tasks_per_group, 0)
 if "xgboost" not in config.probes:
     raise ValueError(f"probes must include xgboost (the paper's probe, used for every verdict), got {list(probes)}")
-layout = autoencoders.profile_layout(profile)
-other_layout = "independent" if layout == "upright" else "upright"
+upstream = upstream or esae.params.upstream_parameters("06_probing", profile)  # run by hand: the profile's
+layout = pipeline.dataset_layout(upstream["02_dataset"])
+other_layout = pipeline.other_layout(layout)
+
+
+def stage_configs(lay: str) -> tuple[dict, dict, dict]:
+    """Chapters 3-5's configs (base models, M, SAEs) on the images of dataset layout ``lay``."""
+    return (pipeline.base_model_configs(upstream["03_base_models"], lay), pipeline.fit_configs(upstream["04_fitting_m"]),
+            pipeline.sae_configs(upstream["05_equivariant_sae"], lay))
+
+
+base_configs, fit_configs, sae_configs = stage_configs(layout)
 PANELS = config.panels()  # Figure 3's panel first, then the Figure 7 variants
 FIG3 = PANELS[0]
 chapter_start = time.perf_counter()
@@ -99,7 +110,7 @@ chapter_start = time.perf_counter()
 # ours are below.
 
 # %%
-train_set, test_set = probing.probing_sets(profile, config.n_train, config.n_test, config.seed)
+train_set, test_set = probing.probing_sets(config.n_train, config.n_test, config.seed, layout)
 tasks = shapes.probing_tasks()
 task_groups = [t.group for t in tasks]
 labels_train = shapes.task_labels(train_set, tasks)
@@ -146,8 +157,9 @@ display(Markdown(f"**{len(train_set):,} probing images** (the probes' training s
 # ($K = 16$ where trained) on the task S(triangle), largest first.
 
 # %%
-nets = autoencoders.load_base_models(profile, dev)
-sae_sets = {model: saes.load_saes(profile, model, dev) for model in dict.fromkeys(p.model for p in PANELS)}
+nets = pipeline.base_models(base_configs, dev)
+sae_sets = {model: pipeline.load_saes(base_configs[model], sae_configs, fit_configs, dev)
+            for model in dict.fromkeys(p.model for p in PANELS)}
 example_model, example_L = FIG3.model, FIG3.L
 example_k = 16 if 16 in FIG3.ks else FIG3.ks[0]
 example_sae = sae_sets[example_model][("regular", example_k)]
@@ -217,10 +229,10 @@ del eq_sae, inv_sae, canon
 scores: dict[str, probing.ProbeScores] = {}
 timings = {}
 for model in dict.fromkeys(p.model for p in PANELS):
-    inputs = probing.model_inputs(profile, model, train_set, test_set, dev, net=nets[model], sae_set=sae_sets[model])
+    inputs = probing.model_inputs(nets[model], sae_sets[model], train_set, test_set, dev)
     for panel in (p for p in PANELS if p.model == model):
         start = time.perf_counter()
-        scores.update(probing.probe_panel(inputs, panel, config))
+        scores.update(pipeline.probe_panel(inputs, panel, config))
         timings[panel.name] = time.perf_counter() - start
     del inputs
 summaries = {key: probing.summarize(s) for key, s in scores.items()}
@@ -413,8 +425,8 @@ sweep_scores: dict[str, probing.ProbeScores] = {}
 sweep_table: dict[str, dict] = {}  # result key -> XGBoost group means over the sweep's tasks
 sweep_start = time.perf_counter()
 for model in probing.BASE_MODELS:
-    inputs = probing.model_inputs(profile, model, train_set, test_set, dev, net=nets.get(model),
-                                  sae_set=sae_sets.get(model) or saes.load_saes(profile, model, dev))
+    sae_set = sae_sets.get(model) or pipeline.load_saes(base_configs[model], sae_configs, fit_configs, dev)
+    inputs = probing.model_inputs(nets[model], sae_set, train_set, test_set, dev)
     ytr, yte = inputs.labels_train[:, sweep_tasks], inputs.labels_test[:, sweep_tasks]
     encoded = {}
     for L in sweep_lengths:
@@ -434,7 +446,7 @@ for model in probing.BASE_MODELS:
             if reuse is not None:
                 sweep_table[key] = reuse
                 continue
-            sc = probing.probe_scores(xtr, ytr, xte, yte, L=L, probes=("xgboost",), config=config.probe_config(),
+            sc = pipeline.probe_scores(xtr, ytr, xte, yte, L=L, probes=("xgboost",), config=config.probe_config(),
                                       decoder=decoder, decoder_rows=rows_, n_jobs=config.n_jobs, desc=f"sweep {key}")
             sc.groups, sc.tasks = sweep_groups, sweep_tasks
             sweep_scores[key] = sc
@@ -507,12 +519,14 @@ L_short = min(sweep_lengths)
 compare_at = {FIG3.L: (FIG3.ks, FIG3.tasks_per_group), L_short: (tuple(sweep_ks), sweep_tasks_per_group)}
 if compare_layouts:
     start = time.perf_counter()
-    tr_o, te_o = probing.probing_sets(profile, config.n_train, config.n_test, config.seed, layout=other_layout)
-    inputs_o = probing.model_inputs(profile, FIG3.model, tr_o, te_o, dev, layout=other_layout)
+    tr_o, te_o = probing.probing_sets(config.n_train, config.n_test, config.seed, other_layout)
+    base_o, fits_o, saes_o = stage_configs(other_layout)
+    inputs_o = probing.model_inputs(pipeline.base_model(base_o[FIG3.model], dev)[0],
+                                    pipeline.load_saes(base_o[FIG3.model], saes_o, fits_o, dev), tr_o, te_o, dev)
     cfg_o = probing.ProbingConfig(**{**config.__dict__, "probes": ("xgboost",)})
     other_table = {}
     for L, (ks_, per_group) in compare_at.items():
-        for key, sc in probing.probe_panel(inputs_o, probing.Panel(FIG3.model, L, ks_, per_group), cfg_o).items():
+        for key, sc in pipeline.probe_panel(inputs_o, probing.Panel(FIG3.model, L, ks_, per_group), cfg_o).items():
             other_table[key] = probing.summarize(sc)["xgboost"]
     del inputs_o
     k_show = max(FIG3.ks)

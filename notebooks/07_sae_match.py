@@ -87,6 +87,7 @@ from IPython.display import Markdown, display
 import esae
 import esae.assignment
 from esae import language_models as lms
+from esae import pipeline
 from esae import sae_match as sm
 from esae.params import check_choice, check_float, check_int, check_int_list
 
@@ -226,7 +227,7 @@ gt_cfg = sm.SyntheticLayersConfig(
     n_layers=gt_n_layers, d=gt_d, n_features=gt_n_features, n_samples=gt_n_samples, seed=seed,
     train=sm.TrainConfig(d_sae=gt_n_features, target_l0=gt_n_features * 0.03, l0_coefficient=0.3, steps=gt_steps,
                          batch_size=512, lr=2e-3, seed=seed))
-gt = sm.synthetic_layers(gt_cfg, dev)
+gt = pipeline.synthetic_layers(gt_cfg, dev)
 gt_quality = [sm.sae_quality(s, sm.synthetic_data(gt_cfg, t, 20000).to(dev)) for t, s in enumerate(gt.saes)]
 gt_recovery = sm.synthetic_recovery(gt)
 rows = ("| layer pair | identifiable features | folded | unfolded | folded, decoder only |\n"
@@ -255,7 +256,7 @@ display(Markdown(
 # uses held-out text. BOS positions are excluded everywhere.
 
 # %%
-model_obj, tokenizer = lms.load_model(model, dev, seed)
+model_obj, tokenizer = pipeline.language_model(model, dev, seed)
 n_blocks = len(lms.blocks(model_obj))
 layer_ids = list(layers) if layers else list(range(n_blocks))
 check_int_list("layers", layer_ids, 0, n_blocks - 1)
@@ -263,7 +264,7 @@ if len(layer_ids) < 2 or any(u != t + 1 for t, u in zip(layer_ids[:-1], layer_id
     raise ValueError(f"layers must be at least two consecutive blocks of 0..{n_blocks - 1}, got {layer_ids}")
 acts_cfg = lms.ActivationsConfig(model=model, context_len=context_len, n_train_tokens=n_train_tokens,
                                  n_eval_tokens=n_eval_tokens, seed=seed)
-acts = lms.residual_activations(acts_cfg, model_obj, tokenizer, n_loss_windows=n_loss_windows)
+acts = pipeline.residual_activations(acts_cfg, model_obj, tokenizer, n_loss_windows=n_loss_windows)
 eval_acts = acts.eval[layer_ids]  # (layers, tokens, d), indexed like layer_ids
 docs = lms.corpus_documents()
 display(Markdown(
@@ -299,7 +300,7 @@ train_cfg = sm.TrainConfig(d_sae=d_sae, target_l0=target_l0, l0_coefficient=sae_
                            sparsity_loss=sae_sparsity_loss, steps=sae_steps, batch_size=sae_batch_size, lr=sae_lr,
                            autocast=True, seed=seed)
 if sae_source == "train":
-    saes = [lms.layer_sae(acts_cfg, train_cfg, t, acts, dev) for t in esae.runtime.progress(layer_ids, desc="SAEs")]
+    saes = [pipeline.layer_sae(acts_cfg, train_cfg, t, acts, dev) for t in esae.runtime.progress(layer_ids, desc="SAEs")]
     sae_key = {"activations": acts_cfg, "train": train_cfg, "layers": layer_ids}
 else:
     saes = lms.load_gemma_scope(layer_ids, device=dev)
@@ -351,7 +352,7 @@ display(Markdown(
 
 # %%
 train_acts = acts.train[layer_ids] if acts.train.shape[1] > 0 else None
-stack = sm.match_stack(saes, layer_ids, cache_key=sae_key, train_acts=train_acts, solver=match_solver, k=match_k)
+stack = pipeline.match_stack(saes, layer_ids, cache_key=sae_key, train_acts=train_acts, solver=match_solver, k=match_k)
 pairs = stack.pairs
 methods = stack.methods
 method_labels = {"folded": "folded", "unfolded": "unfolded (all weights)", "unfolded_decoder": "unfolded, decoder only",

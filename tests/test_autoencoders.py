@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from esae import autoencoders as ae
-from esae import cache, shapes
+from esae import cache, params, pipeline, shapes
 from esae.groups import rotate as rotate_images
 
 TINY = dict(n_train=256, n_heldout=64, n_epochs=3, batch_size=64)
@@ -100,21 +100,21 @@ def test_short_training_lowers_the_loss(kind):
 
 def test_checkpoint_round_trip_through_the_cache(tmp_cache, monkeypatch):
     config = ae.TrainConfig("mlp", **{**TINY, "n_epochs": 1})
-    model, history = ae.train_base_model(config)
+    model, history = pipeline.base_model(config)
     assert cache.is_cached("base_model", config)
     x = shapes.make_dataset(8, 9).images
 
     def no_training(*args, **kwargs):
         raise AssertionError("a cached model was retrained")
 
-    monkeypatch.setattr(ae, "train", no_training)
-    again, history2 = ae.train_base_model(config)
+    monkeypatch.setattr(pipeline, "train", no_training)
+    again, history2 = pipeline.base_model(config)
     assert torch.equal(again(x), model(x))
     assert history2["epoch_loss"] == history["epoch_loss"]
     for (k, a), (_, b) in zip(model.state_dict().items(), again.state_dict().items()):
         assert torch.equal(a, b), k
     with pytest.raises(AssertionError, match="retrained"):  # a changed config does train
-        ae.train_base_model(ae.TrainConfig("mlp", **{**TINY, "n_epochs": 2}))
+        pipeline.base_model(ae.TrainConfig("mlp", **{**TINY, "n_epochs": 2}))
 
 
 def test_training_is_seeded(tmp_cache):
@@ -124,18 +124,20 @@ def test_training_is_seeded(tmp_cache):
 
 
 def test_profile_contract(tiny_profile):
-    train = ae.training_images(tiny_profile)
-    held = ae.heldout_images(tiny_profile)
+    """Chapter 3's parameters under a profile give the configs, the images and the cached models
+    later chapters load."""
+    configs = pipeline.base_model_configs(params.resolved_parameters("03_base_models", tiny_profile), "upright")
+    train = ae.training_set(configs["mlp"])
+    held = ae.heldout_set(configs["mlp"])
     assert len(train) == 128 and len(held) == 32
     assert torch.equal(train.images, shapes.make_dataset(128, 2, layout=train.layout, pool="train").images)
     assert not set(train.orbit_keys().tolist()) & set(held.orbit_keys().tolist())
-    models = ae.load_base_models(tiny_profile, "cpu")
+    models = pipeline.base_models(configs, "cpu")
     assert set(models) == {"mlp", "cnn"}
     for kind, model in models.items():
         assert not model.training
         assert ae.activations(model, held.images).shape == (32, 256)
-        assert cache.is_cached("base_model", ae.profile_configs(tiny_profile)[kind])
-    configs = ae.profile_configs(tiny_profile)
+        assert cache.is_cached("base_model", configs[kind])
     assert configs["cnn"].n_epochs == 1 and configs["mlp"].seed == 2
 
 

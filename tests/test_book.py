@@ -97,9 +97,12 @@ def test_every_profile_sets_only_declared_parameters_of_the_right_type(profile, 
 
 
 def test_profile_configs_validate():
-    from esae import equivariance, saes
+    """Every profile's parameters build valid stage configs (what chapters 3-5 build)."""
+    from esae import params, pipeline
 
     for profile in ("smoke", "default", "paper"):
-        for variant in equivariance.VARIANTS:
-            equivariance.profile_fit_config(profile, variant)
-        saes.chapter_configs(profile)
+        upstream = params.resolved_parameters("06_probing", profile)["upstream"]
+        layout = pipeline.dataset_layout(upstream["02_dataset"])
+        assert set(pipeline.base_model_configs(upstream["03_base_models"], layout)) == {"mlp", "cnn"}
+        assert set(pipeline.fit_configs(upstream["04_fitting_m"])) == {"paper", "warm_start", "penalty", "exact"}
+        assert pipeline.sae_configs(upstream["05_equivariant_sae"], layout)

@@ -63,15 +63,14 @@ def _single_latent_task(n, F, seed):
 def test_a_task_whose_label_is_one_latent_is_solved_by_every_probe(probe):
     ztr, ytr = _single_latent_task(300, 40, 1)
     zte, yte = _single_latent_task(200, 40, 2)
-    scores = probing.probe_scores(ztr, ytr[:, None], zte, yte[:, None], L=4, probes=[probe], config=FAST,
-                                  cache=False)
+    scores = probing.probe_scores(ztr, ytr[:, None], zte, yte[:, None], L=4, probes=[probe], config=FAST)
     assert scores.indices[0, 0] == 5
     assert scores.f1[probe][0] == 1.0
     # the truncated reconstruction through a random affine decoder carries the same information
     rng = np.random.default_rng(3)
     decoder = (rng.normal(size=(40, 16)).astype(np.float32), rng.normal(size=16).astype(np.float32))
     rec = probing.probe_scores(ztr, ytr[:, None], zte, yte[:, None], L=4, probes=[probe], config=FAST,
-                               decoder=decoder, cache=False)
+                               decoder=decoder)
     assert rec.f1[probe][0] == 1.0
 
 
@@ -80,7 +79,7 @@ def test_degenerate_tasks_are_reported_not_crashed_on():
     zte, yte = _single_latent_task(100, 20, 5)
     labels_tr = np.stack([ytr, np.zeros_like(ytr), ytr, np.ones_like(ytr)], 1)
     labels_te = np.stack([yte, yte, np.zeros_like(yte), yte], 1)
-    scores = probing.probe_scores(ztr, labels_tr, zte, labels_te, L=3, config=FAST, cache=False)
+    scores = probing.probe_scores(ztr, labels_tr, zte, labels_te, L=3, config=FAST)
     assert scores.degenerate == {1: "no positive examples in the train split",
                                  2: "no positive examples in the test split",
                                  3: "no negative examples in the train split"}
@@ -106,12 +105,15 @@ def test_group_means_and_summary():
     assert summary["best"]["all"] == pytest.approx(0.75) and summary["knn"]["S"] == pytest.approx(0.2)
 
 
-def test_scores_are_cached_per_probe_and_parallel_runs_agree(monkeypatch):
+def test_scores_are_cached_per_probe_and_parallel_runs_agree(monkeypatch, tmp_path):
+    from esae import cache
+
+    monkeypatch.setenv("ESAE_CACHE", str(tmp_path / "cache"))
     rng = np.random.default_rng(6)
     ztr, zte = rng.normal(size=(150, 10)), rng.normal(size=(80, 10))
     ytr = np.stack([ztr[:, i] > 0.3 for i in range(4)], 1)
     yte = np.stack([zte[:, i] > 0.3 for i in range(4)], 1)
-    first = probing.probe_scores(ztr, ytr, zte, yte, L=3, probes=["knn", "logreg"], config=FAST, n_jobs=2)
+    first = probing.probe_scores(ztr, ytr, zte, yte, L=3, probes=["knn", "logreg"], config=FAST, n_jobs=2, store=cache)
     assert first.cached == {"knn": False, "logreg": False}
 
     def no_fitting(*args, **kwargs):
@@ -119,17 +121,19 @@ def test_scores_are_cached_per_probe_and_parallel_runs_agree(monkeypatch):
 
     with monkeypatch.context() as m:
         m.setattr(probing, "_run_tasks", no_fitting)
-        again = probing.probe_scores(ztr, ytr, zte, yte, L=3, probes=["knn", "logreg"], config=FAST, n_jobs=1)
+        again = probing.probe_scores(ztr, ytr, zte, yte, L=3, probes=["knn", "logreg"], config=FAST, n_jobs=1,
+                                       store=cache)
     assert again.cached == {"knn": True, "logreg": True}
     for p in ("knn", "logreg"):
         np.testing.assert_array_equal(first.f1[p], again.f1[p])
-    sequential = probing.probe_scores(ztr, ytr, zte, yte, L=3, probes=["knn"], config=FAST, cache=False)
+    sequential = probing.probe_scores(ztr, ytr, zte, yte, L=3, probes=["knn"], config=FAST)  # no store
+    assert sequential.cached == {"knn": False}
     np.testing.assert_array_equal(first.f1["knn"], sequential.f1["knn"])
     # another L or another setting of the same probe is a different entry
-    other = probing.probe_scores(ztr, ytr, zte, yte, L=2, probes=["knn"], config=FAST)
+    other = probing.probe_scores(ztr, ytr, zte, yte, L=2, probes=["knn"], config=FAST, store=cache)
     assert other.cached == {"knn": False}
     changed = probing.probe_scores(ztr, ytr, zte, yte, L=3, probes=["knn", "logreg"],
-                                   config=ProbeConfig(xgb_estimators=20, knn_neighbors=5))
+                                   config=ProbeConfig(xgb_estimators=20, knn_neighbors=5), store=cache)
     assert changed.cached == {"knn": False, "logreg": True}
 
 
@@ -238,7 +242,7 @@ def test_reconstruction_through_a_map_per_row():
     y = np.zeros((10, 1), bool)
     y[::2] = True
     with pytest.raises(ValueError, match=r"decoder_rows\[1\] must be \(10,\) ints in 0..2"):
-        probing.probe_scores(z, y, z, y, L=2, decoder=stack, decoder_rows=(rows, rows + 1), cache=False)
+        probing.probe_scores(z, y, z, y, L=2, decoder=stack, decoder_rows=(rows, rows + 1))
 
 
 def _table(values):

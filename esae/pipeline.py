@@ -1,0 +1,368 @@
+"""The book's stages, each a function of its typed config (and of its upstream stages' configs),
+kept in :mod:`esae.cache` by that config: the one module that knows the cache.
+
+- base models (chapter 3): :class:`esae.autoencoders.TrainConfig` → cache kind ``base_model``
+  (:func:`base_model`, :func:`base_models`);
+- M (chapter 4): the base model's ``TrainConfig`` and a :class:`esae.equivariance.FitConfig` per
+  variant → ``fitted_m`` (:func:`fit`, :func:`fitted_m`);
+- SAEs (chapter 5): the base ``TrainConfig``, a :class:`esae.saes.SAETrainConfig` per SAE, and the
+  ``FitConfig`` of M for the equivariant SAE → ``sae``, ``sae_equivariant`` (:func:`saes`,
+  :func:`load_saes`, :func:`sae`);
+- probe scores (chapter 6): the probed arrays, ``L`` and the probe's settings → ``probe_scores``
+  (:func:`probe_panel`, :func:`probe_scores`);
+- language models (chapter 7): :class:`esae.language_models.ActivationsConfig` and
+  :class:`esae.sae_match.TrainConfig` → ``gemma3_270m_converted``, ``residual_activations``,
+  ``layer_sae``, ``sae_match_synthetic``, ``layer_pair_matches`` (:func:`language_model`,
+  :func:`residual_activations`, :func:`layer_sae`, :func:`synthetic_layers`, :func:`match_stack`).
+
+A chapter turns its injected parameters into configs with :func:`base_model_configs`,
+:func:`fit_configs` and :func:`sae_configs`; a chapter that needs an upstream stage builds that
+stage's configs the same way from the upstream chapter's parameters, which the book injects into
+it as ``upstream`` (:data:`esae.params.UPSTREAM`). Nothing here reads a profile. Every stage
+computes what the cache lacks and loads the rest, so re-running a chapter retrains exactly what a
+changed parameter touches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from esae import autoencoders, cache
+from esae.autoencoders import KINDS, TrainConfig, build, heldout_set, train, training_set
+from esae.checks import check_choice
+from esae.equivariance import VARIANTS, FitConfig, FitResult, fit_m, orbit_activations, variant_config
+from esae.shapes import LAYOUTS, ShapesDataset
+
+if TYPE_CHECKING:
+    from sae_lens import SAE
+
+    from esae.saes import SAETrainConfig, TrainResult
+
+Tensor = torch.Tensor
+SAE_CACHE_VERSION = 2  # part of every SAE's cache key
+
+
+def _need(p: Mapping[str, Any], names: tuple[str, ...], chapter: str) -> None:
+    missing = [n for n in names if n not in p]
+    if missing:
+        raise ValueError(f"{chapter}'s parameters must include {', '.join(missing)}; got {', '.join(map(str, p)) or 'none'}")
+
+
+# --------------------------------------------------------------------------------------------
+# chapter parameters -> configs
+
+
+def dataset_layout(p02: Mapping[str, Any]) -> str:
+    """The dataset layout of chapter 2's parameters ``p02`` (``upright`` or ``independent``)."""
+    _need(p02, ("layout",), "02_dataset")
+    return check_choice("layout", p02["layout"], LAYOUTS)
+
+
+def other_layout(layout: str) -> str:
+    """The other reading of the dataset (chapter 2)."""
+    return "independent" if check_choice("layout", layout, LAYOUTS) == "upright" else "upright"
+
+
+BASE_MODEL_PARAMETERS = ("n_train", "n_heldout", "mlp_epochs", "cnn_epochs", "batch_size", "lr", "seed")
+
+
+def base_model_configs(p03: Mapping[str, Any], layout: str) -> dict[str, TrainConfig]:
+    """The two :class:`TrainConfig` (``mlp``, ``cnn``) of chapter 3's parameters ``p03``
+    (:data:`BASE_MODEL_PARAMETERS`; the seed seeds the data and the training) on the images of
+    dataset ``layout``."""
+    _need(p03, BASE_MODEL_PARAMETERS, "03_base_models")
+    base = TrainConfig("mlp", layout=layout, n_train=p03["n_train"], n_heldout=p03["n_heldout"],
+                       data_seed=p03["seed"], batch_size=p03["batch_size"], lr=p03["lr"], seed=p03["seed"])
+    return {kind: replace(base, kind=kind, n_epochs=p03[f"{kind}_epochs"]) for kind in KINDS}
+
+
+FIT_PARAMETERS = ("epochs", "constrained_epochs", "batch_size", "lr", "penalty", "seed")
+
+
+def fit_configs(p04: Mapping[str, Any]) -> dict[str, FitConfig]:
+    """The :class:`FitConfig` of every variant of chapter 4 (:data:`esae.equivariance.VARIANTS`)
+    from its parameters ``p04`` (:data:`FIT_PARAMETERS`)."""
+    _need(p04, FIT_PARAMETERS, "04_fitting_m")
+    return {variant: variant_config(variant, epochs=p04["epochs"], constrained_epochs=p04["constrained_epochs"],
+                                    batch_size=p04["batch_size"], lr=p04["lr"], penalty=p04["penalty"],
+                                    seed=p04["seed"])
+            for variant in VARIANTS}
+
+
+SAE_PARAMETERS = ("ks", "expansion", "d_hidden", "n_epochs", "invariant_epochs", "batch_size", "lr",
+                  "lr_decay_fraction", "aux_coefficient", "dead_window", "seed")
+
+
+def sae_configs(p05: Mapping[str, Any], layout: str) -> dict[tuple[str, int], SAETrainConfig]:
+    """The SAEs chapter 5 trains, keyed by ``(name, k)`` for every trained name (regular, wide,
+    two_layer, invariant) and every K in ``ks``, from its parameters ``p05``
+    (:data:`SAE_PARAMETERS`); the invariant SAE trains for ``invariant_epochs``, the others for
+    ``n_epochs``, toward the canonical image of dataset ``layout``
+    (:func:`esae.saes.canonical_for_layout`)."""
+    from esae.checks import check_int_list
+    from esae.saes import TRAINED_NAMES, SAETrainConfig, canonical_for_layout
+
+    _need(p05, SAE_PARAMETERS, "05_equivariant_sae")
+    check_int_list("ks", p05["ks"], 1)
+    common = dict(canonical=canonical_for_layout(layout), expansion=p05["expansion"], d_hidden=p05["d_hidden"],
+                  batch_size=p05["batch_size"], lr=p05["lr"], lr_decay_fraction=p05["lr_decay_fraction"],
+                  aux_coefficient=p05["aux_coefficient"], dead_window=p05["dead_window"], seed=p05["seed"])
+    epochs = {name: p05["n_epochs"] for name in TRAINED_NAMES}
+    epochs["invariant"] = p05["invariant_epochs"]
+    return {(name, k): SAETrainConfig(name=name, k=k, n_epochs=epochs[name], **common)
+            for k in p05["ks"] for name in TRAINED_NAMES}
+
+
+# --------------------------------------------------------------------------------------------
+# base models (chapter 3)
+
+
+def base_model(config: TrainConfig, device: torch.device | str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """The model of ``config`` and its training history (:func:`esae.autoencoders.train`),
+    trained on ``device`` only when the cache holds no checkpoint for ``config``; eval mode, on
+    ``device``."""
+    device = torch.device(device)
+
+    def compute() -> dict[str, Any]:
+        model, history = train(config, device=device)
+        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        return {"config": asdict(config), "state_dict": state, "history": history}
+
+    saved = cache.cached_torch("base_model", config, compute)
+    model = build(config.kind)
+    model.load_state_dict(saved["state_dict"])
+    return model.to(device).eval(), saved["history"]
+
+
+def base_models(configs: Mapping[str, TrainConfig], device: torch.device | str = "cpu") -> dict[str, nn.Module]:
+    """``{kind: model}`` for the configs of :func:`base_model_configs` (cache hits after chapter 3)."""
+    return {kind: base_model(config, device)[0] for kind, config in configs.items()}
+
+
+# --------------------------------------------------------------------------------------------
+# M (chapter 4)
+
+
+def fit(base: TrainConfig, fits: Mapping[str, FitConfig], variant: str = "warm_start",
+        device: torch.device | str = "cpu") -> FitResult:
+    """M fitted as ``fits[variant]`` says (``fits`` from :func:`fit_configs`) to base model
+    ``base``'s activations on its training images, with the held-out R² per epoch; the ``exact``
+    variant starts from the ``warm_start`` fit. Cached by the base model's and the fit's configs."""
+    check_choice("variant", variant, VARIANTS)
+    key = {"base_model": base, "model": base.kind, "fit": fits[variant]}
+
+    def compute() -> dict:
+        net = base_model(base, device)[0]
+        train_acts = orbit_activations(net, training_set(base).images, device=device)
+        test_acts = orbit_activations(net, heldout_set(base).images, device=device)
+        m_init = fit(base, fits, "warm_start", device).m if variant == "exact" else None
+        result = fit_m(*train_acts, fits[variant], eval_data=test_acts, m_init=m_init, device=device)
+        return {"m": result.m, "history": result.history}
+
+    data = cache.cached_torch("fitted_m", key, compute)
+    return FitResult(data["m"], data["history"])
+
+
+def fitted_m(base: TrainConfig, fits: Mapping[str, FitConfig], device: torch.device | str = "cpu") -> Tensor:
+    """The M ``(256, 256)`` chapter 5 uses for base model ``base``: the ``warm_start`` fit (Adam on
+    the paper's loss from the least-squares start; chapter 4)."""
+    return fit(base, fits, "warm_start", device).m
+
+
+# --------------------------------------------------------------------------------------------
+# SAEs (chapter 5)
+
+
+def _digest(*tensors: Tensor) -> str:
+    h = hashlib.sha256()
+    for t in tensors:
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:20]
+
+
+def _model_digest(model: nn.Module) -> str:
+    return _digest(*[v for _, v in sorted(model.state_dict().items())])
+
+
+@dataclass
+class SAEContext:
+    """What one base model's SAEs train on: the model, its training images (activations
+    computed once, lazily) and the part of every SAE's cache key they fix."""
+
+    net: nn.Module
+    dataset: ShapesDataset
+    model: str
+    device: torch.device
+    key: dict[str, Any]
+    _acts: Tensor | None = None
+
+    def acts(self, canonical: str) -> Tensor:
+        """Training orbit activations ``(n, 4, d)``, entry ``[i, 0]`` the invariant SAE's target."""
+        from esae.saes import canonical_orbit, orbit_acts, target_rotation
+
+        if self._acts is None:
+            self._acts = orbit_acts(self.net, self.dataset.images, device=self.device)
+        return canonical_orbit(self._acts, target_rotation(self.dataset, canonical))
+
+
+def sae_context(base: TrainConfig, device: torch.device | str = "cpu") -> SAEContext:
+    """The :class:`SAEContext` of base model ``base`` (a cache hit after chapter 3)."""
+    device = torch.device(device)
+    net = base_model(base, device)[0]
+    dataset = training_set(base)
+    rotations = torch.as_tensor(dataset.rotations if dataset.rotations is not None else np.zeros(0, np.int64))
+    key = {"model": base.kind, "base_model": _model_digest(net), "version": SAE_CACHE_VERSION, "layout": base.layout,
+           "images": _digest(dataset.images, torch.as_tensor(dataset.shapes), torch.as_tensor(dataset.orientations),
+                             rotations)}
+    return SAEContext(net, dataset, base.kind, device, key)
+
+
+def _sae_key(ctx: SAEContext, config: SAETrainConfig) -> dict[str, Any]:
+    return {**ctx.key, "sae": config}
+
+
+def _trained(ctx: SAEContext, config: SAETrainConfig,
+             together: dict[SAETrainConfig, TrainResult] | None = None) -> TrainResult:
+    from esae.saes import TrainResult, load_sae, train_sae
+
+    result: list[TrainResult] = []
+
+    def compute(tmp: Path) -> None:
+        trained = together.pop(config) if together and config in together else \
+            train_sae(config, ctx.acts(config.canonical), ctx.device, desc=f"{ctx.model} {config.name} k={config.k}")
+        trained.sae.save_model(str(tmp / "sae"))
+        (tmp / "history.json").write_text(json.dumps(trained.history))
+        result.append(trained)
+
+    entry = cache.cached_dir("sae", _sae_key(ctx, config), compute)
+    if result:
+        return result[0]
+    return TrainResult(load_sae(entry / "sae", ctx.device), json.loads((entry / "history.json").read_text()))
+
+
+def _train_missing_together(ctx: SAEContext, configs: list[SAETrainConfig]) -> dict[SAETrainConfig, TrainResult]:
+    """The SAEs of ``configs`` not yet cached, trained together on one stream
+    (:func:`esae.sae_stack.train_stacked`; equal to separate runs up to float round-off)."""
+    from esae.sae_stack import train_stacked
+
+    missing = [c for c in configs if not cache.is_cached("sae", _sae_key(ctx, c))]
+    out: dict[SAETrainConfig, TrainResult] = {}
+    for shared in dict.fromkeys((c.seed, c.batch_size, c.canonical) for c in missing):
+        group = [c for c in missing if (c.seed, c.batch_size, c.canonical) == shared]
+        out.update(zip(group, train_stacked(group, ctx.acts(group[0].canonical), ctx.device,
+                                            desc=f"{ctx.model}: {len(group)} SAEs together")))
+    return out
+
+
+def _equivariant(ctx: SAEContext, config: SAETrainConfig, m: Tensor) -> SAE:
+    from esae.saes import EquivariantTopKSAE, load_sae
+
+    invariant = _trained(ctx, config).sae
+
+    def compute(tmp: Path) -> None:
+        EquivariantTopKSAE.from_invariant(invariant, m.to(invariant.W_dec.device)).save_model(str(tmp / "sae"))
+
+    entry = cache.cached_dir("sae_equivariant", {**ctx.key, "sae": config, "m": _digest(m)}, compute)
+    return load_sae(entry / "sae", ctx.device)
+
+
+def sae(base: autoencoders.TrainConfig, config: SAETrainConfig, device: torch.device | str = "cpu") -> TrainResult:
+    """One SAE trained as ``config`` says on base model ``base``'s activations of its training
+    images, cached like :func:`saes`'s (e.g. a variant a chapter compares)."""
+    return _trained(sae_context(base, device), config)
+
+
+def saes(base: autoencoders.TrainConfig, configs: Mapping[tuple[str, int], SAETrainConfig], fits: Mapping[str, FitConfig],
+         device: torch.device | str = "cpu") -> dict[tuple[str, int], TrainResult]:
+    """Every SAE of ``configs`` (:func:`sae_configs`) for base model ``base``, with its training
+    history, keyed by ``(name, k)``; the missing ones trained together, all cached (keyed by the
+    training config, the base model's weights and the training images). Each invariant SAE also
+    gives an equivariant one, ``("equivariant", k)``, with chapter 4's M (:func:`fitted_m` of
+    ``fits``), carrying the invariant SAE's history."""
+    from esae.saes import SAE_NAMES, TrainResult
+
+    ctx = sae_context(base, device)
+    together = _train_missing_together(ctx, list(configs.values()))
+    out = {key: _trained(ctx, cfg, together) for key, cfg in configs.items()}
+    m = fitted_m(base, fits, ctx.device).detach().cpu()
+    for (name, k), cfg in configs.items():
+        if name == "invariant":
+            out[("equivariant", k)] = TrainResult(_equivariant(ctx, cfg, m), out[(name, k)].history)
+    return {key: out[key] for key in sorted(out, key=lambda nk: (nk[1], SAE_NAMES.index(nk[0])))}
+
+
+def load_saes(base: autoencoders.TrainConfig, configs: Mapping[tuple[str, int], SAETrainConfig], fits: Mapping[str, FitConfig],
+              device: torch.device | str = "cpu") -> dict[tuple[str, int], SAE]:
+    """The SAEs of :func:`saes` alone, keyed by ``(name, k)`` with name in regular, wide, two_layer,
+    invariant, equivariant (eval mode, on ``device``). Each exposes ``encode (n, 256) -> (n, F)``,
+    ``decode (n, F) -> (n, 256)`` and ``W_dec (F, 256)``; the equivariant ones also ``m (256, 256)``
+    and ``reconstruct(x, p)`` (``p``: the input's rotation from its orbit's canonical image,
+    :func:`esae.saes.target_rotation`)."""
+    return {key: result.sae for key, result in saes(base, configs, fits, device).items()}
+
+
+# --------------------------------------------------------------------------------------------
+# probe scores (chapter 6)
+
+
+def probe_scores(*args: Any, **kwargs: Any):
+    """:func:`esae.probing.probe_scores`, each probe's scores kept in the cache."""
+    from esae import probing
+
+    return probing.probe_scores(*args, store=cache, **kwargs)
+
+
+def probe_panel(inputs, panel, config) -> dict:
+    """:func:`esae.probing.probe_panel`, each probe's scores kept in the cache."""
+    from esae import probing
+
+    return probing.probe_panel(inputs, panel, config, store=cache)
+
+
+# --------------------------------------------------------------------------------------------
+# language models and their SAEs (chapter 7)
+
+
+def language_model(name: str, device: torch.device | str = "cpu", seed: int = 0):
+    """:func:`esae.language_models.load_model`, Gemma 3 270M's converted checkpoint kept in the cache."""
+    from esae import language_models
+
+    return language_models.load_model(name, device, seed, store=cache)
+
+
+def residual_activations(cfg, model, tokenizer, n_loss_windows: int = 0):
+    """:func:`esae.language_models.residual_activations`, kept in the cache by ``cfg``."""
+    from esae import language_models
+
+    return language_models.residual_activations(cfg, model, tokenizer, n_loss_windows, store=cache)
+
+
+def layer_sae(cfg, train_cfg, layer: int, acts, device: torch.device | str = "cpu"):
+    """:func:`esae.language_models.layer_sae`, kept in the cache by ``(cfg, train_cfg, layer)``."""
+    from esae import language_models
+
+    return language_models.layer_sae(cfg, train_cfg, layer, acts, device, store=cache)
+
+
+def synthetic_layers(cfg, device: torch.device | str = "cpu"):
+    """:func:`esae.sae_match.synthetic_layers`, the SAEs kept in the cache by ``cfg``."""
+    from esae import sae_match
+
+    return sae_match.synthetic_layers(cfg, device, store=cache)
+
+
+def match_stack(saes_, layers, cache_key=None, **kwargs: Any):
+    """:func:`esae.sae_match.match_stack`, each pair's matches kept in the cache under ``cache_key``."""
+    from esae import sae_match
+
+    return sae_match.match_stack(saes_, layers, cache_key, store=cache, **kwargs)
