@@ -50,29 +50,30 @@ INDEX = "index.json"
 
 # ------------------------------------------------------------------ the pipeline's artifacts
 
-def _base_model(profile: str, model: str, layout: str | None) -> tuple[torch.nn.Module, dict[str, Any], Any]:
+def _base_model(profile: str, model: str, layout: str | None, device: torch.device) -> tuple[torch.nn.Module, dict[str, Any], Any]:
     """Chapter 3's base model ``model`` under ``profile``: ``(net, history, TrainConfig)``."""
     from esae.autoencoders import profile_configs, train_base_model
 
     config = profile_configs(profile, layout)[model]
-    net, history = train_base_model(config, "cpu")
+    net, history = train_base_model(config, device)
     return net, history, config
 
 
-def _fitted_m(profile: str, model: str, layout: str | None) -> tuple[torch.Tensor, dict[str, Any], Any]:
+def _fitted_m(profile: str, model: str, layout: str | None, device: torch.device) -> tuple[torch.Tensor, dict[str, Any], Any]:
     """Chapter 4's M for ``model`` (the least-squares warm start chapter 5 uses): ``(m, history, FitConfig)``."""
     from esae.equivariance import profile_fit, profile_fit_config
 
-    fit = profile_fit(profile, model, "warm_start", "cpu", layout)
+    fit = profile_fit(profile, model, "warm_start", device, layout)
     return fit.m, (fit.history[-1] if fit.history else {}), profile_fit_config(profile, "warm_start")
 
 
-def _saes(profile: str, model: str, layout: str | None) -> dict[tuple[str, int], tuple[Any, dict[str, Any], Any]]:
+def _saes(profile: str, model: str, layout: str | None,
+          device: torch.device) -> dict[tuple[str, int], tuple[Any, dict[str, Any], Any]]:
     """Chapter 5's SAEs for ``model``, keyed by ``(name, k)``: ``(sae, history, SAETrainConfig)``."""
     from esae.saes import chapter_configs, profile_saes
 
     configs = chapter_configs(profile, layout)
-    results = profile_saes(profile, model, "cpu", layout=layout)
+    results = profile_saes(profile, model, device, layout=layout)
     out = {}
     for (name, k), result in results.items():
         config = configs[("invariant" if name == "equivariant" else name, k)]
@@ -117,19 +118,22 @@ def _history_summary(history: dict[str, Any]) -> dict[str, Any]:
 
 
 def export_profile(profile: str, out: str | Path, *, models: Sequence[str] = BASE_MODELS, compute: bool = False,
-                   layout: str | None = None) -> dict[str, Any]:
+                   layout: str | None = None, device: torch.device | str = "cpu") -> dict[str, Any]:
     """Export ``profile``'s base models, fitted M and SAEs of ``models`` into ``out`` (see the
     module docstring) and return the index written to ``out/index.json``: ``entries`` (one dict per
     folder: ``path``, ``kind``, ``model``, and for SAEs ``name``, ``k``, ``architecture``, ``d_in``,
     ``d_sae``) and ``missing`` (what the cache lacked: ``model``, ``what``, ``chapter``).
-    Without ``compute``, nothing is trained or fitted."""
+    Without ``compute``, nothing is trained or fitted; with it, on ``device`` (``auto``: a GPU if any)."""
     import contextlib
 
     from esae import __version__
     from esae.cache import NotCached, read_only
     from safetensors.torch import save_file as save_tensors
 
+    from esae.runtime import resolve_device
+
     check_profile(profile)
+    device = resolve_device(device) if isinstance(device, str) else device
     for model in models:
         check_choice("model", model, BASE_MODELS)
     out = Path(out)
@@ -148,7 +152,7 @@ def export_profile(profile: str, out: str | Path, *, models: Sequence[str] = BAS
             return None
 
     for model in models:
-        base = attempt(model, "base_model", lambda: _base_model(profile, model, layout))
+        base = attempt(model, "base_model", lambda: _base_model(profile, model, layout, device))
         if base is None:
             missing.append({"model": model, "what": "m and saes", "not_cached": "base_model", "chapter": "03"})
             continue
@@ -164,7 +168,7 @@ def export_profile(profile: str, out: str | Path, *, models: Sequence[str] = BAS
         _write_folder(out / model / "base_model", fill_base)
         entries.append({"path": f"{model}/base_model", "kind": "base_model", "model": model})
 
-        fitted = attempt(model, "m", lambda: _fitted_m(profile, model, layout))
+        fitted = attempt(model, "m", lambda: _fitted_m(profile, model, layout, device))
         if fitted is not None:
             m, last, fit_config = fitted
 
@@ -177,12 +181,12 @@ def export_profile(profile: str, out: str | Path, *, models: Sequence[str] = BAS
             _write_folder(out / model / "m", fill_m)
             entries.append({"path": f"{model}/m", "kind": "m", "model": model, "d": int(m.shape[0])})
 
-        trained = attempt(model, "saes", lambda: _saes(profile, model, layout))
+        trained = attempt(model, "saes", lambda: _saes(profile, model, layout, device))
         for (name, k), (sae, history, config) in (trained or {}).items():
             rel = f"{model}/{name}/k{k}"
 
             def fill_sae(tmp: Path, sae=sae, history=history, config=config, name=name, model=model) -> None:
-                sae.save_model(str(tmp))
+                sae.to("cpu").save_model(str(tmp))
                 _write_json(tmp / "esae.json", {"profile": profile, "model": model, "name": name,
                                                 "train_config": config, "history": _history_summary(history),
                                                 "load": "import esae; sae_lens.SAE.load_from_disk(path)"})
@@ -252,10 +256,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--models", nargs="+", default=list(BASE_MODELS), choices=BASE_MODELS)
     parser.add_argument("--layout", choices=("upright", "independent"), default=None,
                         help="dataset layout (default: the profile's)")
+    parser.add_argument("--device", default="cpu", help="where --compute trains and the artifacts load: cpu, auto, cuda")
     parser.add_argument("--compute", action="store_true",
                         help="train/fit what the cache lacks, as the chapters would (default: export only what is cached)")
     args = parser.parse_args(argv)
-    index = export_profile(args.profile, args.out, models=args.models, compute=args.compute, layout=args.layout)
+    index = export_profile(args.profile, args.out, models=args.models, compute=args.compute, layout=args.layout,
+                           device=args.device)
     print(f"[esae] exported {len(index['entries'])} folders to {args.out} (index: {args.out / INDEX})")
     for miss in index["missing"]:
         print(f"[esae] not exported: {miss['model']} {miss['what']} — no cached {miss['not_cached']}; run "

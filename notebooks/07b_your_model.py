@@ -52,6 +52,8 @@ lr: float = 0.003  # Adam learning rate (classifier and SAEs)
 invariance_threshold: float = 0.5  # cos(d, Md) at or above which a feature counts as invariant (as chapter 5)
 
 # %%
+import esae  # first: sets torch's CPU thread policy before torch loads (see esae.runtime)
+
 import time
 
 import cv2
@@ -60,7 +62,6 @@ import torch
 from IPython.display import Markdown, display
 from torch import nn
 
-import esae
 from esae import equivariance as eq
 from esae import saes
 
@@ -192,7 +193,7 @@ p_test = torch.arange(n_test) % 4  # each held-out image in one rotation
 x_test = orbit_test[torch.arange(n_test), p_test].to(dev)
 metrics = {"regular": saes.evaluate(trained["regular"].sae, x_test),
            "equivariant": saes.evaluate(equivariant, x_test, p_test.to(dev))}
-target_fit = saes.invariant_fit(trained["invariant"].sae, orbit_test.to(dev))
+target_fit = saes.invariant_fit(trained["invariant"].sae, orbit_test)
 display(Markdown(
     f"Held-out rotated activations, {trained['regular'].sae.cfg.d_sae} latents, K = {k}:\n\n"
     "| SAE | explained variance | L0 | dead latents | training (s) |\n|---|---|---|---|---|\n"
