@@ -33,7 +33,7 @@
 # here for a few seconds (`train_epochs` passes, each image in a random rotation) to name the
 # character — trained rather than merely initialised, because a network's features are what a
 # researcher studies; the same network *untrained* (same seed) is fitted alongside as the
-# comparison, to show that the structure $M$ finds comes from training. The studied layer is its
+# comparison, to show how much of the structure $M$ finds training adds. The studied layer is its
 # 64-d penultimate pre-activation.
 
 # %% tags=["parameters"]
