@@ -64,7 +64,7 @@ def sweep_stale_temporaries(out_dir: Path | None = None, root: Path | None = Non
     from esae.results import results_dir
 
     out_dir = out_dir or (root or repo_root()) / "book" / "chapters"
-    removed = sweep(out_dir, ".", ".ipynb", name=r"[0-9][0-9]_.*")
+    removed = sweep(out_dir, ".", ".ipynb", name=r"[0-9][0-9][a-z]?_.*")
     removed += sweep(system_temp(), "esae-src-", ".ipynb")
     removed += sweep_stale()
     for name in ([profile] if profile else []):
@@ -81,10 +81,11 @@ def _result_digest(profile: str, stem: str) -> str | None:
 
 
 def resolve_chapter(name: str, root: Path | None = None) -> str:
-    """Accept a stem, its two-digit number (``04``) or a number (``4``)."""
+    """Accept a stem, its two-digit number (``04``), a number (``4``) or a number with its letter (``07b``)."""
     stems = chapters(root)
     for stem in stems:
-        if name == stem or (name.isdigit() and stem.startswith(f"{int(name):02d}_")):
+        if name == stem or (name.isdigit() and stem.startswith(f"{int(name):02d}_")) or \
+                (name[:-1].isdigit() and name[-1:].isalpha() and stem.startswith(f"{int(name[:-1]):02d}{name[-1]}_")):
             return stem
     raise ValueError(f"chapter must be one of {', '.join(stems)} (or its number), got {name!r}")
 
@@ -284,7 +285,7 @@ def write_params(stem: str, profile: str, output: Path | None = None) -> str:
 
     stem = resolve_chapter(stem)
     params = resolved_parameters(stem, profile)
-    text = (f"# {stem} under profile {profile!r}: python -m esae.book params {stem[:2]} --profile {profile}\n"
+    text = (f"# {stem} under profile {profile!r}: python -m esae.book params {stem.split('_', 1)[0]} --profile {profile}\n"
             + "".join(f"{k}: {_flow(v)}\n" for k, v in params.items()))
     if output is not None:
         output.write_text(text)

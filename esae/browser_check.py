@@ -28,6 +28,7 @@ DEFAULT_PAGES = (
     "book/chapters/08_summary.html",
     "book/chapters/01_groups.html",
     "book/chapters/04_fitting_m.html",
+    "book/chapters/07b_your_model.html",
     "book/api/equivariance.html",
 )
 CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome")

@@ -18,6 +18,7 @@ The root is ``ESAE_CACHE`` or ``<repo>/.cache/esae``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -25,7 +26,7 @@ import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -133,13 +134,45 @@ def sweep_stale(kind: str | None = None) -> list[Path]:
     return [path for folder in kinds for path in sweep(folder, ".tmp-")]
 
 
+class NotCached(LookupError):
+    """Raised under :func:`read_only` where an entry would have to be computed; ``kind`` names it."""
+
+    def __init__(self, kind: str, entry: Path):
+        self.kind, self.entry = kind, entry
+        super().__init__(f"no cached {kind} for this configuration (would be {entry})")
+
+
+_read_only_depth = 0
+
+
+@contextlib.contextmanager
+def read_only() -> Iterator[None]:
+    """Within the block, a cache miss raises :class:`NotCached` instead of computing: for
+    commands that must only read what the chapters made (``python -m esae export``)."""
+    global _read_only_depth
+    _read_only_depth += 1
+    try:
+        yield
+    finally:
+        _read_only_depth -= 1
+
+
+def is_read_only() -> bool:
+    """Whether a :func:`read_only` block is active."""
+    return _read_only_depth > 0
+
+
 def cached_dir(kind: str, config: Any, compute: Callable[[Path], None]) -> Path:
     """Return the entry directory for ``(kind, config)``, calling ``compute(tmpdir)`` to fill
-    it (any files it writes into ``tmpdir``) when no valid entry exists."""
+    it (any files it writes into ``tmpdir``) when no valid entry exists (under :func:`read_only`:
+    raising :class:`NotCached`)."""
     entry = entry_path(kind, config)
     if entry.is_dir() and not entry.is_symlink():
         if _valid(entry, kind, config):
             return entry
+    if is_read_only():
+        raise NotCached(kind, entry)
+    if entry.is_dir() and not entry.is_symlink():
         warnings.warn(f"cache entry {entry} is corrupt or stale; recomputing", stacklevel=2)
         _remove(entry)
     elif entry.is_symlink() or entry.exists():

@@ -20,6 +20,7 @@ Conventions: ``acts`` is ``(n, d)`` holding ψ(x); ``acts_rotated`` is ``(P, n, 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -267,17 +268,21 @@ def fit_m(acts: Tensor, acts_rotated: Tensor, config: FitConfig = FitConfig(), *
     return FitResult(m_final, history)
 
 
-def orbit_activations(model: torch.nn.Module, images: Tensor, order: int = 4, *,
+def orbit_activations(model: Callable[[Tensor], Tensor] | torch.nn.Module, images: Tensor, order: int = 4, *,
+                      act: Callable[[int, Tensor], Tensor] | None = None, batch_size: int = 1024,
                       device: torch.device | str | None = None) -> tuple[Tensor, Tensor]:
-    """ψ of images ``(n, 1, H, H)`` and of their rotations: returns ``acts`` ``(n, d)`` and
-    ``acts_rotated`` ``(order - 1, n, d)`` with ``acts_rotated[p - 1] = ψ(g^p x)``."""
-    from esae.autoencoders import activations
-    from esae.groups import CyclicGroup
+    """ψ of ``images`` ``(n, ...)`` and of their transforms, ready for :func:`fit_m` and :func:`r2`:
+    returns ``acts`` ``(n, d)`` and ``acts_rotated`` ``(order - 1, n, d)`` with
+    ``acts_rotated[p - 1] = ψ(g^p x)``, both on the CPU.
 
-    group = CyclicGroup(order)
-    acts = activations(model, images, device=device)
-    rotated = torch.stack([activations(model, group.act(p, images), device=device) for p in range(1, order)])
-    return acts.cpu(), rotated.cpu()
+    ``model``: any callable ``activations(inputs) -> (n, d)`` (your model up to the layer you
+    study), or one of the book's base autoencoders; ``act(p, inputs)``: the action of ``g^p`` on
+    inputs (default: rotation by ``p × 90°`` of the last two axes, images ``(n, C, H, H)`` of any
+    size and channel count). See :func:`esae.orbits.orbit`."""
+    from esae.orbits import orbit
+
+    acts = orbit(model, images, order, act=act, batch_size=batch_size, device=device)
+    return acts[:, 0].contiguous(), acts[:, 1:].transpose(0, 1).contiguous()
 
 
 VARIANTS = {

@@ -97,9 +97,14 @@ def read_yaml(path: Path) -> Any:
         raise ProfileError(f"{where}: malformed YAML ({what})") from None
 
 
+CHAPTER_STEM = re.compile(r"[0-9][0-9][a-z]?_\w+")
+
+
 def chapter_stems(root: Path | None = None) -> list[str]:
-    """The chapter stems, in book order (``01_groups``, ``02_dataset``, ...)."""
-    return sorted(p.stem for p in ((root or repo_root()) / "notebooks").glob("[0-9][0-9]_*.py"))
+    """The chapter stems, in book order (``01_groups``, ``02_dataset``, ..., ``07b_your_model``,
+    ``08_summary``): two digits, an optional letter for a page between two chapters, ``_``, a name."""
+    return sorted(p.stem for p in ((root or repo_root()) / "notebooks").glob("[0-9][0-9]*_*.py")
+                  if CHAPTER_STEM.fullmatch(p.stem))
 
 
 def load_profile(profile: str) -> dict[str, Any]:
@@ -264,6 +269,11 @@ RULES: dict[str, dict[str, Rule]] = {
         "persistence_stride": _INT1, "gt_n_layers": Rule(lo=2), "gt_d": _INT1, "gt_n_features": _INT1,
         "gt_n_samples": _INT1, "gt_steps": _INT1, "gt_noises": Rule(lo=0.0, nonempty=True),
         "gt_scale_spread": Rule(lo=1.0),
+    },
+    "07b_your_model": {
+        "n_train": Rule(lo=64), "n_test": Rule(lo=16), "train_epochs": Rule(lo=0), "fit_epochs": _INT1,
+        "sae_epochs": _INT1, "k": Rule(lo=1, hi=64), "expansion": Rule(lo=1, hi=64), "batch_size": Rule(lo=1, hi=1024),
+        "lr": _RATE, "invariance_threshold": Rule(lo=-1.0, hi=1.0),
     },
     "08_summary": {},
 }
@@ -523,8 +533,8 @@ def check_run(stem: str, profile: str) -> dict[str, Any]:
                           for k in differ[:3]) + ("; ..." if len(differ) > 3 else "")
         raise ProfileError(
             f"{stem} runs with parameters that are not profile {profile!r}'s ({shown}), so its results "
-            f"would be mislabelled: run `make chapter N={stem[:2]} PROFILE={profile}`, or papermill with "
-            f"`-f` on the file `python -m esae.book params {stem[:2]} --profile {profile}` writes "
+            f"would be mislabelled: run `make chapter N={stem.split('_', 1)[0]} PROFILE={profile}`, or papermill with "
+            f"`-f` on the file `python -m esae.book params {stem.split('_', 1)[0]} --profile {profile}` writes "
             f"(then `-p name value` overrides one parameter, recorded in the results)")
     return {k: _differences(v, expected[k]) for k, v in injected.items()
             if k in expected and v != expected[k]}

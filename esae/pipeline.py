@@ -256,6 +256,8 @@ def _train_missing_together(ctx: SAEContext, configs: list[SAETrainConfig]) -> d
     from esae.sae_stack import train_stacked
 
     missing = [c for c in configs if not cache.is_cached("sae", _sae_key(ctx, c))]
+    if missing and cache.is_read_only():  # training here bypasses cached_dir: honour read_only the same way
+        raise cache.NotCached("sae", cache.entry_path("sae", _sae_key(ctx, missing[0])))
     out: dict[SAETrainConfig, TrainResult] = {}
     for shared in dict.fromkeys((c.seed, c.batch_size, c.canonical) for c in missing):
         group = [c for c in missing if (c.seed, c.batch_size, c.canonical) == shared]

@@ -17,10 +17,10 @@ def _np(x) -> np.ndarray:
 
 def image_grid(images, titles: Sequence[str] | None = None, ncols: int = 8, size: float = 1.4,
                cmap: str = "gray_r", vmin: float = 0.0, vmax: float = 1.0, suptitle: str | None = None) -> Figure:
-    """Show images ``(n, H, W)`` or ``(n, 1, H, W)`` in a grid with optional titles."""
+    """Show images ``(n, H, W)``, ``(n, 1, H, W)`` or colour ``(n, 3, H, W)`` in a grid with optional titles."""
     arr = _np(images)
     if arr.ndim == 4:
-        arr = arr[:, 0]
+        arr = arr.transpose(0, 2, 3, 1).clip(vmin, vmax) if arr.shape[1] == 3 else arr[:, 0]
     n = len(arr)
     ncols = min(ncols, n)
     nrows = -(-n // ncols)

@@ -902,14 +902,17 @@ def canonical_orbit(orbit: Tensor, rotation: Any) -> Tensor:
     return orbit[torch.arange(orbit.shape[0], device=orbit.device)[:, None], idx]
 
 
-def orbit_acts(model: nn.Module, images: Tensor, order: int = 4, device: torch.device | str | None = None) -> Tensor:
-    """``(n, order, d)`` activations of every rotation of ``images`` ``(n, 1, H, W)``:
-    ``[i, p] = ψ(g^p x_i)``, with ``p = 0`` the image itself (the canonical one)."""
-    from esae.autoencoders import activations
-    from esae.groups import CyclicGroup
+def orbit_acts(model: Callable[[Tensor], Tensor] | nn.Module, images: Tensor, order: int = 4,
+               device: torch.device | str | None = None, *, act: Callable[[int, Tensor], Tensor] | None = None,
+               batch_size: int = 1024) -> Tensor:
+    """``(n, order, d)`` activations of every transform of ``images`` ``(n, ...)``:
+    ``[i, p] = ψ(g^p x_i)``, with ``p = 0`` the image itself (the canonical one), on the CPU —
+    what :func:`train_sae` trains on. ``model``: any callable ``activations(inputs) -> (n, d)``
+    or one of the book's base autoencoders; ``act(p, inputs)``: the action on inputs (default:
+    rotation of the last two axes). See :func:`esae.orbits.orbit`."""
+    from esae.orbits import orbit
 
-    group = CyclicGroup(order)
-    return torch.stack([activations(model, group.act(p, images), device=device).cpu() for p in group.elements], 1)
+    return orbit(model, images, order, act=act, batch_size=batch_size, device=device)
 
 
 def _quiet_sae_lens() -> None:

@@ -27,7 +27,7 @@
 #   representation** of the group: a matrix $M$ with $\psi(g x) \approx M \psi(x)$ and, if the
 #   representation were exact, $M^4 = I$. Chapter 4 fits exactly such an $M$.
 #
-# Everything here lives in `esae.groups`.
+# Everything here lives in {py:mod}`esae.groups`.
 
 # %% tags=["parameters"]
 profile: str = "default"  # parameter profile that produced this page: smoke | default | paper
@@ -134,7 +134,7 @@ display(Markdown(rows))
 # A function $f$ is **invariant** if $f(g x) = f(x)$ for every $g$: it forgets the orientation
 # (the total ink on the page, which shape is present). It is **equivariant** if $f(g x) = g \cdot
 # f(x)$: it transforms along with the input (a pixel-wise threshold, an edge map made with a
-# rotation-symmetric kernel). `esae.groups` measures both as relative squared errors over the
+# rotation-symmetric kernel). {py:mod}`esae.groups` measures both as relative squared errors over the
 # orbit, zero for an exactly invariant or equivariant function:
 #
 # $$\mathrm{err}_{\mathrm{inv}}(f) = \frac{\sum_p \lVert f(g^p x) - f(x)\rVert^2}{\sum_p \lVert f(x)\rVert^2},

@@ -15,7 +15,7 @@
 #
 # The first paper {cite}`erdogan2025equivariant` studies networks trained on a synthetic dataset
 # whose symmetry is known exactly: 64×64 images made of four 32×32 quadrants, each holding one of
-# eight shapes. This chapter builds that dataset (`esae.shapes`) and the 180 binary probing tasks
+# eight shapes. This chapter builds that dataset ({py:mod}`esae.shapes`) and the 180 binary probing tasks
 # that chapter 6 uses to judge SAE features.
 #
 # You will learn:
@@ -126,7 +126,7 @@ esae.plots.labelled_quadrants(example.images[0], shapes.QUADRANT_ORIGINS, texts,
 # %% [markdown]
 # Rotating the image by $g^k$ therefore moves the shape at position $p$ to position
 # $(p + k) \bmod 4$ and turns it, so its orientation becomes $(o + k) \bmod n_s$ with $n_s$ its
-# number of orientations. Here is the orbit of that image, with the labels `esae.shapes.rotate`
+# number of orientations. Here is the orbit of that image, with the labels {py:func}`esae.shapes.rotate`
 # computes for each rotation:
 
 # %%
@@ -240,7 +240,7 @@ display(Markdown(rows + "\n" + f"Upright orbits per pool: " + ", ".join(f"{k} {v
 # - **SPO**(s, p, o): shape $s$ at position $p$ in orientation $o$ — (2·2 + 6·4)·4 = 112 tasks.
 #
 # Under a rotation $g^k$ the label of SP(s, p) becomes that of SP(s, p + k), and SO and SPO move
-# alike: the equivariant tasks are permuted among themselves. `esae.shapes.task_labels` computes
+# alike: the equivariant tasks are permuted among themselves. {py:func}`esae.shapes.task_labels` computes
 # all of them from the labels; below we measure the share of negative examples of each group on
 # the generated images, next to the share the sampling distribution implies (for a task that needs
 # a given shape in a given quadrant with probability $q$, a negative has probability $(1-q)^m$,

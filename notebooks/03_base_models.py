@@ -28,7 +28,7 @@
 #   $\psi(g x)$ are, how much of $\psi(g x)$ the identity map already explains, and why one of
 #   the two networks makes the rotation of its activations *exactly* linear.
 #
-# The code lives in `esae.autoencoders`; trained weights are cached, so this chapter trains each
+# The code lives in {py:mod}`esae.autoencoders`; trained weights are cached, so this chapter trains each
 # model once per configuration and later chapters load the same weights
 # (`esae.pipeline.base_model(config, device)`).
 
@@ -233,7 +233,7 @@ display(Markdown(
 # of one vector per quadrant content, $\psi(x) = b + \sum_p E_p[\text{content}_p]$, then rotating
 # the image would only permute those contents, and one fixed *linear* map would carry $\psi(x)$
 # to $\psi(g x)$ exactly. We measure how close each network is to that: the held-out $R^2$ of the
-# best affine map from the 128 label indicators (`esae.shapes.one_hot`) to $\psi$, fitted on the
+# best affine map from the 128 label indicators ({py:func}`esae.shapes.one_hot`) to $\psi$, fitted on the
 # training images (`esae.autoencoders.label_r2`).
 
 # %%

@@ -32,7 +32,8 @@
 # - the eigenvalues of $M$ against the fourth roots of unity, where an exact representation of C4
 #   would put them (chapter 1), and a fit constrained to $M^4 = I$ — the future work the paper names.
 #
-# The code is `esae.equivariance`.
+# The code is {py:mod}`esae.equivariance`; [Use it on your model](07b_your_model.ipynb) runs it on a network
+# of your own.
 
 # %% tags=["parameters"]
 profile: str = "default"  # parameter profile that produced this page: smoke | default | paper

@@ -34,8 +34,8 @@
 # - where each SAE sits on the sparsity/reconstruction frontier (Figure 4), and how much $M$ adds
 #   to the invariant SAE's reconstructions.
 #
-# Everything used here lives in `esae.saes`; chapter 6 probes the features of these same SAEs
-# (`esae.pipeline.load_saes`).
+# Everything used here lives in {py:mod}`esae.saes`; chapter 6 probes the features of these same SAEs
+# ({py:func}`esae.pipeline.load_saes`).
 
 # %% tags=["parameters"]
 profile: str = "default"  # parameter profile that produced this page: smoke | default | paper

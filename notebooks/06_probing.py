@@ -30,7 +30,7 @@
 # - how the four SAEs compare on the task groups S, SO, SP and SPO (the paper's Figures 3 and 7),
 #   and which of the paper's claims this run reproduces — and why some do not.
 #
-# The code is `esae.probing`; it works on any arrays (latents, labels), so it applies to other SAEs
+# The code is {py:mod}`esae.probing`; it works on any arrays (latents, labels), so it applies to other SAEs
 # and tasks unchanged.
 
 # %% tags=["parameters"]
@@ -135,7 +135,7 @@ display(Markdown(f"**{len(train_set):,} probing images** (the probes' training s
 #
 # ## The protocol
 #
-# For every task and every probed input (`esae.probing.probe_scores`):
+# For every task and every probed input ({py:func}`esae.probing.probe_scores`):
 #
 # 1. **Truncate.** On the probing set only, compute each latent's mean over the positive and over
 #    the negative images, and keep the $L$ latents with the largest absolute difference
@@ -187,7 +187,7 @@ display(Markdown(
 # decoder draws the activation of the orbit's *canonical* image $c$, and $M^p$ turns that into the
 # orientation of the input. Under the upright layout a probed image is $x = g^p c$ with $c$ the
 # generated (upright) image and $p$ its known rotation (`ShapesDataset.rotations`,
-# `esae.probing.rotations_from_canonical`), so **its reconstruction is $M^p D(E(\psi(x)))$; its
+# {py:func}`esae.probing.rotations_from_canonical`), so **its reconstruction is $M^p D(E(\psi(x)))$; its
 # truncated reconstruction is $M^p\big(\sum_{i \in \text{top } L} z_i d_i + b\big)$.** This is the
 # equivariant SAE exactly as defined.
 #

@@ -41,8 +41,8 @@
 # - how close data-free matching gets to a **data-based reference** (assignment on the
 #   correlation of feature activations over training tokens).
 #
-# The method lives in `esae.sae_match`, the model side (corpus, activations, the ΔL hook,
-# Gemma Scope loading) in `esae.language_models`.
+# The method lives in {py:mod}`esae.sae_match`, the model side (corpus, activations, the ΔL hook,
+# Gemma Scope loading) in {py:mod}`esae.language_models`.
 
 # %% tags=["parameters"]
 profile: str = "default"  # parameter profile that produced this page: smoke | default | paper
@@ -285,7 +285,7 @@ display(Markdown(
 # norm), while the decoder rows were trained at unit norm ("decoder columns have similar norms").
 #
 # **The SAEs trained here follow the same conventions.** With `sae_source="train"` every layer gets
-# its own JumpReLU SAE, trained with sae-lens's `SAETrainer` (`esae.sae_match.train_jumprelu`) on
+# its own JumpReLU SAE, trained with sae-lens's `SAETrainer` ({py:func}`esae.sae_match.train_jumprelu`) on
 # inputs scaled to mean norm $\sqrt{d}$, with the step (L0) penalty of Gemma Scope, $b_{dec}$ started at
 # the mean and every threshold at the value where its feature fires at the target rate. Afterwards
 # the input scale is folded back as Gemma Scope stores it (θ and biases in raw units, the encoder

@@ -14,7 +14,7 @@ def test_every_chapter_is_in_the_toc():
     toc = (ROOT / "_toc.yml").read_text()
     stems = book.chapters()
     assert stems == ["01_groups", "02_dataset", "03_base_models", "04_fitting_m",
-                     "05_equivariant_sae", "06_probing", "07_sae_match", "08_summary"]
+                     "05_equivariant_sae", "06_probing", "07_sae_match", "07b_your_model", "08_summary"]
     for stem in stems:
         assert f"book/chapters/{stem}" in toc
 
@@ -44,6 +44,10 @@ def test_unchanged_chapter_is_not_executed_again_unless_its_results_are_gone(wor
     result.unlink()  # ESAE_RESULTS pointing elsewhere, or results/ deleted
     third = book.execute_chapter("01", "smoke", out_dir=out_dir, root=ROOT)
     assert not third.skipped and result.read_bytes() == kept
+
+
+def test_a_page_between_chapters_resolves_by_number_and_letter():
+    assert book.resolve_chapter("07b") == "07b_your_model" and book.resolve_chapter("07") == "07_sae_match"
 
 
 def test_unknown_chapter_is_refused():

@@ -88,6 +88,17 @@ def test_match_across_widths_recovers_a_known_subset(fold):
     np.testing.assert_array_equal(m.inverse().permutation, r.permutation)
 
 
+def test_match_across_widths_4k_8k():
+    """The issue's sizes: a 4,096-latent SAE inside an 8,192-latent one (small d_model keeps it to seconds)."""
+    small, big, idx = subset_pair(d=8, wide=8192, narrow=4096)
+    m = sm.match(small, big)
+    assert m.widths == (4096, 8192)
+    np.testing.assert_array_equal(m.permutation, idx)
+    r = sm.match(big, small)
+    assert (r.permutation >= 0).sum() == 4096
+    np.testing.assert_array_equal(r.permutation[idx], np.arange(4096))
+
+
 def test_rectangular_transfer_and_compose():
     small, big, idx = subset_pair(d=8, wide=24, narrow=10)
     m = sm.match(small, big)
