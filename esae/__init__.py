@@ -4,7 +4,7 @@ Modules, each named for what it holds: ``groups`` (C4 and its action, chapter 1)
 ``shapes`` (the dataset, chapter 2), ``autoencoders`` (base models, chapter 3),
 ``equivariance`` (fitting M, chapter 4), ``saes`` (the SAEs, chapter 5), ``probing``
 (chapter 6), ``sae_match`` and ``language_models`` (chapter 7); plumbing in ``params``, ``cache``, ``results``,
-``runtime``, ``metrics``, ``plots`` and ``book``.
+``runtime``, ``metrics``, ``plots``, ``verdicts``, ``summary`` and ``book``.
 
 Submodules are imported on first use (``esae.plots`` loads matplotlib only when a figure is drawn),
 so ``import esae.equivariance`` costs what that module needs and nothing more.
@@ -20,7 +20,7 @@ from esae import runtime  # noqa: F401, I001
 
 __version__ = "0.1.0"
 __all__ = ["autoencoders", "cache", "equivariance", "groups", "language_models", "metrics", "params", "plots",
-           "probing", "results", "runtime", "sae_match", "saes", "shapes"]
+           "probing", "results", "runtime", "sae_match", "saes", "shapes", "summary", "verdicts", "figures"]
 
 
 def __getattr__(name: str) -> Any:

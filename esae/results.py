@@ -50,9 +50,15 @@ def write_results(profile: str, stem: str, data: dict[str, Any]) -> Path:
     """Write ``data`` to ``results/<profile>/<stem>.json`` atomically; return the path.
 
     Inside a Jupyter kernel, fails (writing nothing) unless chapter ``stem`` ran with exactly the
-    parameters of ``profile``. Floats are rounded to :data:`DIGITS` significant digits."""
+    parameters of ``profile``. Floats are rounded to :data:`DIGITS` significant digits. A chapter
+    :mod:`esae.verdicts` judges gets its ``"verdicts"`` list added to ``data`` (in place) unless it
+    holds one already."""
+    from esae import verdicts
+
     path = results_dir(profile) / f"{stem}.json"
     check_run(stem, profile)
+    if stem in verdicts.CHAPTERS:
+        verdicts.attach(stem, data)
     path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(rounded(data), indent=2, sort_keys=False, allow_nan=False)
     fd, tmp = tempfile.mkstemp(prefix=owned_prefix(f".{stem}-"), suffix=".json", dir=path.parent)

@@ -95,8 +95,8 @@ axioms
 # %%
 x = groups.glyph_image("F", image_size)
 orbit = C4.orbit(x)
-fig = esae.plots.image_grid(orbit, [f"$g^{a}\\cdot x$" for a in E], ncols=4, size=1.8)
-fig.suptitle("The orbit $C_4 x$ of an image", y=1.02);
+fig = esae.plots.image_grid(orbit, [f"$g^{a}\\cdot x$" for a in E], ncols=4, size=1.8,
+                            suptitle="The orbit $C_4 x$ of an image");
 
 # %% [markdown]
 # The action axioms hold pixel for pixel, not approximately:
@@ -114,14 +114,17 @@ action_ok
 # some symmetry has a smaller orbit: a plus sign is fixed by every rotation (orbit of size 1), and
 # a horizontal bar is fixed by the half turn (orbit of size 2). This is exactly why the dataset of
 # chapter 2 has shapes with four and with two distinct orientations. The orbit–stabiliser theorem
-# says the orbit size times the number of elements fixing the image equals $|G| = 4$:
+# says the orbit size times the number of elements fixing the image equals $|G| = 4$. Pixel for
+# pixel, this needs shapes drawn symmetrically about the centre of the grid
+# (`groups.symbol_image`); a "+" typed in a font is not, and its orbit has four members:
 
 # %%
 def orbit_size(img: torch.Tensor) -> int:
     return len({tuple(C4.act(a, img).flatten().tolist()) for a in E})
 
 
-examples = {"F": x, "+": groups.glyph_image("+", image_size), "-": groups.glyph_image("-", image_size)}
+examples = {"F": x, "+": groups.symbol_image("+", image_size), "−": groups.symbol_image("-", image_size),
+            "+ typed in a font": groups.glyph_image("+", image_size)}
 rows = "| image | orbit size | elements fixing it |\n|---|---|---|\n"
 for name, img in examples.items():
     fixed = sum(torch.equal(C4.act(a, img), img) for a in E)

@@ -285,7 +285,7 @@ display(Markdown(rows))
 #
 # ## What this run showed
 
-# %%
+# %% tags=["remove-input"]
 results = {
     "orientation_counts": dict(zip(shapes.SHAPES, measured_counts)),
     "group_action_exact": all(exact.values()),
@@ -313,4 +313,4 @@ display(Markdown(
     + f"). There are {results['upright_label_sets']:,} upright label sets ({results['upright_orbits']:,} orbits, "
     f"{results['upright_distinct_images']:,} distinct images); {n_train_images:,} random samples would cover "
     f"{covered:.0%} of them, so held-out sets here come from label sets no model trains on. The chapter took "
-    f"{time.perf_counter() - started:.1f} s."))
+    f"{time.perf_counter() - started:.1f} s.\n\n" + esae.verdicts.conclusion(results["verdicts"])))

@@ -251,8 +251,9 @@ display(Markdown("| model | R² of ψ from an affine map of the labels |\n|---|-
 #
 # ## What this run showed
 
-# %%
-esae.results.write_results(profile, "03_base_models", {"test_mse": {k: float(v) for k, v in test_mse.items()}})
+# %% tags=["remove-input"]
+results = {"test_mse": {k: float(v) for k, v in test_mse.items()}}
+esae.results.write_results(profile, "03_base_models", results)
 display(Markdown(
     f"Under the `{profile}` profile the MLP ({configs['mlp'].n_epochs} epochs) reaches a held-out MSE of "
     f"**{test_mse['mlp']:.5f}** and the CNN ({configs['cnn'].n_epochs} epochs) **{test_mse['cnn']:.5f}** per pixel "
@@ -264,4 +265,5 @@ display(Markdown(
     f"rotations (the paper: 0.49 and 0.05), yet an affine function of the labels explains "
     f"R² = {label_fit['mlp']:.4f} (MLP) and {label_fit['cnn']:.6f} (CNN) of ψ — the structure that makes a single "
     f"matrix M plausible, and exact for the CNN. The chapter took {time.perf_counter() - started:.0f} s "
-    f"(training: MLP {histories['mlp']['seconds']:.0f} s, CNN {histories['cnn']['seconds']:.0f} s when first run)."))
+    f"(training: MLP {histories['mlp']['seconds']:.0f} s, CNN {histories['cnn']['seconds']:.0f} s when first run).\n\n"
+    + esae.verdicts.conclusion(results["verdicts"])))

@@ -534,7 +534,7 @@ if compare_layouts:
 # %% [markdown]
 # ## What this run showed
 
-# %%
+# %% tags=["remove-input"]
 elapsed = time.perf_counter() - chapter_start
 json_out: dict = {"layout": layout, "xgboost_settings": {"n_estimators": xgb_estimators, "max_bin": xgb_max_bin},
                   "sweep_tasks": len(sweep_tasks)}
@@ -548,6 +548,7 @@ json_out["claims"] = [{"panel": p, "claim": c, "statement": CLAIMS[c], "holds_xg
                        "holds_best_of_three": hb} for p, c, h, m, hb in claims]
 json_out["sweep_claims"] = sweep_claims
 json_out["layout_comparison"] = layout_rows
+esae.verdicts.attach("06_probing", json_out)  # the list the summary page reads
 esae.results.write_results(profile, "06_probing", json_out)
 
 
@@ -568,12 +569,6 @@ lines = [
     + "; latents " + ", ".join(f"{n} {fig3_means[('latents', n)]:.3f}" for n in ranking["latents"])
     + f"; the base activations (L = {FIG3.L} neurons) {act_all:.3f}.",
 ]
-for c, text in CLAIMS.items():
-    verdicts = [h for _, cc, h, _, _ in claims if cc == c and h is not None]
-    verdicts_b = [h for _, cc, _, _, h in claims if cc == c and h is not None]
-    if verdicts:
-        lines.append(f"- **Claim {c}** ({text}): holds in {sum(verdicts)} of {len(verdicts)} panels with XGBoost "
-                     f"({sum(verdicts_b)} of {len(verdicts_b)} with the best of three probes).")
 lines.append("- **The sweep.** Claim 1 (equivariant above regular and wide on the reconstructions, every group and K) holds "
              + "; ".join(f"for the {m.upper()} at L ∈ {{{', '.join(map(str, Ls))}}}" if Ls else f"for the {m.upper()} at no L"
                          for m, Ls in lead_at.items()) + f" of {{{', '.join(map(str, sweep_lengths))}}}.")
@@ -601,4 +596,4 @@ if layout_rows:
     lines.append(f"- **The other reading ({other_layout}).** " + (
         "Verdicts that differ from the " + layout + " reading: " + ", ".join(diff) + "." if diff else
         f"Every verdict of the compact table is the same under both readings."))
-display(Markdown("\n".join(lines)))
+display(Markdown("\n".join(lines) + "\n\n" + esae.verdicts.conclusion(json_out["verdicts"])))

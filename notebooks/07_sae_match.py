@@ -770,3 +770,9 @@ display(Markdown(f"""
 # - **ΔL on a subset of pairs.** Every ΔL pass reruns the model and its 262k-token vocabulary head on
 #   4,158 predictions, so the default profile measures every `loss_pair_stride`-th pair; EV and the
 #   matching score cover all pairs.
+
+# %% [markdown]
+# ### The verdicts, as the summary page reads them
+
+# %% tags=["remove-input"]
+display(Markdown(esae.verdicts.conclusion(results["verdicts"])))
