@@ -122,8 +122,12 @@ class Progress:
 
     def __init__(self, stem: str, cells: list, estimate: float | None):
         self.stem, self.estimate, self.start = stem, estimate, time.perf_counter()
-        self.total = sum(c.get("cell_type") == "code" for c in cells)
         self.done, self.section = 0, ""
+        self.set_cells(cells)
+
+    def set_cells(self, cells: list) -> None:
+        """The notebook being executed (papermill's copy has the injected parameters cell)."""
+        self.total = sum(c.get("cell_type") == "code" for c in cells)
         self._sections, heading = [], ""
         for cell in cells:  # the section each cell lies in
             if cell.get("cell_type") == "markdown":
@@ -165,6 +169,8 @@ def _progress_engine():
         @classmethod
         def execute_managed_notebook(cls, nb_man, kernel_name, **kwargs):
             start, complete = nb_man.cell_start, nb_man.cell_complete
+            if _PROGRESS is not None:
+                _PROGRESS.set_cells(nb_man.nb.cells)
 
             def cell_start(cell, cell_index=None, **kw):
                 if _PROGRESS is not None and cell_index is not None:
@@ -296,10 +302,7 @@ def execute_chapter(stem: str, profile: str, *, out_dir: Path | None = None,
             raise ChapterFailed(stem, profile, err.ename, err.evalue, kept) from None
         seconds = time.perf_counter() - start
         nb = nbformat.read(tmp_out, as_version=4)
-        for cell in nb.cells:
-            tags = cell.get("metadata", {}).get("tags", [])
-            if "parameters" in tags or "injected-parameters" in tags:
-                cell.metadata["tags"] = sorted(set(tags) | {"hide-cell"})
+        fold_parameters(nb, profile)
         nb.metadata[STAMP_KEY] = {"stamp": stamp, "profile": profile, "seconds": round(seconds, 1),
                                   "results": _result_digest(profile, stem)}
         nbformat.write(nb, tmp_out)
@@ -366,6 +369,35 @@ def _interrupt_reaches_kernel():
         signal.signal(signal.SIGINT, previous)
 
 
+def fold_parameters(nb, profile: str) -> None:
+    """One fold for the page's parameters instead of two: the notebook's defaults cell is removed
+    from the page (``remove-cell``) and papermill's injected cell, which holds every parameter's
+    value under ``profile``, gets the defaults' comments and the label "Parameters of this page
+    (profile …)" (``hide-cell``)."""
+    comments = {}
+    for cell in nb.cells:
+        tags = cell.get("metadata", {}).get("tags", [])
+        if "parameters" in tags:
+            for line in cell.source.splitlines():
+                name, _, comment = line.partition("#")
+                if comment and ("=" in name or ":" in name):
+                    comments[name.split("=")[0].split(":")[0].strip()] = comment.strip()
+            cell.metadata["tags"] = sorted(set(tags) | {"remove-cell"})
+    label = f"Parameters of this page (profile {profile})"
+    for cell in nb.cells:
+        tags = cell.get("metadata", {}).get("tags", [])
+        if "injected-parameters" in tags:
+            lines = []
+            for line in cell.source.splitlines():
+                name = line.split("=")[0].strip()
+                if "=" in line and name in comments and "#" not in line:
+                    line = f"{line}  # {comments[name]}"
+                lines.append(line)
+            cell.source = "\n".join(lines)
+            cell.metadata["tags"] = sorted(set(tags) | {"hide-cell"})
+            cell.metadata.setdefault("mystnb", {}).update(code_prompt_show=label, code_prompt_hide=label)
+
+
 def _write_tmp(nb) -> Path:
     import nbformat
 
@@ -375,17 +407,24 @@ def _write_tmp(nb) -> Path:
     return Path(path)
 
 
-def build_html(source: Path | None = None, output: Path | None = None, quiet: bool = False) -> Path:
+def build_html(source: Path | None = None, output: Path | None = None, quiet: bool = False,
+               repository_url: str | None = None) -> Path:
     """Build the HTML book from the executed copies (warnings are errors); return index.html.
 
     ``quiet``: Sphinx's messages go to ``_build/jupyter-book.log`` instead of the terminal, and only
-    when the build fails are its last lines printed (to stderr)."""
+    when the build fails are its last lines printed (to stderr). ``repository_url`` (default: the
+    environment's ``ESAE_REPOSITORY_URL``, which the Pages workflow sets) adds the repository and
+    issue buttons that link the pages back to their source; without it the book names no host."""
     source = source or repo_root()
     build = (output or source) / "_build"
     cmd = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(source), "--builder", "html",
            "--warningiserror", "--keep-going"]
     if output is not None:
         cmd += ["--path-output", str(output)]
+    write_intro_facts(source)
+    url = repository_url or os.environ.get("ESAE_REPOSITORY_URL")
+    if url:
+        cmd += ["--config", str(repository_config(source, url, build))]
     if not quiet:
         subprocess.run(cmd, check=True)
         return build / "html" / "index.html"
@@ -396,10 +435,50 @@ def build_html(source: Path | None = None, output: Path | None = None, quiet: bo
         done = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
     if done.returncode:
         lines = _strip_ansi(log.read_text()).splitlines()
-        print("\n".join(lines[-40:]), file=sys.stderr)
+        problems = [line for line in lines if any(w in line for w in ("WARNING", "ERROR", "CRITICAL", "SEVERE",
+                                                                     "Error", "Traceback"))]
+        print("\n".join((problems or lines)[-40:]), file=sys.stderr)
         print(f"[esae] the full Sphinx output is in {_shown(log)}", file=sys.stderr)
         raise subprocess.CalledProcessError(done.returncode, cmd)
     return build / "html" / "index.html"
+
+
+INTRO_FACTS = Path("book") / "generated" / "run.md"  # included by book/intro.md
+
+
+def write_intro_facts(source: Path) -> Path:
+    """Write the front page's facts (:func:`esae.summary.intro_markdown`) for the profile the
+    executed summary page was run with, to ``source/book/generated/run.md``."""
+    import nbformat
+
+    from esae import summary
+
+    found = sorted((source / "book" / "chapters").glob("*_summary.ipynb"))
+    try:
+        profile = nbformat.read(found[0], as_version=4).metadata[STAMP_KEY]["profile"]
+        text = summary.intro_markdown(profile)
+    except (IndexError, OSError, KeyError, ValueError):
+        text = "No executed summary page: run `make book` to fill this section.\n"
+    path = source / INTRO_FACTS
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def repository_config(source: Path, url: str, build: Path) -> Path:
+    """``source/_config.yml`` with the repository ``url`` and its buttons, written to
+    ``build/_config.repository.yml``; returns that path."""
+    import yaml
+
+    if not url.startswith(("https://", "http://")):
+        raise ValueError(f"repository URL must start with https://, got {url!r}")
+    config = yaml.safe_load((source / "_config.yml").read_text())
+    config["repository"] = {"url": url.rstrip("/"), "branch": "main", "path_to_book": ""}
+    config.setdefault("html", {}).update(use_repository_button=True, use_issues_button=True)
+    build.mkdir(parents=True, exist_ok=True)
+    path = build / "_config.repository.yml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
+    return path
 
 
 def _strip_ansi(text: str) -> str:

@@ -1,4 +1,4 @@
-"""Numbered, captioned figures for the book's chapters (book layer).
+"""Numbered, captioned figures and folded tables for the book's chapters (book layer).
 
 ``figures.show(fig, "fig-05-frontier", "caption")`` shows a matplotlib figure with its caption. When
 the chapter runs for the book (``ESAE_BOOK=1``, set by :func:`esae.book.execute_chapter`), the figure
@@ -40,3 +40,13 @@ def show(fig, name: str, caption: str) -> None:
         display(fig)
         display(Markdown(f"*Figure `{name}`.* {caption}"))
     plt.close(fig)
+
+
+def folded(title: str, markdown: str) -> str:
+    """``markdown`` (a long table, say) inside a fold titled ``title``: a closed ``{dropdown}`` on
+    the book's page, a bold title above the text in a notebook session."""
+    if "````" in markdown:
+        raise ValueError("markdown must not contain a four-backtick fence")
+    if in_book():
+        return f"````{{dropdown}} {title}\n\n{markdown}\n````\n"
+    return f"**{title}**\n\n{markdown}\n"

@@ -126,6 +126,28 @@ def timings_markdown(profile: str) -> str:
     return rows
 
 
+def intro_markdown(profile: str, summary_doc: str = "chapters/08_summary") -> str:
+    """The book's front page facts for ``profile``: the verdict counts with a link to the summary
+    page, the claims the papers state with a number or a yes/no (not the "reported" rows), and the
+    chapters' wall times from ``timings.json``."""
+    rows = [r for r in claims(profile) if r["verdict"] not in ("reported",)]
+    n = verdicts_mod.counts(claims(profile))
+    text = (f"**What this run found** (profile `{profile}`): of the papers' claims the chapters test, "
+            f"{n['agrees']} agree, {n['partly']} partly agree, {n['within noise']} are within noise and "
+            f"{n['differs']} differ; {n['reported']} more measurements are reported without a paper number"
+            + (f" and {n['not run']} were not run" if n["not run"] else "")
+            + f". The {{doc}}`summary <{summary_doc}>` lists every claim with its test; the chapters explain "
+            "each number.\n\n")
+    if rows:
+        text += "| claim | paper | this run | verdict |\n|---|---|---|---|\n"
+        for r in rows:
+            cells = [f"{r['source']}: {r['claim']}" if r["source"] else r["claim"], r["paper"], r["this_run"],
+                     verdicts_mod.VERDICTS.get(r["verdict"], r["verdict"])]
+            text += "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |\n"
+    text += "\n**Run times** of this build's chapters:\n\n" + timings_markdown(profile) + "\n"
+    return text
+
+
 README_START, README_END = "<!-- summary:start -->", "<!-- summary:end -->"
 
 

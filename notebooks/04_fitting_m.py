@@ -187,8 +187,8 @@ display(Markdown(
 #
 # Starting from the identity, Adam has to move all $256^2$ entries of M a long way. But the
 # $p = 1$ term alone is a linear least-squares problem with a closed-form solution; starting Adam
-# there (and then optimising all four powers together) skips most of the descent. The curves show
-# held-out $R^2$ after each epoch for both starts.
+# there (and then optimising all four powers together) skips most of the descent.
+# {numref}`fig-04-training` shows held-out $R^2$ after each epoch for both starts.
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
@@ -209,8 +209,11 @@ for ax, name in zip(axes, MODELS):
 axes[0].set_ylabel("held-out R² (pooled, mean over p)")
 axes[1].legend(fontsize=8, loc="lower right")
 axes[0].set_ylim(y_low, 1.0)
-fig.suptitle("Fitting M: held-out R² during training")
 fig.tight_layout()
+esae.figures.show(fig, "fig-04-training", "Fitting M: held-out R² (pooled, mean over the powers p) after each "
+                  "epoch, from the paper's start M = I and from the least-squares warm start; dotted: the paper's "
+                  "R². The baseline M = I is drawn where it falls inside the plotted range, else its value is "
+                  "written in the corner.")
 
 
 # %%
@@ -238,7 +241,7 @@ display(Markdown(rows))
 # and on the span of the activations M would satisfy $M^4 = I$, with eigenvalues among
 # $\{1, -1, i, -i\}$ (chapter 1). Directions with eigenvalue 1 are invariant; $-1$ flips sign under
 # each quarter turn (and is restored by a half turn); $\pm i$ rotate within a plane, returning after
-# four quarter turns. The plot shows where the fitted eigenvalues actually lie.
+# four quarter turns. {numref}`fig-04-eigenvalues` shows where the fitted eigenvalues actually lie.
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(9, 4.4))
@@ -247,6 +250,8 @@ for ax, name in zip(axes, MODELS):
                                  "constrained M⁴ = I": torch.linalg.eigvals(fits[(name, "exact")].m.double())}, ax=ax)
     ax.set_title(f"{name.upper()}: eigenvalues of M")
 fig.tight_layout()
+esae.figures.show(fig, "fig-04-eigenvalues", "Eigenvalues of the fitted M (warm start) and of the fit constrained "
+                  "to M⁴ = I, for each base model, with the unit circle and the fourth roots of unity.")
 
 # %%
 def root_distance(m: torch.Tensor) -> float:

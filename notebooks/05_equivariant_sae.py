@@ -195,7 +195,7 @@ display(Markdown(rows))
 # The table lists what each SAE cost when it was trained (a cached SAE keeps the numbers of its
 # original run). The final MSE is the mean training loss over the last 5 % of the steps, summed over
 # the 256 activation dimensions; for the invariant SAE it is the invariance loss, measured against
-# the canonical activation. Training curves for the middle K:
+# the canonical activation. {numref}`fig-05-training` shows the training curves for the middle K.
 
 # %%
 k_mid = ks[len(ks) // 2]
@@ -203,7 +203,8 @@ curves = {model.upper(): {name: trained[model][(name, k_mid)].history["mse"] for
           for model in saes.BASE_MODELS}
 fig = esae.plots.curves_plot(curves, xlabel="Adam step", ylabel="training MSE (sum over dimensions)",
                              smooth=max(1, len(curves["MLP"]["regular"]) // 100))
-fig.suptitle(f"Training loss, K = {k_mid}", y=1.02);
+esae.figures.show(fig, "fig-05-training", f"Training loss of each SAE at K = {k_mid}, smoothed (for the invariant "
+                  "SAE: the invariance loss against the canonical activation).")
 
 # %% [markdown]
 # ## Is the invariant SAE invariant?
@@ -295,6 +296,7 @@ display(Markdown(rows + "\n" + " ".join(
 # there — such as the untrained random rows of latents that never fire — would look invariant. We
 # therefore score each vector's projection onto the span holding 99.9 % of the held-out
 # activations' variance (`saes.data_basis`), and only features that fire on held-out inputs.
+# {numref}`fig-05-scores` shows the scores.
 
 # %%
 scores, fractions, live, spans = {}, {}, {}, {}
@@ -319,8 +321,10 @@ for ax, model in zip(axes, saes.BASE_MODELS):
     ax.set_title(f"{model.upper()}, K = {feature_k} (live features)")
     ax.set_xlabel("cos(d, M d) inside the activations' span"), ax.set_ylabel("number of features")
     ax.legend(fontsize=7)
-fig.suptitle("How the dictionary vectors move under M", y=1.03)
 fig.tight_layout()
+esae.figures.show(fig, "fig-05-scores", f"How the dictionary vectors move under M: cos(d, Md) inside the "
+                  f"activations' span for the live features of the equivariant and the regular SAE (K = {feature_k}); "
+                  f"right of the dashed line ({invariance_threshold:g}) a feature counts as invariant.")
 
 # %%
 classified = {}
@@ -346,7 +350,8 @@ display(Markdown(rows + "\n" + ", ".join(f"{m.upper()} activations span {spans[m
 # $b$ is the SAE's decoder bias: what the feature adds to the picture, in each orientation the
 # equivariant SAE can produce (red: ink added, blue: ink removed). Next to it, the held-out image
 # that activates the feature most. Shown are the most frequently active invariant and equivariant
-# features of the equivariant SAE at K = `feature_k` — the paper's Figure 1, drawn from the model.
+# features of the equivariant SAE at K = `feature_k` — the paper's Figure 1, drawn from the model
+# (one figure per base model).
 
 # %%
 drawn, drawn_pictures = {}, {}
@@ -369,8 +374,12 @@ for model in saes.BASE_MODELS:
     labels = [f"{'inv' if flag else 'equi'} #{j}\ncos {float(scores[(model, 'equivariant')][j]):.2f}"
               for j, flag in chosen]
     drawn[model], drawn_pictures[model] = chosen, pictures
-    esae.plots.feature_grid(examples, pictures, labels, ["top image"] + [f"$M^{p}$" for p in range(4)],
-                            suptitle=f"{model.upper()}: features of the equivariant SAE (K = {feature_k})")
+    fig = esae.plots.feature_grid(examples, pictures, labels, ["top image"] + [f"$M^{p}$" for p in range(4)])
+    esae.figures.show(fig, f"fig-05-features-{model}", f"{model.upper()}: the most frequently active invariant "
+                      f"(inv) and equivariant (equi) features of the equivariant SAE at K = {feature_k}. Left: the "
+                      "held-out image that activates the feature most; then what the feature adds to the base "
+                      "model's picture, $\\mathrm{dec}(M^p(b + a\\,d)) - \\mathrm{dec}(M^p b)$, for p = 0..3 (red: "
+                      "ink added, blue: ink removed).")
 
 # %% [markdown]
 # How to read the grid: an invariant feature has $M d \approx d$ inside the activations' span, so
@@ -424,7 +433,8 @@ display(Markdown(rows + "\n" + verdict))
 #   the equivariant SAE, $D(E(\cdot))$ for the invariant one, which thus returns the canonical
 #   activation whatever the orientation.
 #
-# The base model's own reconstruction error is the floor.
+# The base model's own reconstruction error is the floor. The table lists every number;
+# {numref}`fig-05-frontier` plots the frontier.
 
 # %%
 metrics, base_mse = {}, {}
@@ -449,7 +459,9 @@ display(Markdown(rows + "\n" + ", ".join(f"{m.upper()} without an SAE: spliced M
 points = {model: {name: [(k, metrics[f"{model}/{name}/k{k}"]["spliced_mse"], metrics[f"{model}/{name}/k{k}"]["l1"])
                          for k in ks] for name in saes.SAE_NAMES} for model in saes.BASE_MODELS}
 fig = esae.plots.frontier_plot(points, reference=base_mse)
-fig.suptitle("Sparsity vs reconstruction of the SAEs (numbers: K); lower left is better", y=1.03);
+esae.figures.show(fig, "fig-05-frontier", "Sparsity against reconstruction of every SAE (the paper's Figure 4): "
+                  "L1 norm of the latents against the spliced reconstruction MSE, one point per K (larger markers: "
+                  "larger K); dashed: the base model without an SAE. Lower left is better.")
 
 # %% [markdown]
 # ## What $M$ adds: invariant vs equivariant

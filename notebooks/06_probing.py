@@ -22,7 +22,7 @@
 #
 # You will learn:
 #
-# - the sparse-probing protocol of the paper (after Kantamneni et al.): per task, keep the $L$
+# - the sparse-probing protocol of the paper (after {cite:t}`kantamneni2025sparse`): per task, keep the $L$
 #   latents whose class means differ most, fit kNN, logistic-regression and XGBoost probes on them,
 #   and score F1 on held-out images;
 # - what a *truncated reconstruction* is, and how the equivariant SAE's reconstruction of a probed
@@ -245,39 +245,51 @@ def panel_scores(panel: probing.Panel, table=xgb):
                   for k in panel.ks} for inp in probing.INPUTS}
 
 
-def panel_figure(panel: probing.Panel, title: str):
-    subset = f" ({len(scores[result_key(panel.model, 'activations', panel.L)].groups)} tasks)" if panel.tasks_per_group else ""
-    return esae.plots.probing_bars(panel_scores(panel), xgb[result_key(panel.model, "activations", panel.L)],
-                                   title=title + subset)
+def panel_figure(panel: probing.Panel, name: str, what: str) -> None:
+    """Show one panel's bars as figure ``name``, captioned with ``what`` and the tasks probed."""
+    n_tasks = len(scores[result_key(panel.model, "activations", panel.L)].groups)
+    fig = esae.plots.probing_bars(panel_scores(panel), xgb[result_key(panel.model, "activations", panel.L)])
+    esae.figures.show(fig, name, f"{what}: {panel.model.upper()} base model, truncation length L = {panel.L}, XGBoost, "
+                      f"{n_tasks} tasks. Top row: probes on the truncated latents; bottom row: on the truncated "
+                      "reconstructions. Bars: mean test F1 per task group; hatched grey: the base activations "
+                      "truncated to the same L.")
 
 
 # %% [markdown]
 # ## Figure 3: CNN, truncation length 32
 #
-# Top row: probes over the truncated latents; bottom row: over the truncated reconstructions.
-# Each bar is the mean, over a task group, of XGBoost's test F1 (the paper's probe); the hatched grey bar is the
-# base activations truncated to the same $L$ (the same in every panel of a row, repeated for
-# comparison, as in the paper).
+# {numref}`fig-06-figure3` is the paper's Figure 3. Top row: probes over the truncated latents;
+# bottom row: over the truncated reconstructions. Each bar is the mean, over a task group, of
+# XGBoost's test F1 (the paper's probe); the hatched grey bar is the base activations truncated to
+# the same $L$ (the same in every panel of a row, repeated for comparison, as in the paper). The
+# SAEs' bars sit close together near the top of the axis, so {numref}`fig-06-figure3-differences`
+# plots what the claims compare: each SAE's F1 minus the regular SAE's.
 
 # %%
-fig = panel_figure(FIG3, f"Figure 3 — {FIG3.model.upper()} base model, truncation length L = {FIG3.L}, XGBoost")
+panel_figure(FIG3, "fig-06-figure3", "The paper's Figure 3")
+
+# %%
+fig = esae.plots.probing_differences(panel_scores(FIG3), "regular")
+esae.figures.show(fig, "fig-06-figure3-differences", f"{FIG3.model.upper()}, L = {FIG3.L}: each SAE's mean XGBoost F1 minus the regular "
+                  "SAE's, per task group (above 0: better than the regular SAE). One run per configuration, so no "
+                  "error bars: differences of a few hundredths are within what another seed could change.")
 
 # %% [markdown]
 # ## Figure 7: the other truncation length and the MLP
 #
 # Appendix D of the paper repeats the comparison with $L = 8$ for both base models and with
-# $L = 32$ for the MLP.
+# $L = 32$ for the MLP (the figures below, one per panel this profile probes).
 
 # %%
 for panel in PANELS[1:]:
-    panel_figure(panel, f"Figure 7 variant — {panel.model.upper()} base model, L = {panel.L}, XGBoost")
+    panel_figure(panel, f"fig-06-figure7-{panel.model}-l{panel.L}", "A panel of the paper's Figure 7")
 
 # %% [markdown]
 # ## Which probe wins?
 #
 # The paper reports XGBoost as the best probe overall. Over every probed input of this run, the
 # share of tasks on which each probe is the best, and the mean F1 of each probe on Figure 3's
-# inputs:
+# inputs ({numref}`fig-06-probes`):
 
 # %%
 wins = {p: 0 for p in config.probes}
@@ -289,7 +301,9 @@ total_wins = sum(wins.values())
 fig3_keys = [k for k in scores if k.startswith(f"{FIG3.model}/") and k.endswith(f"/L{FIG3.L}")]
 per_probe = {name: {g: float(np.mean([summaries[k][name][g] for k in fig3_keys if summaries[k][name][g] is not None]))
                     for g in GROUP_KEYS} for name in (*config.probes, "best")}
-esae.plots.probe_comparison(per_probe, title=f"Mean F1 of each probe over Figure 3's {len(fig3_keys)} inputs")
+fig = esae.plots.probe_comparison(per_probe)
+esae.figures.show(fig, "fig-06-probes", f"Mean test F1 of each probe, per task group, over Figure 3's "
+                  f"{len(fig3_keys)} probed inputs; 'best' takes the best probe per task.")
 display(Markdown("Best probe per task, over all inputs: "
                  + ", ".join(f"**{p}** {100 * w / total_wins:.0f} %" for p, w in wins.items()) + "."))
 
@@ -297,20 +311,21 @@ display(Markdown("Best probe per task, over all inputs: "
 # ## Every number
 #
 # Mean F1 of the best probe per task, per task group, for every probed input (the content of
-# `results/<profile>/06_probing.json`), followed by XGBoost alone — the probe of the paper's figures.
+# `results/<profile>/06_probing.json`), then XGBoost alone — the probe of the paper's figures — one
+# fold per panel.
 
-# %%
-def number_table(table) -> str:
-    out = "| model | L | input | SAE | K | " + " | ".join(GROUP_KEYS) + " |\n|---|---|---|---|---|" + "---|" * len(GROUP_KEYS) + "\n"
-    for panel in PANELS:
-        model, L = panel.model, panel.L
-        act = table[result_key(model, "activations", L)]
-        out += f"| {model} | {L} | activations | — | — | " + " | ".join(_fmt(act[g]) for g in GROUP_KEYS) + " |\n"
-        for inp in probing.INPUTS:
-            for k in panel.ks:
-                for name in config.saes:
-                    row = table[result_key(model, inp, L, name, k)]
-                    out += f"| {model} | {L} | {inp} | {name} | {k} | " + " | ".join(_fmt(row[g]) for g in GROUP_KEYS) + " |\n"
+# %% tags=["remove-input"]
+def number_table(table, panel: probing.Panel) -> str:
+    """One panel's mean F1 per task group: the base activations, then every input, SAE and K."""
+    short = {"reconstructions": "recon.", "latents": "latents"}
+    out = "| input | SAE | K | " + " | ".join(GROUP_KEYS) + " |\n|---|---|---|" + "---|" * len(GROUP_KEYS) + "\n"
+    act = table[result_key(panel.model, "activations", panel.L)]
+    out += "| activations | — | — | " + " | ".join(_fmt(act[g]) for g in GROUP_KEYS) + " |\n"
+    for inp in probing.INPUTS:
+        for k in panel.ks:
+            for name in config.saes:
+                row = table[result_key(panel.model, inp, panel.L, name, k)]
+                out += f"| {short.get(inp, inp)} | {name} | {k} | " + " | ".join(_fmt(row[g]) for g in GROUP_KEYS) + " |\n"
     return out
 
 
@@ -318,9 +333,11 @@ def _fmt(v) -> str:
     return "—" if v is None else f"{v:.3f}"
 
 
-display(Markdown("**Best probe per task**\n\n" + number_table(best)))
+tables = {"best probe per task": best}
 if "xgboost" in config.probes:
-    display(Markdown("**XGBoost alone**\n\n" + number_table({k: s["xgboost"] for k, s in summaries.items()})))
+    tables["XGBoost alone"] = {k: s["xgboost"] for k, s in summaries.items()}
+display(Markdown("\n".join(esae.figures.folded(f"{panel.model.upper()}, L = {panel.L}: {what}", number_table(table, panel))
+                           for what, table in tables.items() for panel in PANELS)))
 
 # %% [markdown]
 # ## The paper's claims, one by one
@@ -451,8 +468,10 @@ for model in probing.BASE_MODELS:
         curves = {"activations": {L: sweep_table[result_key(model, "activations", L)] for L in sweep_lengths}}
         for name in config.saes:
             curves[name] = {L: sweep_table[result_key(model, inp, L, name, max(sweep_ks))] for L in sweep_lengths}
-        esae.plots.truncation_curves(curves, title=f"{model.upper()}: XGBoost on the truncated {inp}, K = {max(sweep_ks)}, "
-                                                   "against the truncation length L");
+        fig = esae.plots.truncation_curves(curves)
+        esae.figures.show(fig, f"fig-06-sweep-{model}-{inp}", f"{model.upper()}: XGBoost F1 on the truncated {inp} of "
+                          f"each SAE at K = {max(sweep_ks)} and on the base activations, against the truncation "
+                          "length L, per task group.")
 
 # %% [markdown]
 # The verdict of each claim at every $L$ (on the sweep's tasks and $K$ values; "cells" are

@@ -658,7 +658,7 @@ display(Markdown(text))
 # %% [markdown]
 # ## What this run showed
 
-# %%
+# %% tags=["remove-input"]
 far = ks[-1]
 results = {
     "model": model,
@@ -768,7 +768,7 @@ display(Markdown(f"""
 #   (the "own SAE" column), which bounds every SAE-based replacement. The `paper` profile runs the
 #   original setting.
 # - **ΔL on a subset of pairs.** Every ΔL pass reruns the model and its 262k-token vocabulary head on
-#   4,158 predictions, so the default profile measures every `loss_pair_stride`-th pair; EV and the
+#   every prediction of the ΔL text, so the default profile measures every `loss_pair_stride`-th pair; EV and the
 #   matching score cover all pairs.
 
 # %% [markdown]
