@@ -127,7 +127,10 @@ class Progress:
 
     def set_cells(self, cells: list) -> None:
         """The notebook being executed (papermill's copy has the injected parameters cell)."""
-        self.total = sum(c.get("cell_type") == "code" for c in cells)
+        tags = [t for c in cells for t in c.get("metadata", {}).get("tags", [])]
+        # papermill adds its injected-parameters cell after the defaults
+        self.total = sum(c.get("cell_type") == "code" for c in cells) + (
+            "parameters" in tags and "injected-parameters" not in tags)
         self._sections, heading = [], ""
         for cell in cells:  # the section each cell lies in
             if cell.get("cell_type") == "markdown":

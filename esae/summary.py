@@ -94,11 +94,20 @@ def counts_line(profile: str) -> str:
             f"{n['not run']} were not run.")
 
 
-def claims_markdown(profile: str, heading: str = "###", test: bool = True) -> str:
-    """Every chapter's verdicts under a heading of its own (``heading`` level), as Markdown tables."""
+def _number(stem: str) -> str:
+    """``06b_jitter`` -> ``6b``."""
+    head = stem.split("_", 1)[0]
+    return head.lstrip("0") or "0"
+
+
+def claims_markdown(profile: str, heading: str = "###", test: bool = True, link: bool = False) -> str:
+    """Every chapter's verdicts under a heading of its own (``heading`` level, "6. Title"), as
+    Markdown tables; ``link`` adds a ``{doc}`` link to the chapter (for pages next to the chapters)."""
     text = ""
     for ch in chapters(profile):
-        text += f"{heading} {ch.title}\n\n"
+        text += f"{heading} {_number(ch.stem)}. {ch.title}\n\n"
+        if link:
+            text += f"From {{doc}}`{ch.stem}`; its closing section shows the same list.\n\n"
         if ch.status == "ok":
             text += verdicts_mod.markdown(ch.verdicts, test=test) + "\n"
         elif ch.status == "not run":

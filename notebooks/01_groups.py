@@ -149,7 +149,7 @@ display(Markdown(rows))
 # We test a few functions on a batch of letters (none of them rotation-symmetric) and random
 # smooth images:
 
-# %%
+# %% tags=["hide-input"]
 letters = "FGJLPR47"  # glyphs without rotational symmetry, plus random smooth images
 glyphs = torch.stack([groups.glyph_image(c, image_size) for c in letters])[:, None]
 noise = torch.nn.functional.avg_pool2d(torch.rand(24, 1, image_size, image_size, generator=generator),

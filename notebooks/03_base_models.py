@@ -44,7 +44,7 @@ batch_size: int = 64  # images per optimisation step (the paper: 64)
 lr: float = 0.001  # Adam learning rate (the paper: 1e-3)
 n_show: int = 8  # held-out images shown in the reconstruction figures (1..16)
 
-# %%
+# %% tags=["hide-input"]
 import time
 
 import numpy as np

@@ -57,7 +57,7 @@ feature_k: int = 16  # the K whose features are classified and drawn (one of ks)
 n_features_shown: int = 4  # invariant and equivariant features drawn per base model (1..16)
 compare_layouts: bool = True  # also train and evaluate everything under the other dataset layout (one compact table)
 
-# %%
+# %% tags=["hide-input"]
 import time
 
 import matplotlib.pyplot as plt
@@ -298,7 +298,7 @@ display(Markdown(rows + "\n" + " ".join(
 # activations' variance (`saes.data_basis`), and only features that fire on held-out inputs.
 # {numref}`fig-05-scores` shows the scores.
 
-# %%
+# %% tags=["hide-input"]
 scores, fractions, live, spans = {}, {}, {}, {}
 for model in saes.BASE_MODELS:
     m = ms[model].to(dev)
@@ -353,7 +353,7 @@ display(Markdown(rows + "\n" + ", ".join(f"{m.upper()} activations span {spans[m
 # features of the equivariant SAE at K = `feature_k` — the paper's Figure 1, drawn from the model
 # (one figure per base model).
 
-# %%
+# %% tags=["hide-input"]
 drawn, drawn_pictures = {}, {}
 for model in saes.BASE_MODELS:
     sae = trained[model][("equivariant", feature_k)].sae
@@ -470,7 +470,7 @@ esae.figures.show(fig, "fig-05-frontier", "Sparsity against reconstruction of ev
 # dead latents); they differ only in whether $M^p$ is applied to the reconstruction. The gap between
 # their reconstructions is the paper's evidence that $M$ matters:
 
-# %%
+# %% tags=["remove-input"]
 rows = ("| base model | K | spliced MSE invariant | spliced MSE equivariant | ratio "
         "| explained variance invariant | explained variance equivariant |\n|---|---|---|---|---|---|---|\n")
 gap = {}
@@ -505,7 +505,7 @@ display(Markdown(esae.verdicts.markdown(verdicts)))
 # give the numbers below (computed in this run, cached): what depends on the reading.
 
 
-# %%
+# %% tags=["hide-input"]
 def frontier(lay: str, trained_sets: dict, nets_: dict) -> tuple[dict, dict]:
     """Frontier metrics of every SAE on held-out orbits of layout ``lay``, and the frontier claims."""
     held = heldout_images(profile, lay)[:n_used]

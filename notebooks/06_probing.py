@@ -54,7 +54,7 @@ sweep_ks: list = [8, 32]  # TopK values of the sweep (from chapter 5); the large
 sweep_tasks_per_group: int = 8  # tasks per group in the sweep at lengths no panel covers (0 means all 180)
 compare_layouts: bool = True  # also probe Figure 3 under the other dataset layout (one compact table, XGBoost)
 
-# %%
+# %% tags=["hide-input"]
 import time
 
 import numpy as np
@@ -271,8 +271,8 @@ panel_figure(FIG3, "fig-06-figure3", "The paper's Figure 3")
 # %%
 fig = esae.plots.probing_differences(panel_scores(FIG3), "regular")
 esae.figures.show(fig, "fig-06-figure3-differences", f"{FIG3.model.upper()}, L = {FIG3.L}: each SAE's mean XGBoost F1 minus the regular "
-                  "SAE's, per task group (above 0: better than the regular SAE). One run per configuration, so no "
-                  "error bars: differences of a few hundredths are within what another seed could change.")
+                  "SAE's, per task group (above 0: better than the regular SAE). One training seed per SAE, so no "
+                  "error bars: how much another seed would move these differences is not measured here.")
 
 # %% [markdown]
 # ## Figure 7: the other truncation length and the MLP
@@ -357,7 +357,7 @@ display(Markdown("\n".join(esae.figures.folded(f"{panel.model.upper()}, L = {pan
 # gives how many cells hold. "Matched" means within 0.02 F1 (`esae.probing.TIE`), a margin below
 # which a group mean is not distinguishable from noise at these test-set sizes.
 
-# %%
+# %% tags=["hide-input"]
 TIE = probing.TIE
 ORIENTED = ("SO", "SP", "SPO")
 CLAIMS = {
@@ -423,7 +423,7 @@ display(Markdown(rows))
 # probes an evenly spread subset of tasks per group (the parameter `sweep_tasks_per_group`), and
 # every point of the curves averages over that same subset.
 
-# %%
+# %% tags=["hide-input"]
 sweep_tasks = probing.select_tasks(task_groups, sweep_tasks_per_group)
 sweep_groups = [task_groups[i] for i in sweep_tasks]
 sweep_scores: dict[str, probing.ProbeScores] = {}
@@ -520,7 +520,7 @@ display(Markdown(rows))
 # with base models, $M$, SAEs and probing sets all of the other dataset layout of chapter 2
 # (computed in this run, cached): which verdicts depend on the reading.
 
-# %%
+# %% tags=["hide-input"]
 layout_rows = {}
 L_short = min(sweep_lengths)
 compare_at = {FIG3.L: (FIG3.ks, FIG3.tasks_per_group), L_short: (tuple(sweep_ks), sweep_tasks_per_group)}

@@ -36,7 +36,7 @@ esae.params.check_profile(profile)
 display(Markdown(summary.counts_line(profile)))
 
 # %% tags=["remove-input"]
-display(Markdown(summary.claims_markdown(profile, "##")))
+display(Markdown(summary.claims_markdown(profile, "##", link=esae.figures.in_book())))
 
 # %% [markdown]
 # ## Wall time of each chapter

@@ -129,3 +129,42 @@ def test_figure_names_and_folds_are_checked(monkeypatch):
     assert figures.folded("Numbers", "| a |\n|---|\n| 1 |").startswith("````{dropdown} Numbers")
     monkeypatch.setenv("ESAE_BOOK", "0")
     assert figures.folded("Numbers", "x").startswith("**Numbers**")
+
+
+def test_fold_parameters_keeps_one_fold_with_the_defaults_comments():
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("ks: list = [8, 16]  # TopK values\nseed: int = 0  # the seed",
+                                          metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell("# Parameters\nks = [8]\nseed = 3\n", metadata={"tags": ["injected-parameters"]})]
+    book.fold_parameters(nb, "smoke")
+    defaults, injected = nb.cells
+    assert "remove-cell" in defaults.metadata.tags and "hide-cell" in injected.metadata.tags
+    assert injected.source.splitlines()[1:] == ["ks = [8]  # TopK values", "seed = 3  # the seed"]
+    assert injected.metadata.mystnb["code_prompt_show"] == "Parameters of this page (profile smoke)"
+
+
+def test_repository_url_reaches_the_config_only_when_given(tmp_path):
+    import yaml
+
+    (tmp_path / "_config.yml").write_text("title: t\nhtml:\n  use_repository_button: false\n")
+    path = book.repository_config(tmp_path, "https://github.com/someone/esae/", tmp_path / "_build")
+    config = yaml.safe_load(path.read_text())
+    assert config["repository"]["url"] == "https://github.com/someone/esae"
+    assert config["html"]["use_repository_button"] and config["html"]["use_issues_button"]
+    with pytest.raises(ValueError, match="repository URL must start with https://"):
+        book.repository_config(tmp_path, "github.com/someone/esae", tmp_path / "_build")
+    assert "github" not in (ROOT / "_config.yml").read_text()  # no host in the committed config
+
+
+def test_intro_facts_read_the_summary_profile_and_its_results(tmp_path, monkeypatch):
+    from esae import results
+
+    monkeypatch.setenv("ESAE_RESULTS", str(tmp_path / "results"))
+    (tmp_path / "book" / "chapters").mkdir(parents=True)
+    nb = nbformat.v4.new_notebook(metadata={"esae": {"profile": "smoke"}})
+    nbformat.write(nb, tmp_path / "book" / "chapters" / "08_summary.ipynb")
+    results.write_results("smoke", "03_base_models", {"test_mse": {"mlp": 0.01, "cnn": 0.02}})
+    results.write_results("smoke", "timings", {"chapters": {"03_base_models": 60.0}, "machine": {}})
+    text = book.write_intro_facts(tmp_path).read_text()
+    assert "profile `smoke`" in text and "{doc}`summary <chapters/08_summary>`" in text
+    assert "| 03_base_models | 1.0 min (60 s) |" in text

@@ -81,7 +81,7 @@ def test_summary_only_reads_the_verdicts_a_chapter_wrote(tmp_results):
     chapters = {c.stem: c for c in summary.chapters("smoke")}
     assert chapters["06b_jitter"].verdicts == mine and chapters["06b_jitter"].status == "ok"
     text = summary.claims_markdown("smoke")
-    assert "### 06b_jitter" in text and "≈ within noise" in text
+    assert "### 6b. 06b_jitter" in text and "≈ within noise" in text
     assert summary.counts("smoke")["within noise"] == 1
 
 
