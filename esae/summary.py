@@ -137,9 +137,9 @@ def timings_markdown(profile: str) -> str:
 
 def intro_markdown(profile: str, summary_doc: str = "chapters/08_summary") -> str:
     """The book's front page facts for ``profile``: the verdict counts with a link to the summary
-    page, the claims the papers state with a number or a yes/no (not the "reported" rows), and the
-    chapters' wall times from ``timings.json``."""
-    rows = [r for r in claims(profile) if r["verdict"] not in ("reported",)]
+    page, the verdicts on the papers' main results (RESULT 1–3, SAE Match; not the "reported" rows),
+    and the chapters' wall times from ``timings.json``."""
+    rows = [r for r in claims(profile) if r["verdict"] != "reported" and r["source"].startswith(("RESULT", "SAE Match"))]
     n = verdicts_mod.counts(claims(profile))
     text = (f"**What this run found** (profile `{profile}`): of the papers' claims the chapters test, "
             f"{n['agrees']} agree, {n['partly']} partly agree, {n['within noise']} are within noise and "
@@ -148,7 +148,7 @@ def intro_markdown(profile: str, summary_doc: str = "chapters/08_summary") -> st
             + f". The {{doc}}`summary <{summary_doc}>` lists every claim with its test; the chapters explain "
             "each number.\n\n")
     if rows:
-        text += "| claim | paper | this run | verdict |\n|---|---|---|---|\n"
+        text += "The papers' main results:\n\n| claim | paper | this run | verdict |\n|---|---|---|---|\n"
         for r in rows:
             cells = [f"{r['source']}: {r['claim']}" if r["source"] else r["claim"], r["paper"], r["this_run"],
                      verdicts_mod.VERDICTS.get(r["verdict"], r["verdict"])]

@@ -156,7 +156,8 @@ def frontier(r: dict[str, Any]) -> list[Verdict]:
         c[m] = (rng["equivariant"] < rng["two_layer"],
                 f"{m.upper()}: equivariant {rng['equivariant']:.2f}, two-layer {rng['two_layer']:.2f}")
         ratio = [get(m, "invariant", k, "spliced_mse") / get(m, "equivariant", k, "spliced_mse") for k in ks]
-        d[m] = (all(x > 1 for x in ratio), f"{m.upper()} {min(ratio):.1f}–{max(ratio):.1f}×")
+        fmt = (lambda x: f"{x:.1f}") if min(ratio) >= 10 else (lambda x: f"{x:.2f}")
+        d[m] = (all(x > 1 for x in ratio), f"{m.upper()} {fmt(min(ratio))}–{fmt(max(ratio))}×")
 
     def row(id_: str, claim: str, paper: str, parts: dict, test: str) -> Verdict:
         return Verdict(id_, "RESULT 3", claim, paper, "; ".join(t for _, t in parts.values()),
