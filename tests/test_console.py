@@ -37,20 +37,22 @@ def test_progress_line_and_elapsed_estimate():
 
 @pytest.mark.slow
 def test_a_cold_chapter_reports_progress_at_least_every_ten_seconds(workspace, tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # its own results folder: the session's smoke results (and their timings) stay as the book left them
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "ESAE_RESULTS": str(tmp_path / "results")}
     env.pop("ESAE_PROGRESS_EVERY", None)
-    lines = _run(["run", "01", "--profile", "smoke", "--force", "--out-dir", str(tmp_path)], env)
+    lines = _run(["run", "01", "--profile", "smoke", "--force", "--out-dir", str(tmp_path / "out")], env)
     progress = [t for t, text in lines if text.startswith("[esae] 01_groups ") and " cells " in text]
     assert len(progress) >= 2, lines
-    gaps = [b - a for a, b in zip([0.0] + [t for t, _ in lines], [t for t, _ in lines])]
-    assert max(gaps) <= 10.0, lines
+    times = [t for t, _ in lines]
+    assert times[0] <= 30.0, lines  # the interpreter and torch start first
+    assert max(b - a for a, b in zip(times, times[1:])) <= 10.0, lines
     assert not any("without encryption" in text for _, text in lines)
 
 
 @pytest.mark.slow
 def test_warm_book_build_prints_at_most_thirty_lines(smoke_book):
     workspace, _ = smoke_book
-    for name in ("notebooks", "esae"):  # the chapters' sources, so every stamp matches the executed copies
+    for name in ("notebooks", "esae", "params"):  # the chapters' sources: every stamp matches the executed copies
         if not (workspace / name).exists():
             (workspace / name).symlink_to(ROOT / name)
     env = {**os.environ, "ESAE_ROOT": str(workspace), "PYTHONPATH": str(ROOT)}
