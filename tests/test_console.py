@@ -56,6 +56,9 @@ def test_warm_book_build_prints_at_most_thirty_lines(smoke_book):
         if not (workspace / name).exists():
             (workspace / name).symlink_to(ROOT / name)
     env = {**os.environ, "ESAE_ROOT": str(workspace), "PYTHONPATH": str(ROOT)}
+    # other tests may have re-run a chapter in this workspace since (its new timings make the summary
+    # page stale): the first build settles that, the second is the warm one
+    _run(["build", "--profile", "smoke"], env)
     lines = [text for _, text in _run(["build", "--profile", "smoke"], env)]
     assert len(lines) <= 30, lines
     assert all("unchanged, kept" in text for text in lines if text.startswith("[esae] 0")), lines
