@@ -5,7 +5,7 @@ Modules, each named for what it holds: ``groups`` (C4 and its action, chapter 1)
 ``orbits`` (a model's activations over the orbits of its inputs), ``equivariance`` (fitting M, chapter 4), ``saes`` (the SAEs, chapter 5), ``probing``
 (chapter 6), ``sae_match`` and ``language_models`` (chapter 7), with ``checks``, ``metrics``, ``runtime`` and
 ``plots``: the science layer, which never reads a profile or the cache. ``pipeline`` holds the book's stages,
-cached by their configs; ``params``, ``results`` and ``book`` turn profiles into executed chapters.
+cached by their configs; ``params``, ``results``, ``verdicts``, ``figures``, ``summary`` and ``book`` turn profiles into executed chapters.
 
 Submodules are imported on first use (``esae.plots`` loads matplotlib only when a figure is drawn),
 so ``import esae.equivariance`` costs what that module needs and nothing more.
@@ -33,8 +33,9 @@ from typing import Any
 from esae import runtime  # noqa: F401, I001
 
 __version__ = "0.1.0"
-__all__ = ["autoencoders", "cache", "checks", "equivariance", "export", "groups", "language_models", "metrics",
-           "orbits", "params", "pipeline", "plots", "probing", "results", "runtime", "sae_match", "saes", "shapes"]
+__all__ = ["autoencoders", "cache", "checks", "equivariance", "export", "figures", "groups", "language_models",
+           "metrics", "orbits", "params", "pipeline", "plots", "probing", "results", "runtime", "sae_match", "saes",
+           "shapes", "summary", "verdicts"]
 
 
 def __getattr__(name: str) -> Any:

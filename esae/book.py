@@ -116,6 +116,126 @@ def _stamp(root: Path, stem: str, params: dict, profile: str) -> str:
     return h.hexdigest()
 
 
+class Progress:
+    """What the running chapter has done, for the live progress line: code cells done of the
+    total, the section (last ``## `` heading) the running cell belongs to, the elapsed time and the
+    chapter's previous wall time (``results/<profile>/timings.json``) as an estimate."""
+
+    def __init__(self, stem: str, cells: list, estimate: float | None):
+        self.stem, self.estimate, self.start = stem, estimate, time.perf_counter()
+        self.done, self.section = 0, ""
+        self.set_cells(cells)
+
+    def set_cells(self, cells: list) -> None:
+        """The notebook being executed (papermill's copy has the injected parameters cell)."""
+        tags = [t for c in cells for t in c.get("metadata", {}).get("tags", [])]
+        # papermill adds its injected-parameters cell after the defaults
+        self.total = sum(c.get("cell_type") == "code" for c in cells) + (
+            "parameters" in tags and "injected-parameters" not in tags)
+        self._sections, heading = [], ""
+        for cell in cells:  # the section each cell lies in
+            if cell.get("cell_type") == "markdown":
+                for line in str(cell.get("source", "")).splitlines():
+                    if line.startswith("## ") or (line.startswith("# ") and not heading):
+                        heading = line.lstrip("# ").strip()
+            self._sections.append(heading)
+
+    def cell_started(self, index: int) -> None:
+        if 0 <= index < len(self._sections):
+            self.section = self._sections[index]
+
+    def cell_finished(self, cell) -> None:
+        if cell.get("cell_type") == "code":
+            self.done += 1
+
+    def line(self) -> str:
+        """``[esae] 05_equivariant_sae  12/40 cells  1:02 of ~4:30  · The sparsity frontier``"""
+        elapsed = time.perf_counter() - self.start
+        of = f" of ~{_clock(self.estimate)}" if self.estimate else ""
+        section = f"  · {self.section}" if self.section else ""
+        return f"[esae] {self.stem}  {self.done}/{self.total} cells  {_clock(elapsed)}{of}{section}"
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else \
+        f"{seconds // 60}:{seconds % 60:02d}"
+
+
+_PROGRESS: Progress | None = None  # the chapter executing now (one at a time per process)
+
+
+def _progress_engine():
+    """papermill's nbclient engine, reporting each cell's start and end to :data:`_PROGRESS`."""
+    from papermill.engines import NBClientEngine
+
+    class ProgressEngine(NBClientEngine):
+        @classmethod
+        def execute_managed_notebook(cls, nb_man, kernel_name, **kwargs):
+            start, complete = nb_man.cell_start, nb_man.cell_complete
+            if _PROGRESS is not None:
+                _PROGRESS.set_cells(nb_man.nb.cells)
+
+            def cell_start(cell, cell_index=None, **kw):
+                if _PROGRESS is not None and cell_index is not None:
+                    _PROGRESS.cell_started(cell_index)
+                return start(cell, cell_index, **kw)
+
+            def cell_complete(cell, cell_index=None, **kw):
+                if _PROGRESS is not None:
+                    _PROGRESS.cell_finished(cell)
+                return complete(cell, cell_index, **kw)
+
+            nb_man.cell_start, nb_man.cell_complete = cell_start, cell_complete
+            return super().execute_managed_notebook(nb_man, kernel_name, **kwargs)
+
+    return ProgressEngine
+
+
+@contextlib.contextmanager
+def _reporting(progress: Progress, every: float | None, stream=None):
+    """Print ``progress.line()`` every ``every`` seconds while the block runs (``None``: never);
+    on a terminal the line is rewritten in place, elsewhere (a log, a captured test) each report is
+    a line of its own."""
+    global _PROGRESS
+    stream = stream or sys.stdout
+    tty = stream.isatty()
+    stop = threading.Event()
+
+    def report() -> None:
+        while True:
+            text = progress.line()
+            stream.write(f"\r\x1b[2K{text}" if tty else text + "\n")
+            stream.flush()
+            if stop.wait(every):
+                break
+
+    thread = threading.Thread(target=report, daemon=True) if every else None
+    _PROGRESS = progress
+    if thread:
+        thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        if thread:
+            thread.join()
+            if tty:
+                stream.write("\r\x1b[2K")
+                stream.flush()
+        _PROGRESS = None
+
+
+def previous_seconds(profile: str, stem: str) -> float | None:
+    """The chapter's last recorded wall time (``timings.json``), or ``None``."""
+    from esae.results import results_dir
+
+    try:
+        return float(json.loads((results_dir(profile) / "timings.json").read_text())["chapters"][stem])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 @dataclass
 class ChapterRun:
     stem: str
@@ -125,13 +245,14 @@ class ChapterRun:
 
 
 def execute_chapter(stem: str, profile: str, *, out_dir: Path | None = None,
-                    root: Path | None = None, force: bool = False) -> ChapterRun:
+                    root: Path | None = None, force: bool = False, progress_every: float | None = None) -> ChapterRun:
     """Execute chapter ``stem`` under ``profile`` into ``out_dir`` (default ``book/chapters``).
 
     Raises :class:`esae.params.ProfileError` (before any kernel starts) for a bad profile or
     parameter, and :class:`ChapterFailed` (one line; the executed notebook with the traceback is
     kept as ``<out_dir>/failed/<stem>.ipynb``) if the chapter fails; the previous executed copy,
-    if any, and the chapter's results are left untouched.
+    if any, and the chapter's results are left untouched. With ``progress_every`` (seconds), a
+    progress line (:class:`Progress`) is printed that often while the chapter runs.
     """
     import jupytext
     import nbformat
@@ -155,7 +276,9 @@ def execute_chapter(stem: str, profile: str, *, out_dir: Path | None = None,
         if meta.get("stamp") == stamp and meta.get("results") == _result_digest(profile, stem):
             return ChapterRun(stem, output, 0.0, True)
 
-    source_path = _write_tmp(jupytext.read(root / "notebooks" / f"{stem}.py"))
+    source_nb = jupytext.read(root / "notebooks" / f"{stem}.py")
+    source_path = _write_tmp(source_nb)
+    progress = Progress(stem, source_nb.cells, previous_seconds(profile, stem))
     fd, tmp_out = tempfile.mkstemp(prefix=owned_prefix(f".{stem}-"), suffix=".ipynb", dir=out_dir)
     os.close(fd)
     failed = out_dir / FAILED / f"{stem}.ipynb"
@@ -165,14 +288,15 @@ def execute_chapter(stem: str, profile: str, *, out_dir: Path | None = None,
         # calling shell exported MPLBACKEND=Agg
         os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
         os.environ.setdefault("ESAE_PROGRESS", "0")
+        os.environ["ESAE_BOOK"] = "1"  # figures are glued and captioned for Jupyter Book (esae.figures)
         os.environ.setdefault("ESAE_ROOT", str(root))
         os.environ.setdefault("PYTHONPATH", str(root))
         start = time.perf_counter()
         try:
-            with _interrupt_reaches_kernel(), _quiet_papermill():
+            with _interrupt_reaches_kernel(), _quiet_papermill(), _reporting(progress, progress_every):
                 papermill.execute_notebook(str(source_path), tmp_out, parameters=params, kernel_name="python3",
                                            cwd=str(root), progress_bar=False, log_output=False,
-                                           extra_arguments=["--IPKernelApp.log_level=ERROR"])
+                                           engine_name=_ENGINE, extra_arguments=["--IPKernelApp.log_level=ERROR"])
         except papermill.PapermillExecutionError as err:
             kept = None
             if Path(tmp_out).is_file() and Path(tmp_out).stat().st_size:
@@ -182,10 +306,7 @@ def execute_chapter(stem: str, profile: str, *, out_dir: Path | None = None,
             raise ChapterFailed(stem, profile, err.ename, err.evalue, kept) from None
         seconds = time.perf_counter() - start
         nb = nbformat.read(tmp_out, as_version=4)
-        for cell in nb.cells:
-            tags = cell.get("metadata", {}).get("tags", [])
-            if "parameters" in tags or "injected-parameters" in tags:
-                cell.metadata["tags"] = sorted(set(tags) | {"hide-cell"})
+        fold_parameters(nb, profile)
         nb.metadata[STAMP_KEY] = {"stamp": stamp, "profile": profile, "seconds": round(seconds, 1),
                                   "results": _result_digest(profile, stem)}
         nbformat.write(nb, tmp_out)
@@ -201,12 +322,23 @@ def execute_chapter(stem: str, profile: str, *, out_dir: Path | None = None,
     return run
 
 
+_ENGINE = "esae-progress"
+
+
+def _register_engine() -> None:
+    from papermill.engines import papermill_engines
+
+    if _ENGINE not in papermill_engines._engines:
+        papermill_engines.register(_ENGINE, _progress_engine())
+
+
 @contextlib.contextmanager
 def _quiet_papermill():
     """papermill logs the kernel's traceback and warnings itself; the runner reports one line
     instead (the traceback stays in the failed notebook)."""
     import logging
 
+    _register_engine()
     logger = logging.getLogger("papermill")
     level = logger.level
     logger.setLevel(logging.CRITICAL)
@@ -241,6 +373,35 @@ def _interrupt_reaches_kernel():
         signal.signal(signal.SIGINT, previous)
 
 
+def fold_parameters(nb, profile: str) -> None:
+    """One fold for the page's parameters instead of two: the notebook's defaults cell is removed
+    from the page (``remove-cell``) and papermill's injected cell, which holds every parameter's
+    value under ``profile``, gets the defaults' comments and the label "Parameters of this page
+    (profile …)" (``hide-cell``)."""
+    comments = {}
+    for cell in nb.cells:
+        tags = cell.get("metadata", {}).get("tags", [])
+        if "parameters" in tags:
+            for line in cell.source.splitlines():
+                name, _, comment = line.partition("#")
+                if comment and ("=" in name or ":" in name):
+                    comments[name.split("=")[0].split(":")[0].strip()] = comment.strip()
+            cell.metadata["tags"] = sorted(set(tags) | {"remove-cell"})
+    label = f"Parameters of this page (profile {profile})"
+    for cell in nb.cells:
+        tags = cell.get("metadata", {}).get("tags", [])
+        if "injected-parameters" in tags:
+            lines = []
+            for line in cell.source.splitlines():
+                name = line.split("=")[0].strip()
+                if "=" in line and name in comments and "#" not in line:
+                    line = f"{line}  # {comments[name]}"
+                lines.append(line)
+            cell.source = "\n".join(lines)
+            cell.metadata["tags"] = sorted(set(tags) | {"hide-cell"})
+            cell.metadata.setdefault("mystnb", {}).update(code_prompt_show=label, code_prompt_hide=label)
+
+
 def _write_tmp(nb) -> Path:
     import nbformat
 
@@ -250,15 +411,84 @@ def _write_tmp(nb) -> Path:
     return Path(path)
 
 
-def build_html(source: Path | None = None, output: Path | None = None) -> Path:
-    """Build the HTML book from the executed copies (warnings are errors); return index.html."""
+def build_html(source: Path | None = None, output: Path | None = None, quiet: bool = False,
+               repository_url: str | None = None) -> Path:
+    """Build the HTML book from the executed copies (warnings are errors); return index.html.
+
+    ``quiet``: Sphinx's messages go to ``_build/jupyter-book.log`` instead of the terminal, and only
+    when the build fails are its last lines printed (to stderr). ``repository_url`` (default: the
+    environment's ``ESAE_REPOSITORY_URL``, which the Pages workflow sets) adds the repository and
+    issue buttons that link the pages back to their source; without it the book names no host."""
     source = source or repo_root()
+    build = (output or source) / "_build"
     cmd = [str(Path(sys.executable).parent / "jupyter-book"), "build", str(source), "--builder", "html",
            "--warningiserror", "--keep-going"]
     if output is not None:
         cmd += ["--path-output", str(output)]
-    subprocess.run(cmd, check=True)
-    return (output or source) / "_build" / "html" / "index.html"
+    write_intro_facts(source)
+    url = repository_url or os.environ.get("ESAE_REPOSITORY_URL")
+    if url:
+        cmd += ["--config", str(repository_config(source, url, build))]
+    if not quiet:
+        subprocess.run(cmd, check=True)
+        return build / "html" / "index.html"
+    build.mkdir(parents=True, exist_ok=True)
+    log = build / "jupyter-book.log"
+    env = {**os.environ, "NO_COLOR": "1", "TERM": "dumb"}
+    with open(log, "w") as f:
+        done = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
+    if done.returncode:
+        lines = _strip_ansi(log.read_text()).splitlines()
+        problems = [line for line in lines if any(w in line for w in ("WARNING", "ERROR", "CRITICAL", "SEVERE",
+                                                                     "Error", "Traceback"))]
+        print("\n".join((problems or lines)[-40:]), file=sys.stderr)
+        print(f"[esae] the full Sphinx output is in {_shown(log)}", file=sys.stderr)
+        raise subprocess.CalledProcessError(done.returncode, cmd)
+    return build / "html" / "index.html"
+
+
+INTRO_FACTS = Path("book") / "generated" / "run.md"  # included by book/intro.md
+
+
+def write_intro_facts(source: Path) -> Path:
+    """Write the front page's facts (:func:`esae.summary.intro_markdown`) for the profile the
+    executed summary page was run with, to ``source/book/generated/run.md``."""
+    import nbformat
+
+    from esae import summary
+
+    found = sorted((source / "book" / "chapters").glob("*_summary.ipynb"))
+    try:
+        profile = nbformat.read(found[0], as_version=4).metadata[STAMP_KEY]["profile"]
+        text = summary.intro_markdown(profile)
+    except (IndexError, OSError, KeyError, ValueError):
+        text = "No executed summary page: run `make book` to fill this section.\n"
+    path = source / INTRO_FACTS
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def repository_config(source: Path, url: str, build: Path) -> Path:
+    """``source/_config.yml`` with the repository ``url`` and its buttons, written to
+    ``build/_config.repository.yml``; returns that path."""
+    import yaml
+
+    if not url.startswith(("https://", "http://")):
+        raise ValueError(f"repository URL must start with https://, got {url!r}")
+    config = yaml.safe_load((source / "_config.yml").read_text())
+    config["repository"] = {"url": url.rstrip("/"), "branch": "main", "path_to_book": ""}
+    config.setdefault("html", {}).update(use_repository_button=True, use_issues_button=True)
+    build.mkdir(parents=True, exist_ok=True)
+    path = build / "_config.repository.yml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
+    return path
+
+
+def _strip_ansi(text: str) -> str:
+    import re
+
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)
 
 
 def record_timings(profile: str, runs: list[ChapterRun]) -> None:
@@ -305,6 +535,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="execute chapters (all when none is named)")
     run.add_argument("chapters", nargs="*")
+    run.add_argument("--out-dir", type=Path, help="write the executed chapters here (default: book/chapters)")
     build = sub.add_parser("build", help="execute every chapter, then build the HTML book")
     params = sub.add_parser("params", help="write one chapter's parameters as YAML for papermill -f")
     params.add_argument("chapter")
@@ -328,14 +559,24 @@ def main(argv: list[str] | None = None) -> int:
         names = [resolve_chapter(c) for c in getattr(args, "chapters", [])] or chapters()
         for stem in names:  # every chapter's parameters, before the first kernel starts
             resolved_parameters(stem, args.profile)
+        every = float(os.environ.get("ESAE_PROGRESS_EVERY", "5")) or None
+        print(f"[esae] profile {args.profile}: {len(names)} chapter{'s' * (len(names) > 1)}, "
+              f"each executed unless unchanged since its last run", flush=True)
         for stem in names:
-            print(f"[esae] {stem} ({args.profile}) ...", flush=True)
-            result = execute_chapter(stem, args.profile, force=args.force)
-            note = "unchanged, kept" if result.skipped else f"{result.seconds:.0f} s"
+            result = execute_chapter(stem, args.profile, force=args.force, progress_every=every,
+                                     out_dir=getattr(args, "out_dir", None))
+            note = "unchanged, kept" if result.skipped else f"executed in {_clock(result.seconds)}"
             print(f"[esae] {stem}: {note} -> {_shown(result.output)}", flush=True)
         if args.command == "build":
-            index = build_html()
-            print(f"[esae] book built: {index}")
+            from esae import summary
+
+            print("[esae] building the HTML book (Sphinx) ...", flush=True)
+            index = build_html(quiet=True)
+            n = summary.counts(args.profile)
+            print(f"[esae] verdicts ({args.profile}): {n['agrees']} agree, {n['partly']} partly, {n['within noise']} "
+                  f"within noise, {n['differs']} differ, {n['reported']} reported, {n['not run']} not run; "
+                  f"the summary page: {_shown(index.parent / 'book' / 'chapters' / '08_summary.html')}")
+            print(f"[esae] book built: {_shown(index)}  (open file://{index.resolve()})")
     except (ProfileError, FileNotFoundError) as err:
         print(f"[esae] error: {err}", file=sys.stderr)
         return 2

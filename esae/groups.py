@@ -146,3 +146,24 @@ def glyph_image(text: str = "F", size: int = 64, thickness: int | None = None) -
     origin = ((size - w) // 2, (size + h) // 2)
     cv2.putText(canvas, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, 255, thickness, cv2.LINE_AA)
     return torch.from_numpy(canvas).float() / 255.0
+
+
+SYMBOLS = ("+", "-")
+
+
+def symbol_image(symbol: str = "+", size: int = 64, thickness: int | None = None) -> Tensor:
+    """A ``(size, size)`` binary image of a plus sign or a horizontal bar, centred on the pixel
+    grid so that its symmetry is exact pixel for pixel: ``"+"`` is fixed by every quarter turn,
+    ``"-"`` by the half turn only. (Text glyphs such as :func:`glyph_image`'s are not: font
+    rendering places strokes off the grid's centre.)"""
+    if symbol not in SYMBOLS:
+        raise ValueError(f"symbol must be one of {SYMBOLS}, got {symbol!r}")
+    check_int("size", size, 8)
+    half = (thickness or max(2, size // 16)) // 2 or 1
+    lo, hi = size // 2 - half, size - (size // 2 - half)  # rows lo..hi-1: symmetric about the centre
+    margin = size // 5
+    img = torch.zeros(size, size)
+    img[lo:hi, margin:size - margin] = 1.0
+    if symbol == "+":
+        img[margin:size - margin, lo:hi] = 1.0
+    return img

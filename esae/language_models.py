@@ -21,6 +21,7 @@ excluded everywhere: its norm is orders of magnitude above the other tokens'.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import os
 import warnings
@@ -84,6 +85,13 @@ def _silence_progress() -> None:
 
     transformers.utils.logging.disable_progress_bar()
     huggingface_hub.utils.disable_progress_bars()
+    try:  # the GGUF conversion's bar is a plain tqdm that the switch above does not reach
+        import transformers.modeling_gguf_pytorch_utils as gguf_utils
+        from tqdm.auto import tqdm
+
+        gguf_utils.tqdm = functools.partial(tqdm, disable=True)
+    except ImportError:
+        pass
 
 
 def _gemma3_270m_dir(store: Store | None = None) -> Path:

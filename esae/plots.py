@@ -162,6 +162,10 @@ def labelled_quadrants(image, origins: Sequence[tuple[int, int]], texts: Sequenc
         ax.text(c + 0.5, r + 0.5, text, color="C0", fontsize=8, ha="left", va="top",
                 bbox=dict(facecolor="white", alpha=0.8, lw=0, pad=1))
     ax.set_xlabel("column (pixels)"), ax.set_ylabel("row (pixels)")
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
 
 
 SAE_COLORS = {"regular": "#4c72b0", "wide": "#dd8452", "two_layer": "#55a868", "invariant": "#8172b3",
@@ -215,6 +219,52 @@ def probing_bars(scores: Mapping[str, Mapping[int, Mapping[str, Mapping[str, flo
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout(rect=(0, 0.05 if ncol == len(bars) else 0.09, 1, 1))
+    return fig
+
+
+def probing_differences(scores: Mapping[str, Mapping[int, Mapping[str, Mapping[str, float | None]]]],
+                        reference: str = "regular", *, groups: Sequence[str] = ("S", "SO", "SP", "SPO", "all"),
+                        title: str | None = None) -> Figure:
+    """The comparison of :func:`probing_bars` made visible: each SAE's mean F1 minus the
+    ``reference`` SAE's, per task group, one row per probed input and one column per K, on an axis
+    scaled to the differences (shared by all panels) with a line at 0. ``scores`` as in
+    :func:`probing_bars`."""
+    inputs = list(scores)
+    ks = sorted({k for by_k in scores.values() for k in by_k})
+    saes = [s for s in dict.fromkeys(s for by_k in scores.values() for by_sae in by_k.values() for s in by_sae)
+            if s != reference]
+    fig, axes = plt.subplots(len(inputs), len(ks), figsize=(3.3 * len(ks) + 0.6, 2.4 * len(inputs) + 0.8),
+                             squeeze=False, sharey=True)
+    width = 0.8 / max(1, len(saes))
+    x = np.arange(len(groups))
+    lim = 0.0
+    for r, inp in enumerate(inputs):
+        for c, k in enumerate(ks):
+            ax = axes[r, c]
+            by_sae = scores[inp].get(k, {})
+            ref = by_sae.get(reference, {})
+            for i, name in enumerate(saes):
+                vals = by_sae.get(name, {})
+                diff = [np.nan if vals.get(g) is None or ref.get(g) is None else vals[g] - ref[g] for g in groups]
+                lim = max([lim] + [abs(d) for d in diff if np.isfinite(d)])
+                ax.bar(x + (i - (len(saes) - 1) / 2) * width, diff, width, color=SAE_COLORS.get(name, f"C{i}"),
+                       label=SAE_LABELS.get(name, name), edgecolor="white", lw=0.3)
+            ax.axhline(0, color="0.3", lw=0.8)
+            ax.set_xticks(x, groups)
+            ax.grid(axis="y", color="0.9", lw=0.6)
+            ax.set_axisbelow(True)
+            ax.set_title(f"{inp}, K = {k}", fontsize=9)
+            if c == 0:
+                ax.set_ylabel(f"F1 − F1 of the {SAE_LABELS.get(reference, reference)} SAE", fontsize=8)
+            if r == len(inputs) - 1:
+                ax.set_xlabel("task group", fontsize=8)
+    lim = 1.1 * lim if lim > 0 else 0.05
+    axes[0, 0].set_ylim(-lim, lim)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(saes), fontsize=8, frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     return fig
 
 
@@ -295,19 +345,24 @@ def frontier_plot(points: Mapping[str, Mapping[str, Sequence[tuple[int, float, f
                   reference: Mapping[str, float] | None = None, ylabel: str = "L1 norm of the latents",
                   xlabel: str = "spliced reconstruction MSE (per pixel)") -> Figure:
     """The sparsity/reconstruction frontier (the paper's Figure 4), one panel per base model:
-    ``points[model][sae]`` is a list of ``(k, x, y)``; each SAE's points are joined in order of K
-    and labelled with K. ``reference[model]``, if given, is drawn as a vertical line (the base
-    model's own reconstruction error)."""
+    ``points[model][sae]`` is a list of ``(k, x, y)``; each SAE's points are joined in order of K,
+    and a marker's size grows with K (no labels to collide where SAEs' points crowd together).
+    ``reference[model]``, if given, is drawn as a vertical line (the base model's own
+    reconstruction error)."""
     models = list(points)
     fig, axes = plt.subplots(1, len(models), figsize=(5.2 * len(models), 4.2), squeeze=False)
     markers = "osD^v<>"
+    ks = sorted({p[0] for per_model in points.values() for pts in per_model.values() for p in pts})
+    size = {k: 18 + 70 * i / max(1, len(ks) - 1) for i, k in enumerate(ks)}
     for ax, model in zip(axes[0], models):
         for i, (sae, pts) in enumerate(points[model].items()):
             pts = sorted(pts)
             xs, ys = [p[1] for p in pts], [p[2] for p in pts]
-            ax.plot(xs, ys, marker=markers[i % len(markers)], label=sae)
-            for k, x, y in pts:
-                ax.annotate(f"{k}", (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7)
+            (line,) = ax.plot(xs, ys, marker=markers[i % len(markers)], markersize=5, label=sae)
+            ax.scatter(xs, ys, s=[size[p[0]] for p in pts], marker=markers[i % len(markers)], color=line.get_color(),
+                       alpha=0.45, zorder=3)
+        ax.text(0.98, 0.02, "marker size: K = " + ", ".join(map(str, ks)), transform=ax.transAxes, ha="right",
+                va="bottom", fontsize=7, color="0.3")
         if reference and model in reference:
             ax.axvline(reference[model], color="0.5", ls="--", lw=1, label="base model (no SAE)")
         xs_all = [p[1] for pts in points[model].values() for p in pts if p[1] and p[1] > 0]
@@ -383,6 +438,7 @@ def feature_grid(examples, features, row_labels: Sequence[str], col_labels: Sequ
         axes[0, j].set_title(label, fontsize=8)
     if suptitle:
         fig.suptitle(suptitle)
+    return fig
 
 
 def truncation_curves(scores: Mapping[str, Mapping[int, Mapping[str, float | None]]], *,

@@ -53,9 +53,15 @@ def write_results(profile: str, stem: str, data: dict[str, Any]) -> Path:
 
     Inside a Jupyter kernel, fails (writing nothing) when a parameter of chapter ``stem`` that
     papermill did not inject differs from ``profile``'s; injected values that differ are recorded
-    first, as ``"overrides"``. Floats are rounded to :data:`DIGITS` significant digits."""
+    first, as ``"overrides"``. Floats are rounded to :data:`DIGITS` significant digits. A chapter
+    :mod:`esae.verdicts` judges gets its ``"verdicts"`` list added to ``data`` (in place) unless it
+    holds one already."""
+    from esae import verdicts
+
     path = results_dir(profile) / f"{stem}.json"
     overrides = check_run(stem, profile)
+    if stem in verdicts.CHAPTERS:
+        verdicts.attach(stem, data)
     if overrides:
         data = {"overrides": overrides, **data}
     path.parent.mkdir(parents=True, exist_ok=True)

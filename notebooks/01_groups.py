@@ -90,13 +90,15 @@ axioms
 # A group **acts** on a set $X$ when each element moves points of $X$ around, the identity moves
 # nothing, and acting twice is acting once with the composed element:
 # $e \cdot x = x$ and $g^a \cdot (g^b \cdot x) = (g^a * g^b) \cdot x$. C4 acts on square images by
-# rotation. A letter "F" is a good test image because it has no rotational symmetry at all:
+# rotation. A letter "F" is a good test image because it has no rotational symmetry at all
+# ({numref}`fig-01-orbit`):
 
 # %%
 x = groups.glyph_image("F", image_size)
 orbit = C4.orbit(x)
 fig = esae.plots.image_grid(orbit, [f"$g^{a}\\cdot x$" for a in E], ncols=4, size=1.8)
-fig.suptitle("The orbit $C_4 x$ of an image", y=1.02);
+esae.figures.show(fig, "fig-01-orbit", "The orbit $C_4 x$ of an image $x$ (a letter F): its four rotations "
+                  "$g^a \\cdot x$ by $a$ quarter turns.")
 
 # %% [markdown]
 # The action axioms hold pixel for pixel, not approximately:
@@ -114,14 +116,17 @@ action_ok
 # some symmetry has a smaller orbit: a plus sign is fixed by every rotation (orbit of size 1), and
 # a horizontal bar is fixed by the half turn (orbit of size 2). This is exactly why the dataset of
 # chapter 2 has shapes with four and with two distinct orientations. The orbit–stabiliser theorem
-# says the orbit size times the number of elements fixing the image equals $|G| = 4$:
+# says the orbit size times the number of elements fixing the image equals $|G| = 4$. Pixel for
+# pixel, this needs shapes drawn symmetrically about the centre of the grid
+# (`groups.symbol_image`); a "+" typed in a font is not, and its orbit has four members:
 
 # %%
 def orbit_size(img: torch.Tensor) -> int:
     return len({tuple(C4.act(a, img).flatten().tolist()) for a in E})
 
 
-examples = {"F": x, "+": groups.glyph_image("+", image_size), "-": groups.glyph_image("-", image_size)}
+examples = {"F": x, "+": groups.symbol_image("+", image_size), "−": groups.symbol_image("-", image_size),
+            "+ typed in a font": groups.glyph_image("+", image_size)}
 rows = "| image | orbit size | elements fixing it |\n|---|---|---|\n"
 for name, img in examples.items():
     fixed = sum(torch.equal(C4.act(a, img), img) for a in E)
@@ -144,7 +149,7 @@ display(Markdown(rows))
 # We test a few functions on a batch of letters (none of them rotation-symmetric) and random
 # smooth images:
 
-# %%
+# %% tags=["hide-input"]
 letters = "FGJLPR47"  # glyphs without rotational symmetry, plus random smooth images
 glyphs = torch.stack([groups.glyph_image(c, image_size) for c in letters])[:, None]
 noise = torch.nn.functional.avg_pool2d(torch.rand(24, 1, image_size, image_size, generator=generator),
@@ -224,14 +229,17 @@ rep_checks
 # fourth roots of unity, $\pm 1$ and $\pm i$. Eigenvectors with eigenvalue $1$ are the invariant
 # directions (images equal to their own rotation); those with $-1$ flip sign under a quarter turn;
 # the pair $\pm i$ rotates within a plane. The *regular representation* — C4 permuting its own four
-# elements — shows the same spectrum in its smallest form:
+# elements — shows the same spectrum in its smallest form ({numref}`fig-01-spectra`):
 
 # %%
 R = C4.regular_representation()[1]
 fig, axes = plt.subplots(1, 2, figsize=(8.4, 4.2))
 esae.plots.eigenvalues_plot({"pixel permutation P (16×16 images)": torch.linalg.eigvals(P)}, ax=axes[0])
 esae.plots.eigenvalues_plot({"regular representation R(g)": torch.linalg.eigvals(R)}, ax=axes[1])
-axes[0].set_title("rotation on pixel space"), axes[1].set_title("regular representation");
+axes[0].set_title("rotation on pixel space"), axes[1].set_title("regular representation")
+esae.figures.show(fig, "fig-01-spectra", "Eigenvalues of the quarter turn in two representations of C4: the "
+                  "permutation of the pixels of 16×16 images (left) and the regular representation (right). "
+                  "All lie on the fourth roots of unity.")
 
 # %% [markdown]
 # ## Representations inside a network
@@ -275,10 +283,12 @@ for name, fit in fits.items():
 display(Markdown(rows))
 
 # %%
-esae.plots.eigenvalues_plot({name: fit["eigenvalues"] for name, fit in fits.items()});
+fig = esae.plots.eigenvalues_plot({name: fit["eigenvalues"] for name, fit in fits.items()})
+esae.figures.show(fig, "fig-01-fitted-m", "Eigenvalues of the matrix M fitted to each kind of feature, with "
+                  "the unit circle and the fourth roots of unity, where an exact representation's eigenvalues lie.")
 
 # %% [markdown]
-# For linear features the fitted $M$ is an exact representation: $R^2 = 1$, $M^4 = I$ to float
+# {numref}`fig-01-fitted-m` shows where their eigenvalues fall. For linear features the fitted $M$ is an exact representation: $R^2 = 1$, $M^4 = I$ to float
 # precision and every eigenvalue sits on a fourth root of unity. With a mild nonlinearity one
 # matrix still explains most of the variance, but it is no longer exact: $M^4 \neq I$ and the
 # eigenvalues leave the four roots and drift inside the unit circle (least squares shrinks what it
@@ -293,7 +303,7 @@ esae.plots.eigenvalues_plot({name: fit["eigenvalues"] for name, fit in fits.item
 #
 # ## What this run showed
 
-# %%
+# %% tags=["remove-input"]
 results = {
     "group_axioms_hold": all(axioms[k] for k in ("associativity", "identity", "inverses")),
     "action_axioms_hold": all(bool(v) for v in action_ok.values()),

@@ -73,13 +73,14 @@ started = time.perf_counter()
 # coordinates) in a 32×32 cell with a margin of about three pixels; orientation $o$ is that
 # sprite turned $o$ times by 90° counter-clockwise with `torch.rot90` (for the two symmetric shapes
 # we make the half-turn symmetry exact by taking the pixel-wise maximum of the sprite and its
-# half turn, which only touches anti-aliasing rounding). Here is the counterpart of Figure 6;
-# greyed cells repeat an earlier orientation:
+# half turn, which only touches anti-aliasing rounding). {numref}`fig-02-shapes` is the counterpart
+# of the paper's Figure 6:
 
 # %%
 bank = shapes.sprites()
 fig = esae.plots.shape_table(bank, shapes.SHAPES, shapes.NUM_ORIENTATIONS)
-fig.suptitle("The eight shapes in all four rotations (paper Fig. 6)", y=1.0);
+esae.figures.show(fig, "fig-02-shapes", "The eight shapes in all four rotations (the paper's Figure 6); greyed "
+                  "cells repeat an earlier orientation.")
 
 # %% [markdown]
 # The number of orientations is not declared but *measured*: rotate each canonical sprite by
@@ -114,25 +115,27 @@ assert tuple(measured_counts) == shapes.NUM_ORIENTATIONS
 #
 # An image holds one shape in each quadrant. We number the quadrants counter-clockwise from the
 # top right, like the quadrants I–IV of the plane. With this numbering the rotation
-# $g$ (90° counter-clockwise, the convention of chapter 1) simply adds one to every position:
+# $g$ (90° counter-clockwise, the convention of chapter 1) simply adds one to every position
+# ({numref}`fig-02-positions`):
 
 # %%
 example = shapes.make_dataset(1, seed, layout=layout)
 texts = [f"p={p} ({shapes.POSITION_NAMES[p]})\n{shapes.SHAPES[example.shapes[0, p]]}, o={example.orientations[0, p]}"
          for p in range(4)]
-esae.plots.labelled_quadrants(example.images[0], shapes.QUADRANT_ORIGINS, texts, shapes.CELL,
-                              title="Positions p and labels (shape, orientation o)", size=4.6);
+fig = esae.plots.labelled_quadrants(example.images[0], shapes.QUADRANT_ORIGINS, texts, shapes.CELL, size=4.6)
+esae.figures.show(fig, "fig-02-positions", "One generated image: the positions $p$ of its quadrants and the label "
+                  "of each (shape, orientation $o$).")
 
 # %% [markdown]
 # Rotating the image by $g^k$ therefore moves the shape at position $p$ to position
 # $(p + k) \bmod 4$ and turns it, so its orientation becomes $(o + k) \bmod n_s$ with $n_s$ its
-# number of orientations. Here is the orbit of that image, with the labels {py:func}`esae.shapes.rotate`
-# computes for each rotation:
+# number of orientations. {numref}`fig-02-orbit` shows the orbit of that image; the table under it
+# gives the labels {py:func}`esae.shapes.rotate` computes for each rotation:
 
 # %%
 orbit = [shapes.rotate(example, k) for k in range(4)]
-esae.plots.image_grid(torch.cat([o.images for o in orbit]), [f"$g^{k} x$" for k in range(4)], ncols=4, size=2.0,
-                      suptitle="The C4 orbit of one image");
+fig = esae.plots.image_grid(torch.cat([o.images for o in orbit]), [f"$g^{k} x$" for k in range(4)], ncols=4, size=2.0)
+esae.figures.show(fig, "fig-02-orbit", "The C4 orbit of the image above: its rotations by $k$ quarter turns.")
 
 # %%
 rows = "| | " + " | ".join(f"p={p}" for p in range(4)) + " |\n" + "|---" * 5 + "|\n"
@@ -174,17 +177,19 @@ exact
 #
 # The other reading, **independent**, draws a uniform rotation in every quadrant separately, so the
 # four shapes of an image need not share an orientation; the generated image is then no different
-# from its rotations, and an invariant SAE needs some other rule to pick a canonical member (the
-# first version of this book used the smallest label code). Samples of both (the counterpart of the
-# paper's Figure 2):
+# from its rotations, and an invariant SAE needs some other rule to pick a canonical member
+# (chapter 5 then takes the member with the smallest label code). {numref}`fig-02-samples` shows
+# samples of both, the counterpart of the paper's Figure 2:
 
 # %%
 data = {lay: shapes.make_dataset(n_samples, seed, layout=lay) for lay in shapes.LAYOUTS}
 data_main = data[layout]
 half = max(1, n_show // 2)
-esae.plots.image_grid(torch.cat([data["upright"].images[:half], data["independent"].images[:half]]),
-                      [f"upright, p={int(r)}" for r in data["upright"].rotations[:half]] + ["independent"] * half,
-                      ncols=8, size=1.25, suptitle=f"{half} upright samples, then {half} independent ones (paper Fig. 2)");
+fig = esae.plots.image_grid(torch.cat([data["upright"].images[:half], data["independent"].images[:half]]),
+                            [f"upright, p={int(r)}" for r in data["upright"].rotations[:half]] + ["independent"] * half,
+                            ncols=8, size=1.25)
+esae.figures.show(fig, "fig-02-samples", f"{half} samples of the upright layout (with the rotation $p$ applied to "
+                  f"the generated image), then {half} of the independent layout (the paper's Figure 2).")
 
 # %% [markdown]
 # **How many distinct images?** Under *upright* a label set is the four shapes of a generated
@@ -285,7 +290,7 @@ display(Markdown(rows))
 #
 # ## What this run showed
 
-# %%
+# %% tags=["remove-input"]
 results = {
     "orientation_counts": dict(zip(shapes.SHAPES, measured_counts)),
     "group_action_exact": all(exact.values()),
@@ -313,4 +318,4 @@ display(Markdown(
     + f"). There are {results['upright_label_sets']:,} upright label sets ({results['upright_orbits']:,} orbits, "
     f"{results['upright_distinct_images']:,} distinct images); {n_train_images:,} random samples would cover "
     f"{covered:.0%} of them, so held-out sets here come from label sets no model trains on. The chapter took "
-    f"{time.perf_counter() - started:.1f} s."))
+    f"{time.perf_counter() - started:.1f} s.\n\n" + esae.verdicts.conclusion(results["verdicts"])))

@@ -45,7 +45,7 @@ lr: float = 0.001  # Adam learning rate (the paper: 1e-3)
 n_show: int = 8  # held-out images shown in the reconstruction figures (1..16)
 upstream: dict = {}  # chapter 2's parameters (the dataset layout), injected by the book (esae.params.UPSTREAM)
 
-# %%
+# %% tags=["hide-input"]
 import time
 
 import numpy as np
@@ -130,10 +130,12 @@ display(Markdown(rows))
 
 # %% [markdown]
 # (Training times are those of the run that filled the cache; a cached model loads instantly.)
+# {numref}`fig-03-training` shows the training curves.
 
 # %%
 fig = esae.plots.training_curves({NAMES[k]: h for k, h in histories.items()})
-fig.suptitle("Training curves of the base autoencoders", y=1.03);
+esae.figures.show(fig, "fig-03-training", "Training curves of the base autoencoders: per-pixel MSE on the "
+                  "training batches and on the held-out images, per epoch.")
 
 # %% [markdown]
 # ## Held-out reconstruction error
@@ -159,22 +161,25 @@ rows += f"| mean training image | {baseline:.5f} | | | | 1 |\n"
 display(Markdown(rows))
 
 # %% [markdown]
-# Reconstructions of held-out images (top row: input; reconstructions clipped to [0, 1] for
-# display):
+# Reconstructions of held-out images ({numref}`fig-03-reconstructions`):
 
 # %%
 shown = heldout.images[:n_show]
 recon = {NAMES[k]: ae.reconstruct(m, shown).cpu() for k, m in models.items()}
-esae.plots.reconstruction_grid({"input": shown, **recon}, suptitle="Held-out images and their reconstructions");
+fig = esae.plots.reconstruction_grid({"input": shown, **recon})
+esae.figures.show(fig, "fig-03-reconstructions", "Held-out images (top row) and their reconstructions by each "
+                  "model, clipped to [0, 1] for display.")
 
 # %% [markdown]
-# And the orbit of one held-out image, $g^p x$ for $p = 0, 1, 2, 3$, reconstructed by each model:
+# And the orbit of one held-out image, $g^p x$ for $p = 0, 1, 2, 3$, reconstructed by each model
+# ({numref}`fig-03-orbit`):
 
 # %%
 orbit = torch.cat([rotate_images(heldout.images[:1], p) for p in range(4)])
 recon = {NAMES[k]: ae.reconstruct(m, orbit).cpu() for k, m in models.items()}
-esae.plots.reconstruction_grid({"input": orbit, **recon}, titles=[f"$g^{p} x$" for p in range(4)],
-                               suptitle="A rotated held-out image and its reconstructions");
+fig = esae.plots.reconstruction_grid({"input": orbit, **recon}, titles=[f"$g^{p} x$" for p in range(4)])
+esae.figures.show(fig, "fig-03-orbit", "The four rotations of one held-out image (top row) and their "
+                  "reconstructions by each model.")
 
 # %% [markdown]
 # ## A first look: how do the activations move under rotation?
@@ -185,7 +190,7 @@ esae.plots.reconstruction_grid({"input": orbit, **recon}, titles=[f"$g^{p} x$" f
 # - the **cosine similarity** of $\psi(x)$ and $\psi(g^p x)$. Raw pre-activations share a large
 #   mean vector, which makes *every* pair of images look similar, so we also report it after
 #   subtracting the mean activation ("centred"), with a baseline: $\psi(x)$ against $\psi(x')$ of an
-#   unrelated random image $x'$;
+#   unrelated random image $x'$ ({numref}`fig-03-similarity` shows the distributions);
 # - the pooled $R^2$ of the **identity map** as a prediction of $\psi(g^p x)$,
 #   $1 - \sum \lVert \psi(g^p x) - \psi(x)\rVert^2 / \sum \lVert \psi(g^p x) - \bar\psi \rVert^2$
 #   (`esae.metrics.r2_pooled`): 1 for rotation-invariant activations, 0 when $\psi(x)$ predicts no
@@ -208,7 +213,9 @@ fig = esae.plots.similarity_histograms(
     {NAMES[k]: {"ψ(x) vs ψ(gx)": s["cosine_centred"][0], "ψ(x) vs ψ(g²x)": s["cosine_centred"][1],
                 "ψ(x) vs ψ(x'), random x'": s["cosine_random_centred"]} for k, s in similarity.items()},
     xlabel="cosine similarity of mean-centred activations")
-fig.suptitle("How far a rotation moves the activations (held-out images)", y=1.03);
+esae.figures.show(fig, "fig-03-similarity", "How far a rotation moves the activations: cosine similarity of the "
+                  "mean-centred ψ of each held-out image and its rotation by one or two quarter turns, against "
+                  "that of two unrelated images.")
 
 # %%
 r2_id = {k: float(np.mean(s["r2_identity"])) for k, s in similarity.items()}
@@ -254,8 +261,9 @@ display(Markdown("| model | R² of ψ from an affine map of the labels |\n|---|-
 #
 # ## What this run showed
 
-# %%
-esae.results.write_results(profile, "03_base_models", {"test_mse": {k: float(v) for k, v in test_mse.items()}})
+# %% tags=["remove-input"]
+results = {"test_mse": {k: float(v) for k, v in test_mse.items()}}
+esae.results.write_results(profile, "03_base_models", results)
 display(Markdown(
     f"Under the `{profile}` profile the MLP ({configs['mlp'].n_epochs} epochs) reaches a held-out MSE of "
     f"**{test_mse['mlp']:.5f}** and the CNN ({configs['cnn'].n_epochs} epochs) **{test_mse['cnn']:.5f}** per pixel "
@@ -267,4 +275,5 @@ display(Markdown(
     f"rotations (the paper: 0.49 and 0.05), yet an affine function of the labels explains "
     f"R² = {label_fit['mlp']:.4f} (MLP) and {label_fit['cnn']:.6f} (CNN) of ψ — the structure that makes a single "
     f"matrix M plausible, and exact for the CNN. The chapter took {time.perf_counter() - started:.0f} s "
-    f"(training: MLP {histories['mlp']['seconds']:.0f} s, CNN {histories['cnn']['seconds']:.0f} s when first run)."))
+    f"(training: MLP {histories['mlp']['seconds']:.0f} s, CNN {histories['cnn']['seconds']:.0f} s when first run).\n\n"
+    + esae.verdicts.conclusion(results["verdicts"])))

@@ -58,7 +58,7 @@ n_features_shown: int = 4  # invariant and equivariant features drawn per base m
 compare_layouts: bool = True  # also train and evaluate everything under the other dataset layout (one compact table)
 upstream: dict = {}  # chapters 2-4's parameters (layout, base models, M), injected by the book (esae.params.UPSTREAM)
 
-# %%
+# %% tags=["hide-input"]
 import time
 
 import matplotlib.pyplot as plt
@@ -201,7 +201,7 @@ display(Markdown(rows))
 # The table lists what each SAE cost when it was trained (a cached SAE keeps the numbers of its
 # original run). The final MSE is the mean training loss over the last 5 % of the steps, summed over
 # the 256 activation dimensions; for the invariant SAE it is the invariance loss, measured against
-# the canonical activation. Training curves for the middle K:
+# the canonical activation. {numref}`fig-05-training` shows the training curves for the middle K.
 
 # %%
 k_mid = ks[len(ks) // 2]
@@ -209,7 +209,8 @@ curves = {model.upper(): {name: trained[model][(name, k_mid)].history["mse"] for
           for model in saes.BASE_MODELS}
 fig = esae.plots.curves_plot(curves, xlabel="Adam step", ylabel="training MSE (sum over dimensions)",
                              smooth=max(1, len(curves["MLP"]["regular"]) // 100))
-fig.suptitle(f"Training loss, K = {k_mid}", y=1.02);
+esae.figures.show(fig, "fig-05-training", f"Training loss of each SAE at K = {k_mid}, smoothed (for the invariant "
+                  "SAE: the invariance loss against the canonical activation).")
 
 # %% [markdown]
 # ## Is the invariant SAE invariant?
@@ -301,8 +302,9 @@ display(Markdown(rows + "\n" + " ".join(
 # there — such as the untrained random rows of latents that never fire — would look invariant. We
 # therefore score each vector's projection onto the span holding 99.9 % of the held-out
 # activations' variance (`saes.data_basis`), and only features that fire on held-out inputs.
+# {numref}`fig-05-scores` shows the scores.
 
-# %%
+# %% tags=["hide-input"]
 scores, fractions, live, spans = {}, {}, {}, {}
 for model in saes.BASE_MODELS:
     m = ms[model].to(dev)
@@ -325,8 +327,10 @@ for ax, model in zip(axes, saes.BASE_MODELS):
     ax.set_title(f"{model.upper()}, K = {feature_k} (live features)")
     ax.set_xlabel("cos(d, M d) inside the activations' span"), ax.set_ylabel("number of features")
     ax.legend(fontsize=7)
-fig.suptitle("How the dictionary vectors move under M", y=1.03)
 fig.tight_layout()
+esae.figures.show(fig, "fig-05-scores", f"How the dictionary vectors move under M: cos(d, Md) inside the "
+                  f"activations' span for the live features of the equivariant and the regular SAE (K = {feature_k}); "
+                  f"right of the dashed line ({invariance_threshold:g}) a feature counts as invariant.")
 
 # %%
 classified = {}
@@ -352,10 +356,11 @@ display(Markdown(rows + "\n" + ", ".join(f"{m.upper()} activations span {spans[m
 # $b$ is the SAE's decoder bias: what the feature adds to the picture, in each orientation the
 # equivariant SAE can produce (red: ink added, blue: ink removed). Next to it, the held-out image
 # that activates the feature most. Shown are the most frequently active invariant and equivariant
-# features of the equivariant SAE at K = `feature_k` — the paper's Figure 1, drawn from the model.
+# features of the equivariant SAE at K = `feature_k` — the paper's Figure 1, drawn from the model
+# (one figure per base model).
 
-# %%
-drawn = {}
+# %% tags=["hide-input"]
+drawn, drawn_pictures = {}, {}
 for model in saes.BASE_MODELS:
     sae = trained[model][("equivariant", feature_k)].sae
     canonical_acts = eval_acts[model][:, 0]
@@ -374,16 +379,52 @@ for model in saes.BASE_MODELS:
     examples = orbit_images[:, 0][stats["top_row"][latents]]  # canonical images, the rows of canonical_acts
     labels = [f"{'inv' if flag else 'equi'} #{j}\ncos {float(scores[(model, 'equivariant')][j]):.2f}"
               for j, flag in chosen]
-    drawn[model] = chosen
-    esae.plots.feature_grid(examples, pictures, labels, ["top image"] + [f"$M^{p}$" for p in range(4)],
-                            suptitle=f"{model.upper()}: features of the equivariant SAE (K = {feature_k})")
+    drawn[model], drawn_pictures[model] = chosen, pictures
+    fig = esae.plots.feature_grid(examples, pictures, labels, ["top image"] + [f"$M^{p}$" for p in range(4)])
+    esae.figures.show(fig, f"fig-05-features-{model}", f"{model.upper()}: the most frequently active invariant "
+                      f"(inv) and equivariant (equi) features of the equivariant SAE at K = {feature_k}. Left: the "
+                      "held-out image that activates the feature most; then what the feature adds to the base "
+                      "model's picture, $\\mathrm{dec}(M^p(b + a\\,d)) - \\mathrm{dec}(M^p b)$, for p = 0..3 (red: "
+                      "ink added, blue: ink removed).")
 
 # %% [markdown]
-# How to read the grid: since $M d \approx d$ for an invariant feature, $M^p$ hardly changes what
-# it adds, and its four pictures should be nearly the same — it stands for *what* is in the image,
-# whatever the orientation. An equivariant feature's pictures should turn with $p$: $M$ carries it
-# to the feature of the rotated image.
-#
+# How to read the grid: an invariant feature has $M d \approx d$ inside the activations' span, so
+# one might expect its four pictures to be nearly the same — it would stand for *what* is in the
+# image, whatever the orientation — while an equivariant feature's pictures turn with $p$, as $M$
+# carries it to the feature of the rotated image. But a picture is the decoder's response to
+# $M^p(b + a\,d)$, not to $d$ alone: the bias $b$ turns with $p$ and the decoder is non-linear, so
+# the ink a feature adds depends on the orientation of everything around it. How much the pictures
+# actually change with $p$, per feature shown:
+
+# %% tags=["remove-input"]
+def picture_change(pics: torch.Tensor) -> tuple[float, float]:
+    """Mean over p = 1..3 of ‖pic_p − pic_0‖ / ‖pic_0‖, and of ‖pic_p − rot^p(pic_0)‖ / ‖pic_0‖."""
+    side = int(round((pics[0].numel()) ** 0.5))
+    pics = pics.reshape(pics.shape[0], side, side)  # (p, H, W), whatever shape the decoder returns
+    norm = pics[0].norm().clamp_min(1e-12)
+    same = float(np.mean([float((pics[p] - pics[0]).norm() / norm) for p in range(1, 4)]))
+    turned = float(np.mean([float((pics[p] - esae.groups.rotate(pics[0], p)).norm() / norm) for p in range(1, 4)]))
+    return same, turned
+
+
+change = {(model, j, flag): picture_change(drawn_pictures[model][i]) for model in drawn
+          for i, (j, flag) in enumerate(drawn[model])}
+rows = "| base model | feature | class | change with p | change against the turned p = 0 picture |\n|---|---|---|---|---|\n"
+for (model, j, flag), (same, turned) in change.items():
+    rows += f"| {model} | #{j} | {'invariant' if flag else 'equivariant'} | {same:.0%} | {turned:.0%} |\n"
+inv_change = [c[0] for (_, _, flag), c in change.items() if flag]
+if inv_change:
+    stable = sum(c < 0.25 for c in inv_change)
+    verdict = (f"{stable} of the {len(inv_change)} invariant features shown keep their picture within 25 % across p; "
+               f"their pictures change by {min(inv_change):.0%}–{max(inv_change):.0%} (relative L2 to the p = 0 "
+               "picture). " + ("So for these features the rule cos(d, Md) ≥ threshold, measured in activation space, "
+                               "does not make the drawn picture invariant." if stable < len(inv_change) else
+                               "Their pictures are nearly the same, as the rule suggests."))
+else:
+    verdict = "No invariant feature was drawn."
+display(Markdown(rows + "\n" + verdict))
+
+# %% [markdown]
 # ## The sparsity/reconstruction frontier
 #
 # Every SAE is evaluated on held-out images in all four orientations (`n_eval` images × 4; $p$ is
@@ -398,7 +439,8 @@ for model in saes.BASE_MODELS:
 #   the equivariant SAE, $D(E(\cdot))$ for the invariant one, which thus returns the canonical
 #   activation whatever the orientation.
 #
-# The base model's own reconstruction error is the floor.
+# The base model's own reconstruction error is the floor. The table lists every number;
+# {numref}`fig-05-frontier` plots the frontier.
 
 # %%
 metrics, base_mse = {}, {}
@@ -423,7 +465,9 @@ display(Markdown(rows + "\n" + ", ".join(f"{m.upper()} without an SAE: spliced M
 points = {model: {name: [(k, metrics[f"{model}/{name}/k{k}"]["spliced_mse"], metrics[f"{model}/{name}/k{k}"]["l1"])
                          for k in ks] for name in saes.SAE_NAMES} for model in saes.BASE_MODELS}
 fig = esae.plots.frontier_plot(points, reference=base_mse)
-fig.suptitle("Sparsity vs reconstruction of the SAEs (numbers: K); lower left is better", y=1.03);
+esae.figures.show(fig, "fig-05-frontier", "Sparsity against reconstruction of every SAE (the paper's Figure 4): "
+                  "L1 norm of the latents against the spliced reconstruction MSE, one point per K (larger markers: "
+                  "larger K); dashed: the base model without an SAE. Lower left is better.")
 
 # %% [markdown]
 # ## What $M$ adds: invariant vs equivariant
@@ -432,7 +476,7 @@ fig.suptitle("Sparsity vs reconstruction of the SAEs (numbers: K); lower left is
 # dead latents); they differ only in whether $M^p$ is applied to the reconstruction. The gap between
 # their reconstructions is the paper's evidence that $M$ matters:
 
-# %%
+# %% tags=["remove-input"]
 rows = ("| base model | K | spliced MSE invariant | spliced MSE equivariant | ratio "
         "| explained variance invariant | explained variance equivariant |\n|---|---|---|---|---|---|---|\n")
 gap = {}
@@ -453,33 +497,10 @@ display(Markdown(rows))
 # two-layer SAE; (d) $M$ improves the reconstruction of the invariant SAE. Each claim, computed on
 # this run:
 
-# %%
+# %% tags=["remove-input"]
 k_small = min(ks)
-
-
-def l1_range(model: str, name: str) -> float:
-    values = [metrics[f"{model}/{name}/k{k}"]["l1"] for k in ks]
-    return max(values) - min(values)
-
-
-claims = []
-for model in saes.BASE_MODELS:
-    eq_s = metrics[f"{model}/equivariant/k{k_small}"]["spliced_mse"]
-    wide_s = metrics[f"{model}/wide/k{k_small}"]["spliced_mse"]
-    claims.append((f"(a) {model}: equivariant ≈ wide at K = {k_small}", eq_s <= 1.25 * wide_s,
-                   f"spliced MSE {eq_s:.5f} vs {wide_s:.5f} (ratio {eq_s / wide_s:.2f}; within 25 % counts as a match)"))
-    sparser = sum(metrics[f"{model}/regular/k{k}"]["l1"] < metrics[f"{model}/equivariant/k{k}"]["l1"] for k in ks)
-    claims.append((f"(b) {model}: regular SAE sparser (lower L1) than equivariant", sparser > len(ks) / 2,
-                   f"lower at {sparser} of {len(ks)} K values"))
-    r_eq, r_two = l1_range(model, "equivariant"), l1_range(model, "two_layer")
-    claims.append((f"(c) {model}: smaller range of L1 values across K than the two-layer SAE (max − min)", r_eq < r_two,
-                   f"range {r_eq:.2f} vs {r_two:.2f}"))
-    better = sum(gap[(model, k)] > 1 for k in ks)
-    claims.append((f"(d) {model}: M improves on the invariant SAE", better == len(ks),
-                   f"at {better} of {len(ks)} K values, spliced MSE {min(gap[(model, k)] for k in ks):.1f}–"
-                   f"{max(gap[(model, k)] for k in ks):.1f}× lower"))
-display(Markdown("| claim | holds here | numbers |\n|---|---|---|\n"
-                 + "".join(f"| {c} | {'yes' if ok else '**no**'} | {n} |\n" for c, ok, n in claims)))
+verdicts = esae.verdicts.compute("05_equivariant_sae", metrics)  # the same list the results file and summary hold
+display(Markdown(esae.verdicts.markdown(verdicts)))
 
 # %% [markdown]
 # ## Under the other reading of the dataset
@@ -490,7 +511,7 @@ display(Markdown("| claim | holds here | numbers |\n|---|---|---|\n"
 # give the numbers below (computed in this run, cached): what depends on the reading.
 
 
-# %%
+# %% tags=["hide-input"]
 def frontier(lay: str, trained_sets: dict, nets_: dict) -> tuple[dict, dict]:
     """Frontier metrics of every SAE on held-out orbits of layout ``lay``, and the frontier claims."""
     held = heldout_set(pipeline.base_model_configs(upstream["03_base_models"], lay)["mlp"])[:n_used]
@@ -548,13 +569,13 @@ if compare_layouts:
 # %% [markdown]
 # ## What this run showed
 
-# %%
+# %% tags=["remove-input"]
 l1_ranges = {model: {n: max(metrics[f"{model}/{n}/k{k}"]["l1"] for k in ks) - min(metrics[f"{model}/{n}/k{k}"]["l1"] for k in ks)
                      for n in ("equivariant", "two_layer")} for model in saes.BASE_MODELS}
 results_path = esae.results.write_results(profile, "05_equivariant_sae", {
     **metrics, "layout": layout, "l1_range": l1_ranges,
-    "layouts": {lay: {"metrics": met, "claims": ver} for lay, (met, ver) in by_layout.items()}})
-held = sum(ok for _, ok, _ in claims)
+    "layouts": {lay: {"metrics": met, "claims": ver} for lay, (met, ver) in by_layout.items()},
+    "verdicts": verdicts})
 inv_share, reg_share = ({model: int(classified[(model, name)].sum()) / max(int(live[(model, name)].sum()), 1)
                          for model in saes.BASE_MODELS} for name in ("equivariant", "regular"))
 
@@ -576,5 +597,5 @@ display(Markdown(
         f"{inv_share[model]:.0%} of the equivariant SAE's live features at K = {feature_k} are invariant by the "
         f"cos(d, Md) ≥ {invariance_threshold:g} rule, against {reg_share[model]:.0%} of the regular SAE's."
         for model in saes.BASE_MODELS)
-    + f" Of the paper's frontier claims, {held} of {len(claims)} checks hold in this run (table above). "
-    f"The headline numbers are in `results/{profile}/{results_path.name}`."))
+    + f" The headline numbers are in `results/{profile}/{results_path.name}`.\n\n"
+    + esae.verdicts.conclusion(verdicts)))

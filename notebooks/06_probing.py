@@ -22,7 +22,7 @@
 #
 # You will learn:
 #
-# - the sparse-probing protocol of the paper (after Kantamneni et al.): per task, keep the $L$
+# - the sparse-probing protocol of the paper (after {cite:t}`kantamneni2025sparse`): per task, keep the $L$
 #   latents whose class means differ most, fit kNN, logistic-regression and XGBoost probes on them,
 #   and score F1 on held-out images;
 # - what a *truncated reconstruction* is, and how the equivariant SAE's reconstruction of a probed
@@ -55,7 +55,7 @@ sweep_tasks_per_group: int = 8  # tasks per group in the sweep at lengths no pan
 compare_layouts: bool = True  # also probe Figure 3 under the other dataset layout (one compact table, XGBoost)
 upstream: dict = {}  # chapters 2-5's parameters (layout, base models, M, SAEs), injected by the book (esae.params.UPSTREAM)
 
-# %%
+# %% tags=["hide-input"]
 import time
 
 import numpy as np
@@ -257,39 +257,51 @@ def panel_scores(panel: probing.Panel, table=xgb):
                   for k in panel.ks} for inp in probing.INPUTS}
 
 
-def panel_figure(panel: probing.Panel, title: str):
-    subset = f" ({len(scores[result_key(panel.model, 'activations', panel.L)].groups)} tasks)" if panel.tasks_per_group else ""
-    return esae.plots.probing_bars(panel_scores(panel), xgb[result_key(panel.model, "activations", panel.L)],
-                                   title=title + subset)
+def panel_figure(panel: probing.Panel, name: str, what: str) -> None:
+    """Show one panel's bars as figure ``name``, captioned with ``what`` and the tasks probed."""
+    n_tasks = len(scores[result_key(panel.model, "activations", panel.L)].groups)
+    fig = esae.plots.probing_bars(panel_scores(panel), xgb[result_key(panel.model, "activations", panel.L)])
+    esae.figures.show(fig, name, f"{what}: {panel.model.upper()} base model, truncation length L = {panel.L}, XGBoost, "
+                      f"{n_tasks} tasks. Top row: probes on the truncated latents; bottom row: on the truncated "
+                      "reconstructions. Bars: mean test F1 per task group; hatched grey: the base activations "
+                      "truncated to the same L.")
 
 
 # %% [markdown]
 # ## Figure 3: CNN, truncation length 32
 #
-# Top row: probes over the truncated latents; bottom row: over the truncated reconstructions.
-# Each bar is the mean, over a task group, of XGBoost's test F1 (the paper's probe); the hatched grey bar is the
-# base activations truncated to the same $L$ (the same in every panel of a row, repeated for
-# comparison, as in the paper).
+# {numref}`fig-06-figure3` is the paper's Figure 3. Top row: probes over the truncated latents;
+# bottom row: over the truncated reconstructions. Each bar is the mean, over a task group, of
+# XGBoost's test F1 (the paper's probe); the hatched grey bar is the base activations truncated to
+# the same $L$ (the same in every panel of a row, repeated for comparison, as in the paper). The
+# SAEs' bars sit close together near the top of the axis, so {numref}`fig-06-figure3-differences`
+# plots what the claims compare: each SAE's F1 minus the regular SAE's.
 
 # %%
-fig = panel_figure(FIG3, f"Figure 3 — {FIG3.model.upper()} base model, truncation length L = {FIG3.L}, XGBoost")
+panel_figure(FIG3, "fig-06-figure3", "The paper's Figure 3")
+
+# %%
+fig = esae.plots.probing_differences(panel_scores(FIG3), "regular")
+esae.figures.show(fig, "fig-06-figure3-differences", f"{FIG3.model.upper()}, L = {FIG3.L}: each SAE's mean XGBoost F1 minus the regular "
+                  "SAE's, per task group (above 0: better than the regular SAE). One training seed per SAE, so no "
+                  "error bars: how much another seed would move these differences is not measured here.")
 
 # %% [markdown]
 # ## Figure 7: the other truncation length and the MLP
 #
 # Appendix D of the paper repeats the comparison with $L = 8$ for both base models and with
-# $L = 32$ for the MLP.
+# $L = 32$ for the MLP (the figures below, one per panel this profile probes).
 
 # %%
 for panel in PANELS[1:]:
-    panel_figure(panel, f"Figure 7 variant — {panel.model.upper()} base model, L = {panel.L}, XGBoost")
+    panel_figure(panel, f"fig-06-figure7-{panel.model}-l{panel.L}", "A panel of the paper's Figure 7")
 
 # %% [markdown]
 # ## Which probe wins?
 #
 # The paper reports XGBoost as the best probe overall. Over every probed input of this run, the
 # share of tasks on which each probe is the best, and the mean F1 of each probe on Figure 3's
-# inputs:
+# inputs ({numref}`fig-06-probes`):
 
 # %%
 wins = {p: 0 for p in config.probes}
@@ -301,7 +313,9 @@ total_wins = sum(wins.values())
 fig3_keys = [k for k in scores if k.startswith(f"{FIG3.model}/") and k.endswith(f"/L{FIG3.L}")]
 per_probe = {name: {g: float(np.mean([summaries[k][name][g] for k in fig3_keys if summaries[k][name][g] is not None]))
                     for g in GROUP_KEYS} for name in (*config.probes, "best")}
-esae.plots.probe_comparison(per_probe, title=f"Mean F1 of each probe over Figure 3's {len(fig3_keys)} inputs")
+fig = esae.plots.probe_comparison(per_probe)
+esae.figures.show(fig, "fig-06-probes", f"Mean test F1 of each probe, per task group, over Figure 3's "
+                  f"{len(fig3_keys)} probed inputs; 'best' takes the best probe per task.")
 display(Markdown("Best probe per task, over all inputs: "
                  + ", ".join(f"**{p}** {100 * w / total_wins:.0f} %" for p, w in wins.items()) + "."))
 
@@ -309,20 +323,21 @@ display(Markdown("Best probe per task, over all inputs: "
 # ## Every number
 #
 # Mean F1 of the best probe per task, per task group, for every probed input (the content of
-# `results/<profile>/06_probing.json`), followed by XGBoost alone — the probe of the paper's figures.
+# `results/<profile>/06_probing.json`), then XGBoost alone — the probe of the paper's figures — one
+# fold per panel.
 
-# %%
-def number_table(table) -> str:
-    out = "| model | L | input | SAE | K | " + " | ".join(GROUP_KEYS) + " |\n|---|---|---|---|---|" + "---|" * len(GROUP_KEYS) + "\n"
-    for panel in PANELS:
-        model, L = panel.model, panel.L
-        act = table[result_key(model, "activations", L)]
-        out += f"| {model} | {L} | activations | — | — | " + " | ".join(_fmt(act[g]) for g in GROUP_KEYS) + " |\n"
-        for inp in probing.INPUTS:
-            for k in panel.ks:
-                for name in config.saes:
-                    row = table[result_key(model, inp, L, name, k)]
-                    out += f"| {model} | {L} | {inp} | {name} | {k} | " + " | ".join(_fmt(row[g]) for g in GROUP_KEYS) + " |\n"
+# %% tags=["remove-input"]
+def number_table(table, panel: probing.Panel) -> str:
+    """One panel's mean F1 per task group: the base activations, then every input, SAE and K."""
+    short = {"reconstructions": "recon.", "latents": "latents"}
+    out = "| input | SAE | K | " + " | ".join(GROUP_KEYS) + " |\n|---|---|---|" + "---|" * len(GROUP_KEYS) + "\n"
+    act = table[result_key(panel.model, "activations", panel.L)]
+    out += "| activations | — | — | " + " | ".join(_fmt(act[g]) for g in GROUP_KEYS) + " |\n"
+    for inp in probing.INPUTS:
+        for k in panel.ks:
+            for name in config.saes:
+                row = table[result_key(panel.model, inp, panel.L, name, k)]
+                out += f"| {short.get(inp, inp)} | {name} | {k} | " + " | ".join(_fmt(row[g]) for g in GROUP_KEYS) + " |\n"
     return out
 
 
@@ -330,9 +345,11 @@ def _fmt(v) -> str:
     return "—" if v is None else f"{v:.3f}"
 
 
-display(Markdown("**Best probe per task**\n\n" + number_table(best)))
+tables = {"best probe per task": best}
 if "xgboost" in config.probes:
-    display(Markdown("**XGBoost alone**\n\n" + number_table({k: s["xgboost"] for k, s in summaries.items()})))
+    tables["XGBoost alone"] = {k: s["xgboost"] for k, s in summaries.items()}
+display(Markdown("\n".join(esae.figures.folded(f"{panel.model.upper()}, L = {panel.L}: {what}", number_table(table, panel))
+                           for what, table in tables.items() for panel in PANELS)))
 
 # %% [markdown]
 # ## The paper's claims, one by one
@@ -352,7 +369,7 @@ if "xgboost" in config.probes:
 # gives how many cells hold. "Matched" means within 0.02 F1 (`esae.probing.TIE`), a margin below
 # which a group mean is not distinguishable from noise at these test-set sizes.
 
-# %%
+# %% tags=["hide-input"]
 TIE = probing.TIE
 ORIENTED = ("SO", "SP", "SPO")
 CLAIMS = {
@@ -418,7 +435,7 @@ display(Markdown(rows))
 # probes an evenly spread subset of tasks per group (the parameter `sweep_tasks_per_group`), and
 # every point of the curves averages over that same subset.
 
-# %%
+# %% tags=["hide-input"]
 sweep_tasks = probing.select_tasks(task_groups, sweep_tasks_per_group)
 sweep_groups = [task_groups[i] for i in sweep_tasks]
 sweep_scores: dict[str, probing.ProbeScores] = {}
@@ -463,8 +480,10 @@ for model in probing.BASE_MODELS:
         curves = {"activations": {L: sweep_table[result_key(model, "activations", L)] for L in sweep_lengths}}
         for name in config.saes:
             curves[name] = {L: sweep_table[result_key(model, inp, L, name, max(sweep_ks))] for L in sweep_lengths}
-        esae.plots.truncation_curves(curves, title=f"{model.upper()}: XGBoost on the truncated {inp}, K = {max(sweep_ks)}, "
-                                                   "against the truncation length L");
+        fig = esae.plots.truncation_curves(curves)
+        esae.figures.show(fig, f"fig-06-sweep-{model}-{inp}", f"{model.upper()}: XGBoost F1 on the truncated {inp} of "
+                          f"each SAE at K = {max(sweep_ks)} and on the base activations, against the truncation "
+                          "length L, per task group.")
 
 # %% [markdown]
 # The verdict of each claim at every $L$ (on the sweep's tasks and $K$ values; "cells" are
@@ -513,7 +532,7 @@ display(Markdown(rows))
 # with base models, $M$, SAEs and probing sets all of the other dataset layout of chapter 2
 # (computed in this run, cached): which verdicts depend on the reading.
 
-# %%
+# %% tags=["hide-input"]
 layout_rows = {}
 L_short = min(sweep_lengths)
 compare_at = {FIG3.L: (FIG3.ks, FIG3.tasks_per_group), L_short: (tuple(sweep_ks), sweep_tasks_per_group)}
@@ -548,7 +567,7 @@ if compare_layouts:
 # %% [markdown]
 # ## What this run showed
 
-# %%
+# %% tags=["remove-input"]
 elapsed = time.perf_counter() - chapter_start
 json_out: dict = {"layout": layout, "xgboost_settings": {"n_estimators": xgb_estimators, "max_bin": xgb_max_bin},
                   "sweep_tasks": len(sweep_tasks)}
@@ -562,6 +581,7 @@ json_out["claims"] = [{"panel": p, "claim": c, "statement": CLAIMS[c], "holds_xg
                        "holds_best_of_three": hb} for p, c, h, m, hb in claims]
 json_out["sweep_claims"] = sweep_claims
 json_out["layout_comparison"] = layout_rows
+esae.verdicts.attach("06_probing", json_out)  # the list the summary page reads
 esae.results.write_results(profile, "06_probing", json_out)
 
 
@@ -582,12 +602,6 @@ lines = [
     + "; latents " + ", ".join(f"{n} {fig3_means[('latents', n)]:.3f}" for n in ranking["latents"])
     + f"; the base activations (L = {FIG3.L} neurons) {act_all:.3f}.",
 ]
-for c, text in CLAIMS.items():
-    verdicts = [h for _, cc, h, _, _ in claims if cc == c and h is not None]
-    verdicts_b = [h for _, cc, _, _, h in claims if cc == c and h is not None]
-    if verdicts:
-        lines.append(f"- **Claim {c}** ({text}): holds in {sum(verdicts)} of {len(verdicts)} panels with XGBoost "
-                     f"({sum(verdicts_b)} of {len(verdicts_b)} with the best of three probes).")
 lines.append("- **The sweep.** Claim 1 (equivariant above regular and wide on the reconstructions, every group and K) holds "
              + "; ".join(f"for the {m.upper()} at L ∈ {{{', '.join(map(str, Ls))}}}" if Ls else f"for the {m.upper()} at no L"
                          for m, Ls in lead_at.items()) + f" of {{{', '.join(map(str, sweep_lengths))}}}.")
@@ -615,4 +629,4 @@ if layout_rows:
     lines.append(f"- **The other reading ({other_layout}).** " + (
         "Verdicts that differ from the " + layout + " reading: " + ", ".join(diff) + "." if diff else
         f"Every verdict of the compact table is the same under both readings."))
-display(Markdown("\n".join(lines)))
+display(Markdown("\n".join(lines) + "\n\n" + esae.verdicts.conclusion(json_out["verdicts"])))

@@ -77,7 +77,7 @@ gt_steps: int = 2000  # optimiser steps per synthetic SAE
 gt_noises: list = [0.0, 0.05, 0.1, 0.2, 0.4]  # relative noise levels of the perturbed copies
 gt_scale_spread: float = 10.0  # per-feature rescaling of the copies, log-uniform in [1/s, s]
 
-# %%
+# %% tags=["hide-input"]
 # %matplotlib inline
 import matplotlib.pyplot as plt
 import numpy as np
@@ -331,6 +331,7 @@ display(Markdown(
 # %%
 fig = esae.plots.norm_threshold_plot(layer_ids, [stats[t]["norm"] for t in layer_ids],
                                      [stats[t]["mean_threshold"] for t in layer_ids])
+esae.figures.show(fig, "fig-07-norms", "Mean hidden-state norm ‖x‖ (left axis) and mean JumpReLU threshold θ (right axis) per layer, on log scales (the paper's Figure 1).")
 norm_growth = stats[layer_ids[-1]]["norm"] / stats[layer_ids[0]]["norm"]
 theta_growth = stats[layer_ids[-1]]["mean_threshold"] / stats[layer_ids[0]]["mean_threshold"]
 corr = np.corrcoef(np.log([stats[t]["norm"] for t in layer_ids]),
@@ -365,6 +366,7 @@ agree = {p: {m: float(np.mean(stack.matches[m][i].permutation == stack.matches[r
 fig = esae.plots.line_plot(pairs, {method_labels[m]: [agree[p][m] for p in pairs] for m in agree[pairs[0]]},
                            xlabel="layer pair t-(t+1)", ylabel="fraction of features",
                            title=f"Agreement with the {method_labels[ref]} match")
+esae.figures.show(fig, "fig-07-agreement", f"Per layer pair: the fraction of features each method matches to the same partner as the {method_labels[ref]} match.")
 mean_agree = {m: float(np.mean([agree[p][m] for p in pairs])) for m in agree[pairs[0]]}
 display(Markdown(
     f"Mean fraction of features paired as the **{method_labels[ref]}** match pairs them: "
@@ -379,7 +381,7 @@ display(Markdown(
 # Which term decides the assignment depends on the units: the share of each term in the cost summed
 # over *every candidate pair* (what the solver weighs) and over the pairs it finally matched.
 
-# %%
+# %% tags=["hide-input"]
 shares = sm.cost_share_table(stack)
 fig, axes = plt.subplots(1, 2, figsize=(12, 3.6), sharey=True)
 for ax, kind in zip(axes, ("unfolded", "folded")):
@@ -393,6 +395,7 @@ for ax, kind in zip(axes, ("unfolded", "folded")):
     ax.tick_params(axis="x", rotation=90)
 axes[0].legend()
 plt.tight_layout()
+esae.figures.show(fig, "fig-07-cost-share", "Share of each parameter's term in the matching cost, per layer pair, with unfolded (left) and folded (right) parameters.")
 med_share = {kind: {part: float(np.median([shares[p][kind][part] for p in pairs])) for part in sm.PARTS}
              for kind in ("unfolded", "folded", "unfolded_matched", "folded_matched")}
 dec_over_enc = [shares[p]["folded"]["W_dec"] / max(shares[p]["folded"]["W_enc"] + shares[p]["folded"]["b_enc"], 1e-300)
@@ -425,6 +428,7 @@ fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
 for ax, part in zip(axes, sm.PARTS):
     esae.plots.line_plot(pairs, {v: [mse[p][v][part] for p in pairs] for v in mse_variants}, ax=ax, logy=True,
                          xlabel="layer pair t-(t+1)", ylabel="MSE per parameter (folded units²)", title=part)
+esae.figures.show(fig, "fig-07-weight-mse", "Weight MSE per parameter between matched features of consecutive layers (the paper's Figure 3), for each matching variant, per layer pair (log scale).")
 ordered = {part: [mse[p]["folded"][part] < mse[p]["unfolded"][part] < mse[p]["vanilla"][part] for p in pairs]
            for part in (*sm.PARTS, "all")}
 fair_better = {part: sum(mse[p]["folded"][part] < mse[p]["unfolded_decoder"][part] for p in pairs)
@@ -453,7 +457,7 @@ display(Markdown(
 # Both are computed for every method. Baselines as in the paper: encode-decode of $x(t+1)$ with its
 # own SAE (the ceiling), encode-decode of $x(t)$ ("previous", no transfer), and $x(t)$ itself ("layer drop").
 
-# %%
+# %% tags=["hide-input"]
 ev = sm.hidden_state_ev(stack, eval_acts)
 med_ev = {k: float(np.median([ev[p][k] for p in pairs])) for k in ev[pairs[0]]}
 wins = {m: sum(ev[p][f"{m}/original"] > ev[p][f"{m}/folded"] for p in pairs) for m in methods}
@@ -469,6 +473,7 @@ fig = esae.plots.line_plot(pairs, {**{method_labels[m]: [ev[p][f"{m}/{decoding}"
                            xlabel="layer pair t-(t+1)", ylabel="explained variance of x(t+1)",
                            title=f"Approximating x(t+1) from x(t) ({decoding} decoding)")
 plt.gca().set_ylim(max(-1.0, min(v for p in pairs for v in ev[p].values()) - 0.05), 1.02)
+esae.figures.show(fig, "fig-07-ev", f"Explained variance of x(t+1) when it is approximated from x(t) by encode-permute-decode with each match ({decoding} decoding), against the own SAE, the previous layer's SAE and dropping the layer.")
 display(Markdown(
     "Median EV over pairs:\n\n" + rows +
     f"\nBaselines: own SAE **{med_ev['own']:.3f}**, previous SAE {med_ev['previous']:.3f}, layer drop "
@@ -496,7 +501,7 @@ display(Markdown(
 # float32 below). Replacing block $t+1$ by encode-permute-decode is the paper's *layer pruning*;
 # dropping the block outright is its baseline.
 
-# %%
+# %% tags=["hide-input"]
 loss_pairs = list(range(0, len(pairs), loss_pair_stride))
 loss_variants = [m for m in ("folded", "unfolded", "unfolded_decoder", "data_based") if m in methods] + ["own",
                                                                                                          "layer_drop"]
@@ -521,6 +526,7 @@ esae.plots.line_plot([p.split("-")[1] for p in lpairs],
                      {"encode-permute-decode (folded)": [loss.delta[p]["folded"] for p in lpairs],
                       "layer drop": [loss.delta[p]["layer_drop"] for p in lpairs]}, ax=axes[1], logy=True,
                      xlabel="pruned block", ylabel="ΔL (nats per token)", title="Layer pruning")
+esae.figures.show(fig, "fig-07-delta-loss", f"Left: the language model's loss increase ΔL when x(t+1) is replaced by each approximation ({decoding} decoding), with 95 % bootstrap intervals. Right: layer pruning, ΔL of encode-permute-decode against dropping the block.")
 med_dl = {v: float(np.median([loss.delta[p][v] for p in lpairs])) for v in loss_variants}
 fmt_ci = lambda p, v: f"{loss.delta[p][v]:.3f} [{loss.ci[p][v][0]:.3f}, {loss.ci[p][v][1]:.3f}]"
 rows = "| pair | " + " | ".join(labels[v] for v in loss_variants) + " |\n" + "|---" * (len(loss_variants) + 1) + "|\n"
@@ -555,6 +561,7 @@ esae.plots.line_plot(pairs, {labels.get(k, k): [scores[p][k]["cofire"] for p in 
                      xlabel="layer pair t-(t+1)", ylabel="P(partner fires | feature fires)", title="Matching score")
 esae.plots.line_plot(pairs, {labels.get(k, k): [scores[p][k]["correlation"] for p in pairs] for k in kinds},
                      ax=axes[1], xlabel="layer pair t-(t+1)", ylabel="Pearson correlation", title="Activation correlation")
+esae.figures.show(fig, "fig-07-matching-score", "Per layer pair and method: the matching score P(partner fires | feature fires) (left) and the correlation of matched features' activations (right).")
 mean_sc = {k: {m: float(np.mean([scores[p][k][m] for p in pairs])) for m in ("cofire", "correlation")} for k in kinds}
 display(Markdown(
     "Mean over pairs — matching score / correlation: " +
@@ -605,6 +612,7 @@ esae.plots.line_plot(ks, {"composed": [pers[k]["cofire_composed"] for k in ks],
                           "chance": [pers[k]["cofire_chance"] for k in ks]}, ax=axes[1],
                      xlabel="distance k (layers)", ylabel="P(partner fires | feature fires)",
                      title="Matching score over distance")
+esae.figures.show(fig, "fig-07-persistence", "Features across k layers: how often a chain of k consecutive matches ends where the direct match does (left), and the matching score of both against chance (right).")
 ratio = {k: {r: pers[k][f"cofire_{r}"] / max(pers[k]["cofire_chance"], 1e-12) for r in ("composed", "direct")}
          for k in ks}
 rows = "| k | agreement | composed | direct | chance | composed / chance | direct / chance |\n|---|---|---|---|---|---|---|\n"
@@ -626,6 +634,7 @@ fig = esae.plots.line_plot(pairs, {f"q = {q}": [partial[p][str(q)] for p in pair
                            xlabel="layer pair t-(t+1)", ylabel="explained variance of x(t+1)",
                            title="Partial matching: only features below the q-quantile of match cost")
 plt.gca().set_ylim(max(-1.0, min(partial[p][str(q)] for p in pairs for q in quantiles) - 0.05), 1.02)
+esae.figures.show(fig, "fig-07-partial", "Partial matching: explained variance of x(t+1) when only the features whose match cost lies below the q-quantile are carried over.")
 mean_partial = {q: float(np.mean([partial[p][str(q)] for p in pairs])) for q in quantiles}
 display(Markdown("Mean EV over pairs: " + ", ".join(f"q = {q}: **{v:.3f}**" for q, v in mean_partial.items()) + "."))
 
@@ -659,7 +668,7 @@ display(Markdown(text))
 # %% [markdown]
 # ## What this run showed
 
-# %%
+# %% tags=["remove-input"]
 far = ks[-1]
 results = {
     "model": model,
@@ -769,5 +778,11 @@ display(Markdown(f"""
 #   (the "own SAE" column), which bounds every SAE-based replacement. The `paper` profile runs the
 #   original setting.
 # - **ΔL on a subset of pairs.** Every ΔL pass reruns the model and its 262k-token vocabulary head on
-#   4,158 predictions, so the default profile measures every `loss_pair_stride`-th pair; EV and the
+#   every prediction of the ΔL text, so the default profile measures every `loss_pair_stride`-th pair; EV and the
 #   matching score cover all pairs.
+
+# %% [markdown]
+# ### The verdicts, as the summary page reads them
+
+# %% tags=["remove-input"]
+display(Markdown(esae.verdicts.conclusion(results["verdicts"])))

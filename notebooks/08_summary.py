@@ -13,34 +13,33 @@
 # %% [markdown]
 # # Reproduction summary
 #
-# One row per claim of the two papers: what the paper states, what this run measured, and whether
-# they agree. The table is generated from the result files the chapters wrote
-# (`results/<profile>/*.json`) when this page was executed, so it cannot drift from the run; the
-# chapters explain every number and every disagreement. "Reported" marks a measurement the paper
-# gives no number for; "beyond" marks this book's extensions.
+# Every claim of the two papers that a chapter tests: what the paper states, what this run
+# measured, the verdict and the comparison behind it. Each chapter judges its claims once, from its
+# own numbers, and writes the verdicts into its result file (`results/<profile>/<chapter>.json`);
+# this page only reads them, so it says exactly what the chapters' closing sections say, and the
+# chapters explain every number and every disagreement. "Partly" marks a claim that holds on some
+# of the models or panels it was tested on; "reported" a measurement the paper gives no number for;
+# "beyond" this book's extensions.
 
 # %% tags=["parameters"]
 profile: str = "default"  # parameter profile whose results are summarised: smoke | default | paper
 seed: int = 0  # unused here; every chapter declares it
 device: str = "auto"  # unused here; every chapter declares it
 
-# %% tags=["hide-input"]
+# %% tags=["remove-input"]
 from IPython.display import Markdown, display
 
 import esae
 from esae import summary
 
 esae.params.check_profile(profile)
-rows = summary.claims(profile)
-display(Markdown(summary.claims_markdown(rows)))
+display(Markdown(summary.counts_line(profile)))
 
-# %% tags=["hide-input"]
-counts = {v: sum(r.verdict == v for r in rows) for v in ("agrees", "differs", "reported", "not run")}
-display(Markdown(f"Profile **{profile}**: {counts['agrees']} claims agree, {counts['differs']} differ, "
-                 f"{counts['reported']} are reported without a paper number, {counts['not run']} were not run."))
+# %% tags=["remove-input"]
+display(Markdown(summary.claims_markdown(profile, "##", link=esae.figures.in_book())))
 
 # %% [markdown]
 # ## Wall time of each chapter
 
-# %% tags=["hide-input"]
+# %% tags=["remove-input"]
 display(Markdown(summary.timings_markdown(profile)))

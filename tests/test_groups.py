@@ -90,3 +90,12 @@ def test_bad_element_and_shapes():
         groups.rotate([[1.0]], 1)
     with pytest.raises(ValueError, match="square"):
         groups.power_error(torch.rand(2, 3))
+
+
+def test_symbols_are_pixel_symmetric_so_their_orbits_have_the_textbook_sizes():
+    for size in (28, 33, 64):
+        plus, bar = groups.symbol_image("+", size), groups.symbol_image("-", size)
+        assert all(torch.equal(groups.rotate(plus, p), plus) for p in range(4))
+        assert [torch.equal(groups.rotate(bar, p), bar) for p in range(4)] == [True, False, True, False]
+    with pytest.raises(ValueError, match="symbol must be one of"):
+        groups.symbol_image("x")

@@ -10,8 +10,16 @@ import pytest
 from esae.runtime import repo_root
 
 SCIENCE = ("assignment", "autoencoders", "checks", "equivariance", "groups", "language_models", "metrics",
-           "probing", "sae_match", "sae_stack", "saes", "shapes")
-BOOK_AND_PIPELINE = ("params", "cache", "results", "book", "pipeline", "summary", "browser_check")
+           "orbits", "probing", "sae_match", "sae_stack", "saes", "shapes")
+BOOK_AND_PIPELINE = ("params", "cache", "results", "book", "pipeline", "summary", "browser_check", "export",
+                     "verdicts", "figures")
+NEUTRAL = ("__init__", "__main__", "runtime", "plots", "temporaries")
+
+
+def test_every_module_has_a_layer():
+    """A new module is placed in a layer on purpose (and then checked by the tests below)."""
+    modules = {p.stem for p in (repo_root() / "esae").glob("*.py")}
+    assert modules - set(SCIENCE + BOOK_AND_PIPELINE + NEUTRAL) == set()
 
 
 def _imported(path) -> set[str]:

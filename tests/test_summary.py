@@ -1,6 +1,6 @@
 import pytest
 
-from esae import results, summary
+from esae import results, summary, verdicts
 
 
 @pytest.fixture
@@ -11,18 +11,19 @@ def tmp_results(tmp_path, monkeypatch):
 
 def test_missing_chapters_are_reported_not_run(tmp_results):
     rows = summary.claims("smoke")
-    assert rows and all(r.verdict == "not run" for r in rows)
-    assert "not run" in summary.claims_markdown(rows)
+    assert rows and all(r["verdict"] == "not run" for r in rows)
+    assert "Not run" in summary.claims_markdown("smoke")
 
 
 def test_claims_read_the_result_files(tmp_results):
     results.write_results("smoke", "04_fitting_m", {
         "r2_fitted": {"mlp": 0.99, "cnn": 0.97}, "r2_identity": {"mlp": 0.5, "cnn": 0.05},
         "r2_constrained": {"mlp": 0.9, "cnn": 0.9}, "m4_minus_identity": {"mlp": 0.1, "cnn": 0.1}})
-    rows = {r.claim: r for r in summary.claims("smoke")}
-    fitted = next(r for c, r in rows.items() if c.startswith("one matrix M explains the rotated activations"))
-    assert fitted.verdict == "differs" and "CNN 0.970" in fitted.ours  # one model below 0.98
-    assert next(r for c, r in rows.items() if c.startswith("baseline M = I, MLP")).verdict == "agrees"
+    rows = {r["id"]: r for r in summary.claims("smoke")}
+    fitted = rows["result1-warm-start"]
+    assert fitted["verdict"] == "differs" and "CNN 0.970" in fitted["this_run"]  # one model below 0.98
+    assert "warm start" in fitted["claim"]  # which fit the verdict is about
+    assert rows["result1-identity-mlp"]["verdict"] == "agrees"
 
 
 def test_timings_table(tmp_results):
@@ -35,6 +36,7 @@ def test_timings_table(tmp_results):
 def test_readme_table_is_replaced_between_markers(tmp_results, tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- summary:start -->\nold table\n<!-- summary:end -->\nafter\n")
+    results.write_results("smoke", "03_base_models", {"test_mse": {"mlp": 0.01, "cnn": 0.02}})
     summary.main(["--profile", "smoke", "--readme", str(readme)])
     text = readme.read_text()
     assert text.startswith("intro\n<!-- summary:start -->") and text.endswith("<!-- summary:end -->\nafter\n")
@@ -56,14 +58,37 @@ def test_probing_rows_use_xgboost_claims_as_stated(tmp_results):
         "cnn/activations/L32": {"xgboost": {"all": 0.9}, "best_of_three": {"all": 0.95}}})
     results.write_results("smoke", "05_equivariant_sae", {
         f"{m}/{s}/k{k}": {"l1": l1, "spliced_mse": 1.0} for m in ("mlp", "cnn") for s, l1s in
-        (("two_layer", (1.0, 2.0, 4.0)), ("equivariant", (2.0, 2.5, 3.0)), ("regular", (1, 1, 1)), ("invariant", (2, 2.5, 3)))
+        (("two_layer", (1.0, 2.0, 4.0)), ("equivariant", (2.0, 2.5, 3.0)), ("regular", (1, 1, 1)),
+                                               ("invariant", (2, 2.5, 3)), ("wide", (1, 1, 1)))
         for k, l1 in zip((8, 16, 32), l1s)})
-    rows = {r.claim: r for r in summary.claims("smoke")}
-    outperform = next(r for c, r in rows.items() if c.startswith("outperforms regular and wide"))
-    assert outperform.verdict == "differs" and "1 of 2 panels" in outperform.ours and "best-of-three: 2 of 2" in outperform.ours
-    assert next(r for c, r in rows.items() if c.startswith("matched by the two-layer")).verdict == "agrees"
-    sweep = next(r for c, r in rows.items() if c.startswith("truncation sweep"))
-    assert "CNN: 1" in sweep.ours and "MLP: none" in sweep.ours
-    # claim (c) of RESULT 3 is the range max - min, per model: 1.0 < 3.0
-    rng = next(r for c, r in rows.items() if "range of L1" in c and "CNN" in c)
-    assert rng.verdict == "agrees" and "equivariant 1.00, two-layer 3.00" in rng.ours
+    rows = {r["id"]: r for r in summary.claims("smoke")}
+    outperform = rows["result2-1"]
+    assert outperform["verdict"] == "partly"
+    assert "1 of 2 panels" in outperform["this_run"] and "best of three probes: 2 of 2" in outperform["this_run"]
+    assert rows["result2-2"]["verdict"] == "agrees"
+    assert "CNN: 1" in rows["result2-sweep"]["this_run"] and "MLP: none" in rows["result2-sweep"]["this_run"]
+    # claim (c) of RESULT 3 is the range max - min, per model: 1.0 < 3.0 on both
+    rng = rows["result3-c"]
+    assert rng["verdict"] == "agrees" and "CNN: equivariant 1.00, two-layer 3.00" in rng["this_run"]
+    assert "range (max − min)" in rng["test"]
+
+
+def test_summary_only_reads_the_verdicts_a_chapter_wrote(tmp_results):
+    """A chapter unknown to esae.verdicts (a new one) appears under its own title with the list it wrote."""
+    mine = [{"id": "x", "source": "§9", "claim": "jitter helps", "paper": "yes", "this_run": "0.5",
+             "verdict": "within noise", "test": "difference vs seed spread"}]
+    results.write_results("smoke", "06b_jitter", {"verdicts": mine})
+    chapters = {c.stem: c for c in summary.chapters("smoke")}
+    assert chapters["06b_jitter"].verdicts == mine and chapters["06b_jitter"].status == "ok"
+    text = summary.claims_markdown("smoke")
+    assert "### 6b. 06b_jitter" in text and "≈ within noise" in text
+    assert summary.counts("smoke")["within noise"] == 1
+
+
+def test_every_written_verdict_has_the_schema(tmp_results):
+    results.write_results("smoke", "03_base_models", {"test_mse": {"mlp": 0.01, "cnn": 0.02}})
+    (row,) = results.read_results("smoke", "03_base_models")["verdicts"]
+    assert set(row) == {"id", "source", "claim", "paper", "this_run", "verdict", "test"}
+    assert row["verdict"] in verdicts.VERDICTS and "MLP MSE 0.0100" in row["this_run"]
+    with pytest.raises(ValueError, match="verdict must be one of"):
+        verdicts.Verdict("a", "b", "c", "d", "e", "maybe", "f")

@@ -48,45 +48,45 @@ def chapter7(**changes) -> dict:
 
 
 def rows_by_start(profile: str = "smoke") -> dict:
-    return {r.claim.split(";")[0].split(":")[0]: r for r in summary.claims(profile) if "SAE Match" in r.source
-            or r.source == "beyond"}
+    return {r["id"]: r for r in summary.claims(profile) if r["chapter"] == "07_sae_match"}
 
 
 def find(rows: dict, start: str):
-    return next(r for k, r in rows.items() if k.startswith(start))
+    return rows[start]
 
 
 def test_each_sae_match_verdict_says_what_it_compares(tmp_results):
     results.write_results("smoke", "07_sae_match", chapter7())
     rows = rows_by_start()
-    order = find(rows, "weight MSE")
-    assert order.verdict == "differs" and "W_dec 1 of 2" in order.ours and "verdict:" in order.claim
-    paper = find(rows, "folding helps against the paper's baseline")
-    assert paper.verdict == "agrees" and "EV 0.300 vs -0.050" in paper.ours and "verdict:" in paper.claim
-    fair = find(rows, "folding helps against the fair baseline")
-    assert fair.verdict == "differs" and "EV 0.300 vs 0.310" in fair.ours
-    assert "b_enc 98.0%" in find(rows, "what decides").ours
-    pers = find(rows, "persistence")
-    assert pers.verdict == "differs" and "composed ×1.2, direct ×2.5" in pers.ours
-    assert "original SAEs 0.300" in find(rows, "which SAEs decode").ours
-    assert "4158 predictions per pair" in find(rows, "ΔL measured").ours
-    assert find(rows, "raw-unit pair").verdict == "agrees"
+    order = rows["match-weight-mse"]
+    assert order["verdict"] == "differs" and "W_dec 1 of 2" in order["this_run"] and "W_dec" in order["test"]
+    paper = rows["match-folding-paper-baseline"]
+    assert paper["verdict"] == "agrees" and "EV 0.300 vs -0.050" in paper["this_run"] and "bootstrap" in paper["test"]
+    fair = rows["match-folding-fair-baseline"]
+    assert fair["verdict"] == "differs" and "EV 0.300 vs 0.310" in fair["this_run"]
+    assert "b_enc 98.0%" in rows["match-cost-share"]["this_run"]
+    pers = rows["match-persistence"]
+    assert pers["verdict"] == "differs" and "composed ×1.2, direct ×2.5" in pers["this_run"]
+    assert "original SAEs 0.300" in rows["match-decoding"]["this_run"]
+    assert "4158 predictions per pair" in rows["match-delta-loss-text"]["this_run"]
+    assert rows["match-figure2"]["verdict"] == "agrees"
+    assert all(r["test"] for r in rows.values())
 
 
 def test_persistence_agrees_only_when_both_routes_beat_chance(tmp_results):
     pers = {"5": {"agreement": 0.5, "cofire_composed": 0.2, "cofire_direct": 0.3, "cofire_chance": 0.04}}
     results.write_results("smoke", "07_sae_match", chapter7(persistence=pers))
-    assert find(rows_by_start(), "persistence").verdict == "agrees"
+    assert rows_by_start()["match-persistence"]["verdict"] == "agrees"
 
 
 def test_old_result_layout_is_reported_unreadable(tmp_results):
     results.write_results("smoke", "07_sae_match", {"model": "tiny", "mse": {"0-1": {"folded": 1.0}}})
-    row = next(r for r in summary.claims("smoke") if r.source == "SAE Match")
-    assert row.verdict == "not run" and "unreadable" in row.ours
+    row = next(r for r in summary.claims("smoke") if r["chapter"] == "07_sae_match")
+    assert row["verdict"] == "not run" and "unreadable" in row["this_run"]
 
 
-def test_no_pipe_inside_sae_match_cells(tmp_results):
+def test_no_pipe_breaks_a_table_row(tmp_results):
     results.write_results("smoke", "07_sae_match", chapter7())
-    for row in summary.claims("smoke"):
-        if "SAE Match" in row.source:
-            assert all("|" not in cell for cell in (row.claim, row.paper, row.ours))
+    text = summary.claims_markdown("smoke")
+    rows = [line for line in text.splitlines() if line.startswith("| ")]
+    assert rows and all(line.replace("\\|", "").count("|") == 7 for line in rows)
