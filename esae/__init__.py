@@ -19,7 +19,7 @@ from typing import Any
 from esae import runtime  # noqa: F401, I001
 
 __version__ = "0.1.0"
-__all__ = ["autoencoders", "cache", "equivariance", "groups", "language_models", "metrics", "params", "plots",
+__all__ = ["autoencoders", "beyond", "cache", "digits", "equivariance", "groups", "language_models", "metrics", "params", "plots",
            "probing", "results", "runtime", "sae_match", "saes", "shapes"]
 
 
