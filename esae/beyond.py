@@ -122,10 +122,21 @@ def orbit_activations(encode: Callable[[Tensor], Tensor], images: Tensor, order:
     return torch.stack(out, 1)
 
 
+def _every_start(orbit: Tensor) -> tuple[Tensor, Tensor]:
+    """Orbit activations ``(n, G, d)`` as M's data with every member as a starting point, as in chapter
+    4 (whose images come in all orientations): ``acts`` ``(G n, d)`` (row ``G i + q`` = ψ(g^q x_i)) and
+    ``rotated`` ``(G − 1, G n, d)`` with ``rotated[p − 1]`` the same rows turned by ``g^p``."""
+    n, order, d = orbit.shape
+    acts = orbit.reshape(n * order, d)
+    rotated = torch.stack([orbit.roll(-p, dims=1).reshape(n * order, d) for p in range(1, order)])
+    return acts, rotated
+
+
 def fit_m_on_orbits(train: Tensor, test: Tensor, config: ComparisonConfig = ComparisonConfig(), *,
                     device: torch.device | str = "cpu") -> dict[str, Any]:
     """Fit M on orbit activations ``train`` ``(n, 4, d)`` as chapter 5 uses it (least-squares start,
-    then ``m_epochs`` of Adam on the paper's loss) and score it on ``test`` ``(m, 4, d)``.
+    then ``m_epochs`` of Adam on the paper's loss) and score it on ``test`` ``(m, 4, d)``; every
+    member of an orbit serves as a starting point ψ(x), as the rotated images of chapter 4 do.
 
     Returns ``m`` ``(d, d)``, ``r2`` {"p": pooled R² of ``M^p ψ(x)`` against ``ψ(g^p x)``} for p = 1..3,
     ``r2_mean`` (their mean), ``r2_identity_mean`` (the same for M = I, the baseline) and
@@ -138,10 +149,10 @@ def fit_m_on_orbits(train: Tensor, test: Tensor, config: ComparisonConfig = Comp
             raise ValueError(f"{name} must be (n, 4, d) orbit activations, got {tuple(t.shape)}")
     fit_cfg = FitConfig(order=4, epochs=config.m_epochs, batch_size=config.m_batch_size, lr=config.m_lr,
                         init="lstsq", seed=config.seed)
-    m = fit_m(train[:, 0], train[:, 1:].transpose(0, 1).contiguous(), fit_cfg, device=device).m
-    rotated = test[:, 1:].transpose(0, 1).contiguous()
-    scored = r2(test[:, 0], rotated, m)
-    identity = r2(test[:, 0], rotated, torch.eye(m.shape[0]))
+    m = fit_m(*_every_start(train), fit_cfg, device=device).m
+    acts, rotated = _every_start(test)
+    scored = r2(acts, rotated, m)
+    identity = r2(acts, rotated, torch.eye(m.shape[0]))
     return {"m": m, "r2": {str(p): scored["pooled"][p] for p in (1, 2, 3)}, "r2_mean": scored["pooled_mean"],
             "r2_identity_mean": identity["pooled_mean"], "m4_error": power_error(m.double(), 4)}
 

@@ -105,7 +105,7 @@ def digits_config(s: int) -> beyond.ComparisonConfig:
 def cached_seed(kind: str, key: dict, compute):
     """The one place this chapter touches the cache: a seed's numbers (plain JSON), keyed by
     everything that made them. Re-point here when the pipeline layer owns caching."""
-    return esae.cache.cached_json(kind, {"version": 2, **key}, compute)
+    return esae.cache.cached_json(kind, {"version": 3, **key}, compute)
 
 
 # %% [markdown]
