@@ -26,6 +26,7 @@ Pure functions of tensors, arrays and typed configs: nothing here reads a profil
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -309,17 +310,31 @@ def run_seed(train_orbit: Tensor, heldout_orbit: Tensor, probe_set: ProbeSet, co
     """Chapters 4–6 for one seed on one base model: M (when the equivariant SAE is compared), the
     SAEs, their frontier on ``heldout_orbit`` and the probes. Returns plain data: ``m`` (R² per
     power, mean, identity baseline, M⁴ error; absent without the equivariant SAE), ``frontier``
-    (:func:`frontier`) and ``probe`` (:func:`probe_families`)."""
+    (:func:`frontier`), ``probe`` (:func:`probe_families`) and ``seconds``, the wall time of each
+    step (the only entry that differs between two runs of one seed)."""
     out: dict[str, Any] = {}
+    seconds: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        seconds[name] = time.perf_counter() - clock
+        clock = time.perf_counter()
+
     m = None
     if "equivariant" in config.saes:
         fit = fit_m_on_orbits(train_orbit, heldout_orbit, config, device=device)
         m = fit.pop("m")
         out["m"] = fit
+        lap("m")
     sae_set = train_saes(train_orbit, config, m, device=device)
+    lap("saes")
     shown = {key: sae for key, sae in sae_set.items() if key[0] in config.saes}
     out["frontier"] = frontier(shown, heldout_orbit, spliced_loss)
+    lap("frontier")
     out["probe"] = probe_families(sae_set, probe_set, config)
+    lap("probe")
+    out["seconds"] = seconds
     return out
 
 
