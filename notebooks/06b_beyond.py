@@ -529,6 +529,12 @@ if any(timed.values()):
         f"{name}: " + ", ".join(f"{step} {np.mean([t[step] for t in ts if step in t]):.0f}"
                                 for step in ("base_model", "m", "saes", "frontier", "probe") if any(step in t for t in ts))
         for name, ts in timed.items() if ts) + ".")
+for setting in ("jitter", "digits"):
+    rows_ = [v for v in verdicts if v["id"].startswith(f"beyond/{setting}/")]
+    said = {w: [v["id"].split("/", 2)[2] for v in rows_ if v["verdict"] == w] for w in ("agrees", "disagrees", "within noise")}
+    lines.append(f"- **{'Jittered shapes' if setting == 'jitter' else 'Digits'}: what transfers.** The paper's claim holds "
+                 f"beyond noise for " + (", ".join(said["agrees"]) or "none") + "; the opposite holds for "
+                 + (", ".join(said["disagrees"]) or "none") + "; undecided: " + (", ".join(said["within noise"]) or "none") + ".")
 lines.append("- **Verdict count.** " + ", ".join(f"{n} {v}" for v, n in sorted(count.items())) + ".")
 display(Markdown("\n".join(lines)))
 
