@@ -33,9 +33,9 @@ from typing import Any
 from esae import runtime  # noqa: F401, I001
 
 __version__ = "0.1.0"
-__all__ = ["autoencoders", "cache", "checks", "equivariance", "export", "figures", "groups", "language_models",
-           "metrics", "orbits", "params", "pipeline", "plots", "probing", "results", "runtime", "sae_match", "saes",
-           "shapes", "summary", "verdicts"]
+__all__ = ["autoencoders", "beyond", "cache", "checks", "digits", "equivariance", "export", "figures", "groups",
+           "language_models", "metrics", "orbits", "params", "pipeline", "plots", "probing", "results", "runtime",
+           "sae_match", "saes", "shapes", "summary", "verdicts"]
 
 
 def __getattr__(name: str) -> Any:

@@ -32,7 +32,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from esae.params import ProfileError, chapter_stems, check_profile, resolved_parameters
+from esae.params import ProfileError, chapter_number, chapter_stems, check_profile, resolved_parameters
 from esae.runtime import repo_root
 from esae.temporaries import owned_prefix, sweep, system_temp
 
@@ -81,11 +81,10 @@ def _result_digest(profile: str, stem: str) -> str | None:
 
 
 def resolve_chapter(name: str, root: Path | None = None) -> str:
-    """Accept a stem, its two-digit number (``04``), a number (``4``) or a number with its letter (``07b``)."""
+    """Accept a stem, its number (``04``, ``06b``) or a number without the leading zero (``4``)."""
     stems = chapters(root)
     for stem in stems:
-        if name == stem or (name.isdigit() and stem.startswith(f"{int(name):02d}_")) or \
-                (name[:-1].isdigit() and name[-1:].isalpha() and stem.startswith(f"{int(name[:-1]):02d}{name[-1]}_")):
+        if name == stem or name == chapter_number(stem) or (name.isdigit() and stem.startswith(f"{int(name):02d}_")):
             return stem
     raise ValueError(f"chapter must be one of {', '.join(stems)} (or its number), got {name!r}")
 
@@ -515,7 +514,7 @@ def write_params(stem: str, profile: str, output: Path | None = None) -> str:
 
     stem = resolve_chapter(stem)
     params = resolved_parameters(stem, profile)
-    text = (f"# {stem} under profile {profile!r}: python -m esae.book params {stem.split('_', 1)[0]} --profile {profile}\n"
+    text = (f"# {stem} under profile {profile!r}: python -m esae.book params {chapter_number(stem)} --profile {profile}\n"
             + "".join(f"{k}: {_flow(v)}\n" for k, v in params.items()))
     if output is not None:
         output.write_text(text)

@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import torch
 
-from esae.params import check_int
+from esae.checks import check_int
 
 Tensor = torch.Tensor
 Activations = Callable[[Tensor], Tensor]

@@ -98,13 +98,19 @@ def read_yaml(path: Path) -> Any:
 
 
 CHAPTER_STEM = re.compile(r"[0-9][0-9][a-z]?_\w+")
+"""A chapter's stem: two digits, an optional letter for a chapter placed between two others
+(``06b_beyond`` sorts after ``06_probing`` and before ``07_sae_match``), an underscore and a name."""
 
 
 def chapter_stems(root: Path | None = None) -> list[str]:
-    """The chapter stems, in book order (``01_groups``, ``02_dataset``, ..., ``07b_your_model``,
-    ``08_summary``): two digits, an optional letter for a page between two chapters, ``_``, a name."""
+    """The chapter stems, in book order (``01_groups``, ``02_dataset``, ..., ``06b_beyond``, ...)."""
     return sorted(p.stem for p in ((root or repo_root()) / "notebooks").glob("[0-9][0-9]*_*.py")
                   if CHAPTER_STEM.fullmatch(p.stem))
+
+
+def chapter_number(stem: str) -> str:
+    """What ``make chapter N=...`` takes for ``stem``: ``04`` for ``04_fitting_m``, ``06b`` for ``06b_beyond``."""
+    return stem.split("_", 1)[0]
 
 
 def load_profile(profile: str) -> dict[str, Any]:
@@ -258,6 +264,19 @@ RULES: dict[str, dict[str, Rule]] = {
         "xgb_estimators": _INT1,
         "sweep_ks": Rule(nonempty=True, among="05_equivariant_sae.ks"),
         "sweep_tasks_per_group": Rule(lo=0),
+    },
+    "06b_beyond": {
+        "n_seeds": Rule(lo=1, hi=100), "jitter": Rule(lo=0.0, hi=1.0, lo_open=True),
+        "base_model": Rule(choices=("mlp", "cnn")), "n_train": Rule(lo=64), "n_heldout": Rule(lo=16),
+        "base_epochs": _INT1, "base_lr": _RATE, "ks": Rule(lo=1, hi=2048, nonempty=True, distinct=True),
+        "sae_epochs": _INT1, "invariant_epochs": _INT1, "sae_batch_size": _INT1, "sae_lr": _RATE, "m_epochs": _INT1,
+        "n_probe_train": Rule(lo=20), "n_probe_test": Rule(lo=20),
+        "lengths": Rule(lo=1, hi=256, nonempty=True, distinct=True), "tasks_per_group": Rule(lo=0),
+        "xgb_estimators": _INT1, "xgb_max_bin": Rule(lo=2), "n_jobs": Rule(lo=-1, not_values=(0,)),
+        "digits_hidden": Rule(lo=4, hi=1024), "digits_epochs": _INT1,
+        "digits_ks": Rule(lo=1, nonempty=True, distinct=True), "digits_sae_epochs": _INT1,
+        "digits_invariant_epochs": _INT1, "digits_lengths": Rule(lo=1, nonempty=True, distinct=True),
+        "digits_orientation_tasks": Rule(lo=0, hi=40),
     },
     "07_sae_match": {
         "torch_threads": Rule(lo=0), "model": Rule(choices=("gemma-3-270m", "google/gemma-2-2b", "tiny-random")),
@@ -533,8 +552,8 @@ def check_run(stem: str, profile: str) -> dict[str, Any]:
                           for k in differ[:3]) + ("; ..." if len(differ) > 3 else "")
         raise ProfileError(
             f"{stem} runs with parameters that are not profile {profile!r}'s ({shown}), so its results "
-            f"would be mislabelled: run `make chapter N={stem.split('_', 1)[0]} PROFILE={profile}`, or papermill with "
-            f"`-f` on the file `python -m esae.book params {stem.split('_', 1)[0]} --profile {profile}` writes "
+            f"would be mislabelled: run `make chapter N={chapter_number(stem)} PROFILE={profile}`, or papermill with "
+            f"`-f` on the file `python -m esae.book params {chapter_number(stem)} --profile {profile}` writes "
             f"(then `-p name value` overrides one parameter, recorded in the results)")
     return {k: _differences(v, expected[k]) for k, v in injected.items()
             if k in expected and v != expected[k]}

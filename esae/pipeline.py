@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -368,3 +368,13 @@ def match_stack(saes_, layers, cache_key=None, **kwargs: Any):
     from esae import sae_match
 
     return sae_match.match_stack(saes_, layers, cache_key, store=cache, **kwargs)
+
+
+# --------------------------------------------------------------------------------------------
+# chapter 6b
+
+
+def seed_result(kind: str, key: Mapping[str, Any], compute: Callable[[], Any]) -> Any:
+    """One seed's numbers of a chapter-6b comparison (plain JSON from ``compute()``), cached by
+    ``key`` (everything that made them: the configs and the seed)."""
+    return cache.cached_json(kind, dict(key), compute)

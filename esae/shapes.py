@@ -84,40 +84,53 @@ def _rect(canvas: np.ndarray, x0: float, y0: float, x1: float, y1: float) -> Non
     _poly(canvas, [(x0, y0), (x1, y0), (x1, y1), (x0, y1)])
 
 
-def _draw_canonical(shape: int) -> np.ndarray:
-    """The canonical (orientation 0) sprite of ``shape``: ``(32, 32)`` uint8, anti-aliased.
+def _draw_canonical(shape: int, scale: float = 1.0) -> np.ndarray:
+    """The canonical (orientation 0) sprite of ``shape``: ``(32, 32)`` uint8, anti-aliased, drawn at
+    ``scale`` (1.0: the book's sprites; smaller values shrink it about the cell's centre).
 
     Coordinates are in pixels with pixel centres at integers, so the cell's centre is 15.5;
-    every shape keeps a margin of about 3 pixels so neighbouring quadrants never touch."""
+    at scale 1 every shape keeps a margin of about 3 pixels so neighbouring quadrants never touch."""
     import cv2
 
     c = _C
+
+    def P(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+        # scale 1 keeps the coordinates untouched, so the unjittered sprites stay byte-identical
+        return points if scale == 1.0 else [(c + scale * (x - c), c + scale * (y - c)) for x, y in points]
+
+    def ellipse(canvas: np.ndarray, centre: tuple[float, float], radius: float, start: int, end: int,
+                thickness: int) -> None:
+        if scale != 1.0:
+            centre, radius = P([centre])[0], radius * scale
+            thickness = thickness if thickness < 0 else max(1, int(round(thickness * scale)))
+        cv2.ellipse(canvas, (int(round(centre[0] * 16)), int(round(centre[1] * 16))),
+                    (int(round(radius * 16)), int(round(radius * 16))), 0, start, end, 255, thickness,
+                    cv2.LINE_AA, _SHIFT)
+
     canvas = np.zeros((CELL, CELL), np.uint8)
     name = SHAPES[shape]
     if name == "rectangle":  # wide horizontal bar
-        _rect(canvas, c - 12, c - 5, c + 12, c + 5)
+        _poly(canvas, P([(c - 12, c - 5), (c + 12, c - 5), (c + 12, c + 5), (c - 12, c + 5)]))
     elif name == "diagonal":  # thick stroke from bottom-left to top-right
         half = 2.2  # half width of the stroke, perpendicular to it
         d = half / np.sqrt(2)
         a, b = (c - 11.5, c + 11.5), (c + 11.5, c - 11.5)
-        _poly(canvas, [(a[0] - d, a[1] - d), (b[0] - d, b[1] - d), (b[0] + d, b[1] + d), (a[0] + d, a[1] + d)])
+        _poly(canvas, P([(a[0] - d, a[1] - d), (b[0] - d, b[1] - d), (b[0] + d, b[1] + d), (a[0] + d, a[1] + d)]))
     elif name == "triangle":  # filled isosceles triangle, apex up
-        _poly(canvas, [(c, c - 12), (c + 12, c + 11), (c - 12, c + 11)])
+        _poly(canvas, P([(c, c - 12), (c + 12, c + 11), (c - 12, c + 11)]))
     elif name == "half_disk":  # filled half disk, flat side down
-        centre = (int(round(c * 16)), int(round((c + 6) * 16)))
-        cv2.ellipse(canvas, centre, (12 * 16, 12 * 16), 0, 180, 360, 255, -1, cv2.LINE_AA, _SHIFT)
+        ellipse(canvas, (c, c + 6), 12, 180, 360, -1)
     elif name == "L":  # upright bar with a foot to the right
-        _poly(canvas, [(c - 10, c - 12), (c - 4, c - 12), (c - 4, c + 6), (c + 10, c + 6),
-                       (c + 10, c + 12), (c - 10, c + 12)])
+        _poly(canvas, P([(c - 10, c - 12), (c - 4, c - 12), (c - 4, c + 6), (c + 10, c + 6),
+                         (c + 10, c + 12), (c - 10, c + 12)]))
     elif name == "T":  # top bar with a stem down the middle
-        _poly(canvas, [(c - 12, c - 12), (c + 12, c - 12), (c + 12, c - 6), (c + 3, c - 6),
-                       (c + 3, c + 12), (c - 3, c + 12), (c - 3, c - 6), (c - 12, c - 6)])
+        _poly(canvas, P([(c - 12, c - 12), (c + 12, c - 12), (c + 12, c - 6), (c + 3, c - 6),
+                         (c + 3, c + 12), (c - 3, c + 12), (c - 3, c - 6), (c - 12, c - 6)]))
     elif name == "arrow":  # pointing up: triangular head on a thin shaft
-        _poly(canvas, [(c, c - 12), (c + 9, c - 2), (c + 2, c - 2), (c + 2, c + 12),
-                       (c - 2, c + 12), (c - 2, c - 2), (c - 9, c - 2)])
+        _poly(canvas, P([(c, c - 12), (c + 9, c - 2), (c + 2, c - 2), (c + 2, c + 12),
+                         (c - 2, c + 12), (c - 2, c - 2), (c - 9, c - 2)]))
     elif name == "arc":  # a ring open to the right, like a "C"
-        centre = (int(round(c * 16)), int(round(c * 16)))
-        cv2.ellipse(canvas, centre, (10 * 16, 10 * 16), 0, 50, 310, 255, 4, cv2.LINE_AA, _SHIFT)
+        ellipse(canvas, (c, c), 10, 50, 310, 4)
     else:  # pragma: no cover - SHAPES and this function are edited together
         raise AssertionError(name)
     if NUM_ORIENTATIONS[shape] == 2:
@@ -141,6 +154,92 @@ def sprites() -> Tensor:
     """A copy of the sprite bank ``(8, 4, 32, 32)``: shape ``s`` in orientation ``o`` at ``[s, o]``
     (``o`` taken mod ``NUM_ORIENTATIONS[s]``)."""
     return _bank().clone()
+
+
+# --------------------------------------------------------------------------------------------
+# jitter: sprites at random scales and offsets (chapter "Beyond the paper")
+
+SCALE_LEVELS: tuple[float, ...] = tuple(float(v) for v in np.round(np.linspace(0.55, 1.0, 10), 4))
+"""The scales a jittered sprite may be drawn at (fractions of the book's sprite size): 0.55 to 1.0 in ten
+steps. A scale is stored as its index into this tuple; the last one (1.0) is the unjittered sprite."""
+_MARGIN = 1  # empty pixels every shifted sprite keeps to its quadrant's edge, so quadrants never touch
+
+
+@lru_cache(maxsize=1)
+def _scaled_bank() -> Tensor:
+    """Every sprite at every scale: ``(10, 8, 4, 32, 32)`` float32, entry ``[l, s, o]`` = the canonical
+    sprite of ``s`` drawn at ``SCALE_LEVELS[l]`` (centred) and rotated ``o`` times; level 9 is
+    :func:`_bank`."""
+    out = []
+    for level, scale in enumerate(SCALE_LEVELS):
+        if scale == 1.0:
+            out.append(_bank())
+            continue
+        canon = torch.stack([torch.from_numpy(_draw_canonical(s, scale).astype(np.float32) / 255.0)
+                             for s in range(len(SHAPES))])
+        out.append(torch.stack([rotate_images(canon, k) for k in range(4)], dim=1))
+    return torch.stack(out).contiguous()
+
+
+@lru_cache(maxsize=1)
+def max_offsets() -> tuple[int, ...]:
+    """For each scale level, the largest shift (pixels, along rows and along columns) that keeps every
+    sprite of that scale, in every orientation, at least one pixel inside its quadrant."""
+    bank = _scaled_bank()
+    out = []
+    for level in range(len(SCALE_LEVELS)):
+        ink = bank[level].flatten(0, 1).amax(0) > 0  # (32, 32): pixels any sprite of this scale touches
+        rows = torch.nonzero(ink.any(1)).flatten()
+        cols = torch.nonzero(ink.any(0)).flatten()
+        room = min(int(rows.min()), CELL - 1 - int(rows.max()), int(cols.min()), CELL - 1 - int(cols.max()))
+        out.append(max(0, room - _MARGIN))
+    return tuple(out)
+
+
+def sample_jitter(n: int, rng: np.random.Generator, jitter: float) -> tuple[np.ndarray, np.ndarray]:
+    """Random scales and offsets for ``n`` images of four sprites each: ``scales`` ``(n, 4)`` int64
+    indices into :data:`SCALE_LEVELS`, uniform over the levels whose scale is at least
+    ``1 − 0.45 · jitter``; ``offsets`` ``(n, 4, 2)`` int64 pixel shifts ``(rows, columns)``, each uniform in
+    ``−⌊jitter · m⌋ .. ⌊jitter · m⌋`` with ``m`` the scale's :func:`max_offsets`. ``jitter`` in [0, 1];
+    0 gives scale 1.0 and no shift (the book's images)."""
+    from esae.checks import check_float
+
+    check_float("jitter", jitter, 0.0, 1.0)
+    lowest = 1.0 - 0.45 * jitter
+    levels = np.array([i for i, v in enumerate(SCALE_LEVELS) if v >= lowest - 1e-9], dtype=np.int64)
+    scales = levels[rng.integers(0, len(levels), size=(n, NUM_POSITIONS))]
+    reach = np.floor(jitter * np.asarray(max_offsets())[scales] + 1e-9).astype(np.int64)  # (n, 4)
+    offsets = np.floor(rng.random((n, NUM_POSITIONS, 2)) * (2 * reach[..., None] + 1)).astype(np.int64) - reach[..., None]
+    return scales, offsets
+
+
+def check_jitter_labels(n: int, scales, offsets) -> tuple[np.ndarray, np.ndarray]:
+    """Validate jitter labels of ``n`` images: ``scales`` ``(n, 4)`` ints in 0..9 and ``offsets``
+    ``(n, 4, 2)`` ints within each scale's :func:`max_offsets`. Returns int64 arrays."""
+    sc = np.asarray(scales)
+    off = np.asarray(offsets)
+    if sc.shape != (n, NUM_POSITIONS) or not np.issubdtype(sc.dtype, np.integer):
+        raise ValueError(f"scales must be an integer array of shape ({n}, 4), got {sc.dtype} {sc.shape}")
+    if ((sc < 0) | (sc >= len(SCALE_LEVELS))).any():
+        raise ValueError(f"scales must be indices in 0..{len(SCALE_LEVELS) - 1}, got {int(sc.min())}..{int(sc.max())}")
+    if off.shape != (n, NUM_POSITIONS, 2) or not np.issubdtype(off.dtype, np.integer):
+        raise ValueError(f"offsets must be an integer array of shape ({n}, 4, 2), got {off.dtype} {off.shape}")
+    reach = np.asarray(max_offsets())[sc]
+    if (np.abs(off) > reach[..., None]).any():
+        raise ValueError("offsets must stay within max_offsets() of each sprite's scale (the sprite would leave "
+                         f"its quadrant), got up to {int(np.abs(off).max())} pixels")
+    return sc.astype(np.int64), off.astype(np.int64)
+
+
+def rotate_jitter(scales, offsets, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The jitter labels of the image rotated by ``k`` × 90° counter-clockwise: the sprite at position
+    ``p`` moves to ``(p + k) mod 4`` keeping its scale, and its shift ``(rows, columns)`` turns with the
+    image, ``(dr, dc) → (−dc, dr)`` per quarter turn."""
+    sc, off = np.asarray(scales), np.asarray(offsets)
+    k = int(k) % 4
+    for _ in range(k):
+        off = np.stack([-off[..., 1], off[..., 0]], -1)
+    return np.roll(sc, k, axis=1), np.roll(off, k, axis=1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -184,14 +283,29 @@ def rotate_labels(shapes, orientations, k: int) -> tuple[np.ndarray, np.ndarray]
     return np.roll(s, k, axis=1), np.roll(new_o, k, axis=1)
 
 
-def render(shapes, orientations) -> Tensor:
+def render(shapes, orientations, scales=None, offsets=None) -> Tensor:
     """Draw images from labels: ``shapes``, ``orientations`` integer arrays ``(n, 4)`` (column =
-    position) → float32 images ``(n, 1, 64, 64)`` in [0, 1]."""
+    position) → float32 images ``(n, 1, 64, 64)`` in [0, 1]. With jitter labels (``scales`` ``(n, 4)``
+    indices into :data:`SCALE_LEVELS`, ``offsets`` ``(n, 4, 2)`` pixel shifts, see :func:`sample_jitter`)
+    each sprite is drawn at its scale and shifted inside its quadrant."""
     s, o = check_labels(shapes, orientations)
-    cells = _bank()[torch.from_numpy(s), torch.from_numpy(o)]  # (n, 4, 32, 32)
+    if (scales is None) != (offsets is None):
+        raise ValueError("scales and offsets must be given together (jitter labels) or both be None")
     images = torch.zeros(len(s), 1, IMAGE_SIZE, IMAGE_SIZE)
-    for p, (rows, cols) in enumerate(_POSITION_SLICES):
-        images[:, 0, rows, cols] = cells[:, p]
+    if scales is None:
+        cells = _bank()[torch.from_numpy(s), torch.from_numpy(o)]  # (n, 4, 32, 32)
+    else:
+        sc, off = check_jitter_labels(len(s), scales, offsets)
+        cells = _scaled_bank()[torch.from_numpy(sc), torch.from_numpy(s), torch.from_numpy(o)]
+        # shift each cell by its offset: out[r, c] = cell[r - dr, c - dc] (margins keep ink off the wrap)
+        grid = torch.arange(CELL)
+        rows = (grid[None, None, :] - torch.from_numpy(off[..., 0])[..., None]) % CELL  # (n, 4, 32)
+        cols = (grid[None, None, :] - torch.from_numpy(off[..., 1])[..., None]) % CELL
+        n_idx = torch.arange(len(s))[:, None, None, None]
+        p_idx = torch.arange(NUM_POSITIONS)[None, :, None, None]
+        cells = cells[n_idx, p_idx, rows[..., :, None], cols[..., None, :]]
+    for p, (r, c) in enumerate(_POSITION_SLICES):
+        images[:, 0, r, c] = cells[:, p]
     return images
 
 
@@ -210,6 +324,10 @@ class ShapesDataset:
     rotations: np.ndarray | None = None
     """``(n,)`` int64: under the ``upright`` layout, the rotation ``p`` with image = ``g^p`` (generated
     image); ``None`` under ``independent`` (no generated member is distinguished)."""
+    scales: np.ndarray | None = None
+    """``(n, 4)`` int64 indices into :data:`SCALE_LEVELS` of a jittered dataset; ``None`` without jitter."""
+    offsets: np.ndarray | None = None
+    """``(n, 4, 2)`` int64 pixel shifts ``(rows, columns)`` of a jittered dataset; ``None`` without jitter."""
 
     def __post_init__(self) -> None:
         if self.images.ndim != 4 or tuple(self.images.shape[1:]) != (1, IMAGE_SIZE, IMAGE_SIZE):
@@ -221,6 +339,20 @@ class ShapesDataset:
             if self.rotations.shape != (len(self.shapes),) or ((self.rotations < 0) | (self.rotations > 3)).any():
                 raise ValueError(f"rotations must be ({len(self.shapes)},) ints in 0..3 or None, "
                                  f"got shape {self.rotations.shape}")
+        if (self.scales is None) != (self.offsets is None):
+            raise ValueError("scales and offsets must be given together (a jittered dataset) or both be None")
+        if self.scales is not None:
+            self.scales, self.offsets = check_jitter_labels(len(self.shapes), self.scales, self.offsets)
+
+    @property
+    def jittered(self) -> bool:
+        """Whether the sprites carry scales and offsets (:func:`sample_jitter`)."""
+        return self.scales is not None
+
+    def _jitter(self, k: int, index=slice(None)) -> tuple[np.ndarray | None, np.ndarray | None]:
+        if self.scales is None:
+            return None, None
+        return rotate_jitter(self.scales[index], self.offsets[index], k)
 
     @property
     def layout(self) -> str:
@@ -234,12 +366,16 @@ class ShapesDataset:
             raise ValueError("canonical() needs the upright layout (rotations known), got layout 'independent'")
         images = self.images.clone()
         s, o = self.shapes.copy(), self.orientations.copy()
+        sc = None if self.scales is None else self.scales.copy()
+        off = None if self.offsets is None else self.offsets.copy()
         for k in range(1, 4):
             sel = self.rotations == k
             if sel.any():
                 images[sel] = rotate_images(self.images[sel], -k)
                 s[sel], o[sel] = rotate_labels(self.shapes[sel], self.orientations[sel], -k)
-        return ShapesDataset(images, s, o, np.zeros(len(self), np.int64))
+                if sc is not None:
+                    sc[sel], off[sel] = self._jitter(-k, sel)
+        return ShapesDataset(images, s, o, np.zeros(len(self), np.int64), sc, off)
 
     def __len__(self) -> int:
         return len(self.shapes)
@@ -251,7 +387,9 @@ class ShapesDataset:
         idx = index.cpu().numpy() if isinstance(index, Tensor) else index
         return ShapesDataset(self.images[torch.as_tensor(np.arange(len(self))[idx])],
                              self.shapes[idx], self.orientations[idx],
-                             None if self.rotations is None else self.rotations[idx])
+                             None if self.rotations is None else self.rotations[idx],
+                             None if self.scales is None else self.scales[idx],
+                             None if self.offsets is None else self.offsets[idx])
 
     def orbit_keys(self) -> np.ndarray:
         """One int64 per image identifying its C4 orbit (equal keys ⇔ one image is a rotation
@@ -319,12 +457,34 @@ def upright_label_sets() -> tuple[np.ndarray, np.ndarray]:
 
 
 def make_dataset(n: int, seed: int, *, layout: str = "independent", pool: str | None = None,
-                 disjoint_from: ShapesDataset | None = None) -> ShapesDataset:
+                 disjoint_from: ShapesDataset | None = None, jitter: float = 0.0) -> ShapesDataset:
     """``n`` random images of ``layout`` drawn with ``numpy.random.default_rng(seed)``.
 
     ``pool`` (one of :data:`POOLS`) keeps only images whose C4 orbit lies in that pool, so sets
     drawn from different pools share no orbit (under ``upright``: no label set). With
-    ``disjoint_from``, images whose C4 orbit meets that dataset are skipped as well."""
+    ``disjoint_from``, images whose C4 orbit meets that dataset are skipped as well.
+
+    ``jitter`` in [0, 1] (default 0: the book's images, unchanged) draws every sprite at a random
+    scale and shift inside its quadrant (:func:`sample_jitter`, from a second generator seeded by
+    ``(seed, 1)``, so the labels are those of ``jitter = 0``). Under ``upright`` the jitter is drawn for
+    the generated image and turns with it (:func:`rotate_jitter`), so ``g^p`` still acts exactly."""
+    from esae.checks import check_float
+
+    check_float("jitter", jitter, 0.0, 1.0)
+    data = _make_unjittered(n, seed, layout=layout, pool=pool, disjoint_from=disjoint_from)
+    if jitter == 0:
+        return data
+    scales, offsets = sample_jitter(len(data), np.random.default_rng((seed, 1)), jitter)
+    if data.rotations is not None:  # drawn for the generated image, then turned with it
+        for k in range(1, 4):
+            sel = data.rotations == k
+            scales[sel], offsets[sel] = rotate_jitter(scales[sel], offsets[sel], k)
+    return ShapesDataset(render(data.shapes, data.orientations, scales, offsets), data.shapes, data.orientations,
+                         data.rotations, scales, offsets)
+
+
+def _make_unjittered(n: int, seed: int, *, layout: str, pool: str | None,
+                     disjoint_from: ShapesDataset | None) -> ShapesDataset:
     check_int("n", n, 1)
     check_int("seed", seed, 0)
     check_choice("layout", layout, LAYOUTS)
@@ -362,7 +522,8 @@ def rotate(dataset: ShapesDataset, k: int) -> ShapesDataset:
     transformed to match (:func:`rotate_labels`)."""
     shapes, orientations = rotate_labels(dataset.shapes, dataset.orientations, k)
     rotations = None if dataset.rotations is None else (dataset.rotations + int(k)) % 4
-    return ShapesDataset(rotate_images(dataset.images, int(k)), shapes, orientations, rotations)
+    scales, offsets = dataset._jitter(int(k))
+    return ShapesDataset(rotate_images(dataset.images, int(k)), shapes, orientations, rotations, scales, offsets)
 
 
 # --------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ def test_every_chapter_is_in_the_toc():
     toc = (ROOT / "_toc.yml").read_text()
     stems = book.chapters()
     assert stems == ["01_groups", "02_dataset", "03_base_models", "04_fitting_m",
-                     "05_equivariant_sae", "06_probing", "07_sae_match", "07b_your_model", "08_summary"]
+                     "05_equivariant_sae", "06_probing", "06b_beyond", "07_sae_match", "07b_your_model", "08_summary"]
     for stem in stems:
         assert f"book/chapters/{stem}" in toc
 

@@ -9,7 +9,7 @@ import pytest
 
 from esae.runtime import repo_root
 
-SCIENCE = ("assignment", "autoencoders", "checks", "equivariance", "groups", "language_models", "metrics",
+SCIENCE = ("assignment", "autoencoders", "beyond", "checks", "digits", "equivariance", "groups", "language_models", "metrics",
            "orbits", "probing", "sae_match", "sae_stack", "saes", "shapes")
 BOOK_AND_PIPELINE = ("params", "cache", "results", "book", "pipeline", "summary", "browser_check", "export",
                      "verdicts", "figures")

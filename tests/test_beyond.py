@@ -1,0 +1,221 @@
+"""Beyond the paper: jittered shapes, the digits with their C4 action, and the seeded protocol."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from esae import beyond, digits, shapes
+from esae.groups import rotate as rotate_images
+
+# ----------------------------------------------------------------------------- jittered shapes
+
+
+@pytest.fixture(scope="module", params=["upright", "independent"])
+def jittered(request):
+    return shapes.make_dataset(200, seed=5, layout=request.param, jitter=1.0)
+
+
+def test_jitter_zero_is_the_books_dataset_byte_for_byte():
+    a, b = shapes.make_dataset(64, 2, layout="upright", pool="train"), shapes.make_dataset(64, 2, layout="upright",
+                                                                                           pool="train", jitter=0.0)
+    assert torch.equal(a.images, b.images) and b.scales is None and b.offsets is None
+    assert torch.equal(shapes._scaled_bank()[-1], shapes.sprites())
+    sc, off = np.full((64, 4), len(shapes.SCALE_LEVELS) - 1), np.zeros((64, 4, 2), np.int64)
+    assert torch.equal(shapes.render(a.shapes, a.orientations, sc, off), a.images)
+
+
+def test_jitter_keeps_the_labels_and_changes_the_pixels(jittered):
+    plain = shapes.make_dataset(200, seed=5, layout=jittered.layout)
+    assert np.array_equal(plain.shapes, jittered.shapes) and np.array_equal(plain.orientations, jittered.orientations)
+    assert np.array_equal(shapes.task_labels(plain), shapes.task_labels(jittered))
+    assert not torch.equal(plain.images, jittered.images)
+    assert len(np.unique(jittered.scales)) > 5 and (jittered.offsets != 0).mean() > 0.5
+    # every sprite keeps an empty pixel at its quadrant's edges, so quadrants never touch
+    img = jittered.images[:, 0]
+    for edge in (0, 31, 32, 63):
+        assert img[:, edge, :].sum() == 0 and img[:, :, edge].sum() == 0
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_jittered_group_action_is_pixel_exact(jittered, k):
+    rotated = shapes.rotate(jittered, k)
+    assert torch.equal(rotated.images, rotate_images(jittered.images, k))
+    assert torch.equal(rotated.images, shapes.render(rotated.shapes, rotated.orientations, rotated.scales, rotated.offsets))
+    for p in range(4):  # the sprite at position p moves to p + k with its scale
+        assert np.array_equal(rotated.shapes[:, (p + k) % 4], jittered.shapes[:, p])
+        assert np.array_equal(rotated.scales[:, (p + k) % 4], jittered.scales[:, p])
+    assert np.array_equal(shapes.task_labels(rotated), shapes.task_labels(shapes.rotate(
+        shapes.make_dataset(200, seed=5, layout=jittered.layout), k)))
+
+
+def test_rotate_jitter_four_times_is_the_identity(jittered):
+    sc, off = jittered.scales, jittered.offsets
+    for _ in range(4):
+        sc, off = shapes.rotate_jitter(sc, off, 1)
+    assert np.array_equal(sc, jittered.scales) and np.array_equal(off, jittered.offsets)
+
+
+def test_canonical_of_jittered_upright_images_is_their_generated_image():
+    data = shapes.make_dataset(100, 1, layout="upright", jitter=0.7)
+    canon = data.canonical()
+    assert (canon.orientations == 0).all()
+    assert torch.equal(canon.images, shapes.render(canon.shapes, canon.orientations, canon.scales, canon.offsets))
+    assert torch.equal(shapes.rotate(canon, 1).images, rotate_images(canon.images, 1))
+
+
+def test_jitter_bad_input_names_the_parameter():
+    with pytest.raises(ValueError, match=r"jitter must be a number in \[0.0, 1.0\], got 1.5"):
+        shapes.make_dataset(10, 0, jitter=1.5)
+    s, o = np.zeros((1, 4), np.int64), np.zeros((1, 4), np.int64)
+    with pytest.raises(ValueError, match="offsets must stay within max_offsets"):
+        shapes.render(s, o, np.zeros((1, 4), np.int64), np.full((1, 4, 2), 20))
+    with pytest.raises(ValueError, match="scales and offsets must be given together"):
+        shapes.render(s, o, np.zeros((1, 4), np.int64), None)
+
+
+# ----------------------------------------------------------------------------- digits
+
+
+def test_digits_load_without_download():
+    images, labels = digits.originals()
+    assert images.shape == (1797, 1, 8, 8) and images.dtype == torch.float32
+    assert 0 <= float(images.min()) and float(images.max()) <= 1
+    assert set(labels.tolist()) == set(range(10))
+
+
+def test_digits_rotation_acts_as_c4():
+    data = digits.orbit_dataset(np.arange(50))
+    four = data
+    for _ in range(4):
+        four = digits.rotate(four, 1)
+    assert torch.equal(four.images, data.images) and np.array_equal(four.rotations, data.rotations)
+    assert torch.equal(digits.rotate(digits.rotate(data, 1), 2).images, digits.rotate(data, 3).images)
+    assert torch.equal(digits.rotate(data, 1).images, torch.rot90(data.images, 1, dims=(-2, -1)))
+    originals, _ = digits.originals()
+    for p in range(4):  # sample 4i + p is the original turned p times
+        assert torch.equal(data.images[p::4], rotate_images(originals[:50], p))
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_digits_orientation_task_labels_rotate(k):
+    data = digits.orbit_dataset(np.arange(0, 400, 3))
+    tasks = digits.digit_tasks()
+    before, after = digits.task_labels(data, tasks), digits.task_labels(digits.rotate(data, k), tasks)
+    index = {(t.family, t.digit, t.orientation): j for j, t in enumerate(tasks)}
+    for j, t in enumerate(tasks):
+        if t.invariant:
+            assert np.array_equal(after[:, j], before[:, j])
+        else:  # "digit d at orientation o" after g^k is "digit d at o − k" before
+            assert np.array_equal(after[:, j], before[:, index[(t.family, t.digit, (t.orientation - k) % 4)]])
+    assert before[:, :10].sum(1).tolist() == [1] * len(data)  # one digit per image
+    assert before[:, 10:].sum(1).tolist() == [1] * len(data)  # one (digit, orientation) per image
+
+
+def test_digit_pools_are_disjoint_seeded_and_cover_everything():
+    a, b, c = digits.pool_indices(0), digits.pool_indices(0), digits.pool_indices(1)
+    assert all(np.array_equal(a[p], b[p]) for p in digits.POOLS)
+    assert not np.array_equal(a["train"], c["train"])
+    union = np.concatenate([a[p] for p in digits.POOLS])
+    assert len(union) == len(set(union.tolist())) == 1797
+
+
+def test_digit_task_and_dataset_bad_input():
+    with pytest.raises(ValueError, match="orientation must be given exactly for family digit_orientation"):
+        digits.DigitTask("digit_orientation", 3)
+    with pytest.raises(ValueError, match=r"digit must be an int in \[0, 9\], got 10"):
+        digits.DigitTask("digit", 10)
+    with pytest.raises(ValueError, match="pool must be one of"):
+        digits.pool_dataset("test", 0)
+
+
+def test_digit_classifier_layers_and_training():
+    pools = digits.pool_indices(0)
+    images, labels = digits.originals()
+    idx = pools["train"][:256]
+    net, history = digits.train_classifier(digits.ClassifierConfig(d_hidden=16, n_epochs=2, seed=3),
+                                           images[torch.as_tensor(idx)], labels[idx],
+                                           test=digits.orbit_dataset(pools["heldout"][:50]))
+    x = images[:8]
+    assert net.encode(x).shape == (8, 16)
+    assert torch.allclose(net.decode(net.encode(x)), net(x))
+    assert len(history["epoch_loss"]) == 2 and 0 <= history["test_accuracy"][-1] <= 1
+
+
+# ----------------------------------------------------------------------------- the protocol
+
+
+def test_m_of_an_exactly_equivariant_layer_is_found():
+    """ψ = the pixels themselves: rotating the image permutes ψ, so M is that permutation."""
+    originals, _ = digits.originals()
+    flat = lambda x: x.flatten(1)  # noqa: E731
+    train = beyond.orbit_activations(flat, originals[:600])
+    test = beyond.orbit_activations(flat, originals[600:800])
+    assert train.shape == (600, 4, 64)
+    fit = beyond.fit_m_on_orbits(train, test, beyond.ComparisonConfig(m_epochs=1))
+    assert fit["r2_mean"] > 0.99 and all(v > 0.99 for v in fit["r2"].values())
+    assert fit["m4_error"] < 0.05 and fit["r2_identity_mean"] < 0.5
+
+
+def test_mean_std_and_verdicts():
+    assert beyond.verdict([0.10, 0.12, 0.11])[0] == "leads"
+    assert beyond.verdict([-0.10, -0.12, -0.11], positive="agrees", negative="disagrees")[0] == "disagrees"
+    assert beyond.verdict([0.02, -0.01, 0.01])[0] == "within noise"
+    assert beyond.verdict([0.3])[0] == "untested (1 seed)"
+    stats = beyond.mean_std([1.0, 2.0, 3.0, None])
+    assert stats["n"] == 3 and stats["mean"] == 2.0 and stats["std"] == pytest.approx(1.0)
+    assert stats["se"] == pytest.approx(1 / np.sqrt(3))
+    assert beyond.family_means(np.array([1.0, 0.0, np.nan, 0.5]), ["a", "b", "b", "c"], ["a", "b", "c"],
+                               {"bc": ("b", "c")}) == {"a": 1.0, "b": 0.0, "c": 0.5, "bc": 0.25, "all": 0.5}
+
+
+def test_comparison_config_bad_input():
+    with pytest.raises(ValueError, match="saes must be a non-empty list drawn from"):
+        beyond.ComparisonConfig(saes=("bogus",))
+    with pytest.raises(ValueError, match="n_jobs must be a positive int or -1"):
+        beyond.ComparisonConfig(n_jobs=0)
+
+
+def _tiny_run(seed: int) -> dict:
+    """The whole protocol on a tiny digit classifier: seed -> plain numbers."""
+    pools = digits.pool_indices(seed)
+    images, labels = digits.originals()
+    tr = pools["train"][:256]
+    net, _ = digits.train_classifier(digits.ClassifierConfig(d_hidden=16, n_epochs=1, seed=seed),
+                                     images[torch.as_tensor(tr)], labels[tr])
+    train_orbit = beyond.orbit_activations(net.encode, images[torch.as_tensor(tr)])
+    held_orbit = beyond.orbit_activations(net.encode, images[torch.as_tensor(pools["heldout"][:64])])
+    tasks = digits.digit_tasks()[:3] + digits.digit_tasks()[10:12]
+    ptr, pte = digits.orbit_dataset(pools["probe"][:60]), digits.orbit_dataset(pools["heldout"][:60])
+    acts = [beyond.orbit_activations(net.encode, d.images, 1)[:, 0].numpy() for d in (ptr, pte)]
+    probe_set = beyond.ProbeSet(acts[0], acts[1], digits.task_labels(ptr, tasks), digits.task_labels(pte, tasks),
+                                [t.family for t in tasks], ptr.rotations, pte.rotations)
+    config = beyond.ComparisonConfig(ks=(4,), d_hidden=32, sae_epochs=1, invariant_epochs=1, batch_size=64, m_epochs=1,
+                                     lengths=(2,), xgb_estimators=5, n_jobs=1, seed=seed)
+    return beyond.run_seed(train_orbit, held_orbit, probe_set, config, spliced_loss=lambda r: float(r.pow(2).mean()))
+
+
+@pytest.mark.slow
+def test_seeds_change_the_numbers_and_the_same_seed_reproduces_them(tmp_path, monkeypatch):
+    monkeypatch.setenv("ESAE_CACHE", str(tmp_path / "cache"))
+    a, b = _tiny_run(0), _tiny_run(0)
+    monkeypatch.setenv("ESAE_CACHE", str(tmp_path / "cache2"))  # the second seed's probes are fitted, not looked up
+    c = _tiny_run(1)
+    assert set(a.pop("seconds")) == {"m", "saes", "frontier", "probe"}  # wall times: the one entry that differs
+    b.pop("seconds"), c.pop("seconds")
+    assert json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+    assert a["m"]["r2_mean"] != c["m"]["r2_mean"]
+    assert a["frontier"]["regular/k4"]["l1"] != c["frontier"]["regular/k4"]["l1"]
+    assert set(a["probe"]) == {f"{n}/k4/L2" for n in beyond.SAES} | {"activations/L2"}
+    assert set(a["frontier"]) == {f"{n}/k4" for n in beyond.SAES} | {"base"}
+
+
+@pytest.mark.slow
+def test_the_chapter_writes_verdicts_in_the_summary_schema(smoke_book):
+    workspace, runs = smoke_book
+    data = json.loads((workspace / "results" / "smoke" / "06b_beyond.json").read_text())
+    assert data["verdicts"] and all(set(v) == {"id", "claim", "paper", "this_run", "verdict", "test"}
+                                    for v in data["verdicts"])
+    assert {"label_r2", "m_r2", "xgboost_f1"} <= set(data["shapes"]) and {"m_r2", "xgboost_f1"} <= set(data["digits"])
+    assert [r.seconds for r in runs if r.stem == "06b_beyond"][0] < 120  # generous: the machine is shared
