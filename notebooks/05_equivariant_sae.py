@@ -381,8 +381,10 @@ for model in saes.BASE_MODELS:
               for j, flag in chosen]
     drawn[model], drawn_pictures[model] = chosen, pictures
     fig = esae.plots.feature_grid(examples, pictures, labels, ["top image"] + [f"$M^{p}$" for p in range(4)])
-    esae.figures.show(fig, f"fig-05-features-{model}", f"{model.upper()}: the most frequently active invariant "
-                      f"(inv) and equivariant (equi) features of the equivariant SAE at K = {feature_k}. Left: the "
+    kinds = " and ".join(k for k, want in (("invariant (inv)", True), ("equivariant (equi)", False))
+                         if any(flag == want for _, flag in chosen))
+    esae.figures.show(fig, f"fig-05-features-{model}", f"{model.upper()}: the most frequently active {kinds} "
+                      f"features of the equivariant SAE at K = {feature_k}. Left: the "
                       "held-out image that activates the feature most; then what the feature adds to the base "
                       "model's picture, $\\mathrm{dec}(M^p(b + a\\,d)) - \\mathrm{dec}(M^p b)$, for p = 0..3 (red: "
                       "ink added, blue: ink removed).")
@@ -413,6 +415,17 @@ rows = "| base model | feature | class | change with p | change against the turn
 for (model, j, flag), (same, turned) in change.items():
     rows += f"| {model} | #{j} | {'invariant' if flag else 'equivariant'} | {same:.0%} | {turned:.0%} |\n"
 inv_change = [c[0] for (_, _, flag), c in change.items() if flag]
+equi = [c for (_, _, flag), c in change.items() if not flag]
+if equi:
+    turns = sum(turned < same for same, turned in equi)
+    equi_text = (f" The equivariant features' pictures differ from their p = 0 picture by "
+                 f"{min(c[0] for c in equi):.0%}–{max(c[0] for c in equi):.0%}, and from that picture turned by p "
+                 f"quarter turns by {min(c[1] for c in equi):.0%}–{max(c[1] for c in equi):.0%}: "
+                 + ("all of them turn with p, as M carries them to the rotated image's feature." if turns == len(equi)
+                    else "none of them turns with p the way the image does." if turns == 0
+                    else f"{turns} of {len(equi)} are closer to the turned picture (they turn with p)."))
+else:
+    equi_text = ""
 if inv_change:
     stable = sum(c < 0.25 for c in inv_change)
     verdict = (f"{stable} of the {len(inv_change)} invariant features shown keep their picture within 25 % across p; "
@@ -421,8 +434,9 @@ if inv_change:
                                "does not make the drawn picture invariant." if stable < len(inv_change) else
                                "Their pictures are nearly the same, as the rule suggests."))
 else:
-    verdict = "No invariant feature was drawn."
-display(Markdown(rows + "\n" + verdict))
+    verdict = (f"The cos(d, Md) ≥ {invariance_threshold:g} rule finds no live invariant feature in the equivariant SAE "
+               f"at K = {feature_k} (the table above), so only equivariant features are drawn.")
+display(Markdown(rows + "\n" + verdict + equi_text))
 
 # %% [markdown]
 # ## The sparsity/reconstruction frontier
