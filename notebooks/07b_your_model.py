@@ -95,6 +95,7 @@ def glyph_images(n: int, seed: int, size: int = 32) -> tuple[torch.Tensor, torch
     return torch.from_numpy(images), torch.from_numpy(labels)
 
 
+# %%
 class SmallConvNet(nn.Module):
     """3×32×32 → two stride-2 convolutions (16, 32 channels) → 64-d layer → ReLU → 8 classes."""
 
@@ -109,6 +110,7 @@ class SmallConvNet(nn.Module):
         return self.head(self.features(x))
 
 
+# %%
 train_images, train_labels = glyph_images(n_train, seed)
 test_images, test_labels = glyph_images(n_test, seed + 1)
 
@@ -116,6 +118,8 @@ torch.manual_seed(seed)
 untrained = SmallConvNet().to(dev).eval()
 net = SmallConvNet().to(dev)
 net.load_state_dict(untrained.state_dict())  # the same initialisation, then trained
+
+# %%
 start = time.perf_counter()
 opt = torch.optim.Adam(net.parameters(), lr=lr)
 gen = torch.Generator().manual_seed(seed)
@@ -136,7 +140,9 @@ with torch.no_grad():
 display(Markdown(f"Trained for {train_seconds:.1f} s ({train_epochs} epochs on {n_train:,} images); held-out "
                  f"accuracy over the 4 rotations: {np.mean(list(accuracy.values())):.1%} (chance: "
                  f"{1 / len(CHARACTERS):.1%})."))
-esae.plots.image_grid(test_images[:8], titles=[CHARACTERS[int(t)] for t in test_labels[:8]]);
+esae.figures.show(esae.plots.image_grid(test_images[:8], titles=[CHARACTERS[int(t)] for t in test_labels[:8]]),
+                  "fig-07b-glyphs", "Eight held-out images of the user's data (3×32×32 characters in random colours, "
+                  "sizes and positions), titled by their class.")
 
 # %% [markdown]
 # ## The activations of every rotation, and $M$
@@ -221,12 +227,14 @@ with torch.no_grad():
         alive[name] = saes.latent_statistics(sae, x_test)["frequency"] > 0
 shown = {name: s[alive[name]] for name, s in scores.items()}
 fig = esae.plots.score_histogram(shown, threshold=invariance_threshold, xlabel="cos(d, M d)")
+esae.figures.show(fig, "fig-07b-scores", "Feature scores cos(d, Md) of the live features of the equivariant and "
+                  "the regular SAE on the trained network; the dashed line is the invariance threshold.")
 invariant_share = {name: float(saes.classify_features(s, invariance_threshold).float().mean()) for name, s in shown.items()}
 display(Markdown(" · ".join(f"{name}: {int(alive[name].sum())} live features, {invariant_share[name]:.0%} invariant"
                             for name in shown)))
 
 # %% [markdown]
-# *The histogram above:* feature scores $\cos(d, Md)$ of the live features of both SAEs on the
+# {numref}`fig-07b-scores` shows the feature scores $\cos(d, Md)$ of the live features of both SAEs on the
 # trained network; the dashed line is the threshold.
 
 # %%
