@@ -52,6 +52,7 @@ def test_sparse_assignment_is_exact_when_the_knn_graph_holds_the_optimum():
     b[perm_true] = a + 0.05 * torch.randn(a.shape, generator=g, dtype=torch.float64)
     exact = assignment.exact_assignment(a, b)
     rows, cols, products = assignment.knn_candidates(a, b, 4, dtype=torch.float64)
+    assert np.all(np.diff(rows * 300 + cols) > 0)  # sorted, no duplicates
     np.testing.assert_allclose(products, (a[rows] * b[cols]).sum(1).numpy(), rtol=1e-5, atol=1e-5)
     assert np.isin(np.arange(300) * 300 + exact, rows * 300 + cols).all()  # the optimum is among the candidates
     sparse = assignment.sparse_assignment(a, b, k=4)
