@@ -79,17 +79,21 @@ def knn_candidates(a: Tensor, b: Tensor, k: int, block_size: int = 2048,
     check_int("k", k, 1, F)
     check_int("block_size", block_size, 1)
 
-    def unit(v: Tensor) -> Tensor:
-        v = v.float()
-        return (v / v.norm(dim=1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)).to(dtype)
+    norm_a, norm_b = a.norm(dim=1), b.norm(dim=1)  # in the vectors' dtype: no full-size copy
 
-    an, bt = unit(a), unit(b).T.contiguous()
+    def unit(v: Tensor, norm: Tensor) -> Tensor:  # (F, D) in dtype, a block at a time (65k × 4609 floats: 1.2 GiB)
+        out = torch.empty(v.shape, dtype=dtype, device=v.device)
+        for s in range(0, v.shape[0], block_size):
+            out[s:s + block_size] = v[s:s + block_size] / norm[s:s + block_size, None].clamp_min(1e-30)
+        return out
+
+    an, bn = unit(a, norm_a), unit(b, norm_b)
     row_idx = torch.empty((F, k), dtype=torch.long, device=a.device)
     row_val = torch.empty((F, k), device=a.device)
     col_val = torch.full((F, k), -float("inf"), device=a.device)
     col_idx = torch.zeros((F, k), dtype=torch.long, device=a.device)
     for start in range(0, F, block_size):
-        c = torch.mm(an[start:start + block_size], bt).float()  # (block, F) cosines
+        c = torch.mm(an[start:start + block_size], bn.T).float()  # (block, F) cosines
         n = c.shape[0]
         row_val[start:start + n], row_idx[start:start + n] = c.topk(k, dim=1)
         # for every column, its best rows in this block, merged with the best so far
@@ -103,16 +107,16 @@ def knn_candidates(a: Tensor, b: Tensor, k: int, block_size: int = 2048,
     # a zero vector (a dead feature) has inner product 0 with every partner: all of them are
     # equally good for it, so it is joined to all of them (exact; a few dead features cost F edges each)
     everyone = torch.arange(F, device=a.device)
-    for i in torch.nonzero(a.float().norm(dim=1) == 0).flatten():
+    for i in torch.nonzero(norm_a == 0).flatten():
         keys.append(i * F + everyone)
         cosines.append(torch.zeros(F, device=a.device))
-    for j in torch.nonzero(b.float().norm(dim=1) == 0).flatten():
+    for j in torch.nonzero(norm_b == 0).flatten():
         keys.append(everyone * F + j)
         cosines.append(torch.zeros(F, device=a.device))
     key, first = np.unique(torch.cat(keys).cpu().numpy(), return_index=True)
     rows, cols = key // F, key % F
-    norm_a, norm_b = a.double().norm(dim=1).cpu().numpy(), b.double().norm(dim=1).cpu().numpy()
-    return rows, cols, torch.cat(cosines).double().cpu().numpy()[first] * norm_a[rows] * norm_b[cols]
+    na, nb = norm_a.double().cpu().numpy(), norm_b.double().cpu().numpy()
+    return rows, cols, torch.cat(cosines).double().cpu().numpy()[first] * na[rows] * nb[cols]
 
 
 def _fallback_edges(rows: np.ndarray, cols: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:

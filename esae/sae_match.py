@@ -1498,7 +1498,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-fold", action="store_true", help="match unfolded parameters (default: fold thresholds)")
     parser.add_argument("--weights", default="all", choices=WEIGHTS, help="parameters compared (default: all)")
     parser.add_argument("--solver", default="exact", choices=assignment.SOLVERS, help="assignment solver")
-    parser.add_argument("--k", type=int, default=32, help="candidates per feature for --solver sparse")
+    parser.add_argument("--k", type=int, default=8, help="candidates per feature (by cosine) for --solver sparse")
     parser.add_argument("--device", default="cpu", help="torch device the SAEs are loaded on")
     args = parser.parse_args(argv)
     common = dict(fold=not args.no_fold, weights=args.weights, solver=args.solver, k=args.k, device=args.device)
