@@ -159,8 +159,9 @@ fold_checks
 # (`benchmarks/bench_sae_match.py` times it). For two *unrelated* 16k SAEs the dense solver takes
 # minutes and a 65k problem does not fit in memory, so `match(..., solver="sparse")` keeps each
 # feature's `match_k` candidates of highest cosine similarity (both directions), plus fallback
-# edges if those admit no full matching, and solves that sparse problem exactly with SciPy's `min_weight_full_bipartite_matching`
-# (`esae.assignment`; the benchmark measures its objective gap to the exact optimum).
+# edges if those admit no full matching, and solves that sparse problem exactly with SciPy's
+# `min_weight_full_bipartite_matching` (`esae.assignment`; the benchmark measures its objective
+# gap to the exact optimum).
 # `weights="decoder"` or `"encoder"` compares only one
 # side (the paper's ablation). A `Match` holds `permutation[i]`, the partner in B of feature
 # $i$ of A, and `cost[i]`, the squared distance of that pair; matches compose along a chain with
