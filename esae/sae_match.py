@@ -449,7 +449,7 @@ def _negative_inner_products(a: Tensor, b: Tensor, block_size: int) -> np.ndarra
 
 @torch.no_grad()
 def match(sae_a: JumpReLUSAE, sae_b: JumpReLUSAE, *, fold: bool = True, weights: str = "all",
-          solver: str = "exact", k: int = 32, block_size: int = 2048) -> Match:
+          solver: str = "exact", k: int = 8, block_size: int = 2048) -> Match:
     """Match the features of ``sae_a`` to those of ``sae_b`` (same ``d_in`` and ``d_sae``).
 
     With ``fold=True`` (the paper's method) both SAEs are folded first (:func:`fold`). The cost
@@ -929,7 +929,7 @@ def activation_correlation(z_a: Tensor, z_b: Tensor, chunk: int = 8192) -> Tenso
     return torch.where(denom > 0, cov / denom.clamp_min(1e-300), torch.zeros_like(cov))
 
 
-def data_match(z_a: Tensor, z_b: Tensor, solver: str = "exact", k: int = 32) -> Match:
+def data_match(z_a: Tensor, z_b: Tensor, solver: str = "exact", k: int = 8) -> Match:
     """The data-based reference matching: the permutation maximising the summed Pearson
     correlation of matched features' activations (``z_a``, ``z_b`` (N, F) on the same tokens).
     ``solver="exact"`` runs ``linear_sum_assignment`` on the (F, F) correlation matrix;
@@ -1030,7 +1030,7 @@ class LayerMatches:
 
 
 def match_stack(saes: Sequence[JumpReLUSAE], layers: Sequence[int], cache_key=None, train_acts: Tensor | None = None,
-                solver: str = "exact", k: int = 32, store: Store | None = None) -> LayerMatches:
+                solver: str = "exact", k: int = 8, store: Store | None = None) -> LayerMatches:
     """Fold every SAE and match every adjacent pair by every method of :data:`MATCH_KINDS`
     (``solver``/``k`` as in :func:`match`) and, with ``train_acts`` (L, N, d) indexed like
     ``layers``, by :func:`data_match` on the SAEs' activations over those tokens. With
@@ -1216,7 +1216,7 @@ def matching_scores(lm: LayerMatches, acts: Tensor, min_fires: int = 5, seed: in
 
 
 def persistence(lm: LayerMatches, acts: Tensor, max_distance: int, starts: Sequence[int] | None = None,
-                min_fires: int = 5, seed: int = 0, solver: str = "exact", k: int = 32) -> dict[int, dict[str, float]]:
+                min_fires: int = 5, seed: int = 0, solver: str = "exact", k: int = 8) -> dict[int, dict[str, float]]:
     """Evaluation 4: follow features from layer index ``s`` through the composed folded
     matches ``s → s+1 → … → s+k`` and compare with the direct folded match ``s → s+k``.
     For each distance ``k`` (1..``max_distance``), averaged over ``starts`` (default: every
@@ -1370,7 +1370,7 @@ def _pair_names(paths: Sequence[Path]) -> list[str]:
 
 
 def match_folders(paths: Sequence[str | Path], out: str | Path, *, fold: bool = True, weights: str = "all",
-                  solver: str = "exact", k: int = 32, device: str = "cpu",
+                  solver: str = "exact", k: int = 8, device: str = "cpu",
                   log: Callable[[str], None] = print) -> list[Path]:
     """Match each consecutive pair of sae-lens SAE folders (``SAE.load_from_disk``) and save each
     :class:`Match` (:meth:`Match.save`) as ``out/<A>--<B>.json`` (+ ``.npz``), names from the
@@ -1448,7 +1448,7 @@ def parse_layers(spec: str) -> list[int]:
 
 def match_release(release: str, layers: Sequence[int], out: str | Path, *, width: str = "16k",
                   sae_id: str = "layer_{layer}/width_{width}/canonical", fold: bool = True, weights: str = "all",
-                  solver: str = "exact", k: int = 32, device: str = "cpu",
+                  solver: str = "exact", k: int = 8, device: str = "cpu",
                   log: Callable[[str], None] = print) -> list[Path]:
     """:func:`match_folders` for SAEs of an sae-lens pretrained ``release`` (e.g.
     ``"gemma-scope-2b-pt-res-canonical"``): SAE ``sae_id.format(layer=t, width=width)`` per
@@ -1498,7 +1498,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-fold", action="store_true", help="match unfolded parameters (default: fold thresholds)")
     parser.add_argument("--weights", default="all", choices=WEIGHTS, help="parameters compared (default: all)")
     parser.add_argument("--solver", default="exact", choices=assignment.SOLVERS, help="assignment solver")
-    parser.add_argument("--k", type=int, default=32, help="candidates per feature for --solver sparse")
+    parser.add_argument("--k", type=int, default=8, help="candidates per feature (by cosine) for --solver sparse")
     parser.add_argument("--device", default="cpu", help="torch device the SAEs are loaded on")
     args = parser.parse_args(argv)
     common = dict(fold=not args.no_fold, weights=args.weights, solver=args.solver, k=args.k, device=args.device)

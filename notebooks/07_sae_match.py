@@ -48,7 +48,7 @@
 profile: str = "default"  # parameter profile that produced this page: smoke | default | paper
 seed: int = 0  # seed for every random choice in the chapter
 device: str = "auto"  # auto | cpu | cuda
-torch_threads: int = 1  # CPU threads for torch, 0 keeps torch's default (one is fastest on a busy 2-core machine)
+torch_threads: int = 0  # CPU threads for torch, 0 keeps torch's default (all cores)
 model: str = "gemma-3-270m"  # gemma-3-270m (offline) | google/gemma-2-2b (hub) | tiny-random (code check only)
 sae_source: str = "train"  # train (one JumpReLU SAE per layer, here) | gemma-scope (the paper's canonical 16k SAEs)
 layers: list = []  # blocks whose output is studied, consecutive; empty means every block
@@ -56,10 +56,10 @@ context_len: int = 128  # tokens per window of text, BOS included (8..8192)
 n_train_tokens: int = 32768  # residual vectors per layer to train each SAE on (and for the data-based matching)
 n_eval_tokens: int = 4096  # held-out residual vectors per layer for the evaluations
 n_loss_windows: int = 33  # held-out windows for the next-token loss changes (ΔL), 126 predictions each
-loss_pair_stride: int = 4  # ΔL for every this many layer pairs (each ΔL pass reruns the model and its 262k-token head)
+loss_pair_stride: int = 1  # ΔL for every this many layer pairs (1: all; each pass reruns the later blocks and the head)
 loss_head_dtype: str = "bfloat16"  # float32 | bfloat16: products of the LM head in ΔL (checked against float32 below)
 match_solver: str = "exact"  # exact (dense LAPJV) | sparse (k-NN candidates, for 16k/65k SAEs)
-match_k: int = 32  # candidates per feature for the sparse solver
+match_k: int = 8  # candidates per feature (by cosine, both directions) for the sparse solver
 d_sae: int = 1024  # features per trained SAE
 target_l0: float = 48.0  # L0 at which the trained SAEs' thresholds start (and the quadratic loss aims)
 sae_sparsity_loss: str = "step"  # step (λ·L0, as Gemma Scope) | quadratic (pulls L0 to target_l0, Gemma Scope 2)
@@ -159,9 +159,10 @@ fold_checks
 # Gemma Scope width ($16{,}384^2$ entries, 2 GiB) needs no more memory than its result
 # (`benchmarks/bench_sae_match.py` times it). For two *unrelated* 16k SAEs the dense solver takes
 # minutes and a 65k problem does not fit in memory, so `match(..., solver="sparse")` keeps each
-# feature's `match_k` nearest candidates (both directions) plus a fallback permutation and solves
-# that sparse problem exactly with SciPy's `min_weight_full_bipartite_matching`
-# (`esae.assignment`; the benchmark measures its objective gap to the exact optimum).
+# feature's `match_k` candidates of highest cosine similarity (both directions), plus fallback
+# edges if those admit no full matching, and solves that sparse problem exactly with SciPy's
+# `min_weight_full_bipartite_matching` (`esae.assignment`; the benchmark measures its objective
+# gap to the exact optimum).
 # `weights="decoder"` or `"encoder"` compares only one
 # side (the paper's ablation). A `Match` holds `permutation[i]`, the partner in B of feature
 # $i$ of A, and `cost[i]`, the squared distance of that pair; matches compose along a chain with
@@ -495,10 +496,11 @@ display(Markdown(
 # stream after block $t+1$ (every position but BOS) by $\hat x(t+1)$, computed from the block's
 # own input $x(t)$, and the rest of the model runs as usual. ΔL is the change of the mean
 # next-token cross-entropy on held-out text (nats per token) over `n_loss_windows` windows, with
-# a 95 % bootstrap interval over windows (tokens within a window are not independent). Every
-# ΔL pass reruns the model and its vocabulary head, so ΔL is measured on every
-# `loss_pair_stride`-th pair; the head's products run in `loss_head_dtype` (checked against
-# float32 below). Replacing block $t+1$ by encode-permute-decode is the paper's *layer pruning*;
+# a 95 % bootstrap interval over windows (tokens within a window are not independent). One clean
+# pass keeps every block's output, so each replacement reruns only the blocks after the edited
+# one and the vocabulary head; ΔL is measured on every `loss_pair_stride`-th pair (every pair in
+# the default profile); the head's products run in `loss_head_dtype` (checked against float32
+# below). Replacing block $t+1$ by encode-permute-decode is the paper's *layer pruning*;
 # dropping the block outright is its baseline.
 
 # %% tags=["hide-input"]
@@ -777,9 +779,9 @@ display(Markdown(f"""
 #   small SAEs for a few hundred steps on a CPU. Their own reconstruction already costs a sizeable ΔL
 #   (the "own SAE" column), which bounds every SAE-based replacement. The `paper` profile runs the
 #   original setting.
-# - **ΔL on a subset of pairs.** Every ΔL pass reruns the model and its 262k-token vocabulary head on
-#   every prediction of the ΔL text, so the default profile measures every `loss_pair_stride`-th pair; EV and the
-#   matching score cover all pairs.
+# - **ΔL on one short text sample.** Every ΔL pass reruns the blocks after the edited one and the
+#   262k-token vocabulary head on every prediction of the `n_loss_windows` windows, on every layer pair;
+#   the bootstrap intervals above show how much that sample leaves open.
 
 # %% [markdown]
 # ### The verdicts, as the summary page reads them

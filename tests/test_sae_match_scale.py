@@ -52,6 +52,7 @@ def test_sparse_assignment_is_exact_when_the_knn_graph_holds_the_optimum():
     b[perm_true] = a + 0.05 * torch.randn(a.shape, generator=g, dtype=torch.float64)
     exact = assignment.exact_assignment(a, b)
     rows, cols, products = assignment.knn_candidates(a, b, 4, dtype=torch.float64)
+    assert np.all(np.diff(rows * 300 + cols) > 0)  # sorted, no duplicates
     np.testing.assert_allclose(products, (a[rows] * b[cols]).sum(1).numpy(), rtol=1e-5, atol=1e-5)
     assert np.isin(np.arange(300) * 300 + exact, rows * 300 + cols).all()  # the optimum is among the candidates
     sparse = assignment.sparse_assignment(a, b, k=4)
@@ -122,6 +123,25 @@ def test_delta_losses_report_intervals_and_token_counts():
         assert lo <= d <= hi
     with pytest.raises(ValueError, match="decoding must be one of 'folded', 'original', got 'raw'"):
         sm.transfer_map(stack, 0, "folded", "raw")
+
+
+def test_delta_losses_resume_from_cached_states_like_a_full_hooked_pass():
+    """ΔL reuses the clean pass's residual streams and runs only the blocks after the edited one:
+    the losses equal those of a full forward pass with the edit hooked in, block by block."""
+    model, tokenizer = lms.load_model("tiny-random")
+    ids = lms.token_windows(tokenizer, [("doc", "The cat sat on the mat. " * 40)], 20)[:6]
+    saes = [sm.random_jumprelu(64, 32, seed=t, dtype="float32", apply_b_dec_to_input=False) for t in range(4)]
+    stack = sm.match_stack(saes, [0, 1, 2, 3], train_acts=lms.collect_residuals(model, ids))
+    variants = ["folded", "own", "layer_drop"]
+    loss = lms.delta_losses(model, ids, stack, variants, batch_size=4)
+    clean = lms.next_token_losses(model, ids, batch_size=4)
+    assert loss.clean == pytest.approx(float(clean.mean()), rel=1e-6)
+    for i, name in enumerate(stack.pairs):
+        edits = sm.approximations(stack, i)
+        for v in variants:
+            full = lms.next_token_losses(model, ids, layer=i + 1, edit=edits[v], batch_size=4)
+            assert loss.delta[name][v] == pytest.approx(float((full - clean).double().mean()), rel=1e-4, abs=1e-6)
+    assert all(type(b).__name__ != "_Replay" for b in lms.blocks(model))  # the real blocks are back
 
 
 def test_gated_model_error_names_the_fix(monkeypatch):
