@@ -559,6 +559,8 @@ def main(argv: list[str] | None = None) -> int:
         for stem in names:  # every chapter's parameters, before the first kernel starts
             resolved_parameters(stem, args.profile)
         every = float(os.environ.get("ESAE_PROGRESS_EVERY", "5")) or None
+        import jupytext  # noqa: F401 - loaded before the first line, so progress lines follow it closely
+        import papermill  # noqa: F401
         print(f"[esae] profile {args.profile}: {len(names)} chapter{'s' * (len(names) > 1)}, "
               f"each executed unless unchanged since its last run", flush=True)
         for stem in names:

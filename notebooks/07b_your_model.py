@@ -237,7 +237,10 @@ display(Markdown(" · ".join(f"{name}: {int(alive[name].sum())} live features, {
 # {numref}`fig-07b-scores` shows the feature scores $\cos(d, Md)$ of the live features of both SAEs on the
 # trained network; the dashed line is the threshold.
 
-# %%
+# %% [markdown]
+# ## What this run showed
+
+# %% tags=["remove-input"]
 page_seconds = time.perf_counter() - page_start
 esae.results.write_results(profile, "07b_your_model", {
     "accuracy": float(np.mean(list(accuracy.values()))),
@@ -249,7 +252,7 @@ esae.results.write_results(profile, "07b_your_model", {
 })
 best, worst = r2s["trained"]["fitted M"], r2s["untrained"]["fitted M"]
 display(Markdown(
-    f"**What this run shows.** On a network the book never saw, one matrix explains how its 64-d layer moves "
+    f"On a network the book never saw, one matrix explains how its 64-d layer moves "
     f"when the input turns: held-out $R^2$ = {best['pooled_mean']:.3f} (per power "
     + ", ".join(f"{best['pooled'][p]:.3f}" for p in (1, 2, 3))
     + f") after {train_seconds:.0f} s of training, against {worst['pooled_mean']:.3f} for the same network "
