@@ -42,8 +42,9 @@ def test_a_cold_chapter_reports_progress_at_least_every_ten_seconds(workspace, t
     env.pop("ESAE_PROGRESS_EVERY", None)
     lines = _run(["run", "01", "--profile", "smoke", "--force", "--out-dir", str(tmp_path / "out")], env)
     progress = [t for t, text in lines if text.startswith("[esae] 01_groups ") and " cells " in text]
-    assert len(progress) >= 2, lines
     times = [t for t, _ in lines]
+    assert progress, lines  # the first report comes at once; a chapter of under 5 s needs no second one
+    assert progress[0] - times[0] <= 10.0, lines
     assert times[0] <= 30.0, lines  # the interpreter and torch start first
     assert max(b - a for a, b in zip(times, times[1:])) <= 10.0, lines
     assert not any("without encryption" in text for _, text in lines)
