@@ -61,8 +61,8 @@ from sae_lens.saes.topk_sae import TopKTrainingSAE
 from sae_lens.training.optim import get_lr_scheduler
 
 from esae.runtime import check_cpu_policy, progress
-from esae.saes import (SAETrainConfig, TrainResult, _LatentGroups, _segment_rows, _SparseDecode, _to_inference,
-                       build_training_sae, orbit_batches)
+from esae.saes import (SAETrainConfig, TrainResult, _sampled_rows_dot, _segment_rows, _to_inference, build_training_sae,
+                       orbit_batches)
 
 Tensor = torch.Tensor
 
@@ -71,15 +71,41 @@ Tensor = torch.Tensor
 # Kernels over a flattened stack
 # ---------------------------------------------------------------------------------------------
 
-def _groups(flat_idx: Tensor, n_latents: int) -> _LatentGroups:
-    """:func:`esae.saes._latent_groups` without a host round-trip: counts by ``index_add_``
-    (``bincount`` reads the maximum index back to size its output)."""
-    flat = flat_idx.flatten()
-    order = torch.argsort(flat)
-    counts = torch.zeros(n_latents, dtype=torch.long, device=flat.device)
-    counts.index_add_(0, flat, torch.ones_like(flat))
-    rows = torch.div(order, flat_idx.shape[1], rounding_mode="floor")
-    return _LatentGroups(order, rows, torch.cumsum(counts, 0) - counts)
+@dataclass(frozen=True)
+class _Groups:
+    """The (sample, slot) pairs of a flattened stack's index tensor ``flat`` ``(R, J)`` (entries:
+    rows ``s·F + f`` of the stacked weights) grouped by weight row: pair ``order[i]`` (flat
+    position ``r·J + j``) belongs to sample ``rows[i]``. ``active`` ``(A,)``: the distinct weight
+    rows in ascending order, and ``offsets`` ``(A,)`` where each one's pairs start in ``order`` —
+    or, dense (``active`` None), ``offsets`` for every weight row, empty ones included."""
+
+    order: Tensor
+    rows: Tensor
+    offsets: Tensor
+    active: Tensor | None
+
+
+_COMPACT_BELOW = 0.5  # compact gradient rows when fewer than this fraction of the rows occur
+_GATHER_DEAD_BELOW = 0.5  # AuxK picks among the dead latents' gathered scores when fewer than this fraction is dead
+
+
+def _groups(flat: Tensor, n_rows: int, compact: bool) -> _Groups:
+    """:func:`esae.saes._latent_groups` over ``n_rows`` weight rows; counts by ``index_add_``
+    (``bincount`` reads the maximum back to size its output). With ``compact`` (the CPU path: one
+    host read), only the rows that occur are kept when they are fewer than ``_COMPACT_BELOW`` of
+    all (a gradient of ``A`` rows, added with ``index_add_``); otherwise the groups are dense (a
+    gradient of every row, added in one pass) — the same sums either way."""
+    flat_1d = flat.flatten()
+    order = torch.argsort(flat_1d)
+    counts = torch.zeros(n_rows, dtype=torch.long, device=flat.device)
+    counts.index_add_(0, flat_1d, torch.ones_like(flat_1d))
+    offsets = torch.cumsum(counts, 0) - counts
+    rows = torch.div(order, flat.shape[1], rounding_mode="floor")
+    if compact:
+        active = counts.nonzero().squeeze(1)
+        if active.numel() < _COMPACT_BELOW * n_rows:
+            return _Groups(order, rows, offsets[active], active)
+    return _Groups(order, rows, offsets, None)
 
 
 def _flat(idx: Tensor, n_latents: int) -> Tensor:
@@ -88,49 +114,75 @@ def _flat(idx: Tensor, n_latents: int) -> Tensor:
     return (idx + offsets[:, None, None]).flatten(0, 1)
 
 
+class _RowGrad:
+    """The gradient of a stacked weight ``param`` ``(S, F, w)``, whose rows are the latents: a
+    persistent buffer, set as ``param.grad`` once, into which the sparse backward kernels add
+    the rows that have a gradient this step (only those rows, when few occur). Clipping, the
+    optimizer (torch's fused Adam: one pass over weight, gradient and moments) and the zeroing
+    after the step read it in place, so no ``(S·F, w)`` gradient is allocated per step (fresh
+    pages: at these sizes the allocator maps and faults them in every time), and the decoder's
+    two gradients (reconstruction and AuxK) are summed into it instead of into a third tensor."""
+
+    def __init__(self, param: torch.nn.Parameter) -> None:
+        param.grad = torch.zeros_like(param)
+        self.rows = param.grad.view(-1, param.shape[-1])  # (S·F, w)
+
+    def add(self, groups: _Groups, values: Tensor) -> None:
+        """Add ``values`` ``(A, w)`` (dense: ``(S·F, w)``) to the rows ``groups.active``."""
+        if groups.active is None:
+            self.rows.add_(values)
+        else:
+            self.rows.index_add_(0, groups.active, values)
+
+
 class _StackedGather(torch.autograd.Function):
-    """``pre[s, b, j] = (h_s W_s + b_s)[b, idx[s, b, j]]`` ``(S, B, J)`` for ``h`` ``(S, B, m)``,
-    encoder weights stored transposed ``w_t`` ``(S, F, m)`` and biases ``(S, F)``, read off
-    ``scores`` ``(S, B, F)`` (the pre-activations, times ``norms`` ``(S, F)`` when given) that were
-    computed without grad. Backward touches only the selected latents (the stacked version of
+    """The selected pre-activations ``picked`` ``(S, B, J)`` — ``(h_s W_s + b_s)[b, idx[s, b, j]]``,
+    read off the scores computed without grad — made differentiable in ``h`` ``(S, B, m)`` and
+    the biases ``(S, F)``; the encoder weights ``w_t`` ``(S·F, m)`` (stored transposed, rows =
+    latents; ``flat`` ``(S·B, J)``: the rows picked) get their gradient rows through ``sink``.
+    Backward touches only the selected latents (the stacked version of
     :class:`esae.saes._TopKGather`)."""
 
     @staticmethod
-    def forward(ctx, h: Tensor, w_t: Tensor, bias: Tensor, scores: Tensor, norms: Tensor | None,
-                idx: Tensor) -> Tensor:
-        n_stack, n_latents = bias.shape
-        flat = _flat(idx, n_latents)
+    def forward(ctx, h: Tensor, bias: Tensor, picked: Tensor, w_t: Tensor, flat: Tensor, groups: _Groups,
+                sink: _RowGrad) -> Tensor:
         ctx.save_for_backward(h, w_t, flat)
-        ctx.groups = _groups(flat, n_stack * n_latents)
-        picked = scores.gather(2, idx)
-        if norms is not None:
-            picked = picked / norms.flatten()[flat].view_as(idx)
-        return picked
+        ctx.groups, ctx.sink, ctx.bias_shape = groups, sink, bias.shape
+        return picked.clone()
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         h, w_t, flat = ctx.saved_tensors
-        n_stack, n_latents, width = w_t.shape
-        g = grad.flatten(0, 1)
-        grad_h = grad_w = grad_b = None
+        g = grad.flatten(0, 1)  # (S·B, J)
+        grad_h = grad_b = None
         if ctx.needs_input_grad[0]:
-            grad_h = F.embedding_bag(flat, w_t.reshape(-1, width), mode="sum", per_sample_weights=g).view_as(h)
+            grad_h = F.embedding_bag(flat, w_t, mode="sum", per_sample_weights=g).view_as(h)
+        ctx.sink.add(ctx.groups, _segment_rows(h.flatten(0, 1), ctx.groups, g))
         if ctx.needs_input_grad[1]:
-            grad_w = _segment_rows(h.flatten(0, 1), ctx.groups, g).view_as(w_t)
-        if ctx.needs_input_grad[2]:
-            grad_b = torch.zeros(n_stack * n_latents, dtype=grad.dtype, device=grad.device)
+            grad_b = torch.zeros(w_t.shape[0], dtype=grad.dtype, device=grad.device)
             grad_b.index_add_(0, flat.flatten(), g.flatten())
-            grad_b = grad_b.view(n_stack, n_latents)
-        return grad_h, grad_w, grad_b, None, None, None
+            grad_b = grad_b.view(ctx.bias_shape)
+        return grad_h, grad_b, None, None, None, None, None
 
 
-def _stacked_decode(vals: Tensor, idx: Tensor, w_dec: Tensor) -> Tensor:
-    """``out[s, b] = Σ_j vals[s, b, j] W_dec[s, idx[s, b, j]]`` ``(S, B, d)`` for ``vals``, ``idx``
-    ``(S, B, J)`` and ``w_dec`` ``(S, F, d)``: one sparse decode over the flattened stack."""
-    n_stack, n_latents, d = w_dec.shape
-    flat = _flat(idx, n_latents)
-    out = _SparseDecode.apply(vals.flatten(0, 1), flat, w_dec.reshape(-1, d), _groups(flat, n_stack * n_latents))
-    return out.view(n_stack, -1, d)
+class _StackedDecode(torch.autograd.Function):
+    """``out[r] = Σ_j vals[r, j] W[flat[r, j]]`` ``(S·B, d)`` for ``vals``, ``flat`` ``(S·B, J)``
+    and the stacked dictionary ``w_rows`` ``(S·F, d)``: one sparse decode over the flattened
+    stack (:class:`esae.saes._SparseDecode`), the dictionary's gradient rows through ``sink``."""
+
+    @staticmethod
+    def forward(ctx, vals: Tensor, w_rows: Tensor, flat: Tensor, groups: _Groups, sink: _RowGrad) -> Tensor:
+        ctx.save_for_backward(vals, w_rows, flat)
+        ctx.groups, ctx.sink = groups, sink
+        return F.embedding_bag(flat, w_rows, mode="sum", per_sample_weights=vals)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        vals, w_rows, flat = ctx.saved_tensors
+        grad = grad.contiguous()
+        grad_vals = _sampled_rows_dot(grad, w_rows, flat) if ctx.needs_input_grad[0] else None
+        ctx.sink.add(ctx.groups, _segment_rows(grad, ctx.groups, vals))
+        return grad_vals, None, None, None, None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -191,6 +243,8 @@ class _Stack:
         # step at batch 64 is memory-bound, and on CUDA it keeps the step counter on the device)
         self.optimizer = torch.optim.Adam(self.params.values(), lr=self.cfg.lr,
                                           betas=(self.cfg.adam_beta1, self.cfg.adam_beta2), fused=True)
+        self.row_grads = {name: _RowGrad(self.params[name]) for name in ("W_enc", "W_dec")}
+        self._scores_buffer: Tensor | None = None
         self.scheduler = get_lr_scheduler(
             self.cfg.lr_scheduler_name, optimizer=self.optimizer, training_steps=self.cfg.total_training_steps,
             lr=self.cfg.lr, warm_up_steps=self.cfg.lr_warm_up_steps, decay_steps=self.cfg.lr_decay_steps,
@@ -212,49 +266,89 @@ class _Stack:
             h = torch.relu(torch.baddbmm(p["b_enc1"].unsqueeze(1), h, p["W_enc1"]))
         return h
 
+    def _scores(self, batch: int, device: torch.device) -> Tensor:
+        """The persistent ``(S, B, F)`` buffer of the selection scores (no per-step allocation:
+        at batch 512 the wide stack's is 50 MB, fresh pages every step)."""
+        shape = (self.n_stack, batch, self.n_latents)
+        if self._scores_buffer is None or self._scores_buffer.shape != shape:
+            self._scores_buffer = torch.empty(shape, device=device)
+        return self._scores_buffer
+
     def loss(self, x: Tensor, target: Tensor, sync_free: bool) -> tuple[Tensor, Tensor, Tensor]:
         """Sum over the stack of each SAE's loss (MSE + AuxK), the per-SAE MSE ``(S,)`` and the
-        latents that fired in this batch, counted per SAE ``(S, F)``."""
+        latents that fired in this batch, counted per SAE ``(S, F)``; the backward pass leaves the
+        encoder and decoder weights' gradients in their :class:`_RowGrad` buffers."""
         p = self.params
+        n_stack, n_latents = self.n_stack, self.n_latents
         h = self._hidden(x)
         dead = self.since_fired > self.cfg.dead_feature_window  # (S, F)
         with torch.no_grad():
             norms = p["W_dec"].norm(dim=-1) if self.rescale else None  # (S, F)
+            scores = self._scores(x.shape[0], x.device)
             if norms is not None and h.shape[1] >= h.shape[2]:  # fold the norms into the smaller operand
-                scores = torch.baddbmm((p["b_enc"] * norms).unsqueeze(1), h, (p["W_enc"] * norms[..., None]).transpose(1, 2))
+                torch.baddbmm((p["b_enc"] * norms).unsqueeze(1), h, (p["W_enc"] * norms[..., None]).transpose(1, 2),
+                              out=scores)
             else:
-                scores = torch.baddbmm(p["b_enc"].unsqueeze(1), h, p["W_enc"].transpose(1, 2))  # (S, B, F)
+                torch.baddbmm(p["b_enc"].unsqueeze(1), h, p["W_enc"].transpose(1, 2), out=scores)  # (S, B, F)
                 if norms is not None:
                     scores.mul_(norms.unsqueeze(1))
             idx = scores.topk(self.k_max, dim=-1, sorted=True).indices  # (S, B, K_max): SAE s keeps the first k_s
+            picked = scores.gather(2, idx)
             n_dead = dead.sum(-1)  # (S,)
             k_aux = self.k_aux_max if sync_free else min(self.k_aux_max, int(n_dead.max()))
             if k_aux > 0:  # AuxK: the top dead latents model the residual (fixed size, masked per SAE)
-                masked = scores.masked_fill(~dead.unsqueeze(1), -math.inf)
-                aux_idx = masked.topk(k_aux, dim=-1, sorted=True).indices  # (S, B, k_aux)
                 aux_mask = (torch.arange(k_aux, device=x.device)[None] < n_dead[:, None]).to(x.dtype)  # (S, k_aux)
+                n_candidates = n_latents if sync_free else int(n_dead.max())
+                if n_candidates <= _GATHER_DEAD_BELOW * n_latents:  # few dead: the top k_aux among their scores only
+                    dead_idx = torch.argsort((~dead).to(torch.uint8), dim=1, stable=True)[:, :n_candidates]  # (S, n)
+                    candidates = scores.gather(2, dead_idx.unsqueeze(1).expand(-1, x.shape[0], -1))
+                    candidates.masked_fill_(~dead.gather(1, dead_idx).unsqueeze(1), -math.inf)
+                    top = candidates.topk(k_aux, dim=-1, sorted=True)
+                    aux_idx = dead_idx.unsqueeze(1).expand(-1, x.shape[0], -1).gather(2, top.indices)
+                    aux_picked = top.values
+                else:
+                    scores.masked_fill_(~dead.unsqueeze(1), -math.inf)  # in place: the live scores were read above
+                    aux_idx = scores.topk(k_aux, dim=-1, sorted=True).indices  # (S, B, k_aux)
+                    aux_picked = scores.gather(2, aux_idx)
+                # slots past an SAE's own number of dead latents read a masked score (-inf): 0 instead,
+                # as their value is masked out below (they then add 0 to every gradient)
+                aux_picked.masked_fill_(aux_mask.unsqueeze(1) == 0, 0.0)
                 idx_all = torch.cat([idx, aux_idx], -1)
+                picked = torch.cat([picked, aux_picked], -1)
             else:
                 idx_all = idx
-        raw = _StackedGather.apply(h, p["W_enc"], p["b_enc"], scores, norms, idx_all)
+            flat_all = _flat(idx_all, n_latents)  # (S·B, J): rows of the flattened stack
+            if norms is not None:
+                picked = picked / norms.flatten()[flat_all].view_as(picked)
+            groups_all = _groups(flat_all, n_stack * n_latents, compact=not sync_free)
+            flat = flat_all[:, :self.k_max].contiguous() if k_aux > 0 else flat_all
+            groups = _groups(flat, n_stack * n_latents, compact=not sync_free) if k_aux > 0 else groups_all
+        w_dec = p["W_dec"].detach().view(-1, self.d_in)  # (S·F, d); its gradient goes to its _RowGrad
+        raw = _StackedGather.apply(h, p["b_enc"], picked, p["W_enc"].detach().view(n_stack * n_latents, -1), flat_all,
+                                   groups_all, self.row_grads["W_enc"])
         vals = raw[..., :self.k_max].relu() * self.k_mask.unsqueeze(1)
-        out = _stacked_decode(vals, idx, p["W_dec"]) + p["b_dec"].unsqueeze(1)
+        out = _StackedDecode.apply(vals.flatten(0, 1), w_dec, flat, groups, self.row_grads["W_dec"])
+        out = out.view(n_stack, -1, self.d_in) + p["b_dec"].unsqueeze(1)
         mse = (out - target).pow(2).sum(-1).mean(-1)  # (S,)
         total = mse.sum()
         if k_aux > 0:
             residual = (target - out).detach()
-            aux_out = _stacked_decode(raw[..., self.k_max:] * aux_mask.unsqueeze(1), aux_idx, p["W_dec"])
+            aux_flat = flat_all[:, self.k_max:].contiguous()
+            aux_vals = (raw[..., self.k_max:] * aux_mask.unsqueeze(1)).flatten(0, 1)
+            aux_out = _StackedDecode.apply(aux_vals, w_dec, aux_flat, _groups(aux_flat, n_stack * n_latents,
+                                           compact=not sync_free), self.row_grads["W_dec"])
             scale = (n_dead.to(x.dtype) / self.k_aux_max).clamp(max=1.0)
-            aux = self.aux_coefficient * scale * (aux_out - residual).pow(2).sum(-1).mean(-1)
+            aux = self.aux_coefficient * scale * (aux_out.view_as(out) - residual).pow(2).sum(-1).mean(-1)
             total = total + aux.sum()
         with torch.no_grad():
-            fired = torch.zeros(self.n_stack * self.n_latents, device=x.device)
-            fired.index_add_(0, _flat(idx, self.n_latents).flatten(), (vals > 0).flatten().to(fired.dtype))
-        return total, mse.detach(), fired.view(self.n_stack, self.n_latents)
+            fired = torch.zeros(n_stack * n_latents, device=x.device)
+            fired.index_add_(0, flat.flatten(), (vals > 0).flatten().to(fired.dtype))
+        return total, mse.detach(), fired.view(n_stack, n_latents)
 
     def step(self, x: Tensor, target: Tensor, sync_free: bool) -> None:
         """One training step of every SAE of the stack on inputs ``x`` and targets ``target``
-        ``(B, d)``, as sae-lens's ``SAETrainer`` does it for one SAE."""
+        ``(B, d)``, as sae-lens's ``SAETrainer`` does it for one SAE: loss, backward, gradient
+        clipping at norm 1 per SAE, Adam, zeroed gradients, learning-rate schedule."""
         if self.step_count > 0 and self.step_count % self.cfg.feature_sampling_window == 0:
             self.freq.zero_()  # sae-lens's maybe_reset_sparsity
             self.freq_samples = 0
@@ -266,20 +360,37 @@ class _Stack:
             self.freq_samples += x.shape[0]
             self.mse[:, self.step_count] = mse
         total.backward()
-        self._clip()
+        self._clip(sync_free)
         self.optimizer.step()
-        self.optimizer.zero_grad()
+        self._zero_grad()
         self.scheduler.step()
         self.step_count += 1
 
     @torch.no_grad()
-    def _clip(self, max_norm: float = 1.0) -> None:
-        """``torch.nn.utils.clip_grad_norm_(sae.parameters(), 1.0)`` for every SAE of the stack."""
+    def _clip(self, sync_free: bool, max_norm: float = 1.0) -> None:
+        """``torch.nn.utils.clip_grad_norm_(sae.parameters(), 1.0)`` for every SAE of the stack.
+        Off ``sync_free``, the gradients of an SAE whose coefficient is 1 are left alone (a
+        multiplication by 1.0 changes no bit; the check is a host read, free on the CPU)."""
         grads = [q.grad for q in self.params.values()]
         norms = torch.stack([torch.linalg.vector_norm(g.reshape(self.n_stack, -1), dim=1) for g in grads])
         coef = (max_norm / (torch.linalg.vector_norm(norms, dim=0) + 1e-6)).clamp(max=1.0)  # (S,)
-        for g in grads:
-            g.mul_(coef.view(-1, *[1] * (g.ndim - 1)))
+        if sync_free:
+            for g in grads:
+                g.mul_(coef.view(-1, *[1] * (g.ndim - 1)))
+            return
+        for s in (coef < 1.0).nonzero().flatten().tolist():
+            for g in grads:
+                g[s].mul_(coef[s])
+
+    @torch.no_grad()
+    def _zero_grad(self) -> None:
+        """``optimizer.zero_grad()``: the small tensors' gradients dropped, the row gradients'
+        buffers zeroed in place (kept for the next step)."""
+        for name, q in self.params.items():
+            if name in self.row_grads:
+                self.row_grads[name].rows.zero_()
+            else:
+                q.grad = None
 
     # -- results -------------------------------------------------------------------------------
 

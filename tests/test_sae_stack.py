@@ -137,3 +137,106 @@ def test_errors(acts):
     with pytest.raises(ValueError, match="batch_size must be at most"):
         sae_stack.train_stacked([replace(c, batch_size=512) for c in cfgs[:1]], acts)
     assert sae_stack.train_stacked([], acts) == []
+
+
+def _reference_step(h, bias, w_t, w_dec, idx, k):
+    """The stacked gather + decode with plain autograd and dense weights: pre-activations
+    ``(S, B, J)`` of the latents ``idx`` ``(S, B, J)``, the first ``k`` decoded."""
+    pre = torch.einsum("sbm,sfm->sbf", h, w_t) + bias.unsqueeze(1)
+    picked = pre.gather(2, idx)
+    vals = picked[..., :k].relu()
+    rows = w_dec.gather(1, idx[..., :k].flatten(1).unsqueeze(-1).expand(-1, -1, w_dec.shape[-1]))
+    out = (vals.flatten(1).unsqueeze(-1) * rows).view(*vals.shape, -1).sum(2)
+    return picked, out
+
+
+@pytest.mark.parametrize("compact", [0.0, 1.01])  # dense groups / compact gradient rows
+def test_row_gradients_match_autograd(monkeypatch, compact):
+    """The sparse kernels' gradients — the weights' rows added into their persistent buffers —
+    equal plain autograd's dense gradients (to float32 round-off: the sums run in another order),
+    also when the buffers hold the previous contribution (the decoder gets two per step)."""
+    monkeypatch.setattr(sae_stack, "_COMPACT_BELOW", compact)
+    gen = torch.Generator().manual_seed(0)
+    n_stack, batch, n_lat, m, d, k = 2, 5, 24, 6, 4, 3
+    h = torch.randn(n_stack, batch, m, generator=gen, requires_grad=True)
+    bias = torch.randn(n_stack, n_lat, generator=gen, requires_grad=True)
+    w_t = torch.nn.Parameter(torch.randn(n_stack, n_lat, m, generator=gen))
+    w_dec = torch.nn.Parameter(torch.randn(n_stack, n_lat, d, generator=gen))
+    idx = torch.stack([torch.randperm(n_lat, generator=gen)[:k + 2] for _ in range(n_stack * batch)]).view(n_stack, batch, -1)
+    upstream = torch.randn(n_stack, batch, d, generator=gen)
+    up_pre = torch.randn(n_stack, batch, k + 2, generator=gen)
+
+    picked, out = _reference_step(h, bias, w_t, w_dec, idx, k)
+    ((out * upstream).sum() + (picked * up_pre).sum()).backward()
+    expected = {"h": h.grad.clone(), "bias": bias.grad.clone(), "w_t": w_t.grad.clone(), "w_dec": 2 * w_dec.grad}
+    h.grad = bias.grad = None
+
+    sinks = {"w_t": sae_stack._RowGrad(w_t), "w_dec": sae_stack._RowGrad(w_dec)}
+    sinks["w_dec"].rows.copy_(expected["w_dec"].view(-1, d) / 2)  # a previous contribution, e.g. the AuxK decode
+    flat_all = sae_stack._flat(idx, n_lat)
+    flat = flat_all[:, :k].contiguous()
+    groups_all = sae_stack._groups(flat_all, n_stack * n_lat, compact=True)
+    groups = sae_stack._groups(flat, n_stack * n_lat, compact=True)
+    assert (groups.active is None) == (compact == 0.0)
+    with torch.no_grad():
+        pre = torch.einsum("sbm,sfm->sbf", h, w_t) + bias.unsqueeze(1)
+    raw = sae_stack._StackedGather.apply(h, bias, pre.gather(2, idx), w_t.detach().view(-1, m), flat_all, groups_all,
+                                         sinks["w_t"])
+    vals = raw[..., :k].relu()
+    got = sae_stack._StackedDecode.apply(vals.flatten(0, 1), w_dec.detach().view(-1, d), flat, groups, sinks["w_dec"])
+    torch.testing.assert_close(got.view_as(out), out.detach())
+    ((got.view_as(out) * upstream).sum() + (raw * up_pre).sum()).backward()
+    for name, value in (("h", h.grad), ("bias", bias.grad), ("w_t", w_t.grad), ("w_dec", w_dec.grad)):
+        torch.testing.assert_close(value, expected[name], rtol=1e-6, atol=1e-6, msg=name)
+
+
+def test_adam_on_row_gradients_matches_torch_adam():
+    """The stacked step's optimizer path — gradient rows added into a persistent buffer, clipped,
+    torch's fused Adam over the whole buffer (every row's moments decay, only the written rows get
+    a gradient term), the buffer zeroed after — against ``torch.optim.Adam`` (for-loop
+    implementation, as sae-lens's trainer runs it) on fresh dense gradients with
+    ``clip_grad_norm_``: equal to float32 round-off (≤ 1e-6 relative) after 20 steps."""
+    gen = torch.Generator().manual_seed(1)
+    n_lat, width = 40, 8
+    start = torch.randn(1, n_lat, width, generator=gen)
+    ours, ref = torch.nn.Parameter(start.clone()), torch.nn.Parameter(start.clone())
+    opt = torch.optim.Adam([ours], lr=1e-2, betas=(0.9, 0.999), fused=True)
+    opt_ref = torch.optim.Adam([ref], lr=1e-2, betas=(0.9, 0.999), foreach=False)
+    sink = sae_stack._RowGrad(ours)
+    for step in range(20):
+        idx = torch.randint(n_lat, (3, 4), generator=gen)  # 3 samples, 4 latents each: few rows
+        flat = sae_stack._flat(idx.unsqueeze(0), n_lat)
+        groups = sae_stack._groups(flat, n_lat, compact=True)
+        assert groups.active is not None
+        source = torch.randn(3, width, generator=gen) * 5
+        weights = torch.randn(3, 4, generator=gen)
+        sink.add(groups, saes._segment_rows(source, groups, weights))
+        dense = torch.zeros(n_lat, width)
+        dense.index_add_(0, idx.flatten(), weights.flatten()[:, None] * source.repeat_interleave(4, 0))
+        ref.grad = dense.view_as(ref)
+        torch.testing.assert_close(ours.grad, ref.grad, rtol=1e-6, atol=1e-6)
+        torch.nn.utils.clip_grad_norm_([ref], 1.0)
+        coef = (1.0 / (ours.grad.norm() + 1e-6)).clamp(max=1.0)
+        ours.grad.mul_(coef)
+        opt.step()
+        opt_ref.step()
+        sink.rows.zero_()
+        assert ours.grad.data_ptr() == sink.rows.data_ptr()  # the optimizer kept reading the buffer
+    torch.testing.assert_close(ours.detach(), ref.detach(), rtol=1e-6, atol=1e-6)
+    assert not torch.equal(ours.detach(), start)
+
+
+@pytest.mark.parametrize("gather_dead", [0.0, 1.01])
+@pytest.mark.parametrize("compact", [0.0, 1.01])
+def test_auxk_and_gradient_paths_agree(acts, monkeypatch, gather_dead, compact):
+    """AuxK among the gathered dead scores or the masked full scores, compact or dense gradient
+    rows: the same training, to float32 round-off (8 steps, a dead window of one step)."""
+    cfgs = [c for c in configs(dead_window=32, n_epochs=1) if c.name in ("regular", "two_layer")]
+    ref = sae_stack.train_stacked(cfgs, acts, sync_free=True)  # dense everything, fixed-size AuxK
+    monkeypatch.setattr(sae_stack, "_GATHER_DEAD_BELOW", gather_dead)
+    monkeypatch.setattr(sae_stack, "_COMPACT_BELOW", compact)
+    got = sae_stack.train_stacked(cfgs, acts)
+    assert any(r.sae.cfg.metadata.num_dead_features > 0 for r in got)
+    for ra, rb in zip(got, ref):
+        frob, _ = relative_differences(ra.sae, rb.sae)
+        assert frob < FROBENIUS_TOL
