@@ -44,7 +44,7 @@ activations. :func:`train_stacked` trains them together:
 not (batched vs single matmuls, TopK sorted vs unsorted, the flattened sparse kernels, fused vs
 for-loop Adam), so the
 weights agree up to float32 round-off at first; a TopK near-tie resolved differently later turns
-that into a visible difference on the latents concerned (after 128 steps at d = 256, 4 of 12
+that into a visible difference on the latents concerned (after 128 steps at d = 256, 4–5 of 12
 SAEs differed by 1.6e-4 – 1.6e-2 relative, the others by ≤ 2.2e-6): the same training, not the
 same bits. ``tests/test_sae_stack.py`` bounds the difference after a short run and
 ``benchmarks/bench_saes.py`` prints it.
