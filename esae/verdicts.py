@@ -221,11 +221,73 @@ def probing(r: dict[str, Any]) -> list[Verdict]:
                            "; ".join(f"{key}: " + "".join("✓" if v else ("✗" if v is False else "–") for v in verdicts.values())
                                      for key, verdicts in comp.items()), "reported",
                            "the claims table recomputed on the other layout's models"))
+    if r.get("fair"):
+        out.extend(fair_probing(r["fair"]))
     act = {length: r.get(f"cnn/activations/L{length}", {}).get("xgboost", {}).get("all") for length in (8, 32)}
     if any(v is not None for v in act.values()):
         out.append(Verdict("result2-upper-bound", "RESULT 2", "upper bound: probes on the base activations (CNN, all tasks)",
                            "(Figure 3)", ", ".join(f"L={k}: {v:.3f}" for k, v in act.items() if v is not None), "reported",
                            "XGBoost F1 on the L largest base activations"))
+    return out
+
+
+# ---- RESULT 2, fairly: who gets the rotation p (chapters 6 and 6b) ---------------------------------
+
+FAIR_READINGS = {
+    "onehot_p": "every SAE's probe input also gets the rotation p (one-hot)",
+    "estimated_p": "the equivariant SAE decodes with p̂ estimated from the activation (no labels)",
+}
+
+
+def fair_probing(fair: dict[str, Any]) -> list[Verdict]:
+    """Chapter 6's claim 1 of RESULT 2 (equivariant above regular and wide on the truncated
+    reconstructions, every group and K) under the fair readings (``06_probing.json``'s ``fair``:
+    ``claim1[reading]["<model>/L<L>"]`` holds or not, for ``paper`` and each fair reading, and
+    ``p_hat_accuracy``). One row per fair reading: ``agrees`` when claim 1 still holds at every
+    (model, L) where it held under the paper's reading, ``partly`` at some, ``differs`` at none."""
+    out = []
+    paper = fair.get("claim1", {}).get("paper", {})
+    held = [cell for cell, ok in paper.items() if ok]
+    for reading, label in FAIR_READINGS.items():
+        claim = fair.get("claim1", {}).get(reading)
+        if not claim:
+            continue
+        kept = [cell for cell in held if claim.get(cell)]
+        new = [cell for cell, ok in claim.items() if ok and cell not in held]
+        acc = fair.get("p_hat_accuracy", {})
+        extra = ("; p̂ = p on " + ", ".join(f"{k} {v:.1%}" for k, v in acc.items()) + " of the test images"
+                 if reading == "estimated_p" and acc else "")
+        out.append(Verdict(
+            f"result2-fair-{reading}", "RESULT 2",
+            f"claim 1 (equivariant above regular and wide on truncated reconstructions) when {label}",
+            "claimed for every task group and setup (the paper gives p to the equivariant SAE alone)",
+            f"held under the paper's reading at {', '.join(held) or 'no (model, L)'}; still holds at "
+            f"{', '.join(kept) or 'none'}" + (f"; newly at {', '.join(new)}" if new else "") + extra,
+            "reported" if not held else ("agrees" if len(kept) == len(held) else "partly" if kept else "differs"),
+            "XGBoost F1 on the sweep's tasks, every group and K of the sweep; agrees when every lead of the "
+            "paper's reading survives the fair reading"))
+    return out
+
+
+def beyond_fair_rows(setting: str, reading: str, leads: dict, fmt: Callable[[dict, int], str] | None = None
+                     ) -> list[dict[str, str]]:
+    """Chapter 6b's verdict rows for RESULT 2 under a fair ``reading`` (:data:`FAIR_READINGS`) on
+    ``setting`` (``jitter`` or ``digits``): ``leads[(L, family)] = (verdict, stats)`` from the paired
+    per-seed margins (:func:`esae.beyond.verdict`); a verdict without an error bar is ``reported``."""
+    if reading not in FAIR_READINGS:
+        raise ValueError(f"reading must be one of {', '.join(FAIR_READINGS)}, got {reading!r}")
+    if fmt is None:
+        from esae.beyond import fmt
+    out = []
+    for (L, fam), (v, d) in leads.items():
+        row = asdict(Verdict(
+            f"beyond/{setting}/probe_fair/{reading}/{fam}/L{L}", "RESULT 2",
+            f"the equivariant SAE outperforms regular and wide SAEs on truncated reconstructions ({fam} tasks, "
+            f"L = {L}) when {FAIR_READINGS[reading]}", "holds across all tasks and setups (p to the equivariant SAE only)",
+            f"F1 equivariant − best rival, mean over K: {fmt(d, 3)}",
+            v if v in VERDICTS else "reported", "paired per-seed margin > 2 standard errors"))
+        row.pop("source")  # chapter 6b's rows carry no source column
+        out.append(row)
     return out
 
 
