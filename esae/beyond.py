@@ -15,7 +15,12 @@ protocol on **any** base model given as callables and orbit activations:
 5. :func:`probe_families` — XGBoost F1 of truncated reconstructions (the paper's RESULT 2 form)
    and of the base activations, per task family and truncation length L.
 
-:func:`run_seed` chains them for one seed. Across seeds, :func:`mean_std` gives mean ± std and
+:func:`run_seed` chains them for one seed; :func:`shapes_seed` and :func:`digits_seed` are chapter
+6b's two settings end to end (data, base model, then :func:`run_seed`), cached by
+:func:`esae.pipeline.beyond_shapes_seed` and :func:`esae.pipeline.beyond_digits_seed`. Every probing
+step can also run under the fair readings of RESULT 2 (``readings``: every SAE's probe gets the
+rotation ``p``; the equivariant SAE estimates ``p``; :data:`esae.probing.READINGS`), compared by
+:func:`lead_margin`. Across seeds, :func:`mean_std` gives mean ± std and
 the standard error, and :func:`verdict` says "leads"/"trails" (or "agrees"/"disagrees") only
 when a difference exceeds two standard errors, "within noise" otherwise.
 

@@ -272,6 +272,33 @@ def make_probe(probe: str, config: ProbeConfig, n_train: int):
                          random_state=config.seed, verbosity=0)
 
 
+def _xgb_params(config: ProbeConfig, n_threads: int = 1) -> dict:
+    """The booster parameters :func:`make_probe`'s ``XGBClassifier`` hands to ``xgboost.train``."""
+    return {"objective": "binary:logistic", "max_depth": config.xgb_max_depth, "eta": config.xgb_learning_rate,
+            "reg_lambda": config.xgb_l2, "max_bin": config.xgb_max_bin, "tree_method": config.xgb_tree_method,
+            "nthread": n_threads, "seed": config.seed, "verbosity": 0}
+
+
+def xgboost_predict(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, config: ProbeConfig,
+                    n_threads: int = 1) -> np.ndarray:
+    """The XGBoost probe through XGBoost's own API: fit on ``(x_train (n, f), y_train (n,) or (n, T))``
+    and predict ``x_test`` ``(m, f)`` → bool ``(m,)`` (or ``(m, T)``), the same trees and predictions as
+    :func:`make_probe`'s ``XGBClassifier`` (``benchmarks/bench_probing.py`` and the tests check it
+    bit for bit) without the scikit-learn wrapper's per-fit work. With a ``(n, T)`` label matrix the
+    ``T`` tasks share one quantile sketch and are boosted together, one tree per task per round
+    (``multi_strategy="one_output_per_tree"``) — for tasks that share their feature matrix."""
+    import xgboost as xgb
+
+    y = np.asarray(y_train).astype(np.float32)
+    params = _xgb_params(config, n_threads)
+    if y.ndim == 2:
+        params["multi_strategy"] = "one_output_per_tree"
+    data = (xgb.QuantileDMatrix(x_train, label=y, max_bin=config.xgb_max_bin, nthread=n_threads)
+            if config.xgb_tree_method == "hist" else xgb.DMatrix(x_train, label=y, nthread=n_threads))
+    booster = xgb.train(params, data, num_boost_round=config.xgb_estimators)
+    return np.asarray(booster.inplace_predict(x_test)) > 0.5
+
+
 def degenerate_reason(y_train, y_test) -> str | None:
     """Why a task cannot be scored (a class empty in a split), or ``None`` if it can."""
     for split, y in (("train", y_train), ("test", y_test)):

@@ -387,3 +387,23 @@ def test_reconstruction_inputs_of_each_reading(clean_equivariant_sae):
     assert plain["decoder_rows"] is None and plain["decoder"][0].shape[0] == 1  # no p for an SAE without M
     with pytest.raises(ValueError, match="reading must be one of 'paper', 'onehot_p', 'estimated_p', got 'oracle'"):
         probing.reconstruction_input(sae, x, x, p, p, "oracle")
+
+
+def test_xgboost_api_and_multi_target_fits_predict_like_the_wrapper():
+    rng = np.random.default_rng(11)
+    xtr, xte = rng.normal(size=(300, 12)).astype(np.float32), rng.normal(size=(150, 12)).astype(np.float32)
+    w = rng.normal(size=(12, 3))
+    ytr, yte = (xtr @ w > 0.3), (xte @ w > 0.3)
+    for config in (FAST, ProbeConfig(xgb_estimators=10, xgb_max_bin=32), ProbeConfig(xgb_estimators=5,
+                                                                                       xgb_tree_method="exact")):
+        single = []
+        for t in range(3):
+            model = probing.make_probe("xgboost", config, len(xtr))
+            model.fit(xtr, ytr[:, t].astype(np.int64))
+            wrapper = model.predict(xte).astype(bool)
+            native = probing.xgboost_predict(xtr, ytr[:, t], xte, config)
+            assert native.dtype == bool and np.array_equal(native, wrapper)  # bit for bit the same probe
+            single.append(native)
+        if config.xgb_tree_method == "hist":  # tasks sharing a matrix: one multi-target fit, the same predictions
+            multi = probing.xgboost_predict(xtr, ytr, xte, config)
+            assert multi.shape == (150, 3) and np.array_equal(multi, np.stack(single, 1))
