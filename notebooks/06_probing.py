@@ -605,10 +605,30 @@ for model in probing.BASE_MODELS:
             rows += (f"| {model} | {L} | {READING_NAMES[r]} | {VERDICT[c['holds']]} ({c['n_held']} of {c['n_cells']} cells) | "
                      + " | ".join(f"{c['margins'].get(f'k{k_fair}/{g}', float('nan')):+.3f}" for g in GROUP_KEYS) + " |\n")
 display(Markdown(rows))
-survive = {}
-for r in FAIR:
-    won = [(cell, m) for cell in fair_margins["paper"] for m, v in fair_margins["paper"][cell].items() if v > 0]
-    survive[r] = (sum(fair_margins[r][cell].get(m, -1) > 0 for cell, m in won), len(won))
+
+# %% [markdown]
+# Which of the equivariant SAE's leads survive? A *lead* is a (base model, $L$, $K$, group) cell
+# where, under the paper's reading, the equivariant SAE's F1 exceeds the better of regular and wide
+# by more than {py:data}`esae.probing.TIE` (0.02); it survives a fair reading when its margin there
+# is still above 0.02.
+
+# %% tags=["hide-input"]
+paper_leads = [f"{cell}/{m}" for cell in fair_margins["paper"] for m, v in fair_margins["paper"][cell].items()
+               if v > probing.TIE]
+survive = {r: {"kept": [c for c in paper_leads if fair_margins[r][c.rsplit("/", 2)[0]][c.split("/", 2)[2]] > probing.TIE],
+               "lost": [c for c in paper_leads if fair_margins[r][c.rsplit("/", 2)[0]][c.split("/", 2)[2]] <= probing.TIE]}
+           for r in FAIR}
+
+
+def by_group(cells: list[str]) -> str:
+    """'cnn/L1/k32/SPO' cells grouped by task group: 'SPO: cnn/L1/k32, …'."""
+    groups = {g: [c.rsplit("/", 1)[0] for c in cells if c.endswith(f"/{g}")] for g in GROUP_KEYS}
+    return "; ".join(f"{g}: {', '.join(v)}" for g, v in groups.items() if v) or "none"
+
+
+display(Markdown(f"Leads under the paper's reading: **{len(paper_leads)}** cells ({by_group(paper_leads)}).\n\n" + "\n".join(
+    f"- {READING_NAMES[r]}: **{len(v['kept'])} of {len(paper_leads)} survive**; lost: {by_group(v['lost'])}."
+    for r, v in survive.items())))
 
 # %% [markdown]
 # ## Why: what the reconstructions keep
@@ -693,7 +713,7 @@ json_out["fair"] = {"lengths": list(fair_lengths), "ks": list(sweep_ks), "tasks"
                     "f1": {r: {k: v for k, v in t.items() if "/reconstructions/" in k and any(k.endswith(f"/L{L}") for L in fair_lengths)}
                            for r, t in reading_tables.items()},
                     "claim1": fair_claim1, "margins": fair_margins, "p_hat_accuracy": p_hat_accuracy,
-                    "positive_margins_kept": {r: {"kept": a, "of": b} for r, (a, b) in survive.items()}}
+                    "tie": probing.TIE, "leads": paper_leads, "survive": survive}
 esae.verdicts.attach("06_probing", json_out)  # the list the summary page reads
 esae.results.write_results(profile, "06_probing", json_out)
 
@@ -734,8 +754,8 @@ for r in FAIR:
         f"- **Fair reading: {READING_NAMES[r]}.** Claim 1 held under the paper's reading at "
         f"{', '.join(held_paper) or 'no (model, L)'} of the fair lengths; under this reading it holds at "
         f"{', '.join(c for c, ok in fair_claim1[r].items() if ok) or 'none'} (kept: {', '.join(kept) or 'none'}). Of the "
-        f"(model, L, K, group) cells where the equivariant SAE led regular and wide, {survive[r][0]} of {survive[r][1]} "
-        f"still lead." + (f" CNN SPO at L = {min(fair_lengths)}, K = {k_fair}: equivariant "
+        f"{len(paper_leads)} (model, L, K, group) cells where the equivariant SAE led regular and wide by more than "
+        f"{probing.TIE}, {len(survive[r]['kept'])} still do; lost: {by_group(survive[r]['lost'])}." + (f" CNN SPO at L = {min(fair_lengths)}, K = {k_fair}: equivariant "
                           f"{reading_tables[r][result_key('cnn', 'reconstructions', min(fair_lengths), 'equivariant', k_fair)]['SPO']:.3f}"
                           f" vs regular {reading_tables[r][result_key('cnn', 'reconstructions', min(fair_lengths), 'regular', k_fair)]['SPO']:.3f}"
                           f" (paper's reading: {reading_tables['paper'][result_key('cnn', 'reconstructions', min(fair_lengths), 'equivariant', k_fair)]['SPO']:.3f}"

@@ -95,13 +95,15 @@ def test_every_written_verdict_has_the_schema(tmp_results):
 
 
 def test_fair_readings_of_result2_give_their_own_verdicts():
-    fair = {"claim1": {"paper": {"mlp/L1": True, "cnn/L1": True, "cnn/L32": False},
-                       "onehot_p": {"mlp/L1": True, "cnn/L1": False, "cnn/L32": False},
-                       "estimated_p": {"mlp/L1": True, "cnn/L1": True, "cnn/L32": True}},
+    fair = {"claim1": {"paper": {"mlp/L1": False}, "onehot_p": {"mlp/L1": False}, "estimated_p": {"mlp/L1": True}},
+            "tie": 0.02, "leads": ["mlp/L1/k32/SPO", "mlp/L1/k32/S", "cnn/L1/k8/SPO"],
+            "survive": {"onehot_p": {"kept": ["mlp/L1/k32/S"], "lost": ["mlp/L1/k32/SPO", "cnn/L1/k8/SPO"]},
+                        "estimated_p": {"kept": ["mlp/L1/k32/SPO", "mlp/L1/k32/S", "cnn/L1/k8/SPO"], "lost": []}},
             "p_hat_accuracy": {"cnn/k32": 0.996}}
     rows = {v.id: v for v in verdicts.fair_probing(fair)}
-    assert rows["result2-fair-onehot_p"].verdict == "partly" and "still holds at mlp/L1" in rows["result2-fair-onehot_p"].this_run
-    assert rows["result2-fair-estimated_p"].verdict == "agrees" and "newly at cnn/L32" in rows["result2-fair-estimated_p"].this_run
+    assert rows["result2-fair-onehot_p"].verdict == "partly"
+    assert "1 of 3 leads > 0.02 survive; lost: SPO at mlp/L1/k32, cnn/L1/k8" in rows["result2-fair-onehot_p"].this_run
+    assert rows["result2-fair-estimated_p"].verdict == "agrees" and "holds at mlp/L1" in rows["result2-fair-estimated_p"].this_run
     assert "99.6%" in rows["result2-fair-estimated_p"].this_run
     wrapped = verdicts.probing({"claims": [], "fair": fair})
     assert {v.id for v in wrapped} == {"result2-fair-onehot_p", "result2-fair-estimated_p"}
