@@ -136,7 +136,10 @@ display(Markdown(f"Rotating the jittered images and "
 # ### The protocol, sized for the CPU budget
 #
 # Each seed trains a fresh base model (the `base_model` parameter) on freshly drawn training images,
-# fits M, trains the four SAEs together (`esae.sae_stack`), and probes with XGBoost. Sizes are
+# fits M, trains the four SAEs together (`esae.sae_stack`), and probes with XGBoost — one call,
+# {py:func}`esae.beyond.shapes_seed` (cached by {py:func}`esae.pipeline.beyond_shapes_seed`; the digits of
+# section 3: {py:func}`esae.beyond.digits_seed`). For your own model and data,
+# {py:func}`esae.beyond.run_seed` takes orbit activations of any layer and a probe set. Sizes are
 # smaller than chapters 3–6 (which take about 35 minutes for one seed): the table lists them. The
 # ceiling check runs the same sizes at jitter 0, with only the regular SAE, so the two sides differ
 # in the jitter alone (and probe only at the largest L). Every SAE gets the same number of epochs,
