@@ -631,6 +631,15 @@ display(Markdown(f"Leads under the paper's reading: **{len(paper_leads)}** cells
     for r, v in survive.items())))
 
 # %% [markdown]
+# How to read the two fair readings. A lead that disappears once the rivals' probes get $p$ came
+# from the two bits of $p$, not from the equivariant SAE's features: the rival's truncated
+# reconstruction already held the rest of the task. A lead that survives is one $p$ alone does not
+# explain. The estimated reading asks the converse: does the equivariant SAE need to be *told* $p$?
+# When its own reconstruction error picks the right $p$ for almost every image, the activation
+# carries $p$ and the equivariant SAE recovers it, so its leads under the paper's reading are not
+# bought with labels — but the rivals' probes, which see only $L$ latents' reconstruction, cannot.
+
+# %% [markdown]
 # ## Why: what the reconstructions keep
 #
 # The reconstruction probes see $\hat x$, so they can only be as good as what $\hat x$ keeps of
