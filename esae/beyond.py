@@ -15,7 +15,12 @@ protocol on **any** base model given as callables and orbit activations:
 5. :func:`probe_families` — XGBoost F1 of truncated reconstructions (the paper's RESULT 2 form)
    and of the base activations, per task family and truncation length L.
 
-:func:`run_seed` chains them for one seed. Across seeds, :func:`mean_std` gives mean ± std and
+:func:`run_seed` chains them for one seed; :func:`shapes_seed` and :func:`digits_seed` are chapter
+6b's two settings end to end (data, base model, then :func:`run_seed`), cached by
+:func:`esae.pipeline.beyond_shapes_seed` and :func:`esae.pipeline.beyond_digits_seed`. Every probing
+step can also run under the fair readings of RESULT 2 (``readings``: every SAE's probe gets the
+rotation ``p``; the equivariant SAE estimates ``p``; :data:`esae.probing.READINGS`), compared by
+:func:`lead_margin`. Across seeds, :func:`mean_std` gives mean ± std and
 the standard error, and :func:`verdict` says "leads"/"trails" (or "agrees"/"disagrees") only
 when a difference exceeds two standard errors, "within noise" otherwise.
 
@@ -274,44 +279,70 @@ def family_means(f1: np.ndarray, families: Sequence[str], order: Sequence[str],
 
 
 def probe_families(sae_set: dict[tuple[str, int], Any], probe_set: ProbeSet, config: ComparisonConfig,
-                   names: Sequence[str] | None = None) -> dict[str, dict[str, float | None]]:
+                   names: Sequence[str] | None = None,
+                   readings: Sequence[str] = ("paper",)) -> dict[str, dict[str, float | None]]:
     """XGBoost F1 (chapter 6's probe and truncation) at every L of ``config.lengths`` on the base
     activations (key ``"activations/L<L>"``) and on the truncated reconstructions of each SAE in
-    ``names`` (default ``config.saes``) and K (key ``"<name>/k<K>/L<L>"``), as task-family means."""
-    from esae.probing import ProbeConfig, encode, probe_scores, sae_decoder
+    ``names`` (default ``config.saes``) and K (key ``"<name>/k<K>/L<L>"``), as task-family means.
+
+    ``readings`` (:data:`esae.probing.READINGS`) says who gets the rotation ``p``: ``paper`` (the keys
+    above: the equivariant SAE decodes with the true ``p``, no other SAE gets it); ``onehot_p``
+    (keys ``"onehot_p:<name>/k<K>/L<L>"``: every SAE's probe also gets ``p`` one-hot); ``estimated_p``
+    (keys ``"estimated_p:equivariant/k<K>/L<L>"``: the equivariant SAE with ``p̂`` estimated from the
+    activation, :func:`esae.probing.estimate_rotation`)."""
+    from esae.probing import READINGS, ProbeConfig, encode, probe_scores, reconstruction_input, sae_decoder
 
     names = config.saes if names is None else tuple(names)
+    if isinstance(readings, str) or not readings or any(r not in READINGS for r in readings):
+        raise ValueError(f"readings must be a non-empty list drawn from {', '.join(READINGS)}, got {readings!r}")
     pc = ProbeConfig(xgb_estimators=config.xgb_estimators, xgb_max_bin=config.xgb_max_bin, seed=config.seed)
     common = dict(probes=("xgboost",), config=pc, n_jobs=config.n_jobs)
     ps = probe_set
-    out = {}
-    todo = [("activations", ps.acts_train, ps.acts_test, None, None)]
+    todo = []
+    if "paper" in readings:
+        todo.append(("activations", {"x_train": ps.acts_train, "x_test": ps.acts_test}))
     for k in config.ks:
         for name in names:
             sae = sae_set[(name, k)]
-            z_train = encode(sae, torch.from_numpy(ps.acts_train))
-            z_test = encode(sae, torch.from_numpy(ps.acts_test))
-            decoder = sae_decoder(sae)
-            rows = (ps.p_train, ps.p_test) if decoder[0].shape[0] > 1 else None
-            todo.append((f"{name}/k{k}", z_train, z_test, decoder, rows))
-    for key, xtr, xte, decoder, rows in todo:
+            encoded = (encode(sae, torch.from_numpy(ps.acts_train)), encode(sae, torch.from_numpy(ps.acts_test)),
+                       sae_decoder(sae))
+            for reading in readings:
+                if reading == "estimated_p" and name != "equivariant":
+                    continue
+                prefix = "" if reading == "paper" else f"{reading}:"
+                todo.append((f"{prefix}{name}/k{k}", reconstruction_input(
+                    sae, ps.acts_train, ps.acts_test, ps.p_train, ps.p_test, reading, encoded=encoded)))
+    out = {}
+    for key, inputs in todo:
         for L in config.lengths:
-            if L > xtr.shape[1]:
-                raise ValueError(f"each of lengths must be at most the {xtr.shape[1]} dimensions of {key}, got {L}")
-            scores = probe_scores(xtr, ps.labels_train, xte, ps.labels_test, L=L, decoder=decoder,
-                                  decoder_rows=rows, desc=f"{key}/L{L}", **common)
+            if L > inputs["x_train"].shape[1]:
+                raise ValueError(f"each of lengths must be at most the {inputs['x_train'].shape[1]} dimensions of {key}, "
+                                 f"got {L}")
+            scores = probe_scores(labels_train=ps.labels_train, labels_test=ps.labels_test, L=L, desc=f"{key}/L{L}",
+                                  **inputs, **common)
             out[f"{key}/L{L}"] = family_means(scores.f1["xgboost"], ps.families, ps.family_order, ps.combined)
     return out
 
 
+def rotation_accuracy(sae_set: dict[tuple[str, int], Any], acts: np.ndarray, p: np.ndarray) -> dict[str, float]:
+    """Share of images whose rotation each equivariant SAE estimates correctly from its activation
+    (:func:`esae.probing.estimate_rotation` on ``acts`` ``(n, d)`` against the true ``p`` ``(n,)``), keyed
+    ``"k<K>"``."""
+    from esae.probing import estimate_rotation
+
+    return {f"k{k}": float(np.mean(estimate_rotation(sae, acts) == np.asarray(p)))
+            for (name, k), sae in sae_set.items() if name == "equivariant"}
+
+
 def run_seed(train_orbit: Tensor, heldout_orbit: Tensor, probe_set: ProbeSet, config: ComparisonConfig, *,
-             spliced_loss: Callable[[Tensor], float] | None = None,
+             spliced_loss: Callable[[Tensor], float] | None = None, readings: Sequence[str] = ("paper",),
              device: torch.device | str = "cpu") -> dict[str, Any]:
     """Chapters 4–6 for one seed on one base model: M (when the equivariant SAE is compared), the
     SAEs, their frontier on ``heldout_orbit`` and the probes. Returns plain data: ``m`` (R² per
     power, mean, identity baseline, M⁴ error; absent without the equivariant SAE), ``frontier``
-    (:func:`frontier`), ``probe`` (:func:`probe_families`) and ``seconds``, the wall time of each
-    step (the only entry that differs between two runs of one seed)."""
+    (:func:`frontier`), ``probe`` (:func:`probe_families` under ``readings``; with ``estimated_p`` also
+    ``p_hat_accuracy``, :func:`rotation_accuracy` on the probe-test images) and ``seconds``, the wall
+    time of each step (the only entry that differs between two runs of one seed)."""
     out: dict[str, Any] = {}
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
@@ -332,9 +363,109 @@ def run_seed(train_orbit: Tensor, heldout_orbit: Tensor, probe_set: ProbeSet, co
     shown = {key: sae for key, sae in sae_set.items() if key[0] in config.saes}
     out["frontier"] = frontier(shown, heldout_orbit, spliced_loss)
     lap("frontier")
-    out["probe"] = probe_families(sae_set, probe_set, config)
+    out["probe"] = probe_families(sae_set, probe_set, config, readings=readings)
+    if "estimated_p" in readings and "equivariant" in config.saes:
+        out["p_hat_accuracy"] = rotation_accuracy(sae_set, probe_set.acts_test, probe_set.p_test)
     lap("probe")
     out["seconds"] = seconds
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# one seed of the two settings of chapter 6b (jittered shapes, digits)
+
+#: the task families chapter 6b reports besides the groups: rotation-invariant and equivariant tasks
+SHAPE_FAMILIES = {"invariant": ("S",), "equivariant": ("SO", "SP", "SPO")}
+DIGIT_FAMILIES = {"invariant": ("digit",), "equivariant": ("digit_orientation",)}
+
+
+def shapes_seed(train_config, config: ComparisonConfig, *, jitter: float, task_indices: Sequence[int],
+                n_probe_train: int, n_probe_test: int, readings: Sequence[str] = ("paper",),
+                device: torch.device | str = "cpu") -> dict[str, Any]:
+    """One seed of chapters 3–6 on the shapes dataset with ``jitter`` (chapter 6b, section 2): draw the
+    upright training, held-out and probing images (seed ``config.seed``; the probe pools as chapter 6's
+    ``probing_sets``), train the base model of ``train_config`` (:class:`esae.autoencoders.TrainConfig`,
+    whose ``n_train``/``n_heldout`` size the sets), then :func:`run_seed` with the autoencoder's pixel
+    MSE as the spliced loss, on the tasks ``task_indices`` of :func:`esae.shapes.probing_tasks`.
+    Returns :func:`run_seed`'s numbers plus ``label_r2`` (chapter 3's, fitted on the training images,
+    scored on the probe-test images), ``heldout_mse`` and ``seconds["base_model"]``."""
+    from esae import autoencoders as ae
+    from esae import shapes
+    from esae.groups import rotate
+    from esae.probing import GROUPS, rotations_from_canonical
+
+    check_float("jitter", jitter, 0.0, 1.0)
+    check_int("n_probe_train", n_probe_train, 1)
+    check_int("n_probe_test", n_probe_test, 1)
+    s = config.seed
+    all_tasks = shapes.probing_tasks()
+    tasks = [all_tasks[int(i)] for i in task_indices]
+    train = shapes.make_dataset(train_config.n_train, s, layout="upright", pool="train", jitter=jitter)
+    held = shapes.make_dataset(train_config.n_heldout, s + 10_000, layout="upright", pool="heldout", jitter=jitter)
+    ptrain = shapes.make_dataset(n_probe_train, 60_000 + s, layout="upright", pool="probe", jitter=jitter)
+    ptest = shapes.make_dataset(n_probe_test, 60_001 + s, layout="upright", pool="heldout", jitter=jitter)
+    start = time.perf_counter()
+    net, history = ae.train(train_config, device=device, train_set=train, heldout=held)
+    base_seconds = time.perf_counter() - start
+    train_orbit = orbit_activations(net.encode, train.canonical().images, device=device)
+    held_can = held.canonical()
+    held_orbit = orbit_activations(net.encode, held_can.images, device=device)
+    orbit_images = torch.stack([rotate(held_can.images, p) for p in range(4)], 1).flatten(0, 1)
+
+    def spliced(recon: Tensor) -> float:  # the autoencoder's pixel MSE with ψ replaced
+        with torch.no_grad():
+            return float((net.decode(recon.to(device)).cpu() - orbit_images).pow(2).mean())
+
+    acts = {name: ae.activations(net, d.images, device=device).float().cpu().numpy()
+            for name, d in (("train", ptrain), ("test", ptest))}
+    probe_set = ProbeSet(acts["train"], acts["test"], shapes.task_labels(ptrain, tasks), shapes.task_labels(ptest, tasks),
+                         [t.group for t in tasks], rotations_from_canonical(ptrain), rotations_from_canonical(ptest),
+                         family_order=GROUPS, combined=SHAPE_FAMILIES)
+    out = run_seed(train_orbit, held_orbit, probe_set, config, spliced_loss=spliced, readings=readings, device=device)
+    out["label_r2"] = ae.label_r2(net, train, ptest)
+    out["heldout_mse"] = history["heldout_mse"][-1]
+    out["seconds"]["base_model"] = base_seconds
+    return out
+
+
+def digits_seed(classifier_config, config: ComparisonConfig, *, tasks: Sequence[Any],
+                readings: Sequence[str] = ("paper",), device: torch.device | str = "cpu") -> dict[str, Any]:
+    """One seed of chapters 4–6 on scikit-learn's digits (chapter 6b, section 3): split the originals
+    into pools (:func:`esae.digits.pool_indices` of ``config.seed``), train the classifier of
+    ``classifier_config`` (:class:`esae.digits.ClassifierConfig`) on the rotation-augmented training
+    pool, then :func:`run_seed` on its hidden layer with the classifier's cross-entropy as the spliced
+    loss and ``tasks`` (:func:`esae.digits.digit_tasks` entries) as the probes' tasks. Returns
+    :func:`run_seed`'s numbers plus ``accuracy`` (held-out digits, all four orientations),
+    ``accuracy_upright`` and ``seconds["base_model"]``."""
+    from esae import digits
+
+    s = config.seed
+    pools = digits.pool_indices(s)
+    images, labels = digits.originals()
+    train_idx = torch.as_tensor(pools["train"])
+    ptrain, ptest = digits.orbit_dataset(pools["probe"]), digits.orbit_dataset(pools["heldout"])
+    start = time.perf_counter()
+    net, _ = digits.train_classifier(classifier_config, images[train_idx], labels[pools["train"]], device=device)
+    base_seconds = time.perf_counter() - start
+    train_orbit = orbit_activations(net.encode, images[train_idx], device=device)
+    held_orbit = orbit_activations(net.encode, images[torch.as_tensor(pools["heldout"])], device=device)
+    held_digits = torch.as_tensor(np.repeat(labels[pools["heldout"]], 4))
+
+    def spliced(recon: Tensor) -> float:  # the classifier's cross-entropy with its hidden layer replaced
+        with torch.no_grad():
+            return float(torch.nn.functional.cross_entropy(net.decode(recon.to(device)).cpu(), held_digits))
+
+    acts = {name: orbit_activations(net.encode, d.images, 1, device=device)[:, 0].numpy()
+            for name, d in (("train", ptrain), ("test", ptest))}
+    tasks = list(tasks)
+    probe_set = ProbeSet(acts["train"], acts["test"], digits.task_labels(ptrain, tasks), digits.task_labels(ptest, tasks),
+                         [t.family for t in tasks], ptrain.rotations, ptest.rotations, family_order=digits.FAMILIES,
+                         combined=DIGIT_FAMILIES)
+    out = run_seed(train_orbit, held_orbit, probe_set, config, spliced_loss=spliced, readings=readings, device=device)
+    out["accuracy"] = digits.accuracy(net, ptest.images, ptest.digits)
+    upright = ptest.rotations == 0
+    out["accuracy_upright"] = digits.accuracy(net, ptest.images[upright], ptest.digits[upright])
+    out["seconds"]["base_model"] = base_seconds
     return out
 
 
@@ -368,6 +499,28 @@ def verdict(differences: Sequence[float], *, positive: str = "leads", negative: 
     if stats["mean"] < -2 * stats["se"]:
         return negative, stats
     return "within noise", stats
+
+
+def reading_key(reading: str, name: str, k: int, L: int) -> str:
+    """The key of :func:`probe_families`'s output for SAE ``name`` at ``K = k``, ``L`` under ``reading``:
+    ``"<name>/k<K>/L<L>"`` for ``paper``, with ``"<reading>:"`` in front otherwise; an SAE a reading
+    leaves unchanged (the rivals under ``estimated_p``) keeps its ``paper`` key."""
+    from esae.probing import READINGS
+
+    if reading not in READINGS:
+        raise ValueError(f"reading must be one of {', '.join(READINGS)}, got {reading!r}")
+    if reading == "paper" or (reading == "estimated_p" and name != "equivariant"):
+        return f"{name}/k{k}/L{L}"
+    return f"{reading}:{name}/k{k}/L{L}"
+
+
+def lead_margin(probe: dict[str, dict[str, float | None]], ks: Sequence[int], L: int, family: str,
+                reading: str = "paper", rivals: Sequence[str] = RIVALS) -> float:
+    """RESULT 2's margin for one seed: F1 of the equivariant SAE's truncated reconstructions minus the
+    best rival's, on ``family`` at ``L``, mean over ``ks``, under ``reading`` (:func:`reading_key`;
+    ``probe`` is :func:`probe_families`'s output)."""
+    return float(np.mean([probe[reading_key(reading, "equivariant", k, L)][family]
+                          - max(probe[reading_key(reading, r, k, L)][family] for r in rivals) for k in ks]))
 
 
 def fmt(stats: dict, digits: int = 3) -> str:

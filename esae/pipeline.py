@@ -374,7 +374,45 @@ def match_stack(saes_, layers, cache_key=None, **kwargs: Any):
 # chapter 6b
 
 
+BEYOND_VERSION = 4  # bump when a chapter-6b seed's computation changes
+
+
 def seed_result(kind: str, key: Mapping[str, Any], compute: Callable[[], Any]) -> Any:
     """One seed's numbers of a chapter-6b comparison (plain JSON from ``compute()``), cached by
     ``key`` (everything that made them: the configs and the seed)."""
     return cache.cached_json(kind, dict(key), compute)
+
+
+def _readings_kind(kind: str, readings: tuple[str, ...]) -> tuple[str, dict[str, Any]]:
+    """The paper's reading alone keeps the cache entries chapter 6b has always written; others get
+    their own entries (``<kind>_fair``, keyed also by the readings)."""
+    return (kind, {}) if readings == ("paper",) else (f"{kind}_fair", {"readings": list(readings)})
+
+
+def beyond_shapes_seed(train_config: TrainConfig, config, *, jitter: float, task_indices, n_probe_train: int,
+                       n_probe_test: int, readings=("paper",), device: torch.device | str = "cpu") -> dict[str, Any]:
+    """:func:`esae.beyond.shapes_seed` (one seed of chapters 3–6 on jittered shapes), its plain
+    numbers cached by everything that made them."""
+    from esae import beyond
+
+    readings = tuple(readings)
+    kind, extra = _readings_kind("beyond_shapes", readings)
+    key = {"version": BEYOND_VERSION, "jitter": jitter, "train": train_config, "config": config,
+           "tasks": [int(i) for i in task_indices], "probe_sizes": [n_probe_train, n_probe_test], **extra}
+    return seed_result(kind, key, lambda: beyond.shapes_seed(
+        train_config, config, jitter=jitter, task_indices=task_indices, n_probe_train=n_probe_train,
+        n_probe_test=n_probe_test, readings=readings, device=device))
+
+
+def beyond_digits_seed(classifier_config, config, *, tasks, readings=("paper",),
+                       device: torch.device | str = "cpu") -> dict[str, Any]:
+    """:func:`esae.beyond.digits_seed` (one seed of chapters 4–6 on the digit classifier), its plain
+    numbers cached by everything that made them."""
+    from esae import beyond
+
+    readings = tuple(readings)
+    kind, extra = _readings_kind("beyond_digits", readings)
+    key = {"version": BEYOND_VERSION, "classifier": classifier_config, "config": config,
+           "tasks": [t.name for t in tasks], **extra}
+    return seed_result(kind, key, lambda: beyond.digits_seed(classifier_config, config, tasks=tasks,
+                                                             readings=readings, device=device))

@@ -272,6 +272,33 @@ def make_probe(probe: str, config: ProbeConfig, n_train: int):
                          random_state=config.seed, verbosity=0)
 
 
+def _xgb_params(config: ProbeConfig, n_threads: int = 1) -> dict:
+    """The booster parameters :func:`make_probe`'s ``XGBClassifier`` hands to ``xgboost.train``."""
+    return {"objective": "binary:logistic", "max_depth": config.xgb_max_depth, "eta": config.xgb_learning_rate,
+            "reg_lambda": config.xgb_l2, "max_bin": config.xgb_max_bin, "tree_method": config.xgb_tree_method,
+            "nthread": n_threads, "seed": config.seed, "verbosity": 0}
+
+
+def xgboost_predict(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, config: ProbeConfig,
+                    n_threads: int = 1) -> np.ndarray:
+    """The XGBoost probe through XGBoost's own API: fit on ``(x_train (n, f), y_train (n,) or (n, T))``
+    and predict ``x_test`` ``(m, f)`` → bool ``(m,)`` (or ``(m, T)``), the same trees and predictions as
+    :func:`make_probe`'s ``XGBClassifier`` (``benchmarks/bench_probing.py`` and the tests check it
+    bit for bit) without the scikit-learn wrapper's per-fit work. With a ``(n, T)`` label matrix the
+    ``T`` tasks share one quantile sketch and are boosted together, one tree per task per round
+    (``multi_strategy="one_output_per_tree"``) — for tasks that share their feature matrix."""
+    import xgboost as xgb
+
+    y = np.asarray(y_train).astype(np.float32)
+    params = _xgb_params(config, n_threads)
+    if y.ndim == 2:
+        params["multi_strategy"] = "one_output_per_tree"
+    data = (xgb.QuantileDMatrix(x_train, label=y, max_bin=config.xgb_max_bin, nthread=n_threads)
+            if config.xgb_tree_method == "hist" else xgb.DMatrix(x_train, label=y, nthread=n_threads))
+    booster = xgb.train(params, data, num_boost_round=config.xgb_estimators)
+    return np.asarray(booster.inplace_predict(x_test)) > 0.5
+
+
 def degenerate_reason(y_train, y_test) -> str | None:
     """Why a task cannot be scored (a class empty in a split), or ``None`` if it can."""
     for split, y in (("train", y_train), ("test", y_test)):
@@ -302,10 +329,13 @@ def _fit_chunk(chunk: list[tuple], probes: tuple[str, ...], config: ProbeConfig)
     start = time.process_time()
     out = []
     with threadpool_limits(limits=1):
-        for task, xtr, ytr, xte, yte, W, b, rows_tr, rows_te in chunk:
+        for task, xtr, ytr, xte, yte, W, b, rows_tr, rows_te, extra_tr, extra_te in chunk:
             if W is not None:  # the truncated reconstruction, formed here to keep transfers (n, L)-sized
                 xtr = _reconstruct(xtr, W, b, rows_tr)
                 xte = _reconstruct(xte, W, b, rows_te)
+            if extra_tr is not None:  # side information every task's probe gets (e.g. one-hot p)
+                xtr = np.hstack([xtr, extra_tr])
+                xte = np.hstack([xte, extra_te])
             for probe in probes:
                 out.append((task, probe, fit_and_score(probe, xtr, ytr, xte, yte, config)))
     return out, time.process_time() - start
@@ -370,7 +400,8 @@ def _n_workers(n_jobs: int) -> int:
 def probe_scores(x_train, labels_train, x_test, labels_test, *, L: int,
                  probes: Sequence[str] = PROBES, config: ProbeConfig | None = None,
                  decoder: tuple[np.ndarray, np.ndarray] | None = None,
-                 decoder_rows: tuple[np.ndarray, np.ndarray] | None = None, n_jobs: int = 1,
+                 decoder_rows: tuple[np.ndarray, np.ndarray] | None = None,
+                 extra: tuple[np.ndarray, np.ndarray] | None = None, n_jobs: int = 1,
                  store: Store | None = None, desc: str | None = None) -> ProbeScores:
     """Probe one input on every task: truncate to ``L`` dimensions, fit each probe, F1 on test.
 
@@ -379,7 +410,11 @@ def probe_scores(x_train, labels_train, x_test, labels_test, *, L: int,
     (W (F, d), b (d,))`` the probes see the truncated reconstruction ``x[:, idx] W[idx] + b``
     ``(n, d)`` instead of ``x[:, idx]``; with a stack of maps ``(W (G, F, d), b (G, d))``,
     ``decoder_rows = (rows_train, rows_test)`` say which map each image goes through (the
-    equivariant SAE's ``M^p D`` with each image's ``p``). Truncation uses the training split only. ``n_jobs``
+    equivariant SAE's ``M^p D`` with each image's ``p``). ``extra = (e_train (n_train, e), e_test
+    (n_test, e))`` are columns appended to every task's probe input after truncation and
+    reconstruction, never truncated themselves (e.g. :func:`rotation_one_hot`: the rotation ``p``
+    the equivariant SAE's decoder receives, handed to another SAE's probe for a fair comparison).
+    Truncation uses the training split only. ``n_jobs``
     workers fit tasks in parallel (-1: every core). With a ``store`` (e.g. :mod:`esae.cache`), each
     probe's scores are kept under a fingerprint of the inputs, ``L`` and that probe's settings, and
     reused on a re-run.
@@ -406,6 +441,13 @@ def probe_scores(x_train, labels_train, x_test, labels_test, *, L: int,
                 _rows(given[1], len(xte), decoder[0].shape[0], "decoder_rows[1]"))
     elif decoder_rows is not None:
         raise ValueError("decoder_rows needs a decoder")
+    if extra is not None:
+        if not isinstance(extra, (tuple, list)) or len(extra) != 2:
+            raise ValueError(f"extra must be a pair (e_train (n_train, e), e_test (n_test, e)), got {type(extra).__name__}")
+        extra = (_as_numpy(extra[0], "extra[0]", 2).astype(np.float32), _as_numpy(extra[1], "extra[1]", 2).astype(np.float32))
+        if extra[0].shape[0] != len(xtr) or extra[1].shape[0] != len(xte) or extra[0].shape[1] != extra[1].shape[1]:
+            raise ValueError(f"extra must be ({len(xtr)}, e) and ({len(xte)}, e) arrays with the same e, got "
+                             f"{extra[0].shape} and {extra[1].shape}")
 
     n_tasks = ytr.shape[1]
     indices = top_latents(xtr, ytr, L)
@@ -415,7 +457,7 @@ def probe_scores(x_train, labels_train, x_test, labels_test, *, L: int,
 
     def run(todo: tuple[str, ...]) -> dict[str, list]:
         fitted, seconds = _run_tasks(xtr, ytr, xte, yte, indices, degenerate, todo, config, decoder, rows,
-                                     n_jobs, desc)
+                                     n_jobs, desc, extra)
         cpu[0] += seconds
         return {p: [fitted.get((t, p)) for t in range(n_tasks)] for p in todo}
 
@@ -423,7 +465,8 @@ def probe_scores(x_train, labels_train, x_test, labels_test, *, L: int,
     cached: dict[str, bool] = {}
     keys: dict[str, dict] = {}
     if store is not None:
-        identity = fingerprint(xtr, ytr, xte, yte, *(decoder or (None, None)), *rows)
+        # without extra columns the identity is the one earlier versions stored (their caches stay valid)
+        identity = fingerprint(xtr, ytr, xte, yte, *(decoder or (None, None)), *rows, *(extra or ()))
         for p in probes:
             keys[p] = {"version": CACHE_VERSION, "input": identity, "L": L, "probe": p,
                        "settings": config.for_probe(p)}
@@ -442,7 +485,7 @@ def probe_scores(x_train, labels_train, x_test, labels_test, *, L: int,
     return ProbeScores(f1=f1s, degenerate=degenerate, indices=indices, cached=cached, cpu_seconds=cpu[0])
 
 
-def _run_tasks(xtr, ytr, xte, yte, indices, degenerate, probes, config, decoder, rows, n_jobs, desc):
+def _run_tasks(xtr, ytr, xte, yte, indices, degenerate, probes, config, decoder, rows, n_jobs, desc, extra=None):
     from joblib import Parallel, delayed
 
     tasks = [t for t in range(ytr.shape[1]) if t not in degenerate]
@@ -453,7 +496,8 @@ def _run_tasks(xtr, ytr, xte, yte, indices, degenerate, probes, config, decoder,
         if decoder is not None:
             W, b = np.ascontiguousarray(decoder[0][:, idx]), decoder[1]
         items.append((t, np.ascontiguousarray(xtr[:, idx], dtype=np.float32), ytr[:, t],
-                      np.ascontiguousarray(xte[:, idx], dtype=np.float32), yte[:, t], W, b, *rows))
+                      np.ascontiguousarray(xte[:, idx], dtype=np.float32), yte[:, t], W, b, *rows,
+                      *(extra or (None, None))))
     workers = _n_workers(n_jobs)
     n_chunks = min(len(items), max(1, 4 * workers))
     chunks = [items[i::n_chunks] for i in range(n_chunks)] if items else []
@@ -690,6 +734,73 @@ def rotations_from_canonical(dataset) -> np.ndarray:
     if getattr(dataset, "rotations", None) is not None:
         return np.asarray(dataset.rotations, dtype=np.int64).copy()
     return (-np.asarray(canonical_rotation(dataset.shapes, dataset.orientations))) % 4
+
+
+# ----------------------------------------------------------------------------- fair readings
+
+#: How the rotation ``p`` enters the truncated-reconstruction probes. ``paper``: as the equivariant SAE
+#: is defined (its decoder ``M^p D`` gets each image's true ``p``; no other SAE gets ``p``).
+#: ``onehot_p``: the same, and *every* SAE's probe input also gets ``p`` as four one-hot columns, so
+#: no SAE holds information the others lack. ``estimated_p``: the equivariant SAE decodes with
+#: ``p̂`` estimated from the activation itself (:func:`estimate_rotation`, no labels); the other
+#: SAEs as under ``paper``.
+READINGS = ("paper", "onehot_p", "estimated_p")
+
+
+def rotation_one_hot(p, order: int = 4) -> np.ndarray:
+    """``p`` ``(n,)`` ints in ``0..order−1`` → ``(n, order)`` float32 one-hot rows (the side
+    information the equivariant SAE's decoder receives, as probe features)."""
+    check_int("order", order, 1)
+    p = np.asarray(p)
+    if p.ndim != 1 or (p.size and (not np.issubdtype(p.dtype, np.integer) or p.min() < 0 or p.max() >= order)):
+        raise ValueError(f"p must be (n,) ints in 0..{order - 1}, got shape {p.shape} and dtype {p.dtype}")
+    out = np.zeros((len(p), order), dtype=np.float32)
+    out[np.arange(len(p)), p] = 1.0
+    return out
+
+
+@torch.no_grad()
+def rotation_errors(sae, acts, batch_size: int = 2048) -> np.ndarray:
+    """``‖x − M^q D(E(x))‖²`` ``(n, |G|)`` for activations ``acts`` ``(n, d)`` and each power ``q`` of
+    an equivariant SAE's ``M`` (:func:`is_equivariant`)."""
+    if not is_equivariant(sae):
+        raise ValueError(f"sae must be an equivariant SAE (with transform and m), got {type(sae).__name__}")
+    acts = torch.as_tensor(_as_numpy(acts, "acts", 2))
+    device, order = sae.W_dec.device, sae.cfg.group_order
+    out = []
+    for i in range(0, len(acts), batch_size):
+        x = acts[i:i + batch_size].float().to(device)
+        canon = sae.decode(sae.encode(x))
+        out.append(torch.stack([(sae.transform(canon, q) - x).pow(2).sum(1) for q in range(order)], 1).cpu())
+    return torch.cat(out).double().numpy()
+
+
+def estimate_rotation(sae, acts, batch_size: int = 2048) -> np.ndarray:
+    """``p̂`` ``(n,)``: for each activation ``x`` ``(n, d)``, the rotation whose ``M^p D(E(x))``
+    reconstructs ``x`` best — the equivariant SAE's own model ``x ≈ M^p D(E(x))`` with ``p`` unknown,
+    chosen from the activation alone (no labels, no image). Ties go to the smallest ``p`` (an orbit
+    with a symmetry has several equally good ``p``)."""
+    return np.argmin(rotation_errors(sae, acts, batch_size), axis=1).astype(np.int64)
+
+
+def reconstruction_input(sae, acts_train, acts_test, p_train, p_test, reading: str = "paper", *,
+                         encoded: tuple | None = None) -> dict:
+    """The keyword arguments of :func:`probe_scores` for the truncated reconstructions of ``sae``
+    under ``reading`` (:data:`READINGS`): ``x_train``, ``x_test`` (latents ``(n, F)``), ``decoder``,
+    ``decoder_rows`` and ``extra``. ``acts_*`` ``(n, d)`` are the base activations, ``p_*`` ``(n,)``
+    each image's true rotation from its orbit's canonical image; ``encoded = (z_train, z_test,
+    decoder)`` reuses latents and decoder maps already computed (:func:`encode`, :func:`sae_decoder`)."""
+    check_choice("reading", reading, READINGS)
+    if encoded is None:
+        encoded = (encode(sae, torch.as_tensor(acts_train)), encode(sae, torch.as_tensor(acts_test)), sae_decoder(sae))
+    z_train, z_test, decoder = encoded
+    equivariant = decoder[0].shape[0] > 1
+    rows = None
+    if equivariant:
+        rows = ((estimate_rotation(sae, acts_train), estimate_rotation(sae, acts_test)) if reading == "estimated_p"
+                else (np.asarray(p_train), np.asarray(p_test)))
+    extra = (rotation_one_hot(p_train), rotation_one_hot(p_test)) if reading == "onehot_p" else None
+    return {"x_train": z_train, "x_test": z_test, "decoder": decoder, "decoder_rows": rows, "extra": extra}
 
 
 @dataclass

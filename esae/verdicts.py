@@ -221,11 +221,76 @@ def probing(r: dict[str, Any]) -> list[Verdict]:
                            "; ".join(f"{key}: " + "".join("✓" if v else ("✗" if v is False else "–") for v in verdicts.values())
                                      for key, verdicts in comp.items()), "reported",
                            "the claims table recomputed on the other layout's models"))
+    if r.get("fair"):
+        out.extend(fair_probing(r["fair"]))
     act = {length: r.get(f"cnn/activations/L{length}", {}).get("xgboost", {}).get("all") for length in (8, 32)}
     if any(v is not None for v in act.values()):
         out.append(Verdict("result2-upper-bound", "RESULT 2", "upper bound: probes on the base activations (CNN, all tasks)",
                            "(Figure 3)", ", ".join(f"L={k}: {v:.3f}" for k, v in act.items() if v is not None), "reported",
                            "XGBoost F1 on the L largest base activations"))
+    return out
+
+
+# ---- RESULT 2, fairly: who gets the rotation p (chapters 6 and 6b) ---------------------------------
+
+FAIR_READINGS = {
+    "onehot_p": "every SAE's probe input also gets the rotation p (one-hot)",
+    "estimated_p": "the equivariant SAE decodes with p̂ estimated from the activation (no labels)",
+}
+
+
+def fair_probing(fair: dict[str, Any]) -> list[Verdict]:
+    """Chapter 6's RESULT 2 leads under the fair readings (``06_probing.json``'s ``fair``: ``leads``,
+    the ``"<model>/L<L>/k<K>/<group>"`` cells where the equivariant SAE's reconstruction F1 beats the
+    better of regular and wide by more than ``tie`` under the paper's reading; ``survive[reading]``
+    with the ``kept`` and ``lost`` ones; ``claim1[reading]``; ``p_hat_accuracy``). One row per fair
+    reading: ``agrees`` when every lead survives, ``partly`` when some do, ``differs`` when none does."""
+    out = []
+    leads = fair.get("leads", [])
+    for reading, label in FAIR_READINGS.items():
+        surv = fair.get("survive", {}).get(reading)
+        if surv is None:
+            continue
+        kept, lost = surv["kept"], surv["lost"]
+        groups = {}
+        for cell in lost:
+            groups.setdefault(cell.rsplit("/", 1)[1], []).append(cell.rsplit("/", 1)[0])
+        acc = fair.get("p_hat_accuracy", {})
+        extra = ("; p̂ = p on " + ", ".join(f"{k} {v:.1%}" for k, v in acc.items()) + " of the test images"
+                 if reading == "estimated_p" and acc else "")
+        holds = [c for c, ok in fair.get("claim1", {}).get(reading, {}).items() if ok]
+        out.append(Verdict(
+            f"result2-fair-{reading}", "RESULT 2",
+            f"the equivariant SAE's leads on truncated reconstructions survive when {label}",
+            "leads claimed for every task group and setup (the paper gives p to the equivariant SAE alone)",
+            f"{len(kept)} of {len(leads)} leads > {fair.get('tie', 0.02)} survive; lost: "
+            + ("; ".join(f"{g} at {', '.join(v)}" for g, v in groups.items()) or "none")
+            + f"; claim 1 in full (every group and K) holds at {', '.join(holds) or 'no (model, L)'}" + extra,
+            "reported" if not leads else ("agrees" if not lost else "partly" if kept else "differs"),
+            "XGBoost F1 on the sweep's tasks and K, L in fair_lengths: margin over the better of regular and wide "
+            "still above the tie (0.02) under the fair reading"))
+    return out
+
+
+def beyond_fair_rows(setting: str, reading: str, leads: dict, fmt: Callable[[dict, int], str] | None = None
+                     ) -> list[dict[str, str]]:
+    """Chapter 6b's verdict rows for RESULT 2 under a fair ``reading`` (:data:`FAIR_READINGS`) on
+    ``setting`` (``jitter`` or ``digits``): ``leads[(L, family)] = (verdict, stats)`` from the paired
+    per-seed margins (:func:`esae.beyond.verdict`); a verdict without an error bar is ``reported``."""
+    if reading not in FAIR_READINGS:
+        raise ValueError(f"reading must be one of {', '.join(FAIR_READINGS)}, got {reading!r}")
+    if fmt is None:
+        from esae.beyond import fmt
+    out = []
+    for (L, fam), (v, d) in leads.items():
+        row = asdict(Verdict(
+            f"beyond/{setting}/probe_fair/{reading}/{fam}/L{L}", "RESULT 2",
+            f"the equivariant SAE outperforms regular and wide SAEs on truncated reconstructions ({fam} tasks, "
+            f"L = {L}) when {FAIR_READINGS[reading]}", "holds across all tasks and setups (p to the equivariant SAE only)",
+            f"F1 equivariant − best rival, mean over K: {fmt(d, 3)}",
+            v if v in VERDICTS else "reported", "paired per-seed margin > 2 standard errors"))
+        row.pop("source")  # chapter 6b's rows carry no source column
+        out.append(row)
     return out
 
 

@@ -66,6 +66,7 @@ digits_sae_epochs: int = 48  # epochs of the digits regular, wide and two-layer 
 digits_invariant_epochs: int = 48  # epochs of the digits invariant SAE
 digits_lengths: list = [1, 4, 16]  # truncation lengths L of the digits probes
 digits_orientation_tasks: int = 8  # digit × orientation tasks probed, evenly spread over the 40 (0 means all)
+fair_readings: list = ["onehot_p", "estimated_p"]  # fair readings of RESULT 2 probed besides the paper's (esae.probing.READINGS); [] skips them
 
 # %% tags=["hide-input"]
 import time
@@ -76,7 +77,7 @@ from IPython.display import Markdown, display
 
 import esae
 from esae import autoencoders as ae
-from esae import beyond, digits, probing, shapes
+from esae import beyond, digits, pipeline, probing, shapes
 from esae.beyond import fmt, mean_std, verdict
 
 esae.params.check_profile(profile)
@@ -84,6 +85,9 @@ esae.params.check_run("06b_beyond", profile)  # refuse sizes other than the prof
 dev = esae.runtime.resolve_device(device)
 chapter_start = time.perf_counter()
 seeds = [seed + s for s in range(n_seeds)]
+if isinstance(fair_readings, str) or any(r not in probing.READINGS[1:] for r in fair_readings):
+    raise ValueError(f"fair_readings must be a list drawn from {', '.join(probing.READINGS[1:])}, got {fair_readings!r}")
+READINGS = ("paper", *dict.fromkeys(fair_readings))  # every seed of the comparison is probed under these
 
 
 def shapes_config(s: int, saes=beyond.SAES, lengths_=None) -> beyond.ComparisonConfig:
@@ -100,11 +104,6 @@ def digits_config(s: int) -> beyond.ComparisonConfig:
                                    invariant_epochs=digits_invariant_epochs, batch_size=min(sae_batch_size, 128),
                                    lr=sae_lr, m_epochs=m_epochs, m_batch_size=128, lengths=digits_lengths,
                                    xgb_estimators=xgb_estimators, xgb_max_bin=xgb_max_bin, n_jobs=n_jobs, seed=s)
-
-
-def cached_seed(kind: str, key: dict, compute):
-    """A seed's numbers (plain JSON), cached by everything that made them (the pipeline layer)."""
-    return esae.pipeline.seed_result(kind, {"version": 4, **key}, compute)
 
 
 # %% [markdown]
@@ -137,7 +136,10 @@ display(Markdown(f"Rotating the jittered images and "
 # ### The protocol, sized for the CPU budget
 #
 # Each seed trains a fresh base model (the `base_model` parameter) on freshly drawn training images,
-# fits M, trains the four SAEs together (`esae.sae_stack`), and probes with XGBoost. Sizes are
+# fits M, trains the four SAEs together (`esae.sae_stack`), and probes with XGBoost — one call,
+# {py:func}`esae.beyond.shapes_seed` (cached by {py:func}`esae.pipeline.beyond_shapes_seed`; the digits of
+# section 3: {py:func}`esae.beyond.digits_seed`). For your own model and data,
+# {py:func}`esae.beyond.run_seed` takes orbit activations of any layer and a probe set. Sizes are
 # smaller than chapters 3–6 (which take about 35 minutes for one seed): the table lists them. The
 # ceiling check runs the same sizes at jitter 0, with only the regular SAE, so the two sides differ
 # in the jitter alone (and probe only at the largest L). Every SAE gets the same number of epochs,
@@ -162,47 +164,15 @@ display(Markdown("| step | size |\n|---|---|\n" + "".join(f"| {a} | {b} |\n" for
 all_tasks = shapes.probing_tasks()
 task_idx = probing.select_tasks([t.group for t in all_tasks], tasks_per_group)
 tasks = [all_tasks[i] for i in task_idx]
-SHAPE_FAMILIES = {"invariant": ("S",), "equivariant": ("SO", "SP", "SPO")}
 
 
-def shapes_seed(s: int, jit: float, saes, lengths_=None) -> dict:
-    """One seed of the shapes comparison at jitter ``jit``: returns plain numbers."""
-    config = shapes_config(s, saes, lengths_)
+def shapes_seed(s: int, jit: float, saes, lengths_=None, readings=("paper",)) -> dict:
+    """One seed of the shapes comparison at jitter ``jit`` (esae.beyond.shapes_seed, cached): plain numbers."""
     train_cfg = ae.TrainConfig(base_model, layout="upright", n_train=n_train, n_heldout=n_heldout, data_seed=s,
                                n_epochs=base_epochs, batch_size=64, lr=base_lr, seed=s)
-    key = {"jitter": jit, "train": train_cfg, "config": config, "tasks": task_idx.tolist(),
-           "probe_sizes": [n_probe_train, n_probe_test]}
-
-    def compute() -> dict:
-        train = shapes.make_dataset(n_train, s, layout="upright", pool="train", jitter=jit)
-        held = shapes.make_dataset(n_heldout, s + 10_000, layout="upright", pool="heldout", jitter=jit)
-        ptrain = shapes.make_dataset(n_probe_train, 60_000 + s, layout="upright", pool="probe", jitter=jit)
-        ptest = shapes.make_dataset(n_probe_test, 60_001 + s, layout="upright", pool="heldout", jitter=jit)
-        start = time.perf_counter()
-        net, history = ae.train(train_cfg, device=dev, train_set=train, heldout=held)
-        base_seconds = time.perf_counter() - start
-        train_orbit = beyond.orbit_activations(net.encode, train.canonical().images, device=dev)
-        held_can = held.canonical()
-        held_orbit = beyond.orbit_activations(net.encode, held_can.images, device=dev)
-        orbit_images = torch.stack([esae.groups.rotate(held_can.images, p) for p in range(4)], 1).flatten(0, 1)
-
-        def spliced(recon: torch.Tensor) -> float:  # the autoencoder's pixel MSE with ψ replaced
-            with torch.no_grad():
-                return float((net.decode(recon.to(dev)).cpu() - orbit_images).pow(2).mean())
-
-        acts = {name: ae.activations(net, d.images, device=dev).float().cpu().numpy()
-                for name, d in (("train", ptrain), ("test", ptest))}
-        probe_set = beyond.ProbeSet(acts["train"], acts["test"], shapes.task_labels(ptrain, tasks),
-                                    shapes.task_labels(ptest, tasks), [t.group for t in tasks],
-                                    probing.rotations_from_canonical(ptrain), probing.rotations_from_canonical(ptest),
-                                    family_order=probing.GROUPS, combined=SHAPE_FAMILIES)
-        out = beyond.run_seed(train_orbit, held_orbit, probe_set, config, spliced_loss=spliced, device=dev)
-        out["label_r2"] = ae.label_r2(net, train, ptest)  # fitted on the training images, scored on the test set
-        out["heldout_mse"] = history["heldout_mse"][-1]
-        out["seconds"]["base_model"] = base_seconds
-        return out
-
-    return cached_seed("beyond_shapes", key, compute)
+    return pipeline.beyond_shapes_seed(train_cfg, shapes_config(s, saes, lengths_), jitter=jit, task_indices=task_idx,
+                                       n_probe_train=n_probe_train, n_probe_test=n_probe_test, readings=readings,
+                                       device=dev)
 
 
 t0 = time.perf_counter()
@@ -210,7 +180,7 @@ L_top = max(lengths)
 ceiling = {s: shapes_seed(s, 0.0, ("regular",), [L_top]) for s in seeds}  # the ceiling check needs L = max(lengths) only
 t_ceiling = time.perf_counter() - t0
 t0 = time.perf_counter()
-jittered = {s: shapes_seed(s, jitter, beyond.SAES) for s in seeds}
+jittered = {s: shapes_seed(s, jitter, beyond.SAES, readings=READINGS) for s in seeds}
 t_jitter = time.perf_counter() - t0
 
 # %% [markdown]
@@ -325,18 +295,12 @@ def probe_md(stats: dict, lengths_: list, families: list) -> str:
     return out
 
 
-def lead_verdicts(runs: dict, ks_: list, lengths_: list, families: list) -> dict:
-    """Per (L, family): the per-seed margin F1(equivariant) − max(F1 regular, F1 wide), mean over K."""
-    out = {}
-    for L in lengths_:
-        for fam in families:
-            margins = []
-            for s in seeds:
-                p = runs[s]["probe"]
-                margins.append(float(np.mean([p[f"equivariant/k{k}/L{L}"][fam]
-                                              - max(p[f"{r}/k{k}/L{L}"][fam] for r in beyond.RIVALS) for k in ks_])))
-            out[(L, fam)] = verdict(margins, positive="agrees", negative="differs")
-    return out
+def lead_verdicts(runs: dict, ks_: list, lengths_: list, families: list, reading: str = "paper") -> dict:
+    """Per (L, family): the per-seed margin F1(equivariant) − max(F1 regular, F1 wide), mean over K
+    (esae.beyond.lead_margin), under ``reading``, and its verdict."""
+    return {(L, fam): verdict([beyond.lead_margin(runs[s]["probe"], ks_, L, fam, reading) for s in seeds],
+                              positive="agrees", negative="differs")
+            for L in lengths_ for fam in families}
 
 
 FAMS = ["invariant", "equivariant"]
@@ -374,43 +338,12 @@ esae.figures.show(fig, "fig-06b-probing", f"XGBoost F1 over all probed tasks of 
 d_tasks_all = digits.digit_tasks()
 orient_idx = probing.select_tasks(["o"] * 40, digits_orientation_tasks)
 d_tasks = d_tasks_all[:10] + [d_tasks_all[10 + i] for i in orient_idx]
-DIGIT_FAMILIES = {"invariant": ("digit",), "equivariant": ("digit_orientation",)}
 
 
 def digits_seed(s: int) -> dict:
-    config = digits_config(s)
+    """One seed of the digits comparison (esae.beyond.digits_seed, cached): plain numbers."""
     cls_cfg = digits.ClassifierConfig(d_hidden=digits_hidden, n_epochs=digits_epochs, batch_size=64, lr=0.002, seed=s)
-    key = {"classifier": cls_cfg, "config": config, "tasks": [t.name for t in d_tasks]}
-
-    def compute() -> dict:
-        pools = digits.pool_indices(s)
-        images, labels = digits.originals()
-        train_idx = torch.as_tensor(pools["train"])
-        ptrain, ptest = digits.orbit_dataset(pools["probe"]), digits.orbit_dataset(pools["heldout"])
-        start = time.perf_counter()
-        net, history = digits.train_classifier(cls_cfg, images[train_idx], labels[pools["train"]], device=dev)
-        base_seconds = time.perf_counter() - start
-        train_orbit = beyond.orbit_activations(net.encode, images[train_idx], device=dev)
-        held_orbit = beyond.orbit_activations(net.encode, images[torch.as_tensor(pools["heldout"])], device=dev)
-        held_digits = torch.as_tensor(np.repeat(labels[pools["heldout"]], 4))
-
-        def spliced(recon: torch.Tensor) -> float:  # the classifier's cross-entropy with its hidden layer replaced
-            with torch.no_grad():
-                return float(torch.nn.functional.cross_entropy(net.decode(recon.to(dev)).cpu(), held_digits))
-
-        acts = {name: beyond.orbit_activations(net.encode, d.images, 1, device=dev)[:, 0].numpy()
-                for name, d in (("train", ptrain), ("test", ptest))}
-        probe_set = beyond.ProbeSet(acts["train"], acts["test"], digits.task_labels(ptrain, d_tasks),
-                                    digits.task_labels(ptest, d_tasks), [t.family for t in d_tasks],
-                                    ptrain.rotations, ptest.rotations, family_order=digits.FAMILIES,
-                                    combined=DIGIT_FAMILIES)
-        out = beyond.run_seed(train_orbit, held_orbit, probe_set, config, spliced_loss=spliced, device=dev)
-        out["accuracy"] = digits.accuracy(net, ptest.images, ptest.digits)
-        out["accuracy_upright"] = digits.accuracy(net, ptest.images[ptest.rotations == 0], ptest.digits[ptest.rotations == 0])
-        out["seconds"]["base_model"] = base_seconds
-        return out
-
-    return cached_seed("beyond_digits", key, compute)
+    return pipeline.beyond_digits_seed(cls_cfg, digits_config(s), tasks=d_tasks, readings=READINGS, device=dev)
 
 
 t0 = time.perf_counter()
@@ -430,6 +363,56 @@ pr_digits = probe_stats(digit_runs, digits_ks, digits_lengths, [*FAMS, "all"])
 lead_digits = lead_verdicts(digit_runs, digits_ks, digits_lengths, FAMS)
 display(Markdown(probe_md(pr_digits, digits_lengths, FAMS) + "\n\nEquivariant − best of regular and wide (per seed, mean "
                  "over K): " + "; ".join(f"L={L} {fam} {fmt(d, 3)} → **{v}**" for (L, fam), (v, d) in lead_digits.items())))
+
+# %% [markdown]
+# ## 4. A fair comparison: who gets the rotation $p$?
+#
+# The equivariant SAE reconstructs an activation as $M^p D(E(\psi(x)))$ with each image's *true*
+# rotation $p$ from its orbit's canonical image; the regular, wide and two-layer SAEs get no $p$.
+# At small $L$ these two bits per image alone can decide an orientation-dependent task. Two fair
+# readings of RESULT 2, on the same seeds, models and SAEs as above (paired per seed):
+#
+# - **every SAE gets $p$** (`onehot_p`): every SAE's probe input — the equivariant SAE's included —
+#   gets $p$ as four one-hot columns next to the truncated reconstruction;
+# - **the equivariant SAE estimates $p$** (`estimated_p`): it decodes with
+#   $\hat p = \arg\min_q \lVert x - M^q D(E(x))\rVert$, chosen from the activation alone
+#   ({py:func}`esae.probing.estimate_rotation`, no labels); the rivals as in the paper's reading.
+#
+# The margin is F1(equivariant) − the better of regular and wide, mean over K, per seed.
+
+# %% tags=["hide-input"]
+FAIR_NAMES = {"paper": "paper's reading (p to the equivariant SAE only)", "onehot_p": "every SAE's probe gets p (one-hot)",
+              "estimated_p": "equivariant SAE with estimated p̂"}
+fair_leads = {}  # (setting, reading) -> {(L, family): (verdict, stats)}
+fair_md = ""
+for setting, runs, ks_, lengths_ in (("jitter", jittered, ks, lengths), ("digits", digit_runs, digits_ks, digits_lengths)):
+    for reading in READINGS:
+        fair_leads[(setting, reading)] = lead_verdicts(runs, ks_, lengths_, FAMS, reading)
+    cols = [(L, fam) for L in lengths_ for fam in FAMS]
+    fair_md += (f"\n\n**{'Jittered shapes' if setting == 'jitter' else 'Digits'}** — margin equivariant − best of regular "
+                "and wide (mean ± std over seeds) and verdict:\n\n| reading | " + " | ".join(f"L={L} {fam}" for L, fam in cols)
+                + " |\n|---" + "|---" * len(cols) + "|\n")
+    for reading in READINGS:
+        lv = fair_leads[(setting, reading)]
+        fair_md += f"| {FAIR_NAMES[reading]} | " + " | ".join(f"{fmt(lv[c][1], 3)} ({lv[c][0]})" for c in cols) + " |\n"
+    if "estimated_p" in READINGS:
+        acc_p = {k: mean_std([runs[s]["p_hat_accuracy"][f"k{k}"] for s in seeds]) for k in ks_}
+        fair_md += ("\nShare of probe-test images whose p̂ equals the true p: "
+                    + ", ".join(f"K = {k}: {fmt(v, 3)}" for k, v in acc_p.items()) + ".")
+display(Markdown(fair_md if len(READINGS) > 1 else "The fair readings were not run (`fair_readings` is empty)."))
+
+# %%
+if "onehot_p" in READINGS:
+    pr_fair = {(name, L, fam): mean_std([float(np.mean([jittered[s]["probe"][beyond.reading_key("onehot_p", name, k, L)][fam]
+                                                         for k in ks])) for s in seeds])
+               for name in beyond.SAES for L in lengths for fam in FAMS}
+    curves = {f"{name} (+p)": [pr_fair[(name, L, "equivariant")]["mean"] for L in lengths] for name in beyond.SAES}
+    curves.update({f"{name}": [pr_jitter[(name, L, "equivariant")]["mean"] for L in lengths] for name in ("regular", "equivariant")})
+    fig = esae.plots.line_plot(lengths, curves, xlabel="truncation length L", ylabel="XGBoost F1 (SO, SP, SPO tasks)",
+                               title=f"Jittered shapes, {base_model.upper()}: with p one-hot in every probe")
+    esae.figures.show(fig, "fig-06b-fair", "XGBoost F1 on the orientation-dependent tasks of the jittered shapes against L: "
+                      "every SAE's truncated reconstruction with the rotation p as one-hot columns (+p), next to the paper's "
+                      f"reading for the regular and equivariant SAEs (mean over {n_seeds} seed(s) and K).")
 
 # %% [markdown]
 # ## Verdicts
@@ -490,6 +473,9 @@ for setting, runs, ks_, m_stats, leads in (("jitter", jittered, ks, m_jitter, le
                      "paper": "equivariant SAEs lag behind in the reconstruction/sparsity frontier",
                      "this_run": f"spliced loss equivariant − regular, mean over K: {fmt(d, 5)}",
                      "verdict": book_verdict(v), "test": "paired per-seed difference > 2 standard errors"})
+for (setting, reading), leads in fair_leads.items():
+    if reading != "paper":
+        verdicts.extend(esae.verdicts.beyond_fair_rows(setting, reading, leads, fmt))
 display(Markdown("| id | claim | this run | verdict |\n|---|---|---|---|\n"
                  + "".join(f"| {v['id']} | {v['claim']} | {v['this_run']} | **{v['verdict']}** |\n" for v in verdicts)))
 
@@ -514,6 +500,12 @@ json_out = {
     "digits": {"accuracy": acc, "m_r2": m_digits, "frontier": stats_json(fr_digits), "xgboost_f1": stats_json(pr_digits)},
     "per_seed": {name: {s: {k: v for k, v in run.items() if k != "seconds"} for s, run in runs.items()}
                  for name, runs in (("ceiling", ceiling), ("shapes", jittered), ("digits", digit_runs))},
+    "fair": {setting: {reading: {f"L{L}/{fam}": {"verdict": v, "margin": d} for (L, fam), (v, d) in leads.items()}
+                       for (st, reading), leads in fair_leads.items() if st == setting}
+             for setting in ("jitter", "digits")},
+    "p_hat_accuracy": {setting: {f"k{k}": mean_std([runs[s]["p_hat_accuracy"][f"k{k}"] for s in seeds]) for k in ks_}
+                       for setting, runs, ks_ in (("jitter", jittered, ks), ("digits", digit_runs, digits_ks))}
+    if "estimated_p" in READINGS else {},
     "verdicts": verdicts,
 }  # wall times stay out (timings.json has the chapter's): the same profile gives the same bytes
 esae.results.write_results(profile, "06b_beyond", json_out)
@@ -538,6 +530,19 @@ for setting in where_leads:
     lines.append(f"- **Probing, {setting}.** The equivariant SAE leads regular and wide beyond two standard errors at "
                  + (", ".join(where_leads[setting]) or "no (L, family)") + "; it trails at "
                  + (", ".join(where_trails[setting]) or "none") + "; the rest is within noise.")
+for setting, label in (("jitter", "jittered shapes"), ("digits", "digits")):
+    if len(READINGS) < 2:
+        break
+    won = [c for c, (v, _) in fair_leads[(setting, "paper")].items() if v == "agrees"]
+    parts = []
+    for reading in READINGS[1:]:
+        lv = fair_leads[(setting, reading)]
+        kept = [f"L={L} {fam}" for (L, fam) in won if lv[(L, fam)][0] == "agrees"]
+        lost = [f"L={L} {fam} ({fmt(lv[(L, fam)][1], 3)}, {lv[(L, fam)][0]})" for (L, fam) in won if lv[(L, fam)][0] != "agrees"]
+        parts.append(f"when {FAIR_NAMES[reading]}, " + (f"it keeps {', '.join(kept)}" if kept else "it keeps none")
+                     + (f" and loses {', '.join(lost)}" if lost else ""))
+    lines.append(f"- **Fairness, {label}.** Of the leads beyond noise under the paper's reading ("
+                 + (", ".join(f"L={L} {fam}" for L, fam in won) or "none") + "): " + "; ".join(parts) + ".")
 timed = {name: [run["seconds"] for run in runs.values() if "seconds" in run]
          for name, runs in (("jitter 0", ceiling), (f"jitter {jitter:g}", jittered), ("digits", digit_runs))}
 if any(timed.values()):

@@ -219,3 +219,62 @@ def test_the_chapter_writes_verdicts_in_the_summary_schema(smoke_book):
                                     for v in data["verdicts"])
     assert {"label_r2", "m_r2", "xgboost_f1"} <= set(data["shapes"]) and {"m_r2", "xgboost_f1"} <= set(data["digits"])
     assert [r.seconds for r in runs if r.stem == "06b_beyond"][0] < 120  # generous: the machine is shared
+
+
+# ----------------------------------------------------------------------------- one seed, from the package
+
+def test_seed_functions_keep_chapter_6b_cache_keys(monkeypatch):
+    from esae import autoencoders as ae
+    from esae import pipeline
+
+    seen = []
+    monkeypatch.setattr(pipeline, "seed_result", lambda kind, key, compute: seen.append((kind, dict(key))) or {})
+    train = ae.TrainConfig("mlp", layout="upright", n_train=64, n_heldout=32, data_seed=2, n_epochs=1, seed=2)
+    config = beyond.ComparisonConfig(ks=(4,), seed=2)
+    pipeline.beyond_shapes_seed(train, config, jitter=1.0, task_indices=np.array([0, 5]), n_probe_train=40, n_probe_test=30)
+    pipeline.beyond_shapes_seed(train, config, jitter=1.0, task_indices=[0, 5], n_probe_train=40, n_probe_test=30,
+                                readings=("paper", "onehot_p"))
+    cls = digits.ClassifierConfig(d_hidden=16, n_epochs=1, seed=2)
+    tasks = digits.digit_tasks()[:2]
+    pipeline.beyond_digits_seed(cls, config, tasks=tasks)
+    # the paper's reading alone: the very keys chapter 6b wrote before the seed functions moved into the package
+    assert seen[0] == ("beyond_shapes", {"version": 4, "jitter": 1.0, "train": train, "config": config, "tasks": [0, 5],
+                                         "probe_sizes": [40, 30]})
+    assert seen[1] == ("beyond_shapes_fair", {**seen[0][1], "readings": ["paper", "onehot_p"]})
+    assert seen[2] == ("beyond_digits", {"version": 4, "classifier": cls, "config": config,
+                                         "tasks": [t.name for t in tasks]})
+
+
+def test_digits_seed_under_every_reading():
+    tasks = digits.digit_tasks()[:2] + digits.digit_tasks()[10:12]
+    config = beyond.ComparisonConfig(ks=(4,), d_hidden=32, sae_epochs=1, invariant_epochs=1, batch_size=64, m_epochs=1,
+                                     lengths=(2,), xgb_estimators=5, n_jobs=1, seed=0)
+    run = beyond.digits_seed(digits.ClassifierConfig(d_hidden=16, n_epochs=1, seed=0), config, tasks=tasks,
+                             readings=("paper", "onehot_p", "estimated_p"))
+    assert set(run["probe"]) == ({"activations/L2"} | {f"{n}/k4/L2" for n in beyond.SAES}
+                                 | {f"onehot_p:{n}/k4/L2" for n in beyond.SAES} | {"estimated_p:equivariant/k4/L2"})
+    assert set(run["p_hat_accuracy"]) == {"k4"} and 0 <= run["p_hat_accuracy"]["k4"] <= 1
+    assert {"accuracy", "accuracy_upright", "m", "frontier"} <= set(run) and "base_model" in run["seconds"]
+    for reading in ("paper", "onehot_p", "estimated_p"):
+        margin = beyond.lead_margin(run["probe"], [4], 2, "all", reading)
+        eq = run["probe"][beyond.reading_key(reading, "equivariant", 4, 2)]["all"]
+        rivals = [run["probe"][beyond.reading_key(reading, r, 4, 2)]["all"] for r in beyond.RIVALS]
+        assert margin == pytest.approx(eq - max(rivals))
+    assert beyond.reading_key("estimated_p", "regular", 4, 2) == "regular/k4/L2"  # the rivals keep the paper's entries
+    with pytest.raises(ValueError, match="readings must be a non-empty list drawn from paper, onehot_p, estimated_p"):
+        beyond.probe_families({}, None, config, readings=("oracle",))
+
+
+def test_shapes_seed_runs_the_whole_protocol():
+    from esae import autoencoders as ae
+
+    train = ae.TrainConfig("mlp", layout="upright", n_train=64, n_heldout=32, data_seed=1, n_epochs=1, batch_size=32,
+                           seed=1)
+    config = beyond.ComparisonConfig(ks=(4,), d_hidden=32, sae_epochs=1, invariant_epochs=1, batch_size=64, m_epochs=1,
+                                     lengths=(2,), xgb_estimators=5, n_jobs=1, saes=("regular",), seed=1)
+    run = beyond.shapes_seed(train, config, jitter=1.0, task_indices=[0, 8, 36, 68], n_probe_train=60, n_probe_test=60)
+    assert set(run["probe"]) == {"activations/L2", "regular/k4/L2"}
+    assert set(run["probe"]["regular/k4/L2"]) == {"S", "SO", "SP", "SPO", "invariant", "equivariant", "all"}
+    assert {"label_r2", "heldout_mse", "frontier"} <= set(run) and "m" not in run  # no M without the equivariant SAE
+    with pytest.raises(ValueError, match="jitter must be"):
+        beyond.shapes_seed(train, config, jitter=2.0, task_indices=[0], n_probe_train=60, n_probe_test=60)

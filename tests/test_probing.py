@@ -263,3 +263,147 @@ def test_claims_of_result2_are_tested_separately_as_stated():
     table[probing.result_key("cnn", "reconstructions", 32, "two_layer", 8)] = {g: 0.79 for g in probing.GROUP_KEYS}
     assert probing.claim_two_layer_only_at(table, "cnn", 32, [8, 32])["holds"] is False  # matched at K = 8 too
     assert probing.claim_outperforms({}, "cnn", 32, [8])["holds"] is None
+
+
+# ----------------------------------------------------------------------------- fair readings (who gets p)
+
+def test_rotation_one_hot_follows_the_rotation_of_the_image():
+    from esae import shapes
+
+    ds = shapes.make_dataset(40, 3, layout="upright", pool="probe", jitter=1.0)
+    p = probing.rotations_from_canonical(ds)
+    hot = probing.rotation_one_hot(p)
+    assert hot.shape == (40, 4) and hot.dtype == np.float32
+    assert np.array_equal(hot.sum(1), np.ones(40)) and np.array_equal(hot.argmax(1), p)
+    for k in range(1, 4):  # rotating every image by g^k turns p into p + k: the one-hot rolls by k
+        turned = probing.rotations_from_canonical(shapes.rotate(ds, k))
+        assert np.array_equal(turned, (p + k) % 4)
+        assert np.array_equal(probing.rotation_one_hot(turned), np.roll(hot, k, axis=1))
+    with pytest.raises(ValueError, match=r"p must be \(n,\) ints in 0..3"):
+        probing.rotation_one_hot(np.array([0, 4]))
+    with pytest.raises(ValueError, match=r"p must be \(n,\) ints in 0..3"):
+        probing.rotation_one_hot(np.array([0.5]))
+
+
+def test_extra_columns_reach_every_probe_and_change_the_cache_entry(monkeypatch):
+    from esae import cache
+
+    rng = np.random.default_rng(3)
+    ztr, zte = rng.normal(size=(120, 6)).astype(np.float32), rng.normal(size=(60, 6)).astype(np.float32)
+    ptr, pte = rng.integers(0, 4, 120), rng.integers(0, 4, 60)
+    ytr = np.stack([ptr == 1, ztr[:, 0] > 0], 1)  # task 0 is p itself: only the extra columns tell it
+    yte = np.stack([pte == 1, zte[:, 0] > 0], 1)
+    W, b = rng.normal(size=(6, 5)).astype(np.float32), np.zeros(5, np.float32)
+    extra = (probing.rotation_one_hot(ptr), probing.rotation_one_hot(pte))
+    seen = []
+    real = probing.fit_and_score
+
+    def spy(probe, xtr, ytr_, xte, yte_, config):
+        seen.append((xtr.shape, xte.shape, xtr[:, -4:].copy()))
+        return real(probe, xtr, ytr_, xte, yte_, config)
+
+    monkeypatch.setattr(probing, "fit_and_score", spy)
+    with_p = probing.probe_scores(ztr, ytr, zte, yte, L=2, probes=["xgboost"], config=FAST, decoder=(W, b), extra=extra,
+                                  store=cache)
+    assert {s[0] for s in seen} == {(120, 5 + 4)} and {s[1] for s in seen} == {(60, 5 + 4)}
+    assert all(np.array_equal(s[2], extra[0]) for s in seen)  # the last 4 columns are p, never truncated
+    without = probing.probe_scores(ztr, ytr, zte, yte, L=2, probes=["xgboost"], config=FAST, decoder=(W, b), store=cache)
+    assert with_p.f1["xgboost"][0] == pytest.approx(1.0) and without.f1["xgboost"][0] < 0.8
+    assert without.cached == {"xgboost": False}  # another entry than the one with p
+    with pytest.raises(ValueError, match=r"extra must be \(120, e\) and \(60, e\) arrays"):
+        probing.probe_scores(ztr, ytr, zte, yte, L=2, probes=["xgboost"], config=FAST, extra=(extra[0], extra[0]))
+
+
+@pytest.fixture(scope="module")
+def clean_equivariant_sae():
+    """An invariant SAE trained on synthetic orbits with an exactly known M, made equivariant with it."""
+    from esae import saes
+
+    torch.manual_seed(0)
+    acts, m = saes.synthetic_orbit(1024, 16, n_atoms=48, active=3, seed=1)
+    cfg = saes.SAETrainConfig(name="invariant", k=4, d_in=16, expansion=4, d_hidden=24, n_epochs=15, batch_size=128,
+                              lr=3e-3)
+    invariant = saes.train_sae(cfg, acts).sae
+    held, _ = saes.synthetic_orbit(200, 16, n_atoms=48, active=3, seed=1)  # same dictionary and M, the first 200 orbits
+    return saes.EquivariantTopKSAE.from_invariant(invariant, m), held
+
+
+class _ExactEquivariant:
+    """An equivariant SAE with an exactly invariant encoder: its code is the orbit's canonical member
+    (the member ``M^q x`` with the largest first coordinate, a rule on the orbit as a set), its
+    decoder the identity, so ``M^p D(E(x)) = x`` exactly for the true ``p``."""
+
+    def __init__(self, m):
+        self.m, self.W_dec = m, torch.eye(m.shape[0])
+        self.cfg = type("cfg", (), {"group_order": 4})()
+
+    def transform(self, acts, p):
+        return acts @ torch.linalg.matrix_power(self.m, int(p) % 4).T
+
+    def encode(self, x):
+        members = torch.stack([self.transform(x, q) for q in range(4)], 1)
+        return members[torch.arange(len(x)), members[:, :, 0].argmax(1)]
+
+    def decode(self, z):
+        return z
+
+
+def test_estimated_rotation_recovers_the_true_one_on_clean_orbits(clean_equivariant_sae):
+    from esae import saes
+
+    acts, m = saes.synthetic_orbit(300, 16, n_atoms=48, active=3, seed=4)
+    exact = _ExactEquivariant(m)
+    canonical = exact.encode(acts[:, 0])  # each orbit's canonical member under the SAE's own rule
+    p = np.tile(np.arange(4), len(canonical))
+    x = torch.stack([exact.transform(canonical, q) for q in range(4)], 1).reshape(-1, 16)  # row 4 i + p = M^p c_i
+    p_hat = probing.estimate_rotation(exact, x, batch_size=128)
+    assert p_hat.shape == p.shape and p_hat.dtype == np.int64
+    assert np.array_equal(p_hat, p)
+    err = probing.rotation_errors(exact, x)
+    assert err.shape == (len(x), 4) and np.allclose(err[np.arange(len(x)), p], 0, atol=1e-8)
+    # a trained (so only approximately invariant) SAE on the same kind of orbits: far above chance (1/4)
+    sae, orbit = clean_equivariant_sae
+    trained = probing.estimate_rotation(sae, orbit.reshape(-1, 16))
+    assert np.mean(trained == np.tile(np.arange(4), len(orbit))) > 0.6
+    with pytest.raises(ValueError, match="sae must be an equivariant SAE"):
+        probing.estimate_rotation(torch.nn.Identity(), x)
+
+
+def test_reconstruction_inputs_of_each_reading(clean_equivariant_sae):
+    from esae import saes
+
+    sae, orbit = clean_equivariant_sae
+    x = orbit[:50].reshape(-1, orbit.shape[-1]).numpy()
+    p = np.tile(np.arange(4), 50)
+    paper = probing.reconstruction_input(sae, x, x, p, p, "paper")
+    assert paper["decoder"][0].shape == (4, sae.W_dec.shape[0], 16) and paper["extra"] is None
+    assert all(np.array_equal(r, p) for r in paper["decoder_rows"])
+    onehot = probing.reconstruction_input(sae, x, x, p, p, "onehot_p")
+    assert np.array_equal(onehot["extra"][0], probing.rotation_one_hot(p)) and np.array_equal(onehot["decoder_rows"][0], p)
+    est = probing.reconstruction_input(sae, x, x, p, p, "estimated_p")
+    assert np.array_equal(est["decoder_rows"][1], probing.estimate_rotation(sae, x)) and est["extra"] is None
+    regular = saes._to_inference(saes.build_training_sae(saes.SAETrainConfig(name="regular", k=4, d_in=16, expansion=4)))
+    plain = probing.reconstruction_input(regular, x, x, p, p, "estimated_p")
+    assert plain["decoder_rows"] is None and plain["decoder"][0].shape[0] == 1  # no p for an SAE without M
+    with pytest.raises(ValueError, match="reading must be one of 'paper', 'onehot_p', 'estimated_p', got 'oracle'"):
+        probing.reconstruction_input(sae, x, x, p, p, "oracle")
+
+
+def test_xgboost_api_and_multi_target_fits_predict_like_the_wrapper():
+    rng = np.random.default_rng(11)
+    xtr, xte = rng.normal(size=(300, 12)).astype(np.float32), rng.normal(size=(150, 12)).astype(np.float32)
+    w = rng.normal(size=(12, 3))
+    ytr, yte = (xtr @ w > 0.3), (xte @ w > 0.3)
+    for config in (FAST, ProbeConfig(xgb_estimators=10, xgb_max_bin=32), ProbeConfig(xgb_estimators=5,
+                                                                                       xgb_tree_method="exact")):
+        single = []
+        for t in range(3):
+            model = probing.make_probe("xgboost", config, len(xtr))
+            model.fit(xtr, ytr[:, t].astype(np.int64))
+            wrapper = model.predict(xte).astype(bool)
+            native = probing.xgboost_predict(xtr, ytr[:, t], xte, config)
+            assert native.dtype == bool and np.array_equal(native, wrapper)  # bit for bit the same probe
+            single.append(native)
+        if config.xgb_tree_method == "hist":  # tasks sharing a matrix: one multi-target fit, the same predictions
+            multi = probing.xgboost_predict(xtr, ytr, xte, config)
+            assert multi.shape == (150, 3) and np.array_equal(multi, np.stack(single, 1))

@@ -92,3 +92,26 @@ def test_every_written_verdict_has_the_schema(tmp_results):
     assert row["verdict"] in verdicts.VERDICTS and "MLP MSE 0.0100" in row["this_run"]
     with pytest.raises(ValueError, match="verdict must be one of"):
         verdicts.Verdict("a", "b", "c", "d", "e", "maybe", "f")
+
+
+def test_fair_readings_of_result2_give_their_own_verdicts():
+    fair = {"claim1": {"paper": {"mlp/L1": False}, "onehot_p": {"mlp/L1": False}, "estimated_p": {"mlp/L1": True}},
+            "tie": 0.02, "leads": ["mlp/L1/k32/SPO", "mlp/L1/k32/S", "cnn/L1/k8/SPO"],
+            "survive": {"onehot_p": {"kept": ["mlp/L1/k32/S"], "lost": ["mlp/L1/k32/SPO", "cnn/L1/k8/SPO"]},
+                        "estimated_p": {"kept": ["mlp/L1/k32/SPO", "mlp/L1/k32/S", "cnn/L1/k8/SPO"], "lost": []}},
+            "p_hat_accuracy": {"cnn/k32": 0.996}}
+    rows = {v.id: v for v in verdicts.fair_probing(fair)}
+    assert rows["result2-fair-onehot_p"].verdict == "partly"
+    assert "1 of 3 leads > 0.02 survive; lost: SPO at mlp/L1/k32, cnn/L1/k8" in rows["result2-fair-onehot_p"].this_run
+    assert rows["result2-fair-estimated_p"].verdict == "agrees" and "holds at mlp/L1" in rows["result2-fair-estimated_p"].this_run
+    assert "99.6%" in rows["result2-fair-estimated_p"].this_run
+    wrapped = verdicts.probing({"claims": [], "fair": fair})
+    assert {v.id for v in wrapped} == {"result2-fair-onehot_p", "result2-fair-estimated_p"}
+    leads = {(1, "equivariant"): ("differs", {"mean": -0.1, "std": 0.01, "se": 0.006, "n": 3}),
+             (4, "invariant"): ("untested (1 seed)", {"mean": 0.1, "std": None, "se": None, "n": 1})}
+    chapter_rows = verdicts.beyond_fair_rows("jitter", "onehot_p", leads)
+    assert [r["verdict"] for r in chapter_rows] == ["differs", "reported"]
+    assert set(chapter_rows[0]) == {"id", "claim", "paper", "this_run", "verdict", "test"}
+    assert chapter_rows[0]["id"] == "beyond/jitter/probe_fair/onehot_p/equivariant/L1"
+    with pytest.raises(ValueError, match="reading must be one of onehot_p, estimated_p"):
+        verdicts.beyond_fair_rows("jitter", "paper", leads)
