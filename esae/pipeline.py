@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from esae.saes import SAETrainConfig, TrainResult
 
 Tensor = torch.Tensor
-SAE_CACHE_VERSION = 2  # part of every SAE's cache key
+SAE_CACHE_VERSION = 3  # part of every SAE's cache key; 3: the stacked trainer's row gradients (round-off differs from 2)
 
 
 def _need(p: Mapping[str, Any], names: tuple[str, ...], chapter: str) -> None:
@@ -374,7 +374,7 @@ def match_stack(saes_, layers, cache_key=None, **kwargs: Any):
 # chapter 6b
 
 
-BEYOND_VERSION = 4  # bump when a chapter-6b seed's computation changes
+BEYOND_VERSION = 5  # bump when a chapter-6b seed's computation changes (5: the stacked trainer's row gradients)
 
 
 def seed_result(kind: str, key: Mapping[str, Any], compute: Callable[[], Any]) -> Any:

