@@ -312,5 +312,7 @@ display(Markdown(
     f"rotations (the paper: 0.49 and 0.05), yet an affine function of the labels explains "
     f"R² = {label_fit['mlp']:.4f} (MLP) and {label_fit['cnn']:.6f} (CNN) of ψ — the structure that makes a single "
     f"matrix M plausible, and exact for the CNN. The chapter took {time.perf_counter() - started:.0f} s "
-    f"(training: MLP {histories['mlp']['seconds']:.0f} s, CNN {histories['cnn']['seconds']:.0f} s when first run).\n\n"
+    f"(training: MLP {histories['mlp']['seconds']:.0f} s, CNN {histories['cnn']['seconds']:.0f} s when first run)."
+    + (f" Over {len(seed_list)} seeds the held-out MSE is {esae.beyond.fmt(mse_stats['mlp'], 5)} (MLP) and "
+       f"{esae.beyond.fmt(mse_stats['cnn'], 5)} (CNN), mean ± std." if len(seed_list) > 1 else "") + "\n\n"
     + esae.verdicts.conclusion(results["verdicts"])))

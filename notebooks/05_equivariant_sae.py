@@ -661,5 +661,12 @@ display(Markdown(
         f"{inv_share[model]:.0%} of the equivariant SAE's live features at K = {feature_k} are invariant by the "
         f"cos(d, Md) ≥ {invariance_threshold:g} rule, against {reg_share[model]:.0%} of the regular SAE's."
         for model in saes.BASE_MODELS)
+    + (f" Over {len(seed_list)} seeds (base model, M and SAEs re-seeded), the equivariant SAE's spliced MSE at K = {k_mid} is "
+       + ", ".join(f"{esae.beyond.fmt(frontier_stats[f'{m}/equivariant/k{k_mid}']['spliced_mse'], 5)} ({m.upper()})"
+                   for m in saes.BASE_MODELS)
+       + " against the regular SAE's " + ", ".join(f"{esae.beyond.fmt(frontier_stats[f'{m}/regular/k{k_mid}']['spliced_mse'], 5)}"
+                                                   for m in saes.BASE_MODELS)
+       + ", mean ± std; the verdicts below count a claim only where it holds beyond two standard errors."
+       if len(seed_list) > 1 else "")
     + f" The headline numbers are in `results/{profile}/{results_path.name}`.\n\n"
     + esae.verdicts.conclusion(verdicts)))

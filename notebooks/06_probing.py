@@ -728,6 +728,17 @@ if reg_sw[L1] and eq_sw[L1]:
         f"the S tasks go from {eq_sw[L1]['S']:.3f} (equivariant) vs {reg_sw[L1]['S']:.3f} (regular) at L = {L1} to "
         f"{eq_sw[Lmax]['S']:.3f} vs {reg_sw[Lmax]['S']:.3f} at L = {Lmax}; the SPO tasks from {eq_sw[L1]['SPO']:.3f} vs "
         f"{reg_sw[L1]['SPO']:.3f} to {eq_sw[Lmax]['SPO']:.3f} vs {reg_sw[Lmax]['SPO']:.3f}.")
+if len(seed_list) > 1:
+    sure = {m: [L for L in sweep_lengths if seeds_claims[f"{m}/L{L}"]["1"] == "holds"] for m in probing.BASE_MODELS}
+    noise = {m: [L for L in sweep_lengths if seeds_claims[f"{m}/L{L}"]["1"] == "within noise"] for m in probing.BASE_MODELS}
+    lines.append(f"- **Over {len(seed_list)} seeds** (base model, M, SAEs and probing split re-seeded; the sweep's "
+                 f"{len(sweep_tasks)} tasks), claim 1 holds beyond two standard errors "
+                 + "; ".join(f"for the {m.upper()} at L ∈ {{{', '.join(map(str, sure[m]))}}}" if sure[m] else
+                             f"for the {m.upper()} at no L" for m in probing.BASE_MODELS)
+                 + " and is within noise " + "; ".join(f"for the {m.upper()} at L ∈ {{{', '.join(map(str, noise[m]))}}}"
+                                                      if noise[m] else f"for the {m.upper()} at no L" for m in probing.BASE_MODELS)
+                 + f". The 180-task panels of Figures 3 and 7 are seed 0 alone; the extra seeds' probes took "
+                 f"{seeds_seconds / 60:.1f} min in this run.")
 k_mid = 16 if ("equivariant", 16) in orbit_rows else FIG3.ks[0]
 if ("equivariant", k_mid) in orbit_rows and ("regular", k_mid) in orbit_rows:
     e, r = orbit_rows[("equivariant", k_mid)], orbit_rows[("regular", k_mid)]
