@@ -235,7 +235,7 @@ RULES: dict[str, dict[str, Rule]] = {
                    "layout": Rule(choices=("upright", "independent"))},
     "03_base_models": {
         "n_train": _INT1, "n_heldout": _INT1, "mlp_epochs": _INT1, "cnn_epochs": _INT1,
-        "batch_size": _INT1, "lr": _RATE, "n_show": Rule(lo=1, hi=16),
+        "batch_size": _INT1, "lr": _RATE, "n_show": Rule(lo=1, hi=16), "n_seeds": Rule(lo=1, hi=100),
     },
     "04_fitting_m": {
         "epochs": _INT1, "constrained_epochs": _INT1, "batch_size": _INT1, "lr": _RATE,

@@ -72,6 +72,24 @@ def other_layout(layout: str) -> str:
     return "independent" if check_choice("layout", layout, LAYOUTS) == "upright" else "upright"
 
 
+def seeds(p03: Mapping[str, Any]) -> list[int]:
+    """The seeds behind the error bars of chapters 3–6, from chapter 3's parameters ``p03``:
+    ``seed, seed + 1, ..., seed + n_seeds − 1``. Seed ``i`` of the list re-seeds every stage: the
+    base models' data and training, M's batches, the SAEs and the probing split (:func:`reseeded`)."""
+    from esae.checks import check_int
+
+    _need(p03, ("seed", "n_seeds"), "03_base_models")
+    check_int("n_seeds", p03["n_seeds"], 1, 100)
+    return [p03["seed"] + i for i in range(p03["n_seeds"])]
+
+
+def reseeded(p: Mapping[str, Any], offset: int) -> dict[str, Any]:
+    """A chapter's parameters ``p`` with its ``seed`` moved by ``offset`` (the ``offset``-th seed of
+    :func:`seeds`; 0 gives ``p`` itself, so seed 0's configs and cache entries are unchanged)."""
+    _need(p, ("seed",), "the chapter")
+    return {**p, "seed": p["seed"] + offset}
+
+
 BASE_MODEL_PARAMETERS = ("n_train", "n_heldout", "mlp_epochs", "cnn_epochs", "batch_size", "lr", "seed")
 
 

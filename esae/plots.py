@@ -224,11 +224,14 @@ def probing_bars(scores: Mapping[str, Mapping[int, Mapping[str, Mapping[str, flo
 
 def probing_differences(scores: Mapping[str, Mapping[int, Mapping[str, Mapping[str, float | None]]]],
                         reference: str = "regular", *, groups: Sequence[str] = ("S", "SO", "SP", "SPO", "all"),
-                        title: str | None = None) -> Figure:
+                        title: str | None = None,
+                        errors: Mapping[str, Mapping[int, Mapping[str, Mapping[str, float | None]]]] | None = None
+                        ) -> Figure:
     """The comparison of :func:`probing_bars` made visible: each SAE's mean F1 minus the
     ``reference`` SAE's, per task group, one row per probed input and one column per K, on an axis
     scaled to the differences (shared by all panels) with a line at 0. ``scores`` as in
-    :func:`probing_bars`."""
+    :func:`probing_bars`; ``errors`` in the same shape (``errors[input][k][sae][group]``), when
+    given, is the error bar of each difference (e.g. its standard deviation over seeds)."""
     inputs = list(scores)
     ks = sorted({k for by_k in scores.values() for k in by_k})
     saes = [s for s in dict.fromkeys(s for by_k in scores.values() for by_sae in by_k.values() for s in by_sae)
@@ -246,9 +249,15 @@ def probing_differences(scores: Mapping[str, Mapping[int, Mapping[str, Mapping[s
             for i, name in enumerate(saes):
                 vals = by_sae.get(name, {})
                 diff = [np.nan if vals.get(g) is None or ref.get(g) is None else vals[g] - ref[g] for g in groups]
-                lim = max([lim] + [abs(d) for d in diff if np.isfinite(d)])
+                err = None
+                if errors is not None:
+                    by_group = errors.get(inp, {}).get(k, {}).get(name, {})
+                    err = [np.nan if by_group.get(g) is None else by_group[g] for g in groups]
+                lim = max([lim] + [abs(d) + (0.0 if err is None or not np.isfinite(e) else e)
+                                   for d, e in zip(diff, err or [0.0] * len(diff)) if np.isfinite(d)])
                 ax.bar(x + (i - (len(saes) - 1) / 2) * width, diff, width, color=SAE_COLORS.get(name, f"C{i}"),
-                       label=SAE_LABELS.get(name, name), edgecolor="white", lw=0.3)
+                       label=SAE_LABELS.get(name, name), edgecolor="white", lw=0.3, yerr=err,
+                       error_kw={"elinewidth": 0.8, "capsize": 1.5, "ecolor": "0.2"})
             ax.axhline(0, color="0.3", lw=0.8)
             ax.set_xticks(x, groups)
             ax.grid(axis="y", color="0.9", lw=0.6)

@@ -14,7 +14,7 @@ say) may write its own ``"verdicts"`` list in the same form.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from statistics import median
 from typing import Any
@@ -60,6 +60,49 @@ def _fraction(flags: list[bool]) -> str:
     return f"{sum(flags)} of {len(flags)}"
 
 
+# ---- error bars over seeds -----------------------------------------------------------------------
+
+def seed_test(cells: Sequence[Mapping[str, float | None]], need: str = "all") -> str:
+    """Does a claim hold beyond the noise of the seeds? ``cells`` holds one mapping per seed from
+    each cell the claim is stated for (a task group and K, say) to its signed difference, positive
+    where the claim holds there (e.g. F1 equivariant − F1 of the better rival). Each cell is tested
+    paired over seeds with :func:`esae.beyond.verdict` (mean beyond two standard errors). Returns
+    ``"holds"`` when every cell (``need="majority"``: more than half of them) is above +2 SE,
+    ``"fails"`` when some cell (majority: at least half) is below −2 SE, ``"within noise"``
+    otherwise, and ``"untested"`` with fewer than two seeds or no cell."""
+    from esae.beyond import verdict as paired
+
+    if need not in ("all", "majority"):
+        raise ValueError(f"need must be 'all' or 'majority', got {need!r}")
+    names = list(dict.fromkeys(c for seed in cells for c in seed))
+    if len(cells) < 2 or not names:
+        return "untested"
+    tested = [paired([seed.get(c) for seed in cells], positive="holds", negative="fails")[0] for c in names]
+    held, failed = tested.count("holds"), tested.count("fails")
+    if need == "all":
+        return "holds" if held == len(tested) else "fails" if failed else "within noise"
+    return "holds" if held > len(tested) / 2 else "fails" if failed >= len(tested) / 2 else "within noise"
+
+
+def combine(statuses: Sequence[str]) -> str:
+    """One verdict from the :func:`seed_test` results of a claim's parts (base models, panels):
+    ``agrees`` when every part holds beyond two standard errors, ``partly`` when some do,
+    ``within noise`` when none does and some are inconclusive, ``differs`` when all fail beyond the
+    noise."""
+    if statuses and all(x == "holds" for x in statuses):
+        return "agrees"
+    if "holds" in statuses:
+        return "partly"
+    return "within noise" if any(x != "fails" for x in statuses) else "differs"
+
+
+def _pm(values: Sequence[float], digits: int = 3) -> str:
+    """``mean ± std`` of per-seed values (the mean alone for one value)."""
+    from esae.beyond import fmt, mean_std
+
+    return fmt(mean_std(list(values)), digits)
+
+
 # ---- chapter 2: the dataset ----------------------------------------------------------------------
 
 def dataset(r: dict[str, Any]) -> list[Verdict]:
@@ -100,18 +143,38 @@ def fitting_m(r: dict[str, Any]) -> list[Verdict]:
     """RESULT 1 (``04_fitting_m.json``): the fitted M, the paper's recipe and the M = I baseline."""
     fitted, ident = r["r2_fitted"], r["r2_identity"]
     r2 = "held-out R², pooled over dimensions, mean over p = 1..3"
-    out = [Verdict("result1-warm-start", "RESULT 1", "one matrix M explains the rotated activations "
-                   "(this book's fit: Adam from the least-squares warm start)", "0.987 ± 0.001",
-                   ", ".join(f"{m.upper()} {fitted[m]:.3f}" for m in MODELS), _agrees(all(fitted[m] >= 0.98 for m in MODELS)),
-                   f"{r2}; agrees when ≥ 0.98 on both base models. The fit starts from least squares, "
-                   "not from M = I as the paper's does (next row)")]
+    per_seed = r.get("r2_fitted_seeds", {})
+    n_seeds = min((len(per_seed.get(m, [])) for m in MODELS), default=0)
+    if n_seeds >= 2:  # mean ± std over independent seeds (base model, M); agrees only beyond 2 SE
+        statuses = [seed_test([{"r2": v - 0.98} for v in per_seed[m]]) for m in MODELS]
+        out = [Verdict("result1-warm-start", "RESULT 1", "one matrix M explains the rotated activations "
+                       "(this book's fit: Adam from the least-squares warm start)", "0.987 ± 0.001",
+                       ", ".join(f"{m.upper()} {_pm(per_seed[m])}" for m in MODELS) + f" ({n_seeds} seeds)",
+                       combine(statuses), f"{r2}, mean ± std over {n_seeds} seeds (base model and M re-seeded); "
+                       "agrees when above 0.98 by more than two standard errors on both base models. The fit starts "
+                       "from least squares, not from M = I as the paper's does (next row)")]
+    else:
+        out = [Verdict("result1-warm-start", "RESULT 1", "one matrix M explains the rotated activations "
+                       "(this book's fit: Adam from the least-squares warm start)", "0.987 ± 0.001",
+                       ", ".join(f"{m.upper()} {fitted[m]:.3f}" for m in MODELS), _agrees(all(fitted[m] >= 0.98 for m in MODELS)),
+                       f"{r2}; agrees when ≥ 0.98 on both base models. The fit starts from least squares, "
+                       "not from M = I as the paper's does (next row)")]
     recipe = r.get("r2_paper_recipe")
     if recipe:
         out.append(Verdict("result1-paper-recipe", "RESULT 1", "one matrix M explains the rotated activations "
                            "(the paper's recipe: Adam from M = I, this profile's epochs)", "0.987 ± 0.001",
                            ", ".join(f"{m.upper()} {recipe[m]:.3f}" for m in MODELS),
                            _agrees(all(recipe[m] >= 0.98 for m in MODELS)), f"{r2}; agrees when ≥ 0.98 on both"))
+    ident_seeds = r.get("r2_identity_seeds", {})
     for m, (paper, tol) in {"cnn": (0.05, 0.08), "mlp": (0.49, 0.03)}.items():
+        values = ident_seeds.get(m, [])
+        if len(values) >= 2:
+            mean = sum(values) / len(values)
+            out.append(Verdict(f"result1-identity-{m}", "RESULT 1", f"baseline M = I, {m.upper()}", f"R² {paper:.2f} ± {tol:.2f}",
+                               f"{_pm(values)} ({len(values)} seeds)", _agrees(abs(mean - paper) <= max(3 * tol, 0.1)),
+                               f"{r2}, mean ± std over the seeds' base models; agrees when the mean is within 3 of the "
+                               "paper's ± (at least 0.1)"))
+            continue
         out.append(Verdict(f"result1-identity-{m}", "RESULT 1", f"baseline M = I, {m.upper()}", f"R² {paper:.2f} ± {tol:.2f}",
                            f"{ident[m]:.3f}", _agrees(abs(ident[m] - paper) <= max(3 * tol, 0.1)),
                            f"{r2}; agrees within 3 of the paper's ± (at least 0.1)"))
@@ -133,16 +196,42 @@ def fitting_m(r: dict[str, Any]) -> list[Verdict]:
 
 # ---- chapter 5: the equivariant SAE ---------------------------------------------------------------
 
+FRONTIER_NEED = {"a": "all", "b": "majority", "c": "all", "d": "all"}  # (b) "generally": a majority of K
+
+
+def frontier_cells(get: Callable[[str, str, int, str], float], model: str, ks: Sequence[int]) -> dict[str, dict[str, float]]:
+    """RESULT 3's claims (a)–(d) on one base model as signed differences per cell, positive where the
+    claim holds there (the quantities :func:`frontier` tests): (a) 1.25 × spliced MSE wide −
+    equivariant at the smallest K; (b) L1 equivariant − regular per K; (c) range of L1 over K,
+    two-layer − equivariant; (d) spliced MSE invariant − equivariant per K. ``get(model, sae, k,
+    metric)`` reads one number."""
+    ks = sorted(ks)
+    rng = {n: max(get(model, n, k, "l1") for k in ks) - min(get(model, n, k, "l1") for k in ks)
+           for n in ("equivariant", "two_layer")}
+    return {"a": {f"k{ks[0]}": 1.25 * get(model, "wide", ks[0], "spliced_mse") - get(model, "equivariant", ks[0], "spliced_mse")},
+            "b": {f"k{k}": get(model, "equivariant", k, "l1") - get(model, "regular", k, "l1") for k in ks},
+            "c": {"range": rng["two_layer"] - rng["equivariant"]},
+            "d": {f"k{k}": get(model, "invariant", k, "spliced_mse") - get(model, "equivariant", k, "spliced_mse") for k in ks}}
+
+
 def frontier(r: dict[str, Any]) -> list[Verdict]:
     """RESULT 3, claims (a)–(d) of Figure 4, per base model (``05_equivariant_sae.json``: keys
     ``<model>/<sae>/k<K>`` with ``l1`` and ``spliced_mse``). One verdict per claim: ``agrees`` when
-    it holds on both base models, ``partly`` on one."""
+    it holds on both base models, ``partly`` on one. With ``seed_metrics`` (``{seed: {key: metrics}}``,
+    two seeds or more) the numbers shown are the means over seeds and a claim holds on a base model
+    only beyond two standard errors (:func:`seed_test` of :func:`frontier_cells`), else ``within noise``."""
     ks = sorted({int(key.rsplit("/k", 1)[1]) for key in r if key.count("/") == 2 and "/k" in key})
     if not ks:
         raise KeyError("no <model>/<sae>/k<K> entries")
+    per_seed = list((r.get("seed_metrics") or {}).values())
+    seeded = len(per_seed) >= 2
+    table = r
+    if seeded:  # the means over seeds, for the numbers shown
+        table = {key: {m: sum(s[key][m] for s in per_seed) / len(per_seed) for m in ("l1", "spliced_mse")}
+                 for key in per_seed[0] if key.count("/") == 2}
 
     def get(model: str, name: str, k: int, key: str) -> float:
-        return r[f"{model}/{name}/k{k}"][key]
+        return table[f"{model}/{name}/k{k}"][key]
 
     k_small = ks[0]
     a, b, c, d = {}, {}, {}, {}
@@ -159,9 +248,22 @@ def frontier(r: dict[str, Any]) -> list[Verdict]:
         fmt = (lambda x: f"{x:.1f}") if min(ratio) >= 10 else (lambda x: f"{x:.2f}")
         d[m] = (all(x > 1 for x in ratio), f"{m.upper()} {fmt(min(ratio))}–{fmt(max(ratio))}×")
 
+    def seed_get(seed: dict) -> Callable[[str, str, int, str], float]:
+        return lambda model, name, k, key: seed[f"{model}/{name}/k{k}"][key]
+
     def row(id_: str, claim: str, paper: str, parts: dict, test: str) -> Verdict:
-        return Verdict(id_, "RESULT 3", claim, paper, "; ".join(t for _, t in parts.values()),
-                       _share([ok for ok, _ in parts.values()]), test)
+        text = "; ".join(t for _, t in parts.values())
+        if not seeded:
+            return Verdict(id_, "RESULT 3", claim, paper, text, _share([ok for ok, _ in parts.values()]), test)
+        letter = id_[-1]
+        statuses = {m: seed_test([frontier_cells(seed_get(s), m, ks)[letter] for s in per_seed], FRONTIER_NEED[letter])
+                    for m in MODELS}
+        return Verdict(id_, "RESULT 3", claim, paper,
+                       f"{text} (means of {len(per_seed)} seeds; beyond 2 SE: "
+                       + ", ".join(f"{m.upper()} {st}" for m, st in statuses.items()) + ")",
+                       combine(list(statuses.values())),
+                       f"{test}; on the means over {len(per_seed)} seeds (base model, M, SAEs re-seeded), and it "
+                       "holds on a base model only when the difference exceeds two standard errors (paired over seeds)")
 
     ks_text = "K ∈ {" + ", ".join(map(str, ks)) + "}"
     return [
@@ -191,9 +293,12 @@ PROBING_CLAIMS = {
 def probing(r: dict[str, Any]) -> list[Verdict]:
     """RESULT 2 (``06_probing.json``): each claim judged per panel by the chapter (``claims``: panel,
     claim, holds with XGBoost, the measured numbers, holds with the best of three probes); the
-    verdict counts the panels where it holds with XGBoost, the paper's probe."""
+    verdict counts the panels where it holds with XGBoost, the paper's probe. With two seeds or more
+    (``seeds``) each claim entry carries ``seeds_test`` (:func:`seed_test` over the seeds at the
+    panel's model and L) and a panel counts only when it holds beyond two standard errors."""
     out = []
     panels = "Figure 3 (CNN, L = 32) and Figure 7 (MLP/CNN, L = 8; MLP, L = 32)"
+    n_seeds = len(r.get("seeds", [0]))
     for c in sorted({x["claim"] for x in r.get("claims", [])}):
         found = [x for x in r["claims"] if x["claim"] == c and x["holds_xgboost"] is not None]
         if not found:
@@ -201,18 +306,39 @@ def probing(r: dict[str, Any]) -> list[Verdict]:
         held = [x["panel"] for x in found if x["holds_xgboost"]]
         best = [x for x in found if x["holds_best_of_three"]]
         statement = found[0].get("statement") or PROBING_CLAIMS.get(c, f"claim {c}")
+        seeded = n_seeds >= 2 and all(x.get("seeds_test") not in (None, "untested") for x in found)
+        if not seeded:
+            out.append(Verdict(f"result2-{c}", "RESULT 2", f"{c}. {statement}", panels,
+                               f"holds in {len(held)} of {len(found)} panels ({', '.join(held) or 'none'}); "
+                               f"best of three probes: {len(best)} of {len(found)}",
+                               _share([bool(x["holds_xgboost"]) for x in found]),
+                               "XGBoost F1 on the truncated inputs, per panel (the chapter's claims table); "
+                               "agrees when it holds in every panel, partly in some"))
+            continue
+        # a panel counts only when seed 0's panel holds and the seeds' means hold beyond two standard errors
+        status = {x["panel"]: "holds" if x["holds_xgboost"] and x["seeds_test"] == "holds" else
+                  "fails" if x["seeds_test"] == "fails" else "within noise" for x in found}
         out.append(Verdict(f"result2-{c}", "RESULT 2", f"{c}. {statement}", panels,
-                           f"holds in {len(held)} of {len(found)} panels ({', '.join(held) or 'none'}); "
-                           f"best of three probes: {len(best)} of {len(found)}",
-                           _share([bool(x["holds_xgboost"]) for x in found]),
-                           "XGBoost F1 on the truncated inputs, per panel (the chapter's claims table); "
-                           "agrees when it holds in every panel, partly in some"))
+                           f"holds in {len(held)} of {len(found)} panels with seed 0 ({', '.join(held) or 'none'}); "
+                           f"beyond 2 SE over {n_seeds} seeds: " + ", ".join(f"{k} {v}" for k, v in status.items())
+                           + f"; best of three probes (seed 0): {len(best)} of {len(found)}",
+                           combine(list(status.values())),
+                           "XGBoost F1 on the truncated inputs, per panel: seed 0 on the panel's tasks, and every cell's "
+                           f"difference paired over {n_seeds} seeds (base model, M, SAEs, probe split re-seeded) on the "
+                           "sweep's tasks at the panel's model and L; a panel holds when both do beyond two standard "
+                           "errors; agrees when every panel holds, partly in some, within noise when none does"))
     sweep = r.get("sweep_claims", {})
     if sweep:
         lead = {m: [key.split("/L")[1] for key, v in sweep.items() if key.startswith(m + "/") and v.get("1")] for m in MODELS}
+        seeds_claims = r.get("seeds_claims", {}) if n_seeds >= 2 else {}
+        sure = {m: [key.split("/L")[1] for key, v in seeds_claims.items() if key.startswith(m + "/") and v.get("1") == "holds"]
+                for m in MODELS}
         out.append(Verdict("result2-sweep", "RESULT 2", "truncation lengths L at which claim 1 holds",
                            "(the paper shows L = 8 and 32)",
-                           "; ".join(f"{m.upper()}: {', '.join(v) or 'none'}" for m, v in lead.items()), "reported",
+                           "; ".join(f"{m.upper()}: {', '.join(v) or 'none'}" for m, v in lead.items())
+                           + (f" (seed 0); beyond 2 SE over {n_seeds} seeds: "
+                              + "; ".join(f"{m.upper()}: {', '.join(v) or 'none'}" for m, v in sure.items())
+                              if seeds_claims else ""), "reported",
                            "the sweep over L ∈ {1, …, 32} (XGBoost)"))
     comp = r.get("layout_comparison", {})
     if comp:

@@ -503,6 +503,63 @@ for model in saes.BASE_MODELS:
 display(Markdown(rows))
 
 # %% [markdown]
+# ## Error bars: the frontier over seeds
+#
+# Every number above comes from one seed. The paper reports mean ± std, and a claim about two SAEs
+# is only as good as the gap between them against how much a re-run moves it. Chapter 3 trained
+# base models on `n_seeds` independent seeds (its parameter); for each extra seed this chapter
+# trains all the SAEs again on that seed's base models, with that seed's $M$ (chapter 4's warm
+# start) and this chapter's seed moved by the same offset, and evaluates them on that seed's own
+# held-out images, exactly as above. (The other layout, at the end of the chapter, has seed 0 only.)
+
+
+# %% tags=["hide-input"]
+def evaluate_all(base_cfgs: dict, trained_sets: dict, nets_: dict) -> dict:
+    """Frontier metrics of every SAE of ``trained_sets`` on the held-out orbits of the base models
+    ``base_cfgs`` (their layout and seed): ``{"<model>/<sae>/k<K>": metrics}``."""
+    lay = base_cfgs["mlp"].layout
+    held = heldout_set(base_cfgs["mlp"])[:n_used]
+    cfg = pipeline.sae_configs(sae_parameters, lay)[("invariant", ks[0])]
+    rot = saes.target_rotation(held, cfg.canonical)
+    imgs = saes.canonical_orbit(torch.stack([esae.groups.rotate(held.images, p) for p in range(4)], 1), rot)
+    flat_imgs = imgs.reshape(-1, *held.images.shape[1:])
+    out = {}
+    for model in saes.BASE_MODELS:
+        acts = saes.canonical_orbit(saes.orbit_acts(nets_[model], held.images, device=dev), rot)
+        acts = acts.reshape(-1, acts.shape[-1])
+        for (name, k), result in trained_sets[model].items():
+            out[f"{model}/{name}/k{k}"] = saes.evaluate(result.sae, acts, powers, decode=nets_[model].decode,
+                                                        images=flat_imgs)
+    return out
+
+
+seed_list = pipeline.seeds(upstream["03_base_models"])
+seed_metrics = {seed_list[0]: metrics}
+seeds_start = time.perf_counter()
+for i, s in enumerate(seed_list[1:], start=1):
+    base_s = pipeline.base_model_configs(pipeline.reseeded(upstream["03_base_models"], i), layout)
+    fits_s = pipeline.fit_configs(pipeline.reseeded(upstream["04_fitting_m"], i))
+    configs_s = pipeline.sae_configs(pipeline.reseeded(sae_parameters, i), layout)
+    nets_s = pipeline.base_models(base_s, dev)
+    trained_s = {model: pipeline.saes(base_s[model], configs_s, fits_s, dev) for model in saes.BASE_MODELS}
+    seed_metrics[s] = evaluate_all(base_s, trained_s, nets_s)
+    del nets_s, trained_s
+seeds_seconds = time.perf_counter() - seeds_start
+frontier_stats = {key: {m: esae.beyond.mean_std([seed_metrics[s][key][m] for s in seed_list])
+                        for m in ("l1", "spliced_mse", "explained_variance", "l0")} for key in metrics}
+if len(seed_list) > 1:
+    rows = (f"| base model | SAE | K | L1 | spliced MSE | explained variance |\n|---|---|---|---|---|---|\n")
+    for key, st in frontier_stats.items():
+        model, name, k = key.split("/")
+        rows += (f"| {model} | {name} | {k[1:]} | {esae.beyond.fmt(st['l1'], 2)} | {esae.beyond.fmt(st['spliced_mse'], 5)} "
+                 f"| {esae.beyond.fmt(st['explained_variance'], 3)} |\n")
+    display(Markdown(f"Mean ± std over {len(seed_list)} seeds ({', '.join(map(str, seed_list))}); the extra seeds took "
+                     f"{seeds_seconds:.0f} s here (SAE training when first run; nothing but evaluation when cached).\n\n"
+                     + rows))
+else:
+    display(Markdown("One seed under this profile: no error bars (the verdicts below use the point estimates)."))
+
+# %% [markdown]
 # ## The paper's RESULT 3, checked
 #
 # The paper reports (RESULT 3, Figure 4): (a) for small K the equivariant SAE matches the wide
@@ -513,7 +570,8 @@ display(Markdown(rows))
 
 # %% tags=["remove-input"]
 k_small = min(ks)
-verdicts = esae.verdicts.compute("05_equivariant_sae", metrics)  # the same list the results file and summary hold
+# the same list the results file and summary hold; with several seeds, beyond two standard errors
+verdicts = esae.verdicts.compute("05_equivariant_sae", {**metrics, "seed_metrics": seed_metrics})
 display(Markdown(esae.verdicts.markdown(verdicts)))
 
 # %% [markdown]
@@ -528,18 +586,7 @@ display(Markdown(esae.verdicts.markdown(verdicts)))
 # %% tags=["hide-input"]
 def frontier(lay: str, trained_sets: dict, nets_: dict) -> tuple[dict, dict]:
     """Frontier metrics of every SAE on held-out orbits of layout ``lay``, and the frontier claims."""
-    held = heldout_set(pipeline.base_model_configs(upstream["03_base_models"], lay)["mlp"])[:n_used]
-    cfg = pipeline.sae_configs(sae_parameters, lay)[("invariant", ks[0])]
-    rot = saes.target_rotation(held, cfg.canonical)
-    imgs = saes.canonical_orbit(torch.stack([esae.groups.rotate(held.images, p) for p in range(4)], 1), rot)
-    flat_imgs = imgs.reshape(-1, *held.images.shape[1:])
-    out = {}
-    for model in saes.BASE_MODELS:
-        acts = saes.canonical_orbit(saes.orbit_acts(nets_[model], held.images, device=dev), rot)
-        acts = acts.reshape(-1, acts.shape[-1])
-        for (name, k), result in trained_sets[model].items():
-            out[f"{model}/{name}/k{k}"] = saes.evaluate(result.sae, acts, powers, decode=nets_[model].decode,
-                                                        images=flat_imgs)
+    out = evaluate_all(pipeline.base_model_configs(upstream["03_base_models"], lay), trained_sets, nets_)
     return out, frontier_claims(out)
 
 
@@ -587,7 +634,10 @@ if compare_layouts:
 l1_ranges = {model: {n: max(metrics[f"{model}/{n}/k{k}"]["l1"] for k in ks) - min(metrics[f"{model}/{n}/k{k}"]["l1"] for k in ks)
                      for n in ("equivariant", "two_layer")} for model in saes.BASE_MODELS}
 results_path = esae.results.write_results(profile, "05_equivariant_sae", {
-    **metrics, "layout": layout, "l1_range": l1_ranges,
+    **metrics, "layout": layout, "l1_range": l1_ranges, "seeds": seed_list,
+    "seed_metrics": {str(s): {key: {m: v[m] for m in ("l0", "l1", "dead", "explained_variance", "spliced_mse")}
+                              for key, v in seed_metrics[s].items()} for s in seed_list},
+    "mean_std": frontier_stats,
     "layouts": {lay: {"metrics": met, "claims": ver} for lay, (met, ver) in by_layout.items()},
     "verdicts": verdicts})
 inv_share, reg_share = ({model: int(classified[(model, name)].sum()) / max(int(live[(model, name)].sum()), 1)
@@ -611,5 +661,12 @@ display(Markdown(
         f"{inv_share[model]:.0%} of the equivariant SAE's live features at K = {feature_k} are invariant by the "
         f"cos(d, Md) ≥ {invariance_threshold:g} rule, against {reg_share[model]:.0%} of the regular SAE's."
         for model in saes.BASE_MODELS)
+    + (f" Over {len(seed_list)} seeds (base model, M and SAEs re-seeded), the equivariant SAE's spliced MSE at K = {k_mid} is "
+       + ", ".join(f"{esae.beyond.fmt(frontier_stats[f'{m}/equivariant/k{k_mid}']['spliced_mse'], 5)} ({m.upper()})"
+                   for m in saes.BASE_MODELS)
+       + " against the regular SAE's " + ", ".join(f"{esae.beyond.fmt(frontier_stats[f'{m}/regular/k{k_mid}']['spliced_mse'], 5)}"
+                                                   for m in saes.BASE_MODELS)
+       + ", mean ± std; the verdicts below count a claim only where it holds beyond two standard errors."
+       if len(seed_list) > 1 else "")
     + f" The headline numbers are in `results/{profile}/{results_path.name}`.\n\n"
     + esae.verdicts.conclusion(verdicts)))

@@ -284,8 +284,8 @@ panel_figure(FIG3, "fig-06-figure3", "The paper's Figure 3")
 # %%
 fig = esae.plots.probing_differences(panel_scores(FIG3), "regular")
 esae.figures.show(fig, "fig-06-figure3-differences", f"{FIG3.model.upper()}, L = {FIG3.L}: each SAE's mean XGBoost F1 minus the regular "
-                  "SAE's, per task group (above 0: better than the regular SAE). One training seed per SAE, so no "
-                  "error bars: how much another seed would move these differences is not measured here.")
+                  "SAE's, per task group (above 0: better than the regular SAE). Seed 0 on all of the panel's tasks; the "
+                  "error bars over seeds are in the section 'Error bars: the sweep over seeds' below.")
 
 # %% [markdown]
 # ## Figure 7: the other truncation length and the MLP
@@ -440,36 +440,54 @@ display(Markdown(rows))
 sweep_tasks = probing.select_tasks(task_groups, sweep_tasks_per_group)
 sweep_groups = [task_groups[i] for i in sweep_tasks]
 sweep_scores: dict[str, probing.ProbeScores] = {}
-sweep_table: dict[str, dict] = {}  # result key -> XGBoost group means over the sweep's tasks
+
+
+probed_lengths = sorted(set(sweep_lengths) | {FIG3.L})  # the sweep's, and Figure 3's for its error bars
+
+
+def sweep_ks_at(model: str, L: int) -> list[int]:
+    """The K values probed at ``(model, L)``: the sweep's, plus Figure 3's at its model and L (its error bars)."""
+    return sorted(set(sweep_ks) | (set(FIG3.ks) if (model, L) == (FIG3.model, FIG3.L) else set()))
+
+
+def sweep(nets_: dict, sae_set_of, train_, test_, cfg: probing.ProbingConfig, reuse: dict) -> dict[str, dict]:
+    """XGBoost group means over the sweep's tasks at every L of ``probed_lengths``, for the base activations and
+    every SAE and K of ``sweep_ks_at`` on both base models (result key -> group means); results of ``reuse``
+    (a panel's scores) are subset instead of probed again, the others land in ``sweep_scores``."""
+    table = {}
+    for model in probing.BASE_MODELS:
+        inputs = probing.model_inputs(nets_[model], sae_set_of(model), train_, test_, dev)
+        ytr, yte = inputs.labels_train[:, sweep_tasks], inputs.labels_test[:, sweep_tasks]
+        encoded = {}
+        for L in probed_lengths:
+            todo = [(result_key(model, "activations", L), inputs.acts_train, inputs.acts_test, None, None)]
+            for k in sweep_ks_at(model, L):
+                for name in cfg.saes:
+                    sae = inputs.saes[(name, k)]
+                    if (name, k) not in encoded:
+                        encoded[(name, k)] = (probing.encode(sae, torch.from_numpy(inputs.acts_train)),
+                                              probing.encode(sae, torch.from_numpy(inputs.acts_test)), probing.sae_decoder(sae))
+                    ztr, zte, decoder = encoded[(name, k)]
+                    rows_ = (inputs.p_train, inputs.p_test) if decoder[0].shape[0] > 1 else None
+                    todo.append((result_key(model, "latents", L, name, k), ztr, zte, None, None))
+                    todo.append((result_key(model, "reconstructions", L, name, k), ztr, zte, decoder, rows_))
+            for key, xtr, xte, decoder, rows_ in todo:
+                reused = probing.subset_group_means(reuse[key], "xgboost", sweep_tasks, task_groups) if key in reuse else None
+                if reused is not None:
+                    table[key] = reused
+                    continue
+                sc = pipeline.probe_scores(xtr, ytr, xte, yte, L=L, probes=("xgboost",), config=cfg.probe_config(),
+                                          decoder=decoder, decoder_rows=rows_, n_jobs=cfg.n_jobs, desc=f"sweep {key}")
+                sc.groups, sc.tasks = sweep_groups, sweep_tasks
+                sweep_scores[f"{cfg.seed}/{key}"] = sc
+                table[key] = probing.group_means(sc.f1["xgboost"], sweep_groups)
+        del inputs, encoded
+    return table
+
+
 sweep_start = time.perf_counter()
-for model in probing.BASE_MODELS:
-    sae_set = sae_sets.get(model) or pipeline.load_saes(base_configs[model], sae_configs, fit_configs, dev)
-    inputs = probing.model_inputs(nets[model], sae_set, train_set, test_set, dev)
-    ytr, yte = inputs.labels_train[:, sweep_tasks], inputs.labels_test[:, sweep_tasks]
-    encoded = {}
-    for L in sweep_lengths:
-        todo = [(result_key(model, "activations", L), inputs.acts_train, inputs.acts_test, None, None)]
-        for k in sweep_ks:
-            for name in config.saes:
-                sae = inputs.saes[(name, k)]
-                if (name, k) not in encoded:
-                    encoded[(name, k)] = (probing.encode(sae, torch.from_numpy(inputs.acts_train)),
-                                          probing.encode(sae, torch.from_numpy(inputs.acts_test)), probing.sae_decoder(sae))
-                ztr, zte, decoder = encoded[(name, k)]
-                rows_ = (inputs.p_train, inputs.p_test) if decoder[0].shape[0] > 1 else None
-                todo.append((result_key(model, "latents", L, name, k), ztr, zte, None, None))
-                todo.append((result_key(model, "reconstructions", L, name, k), ztr, zte, decoder, rows_))
-        for key, xtr, xte, decoder, rows_ in todo:
-            reuse = probing.subset_group_means(scores[key], "xgboost", sweep_tasks, task_groups) if key in scores else None
-            if reuse is not None:
-                sweep_table[key] = reuse
-                continue
-            sc = pipeline.probe_scores(xtr, ytr, xte, yte, L=L, probes=("xgboost",), config=config.probe_config(),
-                                      decoder=decoder, decoder_rows=rows_, n_jobs=config.n_jobs, desc=f"sweep {key}")
-            sc.groups, sc.tasks = sweep_groups, sweep_tasks
-            sweep_scores[key] = sc
-            sweep_table[key] = probing.group_means(sc.f1["xgboost"], sweep_groups)
-    del inputs, encoded
+sweep_table = sweep(nets, lambda model: sae_sets.get(model) or pipeline.load_saes(base_configs[model], sae_configs, fit_configs, dev),
+                    train_set, test_set, config, scores)  # result key -> XGBoost group means over the sweep's tasks
 sweep_seconds = time.perf_counter() - sweep_start
 display(Markdown(f"Sweep: {len(sweep_table)} (input, L) points over {len(sweep_tasks)} tasks "
                  f"({', '.join(f'{sweep_groups.count(g)} {g}' for g in GROUPS)}), {len(sweep_scores)} of them probed here, "
@@ -638,6 +656,90 @@ display(Markdown(f"Leads under the paper's reading: **{len(paper_leads)}** cells
 # When its own reconstruction error picks the right $p$ for almost every image, the activation
 # carries $p$ and the equivariant SAE recovers it, so its leads under the paper's reading are not
 # bought with labels — but the rivals' probes, which see only $L$ latents' reconstruction, cannot.
+# ## Error bars: the sweep over seeds
+#
+# One seed says nothing about how far a re-run would move these differences. Chapter 3 trained base
+# models on `n_seeds` independent seeds (its parameter); for each extra seed, chapters 4 and 5 fitted
+# its $M$ and trained its SAEs, and here a freshly drawn probing split (this chapter's seed moved by
+# the same offset) is probed exactly as in the sweep: every $L$, every SAE, both base models, the
+# sweep's tasks and $K$ values, plus Figure 3's $K$ values at its model and $L$. Every claim is then
+# re-judged per cell on the differences paired over seeds: it **holds** when every cell's mean
+# difference exceeds two standard errors, **fails** when a cell's is below minus two, and is
+# **within noise** otherwise. The 180-task panels of Figures 3 and 7 above are seed 0 alone (they
+# cost about as much as the rest of the chapter); their verdicts in the summary count a panel only
+# when it holds with seed 0 *and* beyond the noise of the seeds at its model and $L$.
+
+
+# %% tags=["hide-input"]
+def claim_cells(table, model: str, L: int, ks) -> dict[int, dict[str, float]]:
+    """Claims 1-5 at ``(model, L)`` as signed differences per cell, positive where the claim holds there:
+    the quantities :func:`judge` compares, for the test over seeds (``esae.verdicts.seed_test``)."""
+    ks = sorted(ks)
+    out = {1: probing.claim_outperforms(table, model, L, ks, rivals=one_layer)["margins"]}
+    if "two_layer" in config.saes and len(ks) >= 2:
+        gaps = probing.claim_two_layer_only_at(table, model, L, ks)["gaps"]
+        out[2] = {cell: (TIE - abs(d) if cell.split("/")[0] == f"k{max(ks)}" else d - TIE) for cell, d in gaps.items()}
+    out[3] = {f"k{k}": latent_f1(table, model, L, "equivariant", k, "S")
+              - max(latent_f1(table, model, L, o, k, "S") for o in others) for k in ks}
+    out[4] = {f"k{k}": -float(np.mean([latent_f1(table, model, L, "equivariant", k, g)
+                                        - max(latent_f1(table, model, L, o, k, g) for o in others) for g in ORIENTED]))
+              for k in ks}
+    if "two_layer" in config.saes and one_layer:
+        lead = {k: latent_f1(table, model, L, "two_layer", k, "all") - max(latent_f1(table, model, L, o, k, "all") for o in one_layer)
+                for k in ks}
+        out[5] = {f"k{k}": v for k, v in lead.items()} | ({"growth": lead[max(ks)] - lead[min(ks)]} if len(ks) > 1 else {})
+    return out
+
+
+seed_list = pipeline.seeds(upstream["03_base_models"])
+seed_tables = {seed_list[0]: sweep_table}
+seeds_start = time.perf_counter()
+for i, s in enumerate(seed_list[1:], start=1):
+    base_s = pipeline.base_model_configs(pipeline.reseeded(upstream["03_base_models"], i), layout)
+    fits_s = pipeline.fit_configs(pipeline.reseeded(upstream["04_fitting_m"], i))
+    saes_s = pipeline.sae_configs(pipeline.reseeded(upstream["05_equivariant_sae"], i), layout)
+    cfg_s = probing.ProbingConfig(**{**config.__dict__, "probes": ("xgboost",), "seed": config.seed + i})
+    train_s, test_s = probing.probing_sets(cfg_s.n_train, cfg_s.n_test, cfg_s.seed, layout)
+    seed_tables[s] = sweep(pipeline.base_models(base_s, dev),
+                           lambda model: pipeline.load_saes(base_s[model], saes_s, fits_s, dev), train_s, test_s, cfg_s, {})
+seeds_seconds = time.perf_counter() - seeds_start
+seeds_claims = {}  # "<model>/L<L>" -> {claim: holds | fails | within noise | untested}
+if len(seed_list) > 1:
+    for model in probing.BASE_MODELS:
+        for L in sweep_lengths:
+            cells = [claim_cells(seed_tables[s], model, L, sweep_ks) for s in seed_list]
+            seeds_claims[f"{model}/L{L}"] = {str(c): esae.verdicts.seed_test([cl.get(c, {}) for cl in cells]) for c in CLAIMS}
+    rows = ("| base model | L | " + " | ".join(f"{c}. {CLAIMS[c]}" for c in CLAIMS) + " |\n|---|---|"
+            + "---|" * len(CLAIMS) + "\n")
+    rows += "".join(f"| {key.split('/')[0]} | {key.split('/L')[1]} | " + " | ".join(v[str(c)] for c in CLAIMS) + " |\n"
+                    for key, v in seeds_claims.items())
+    display(Markdown(f"{len(seed_list)} seeds ({', '.join(map(str, seed_list))}), {len(sweep_tasks)} tasks, K ∈ {list(sweep_ks)}; "
+                     f"the extra seeds' probes took {seeds_seconds / 60:.1f} min here (nothing when cached).\n\n" + rows))
+else:
+    display(Markdown("One seed under this profile: no error bars (the verdicts use seed 0's point estimates)."))
+sweep_stats = {key: {g: esae.beyond.mean_std([seed_tables[s][key][g] for s in seed_list]) for g in GROUP_KEYS}
+               for key in sweep_table}
+
+# %% [markdown]
+# {numref}`fig-06-figure3-seeds` is the difference plot of Figure 3 with error bars: each SAE's F1
+# minus the regular SAE's, as the mean over seeds with one standard deviation of the paired
+# difference, on the sweep's tasks (the plot further up shows seed 0 on all of Figure 3's tasks).
+
+# %%
+fig3_seeds = {inp: {k: {name: {g: float(np.mean([seed_tables[s][result_key(FIG3.model, inp, FIG3.L, name, k)][g]
+                                                for s in seed_list])) for g in GROUP_KEYS}
+                        for name in config.saes} for k in FIG3.ks} for inp in probing.INPUTS}
+fig3_errors = None
+if len(seed_list) > 1 and "regular" in config.saes:
+    fig3_errors = {inp: {k: {name: {g: esae.beyond.mean_std(
+        [seed_tables[s][result_key(FIG3.model, inp, FIG3.L, name, k)][g] - seed_tables[s][result_key(FIG3.model, inp, FIG3.L, "regular", k)][g]
+         for s in seed_list])["std"] for g in GROUP_KEYS} for name in config.saes} for k in FIG3.ks} for inp in probing.INPUTS}
+fig = esae.plots.probing_differences(fig3_seeds, "regular", errors=fig3_errors)
+esae.figures.show(fig, "fig-06-figure3-seeds", f"{FIG3.model.upper()}, L = {FIG3.L}: each SAE's XGBoost F1 minus the regular "
+                  f"SAE's, per task group, mean over {len(seed_list)} seed(s) (base model, M, SAEs and probing split "
+                  f"re-seeded) on the sweep's {len(sweep_tasks)} tasks"
+                  + ("; error bars: one standard deviation of the paired difference over seeds." if fig3_errors else
+                     "; one seed, so no error bars."))
 
 # %% [markdown]
 # ## Why: what the reconstructions keep
@@ -716,7 +818,17 @@ for key, table in sweep_table.items():
 json_out["sweep_xgboost"] = sweep_table
 json_out["claims"] = [{"panel": p, "claim": c, "statement": CLAIMS[c], "holds_xgboost": h, "measured": m,
                        "holds_best_of_three": hb} for p, c, h, m, hb in claims]
+for entry in json_out["claims"]:  # the same claim at the panel's model and L, over seeds (on the sweep's tasks)
+    panel = next(q for q in PANELS if q.name == entry["panel"])
+    ks_ = [k for k in panel.ks if k in sweep_ks_at(panel.model, panel.L)]
+    entry["seeds_test"] = (esae.verdicts.seed_test([claim_cells(seed_tables[s], panel.model, panel.L, ks_).get(entry["claim"], {})
+                                                    for s in seed_list])
+                           if len(seed_list) > 1 and panel.L in probed_lengths and ks_ else None)
 json_out["sweep_claims"] = sweep_claims
+json_out["seeds"] = seed_list
+json_out["seed_sweep_xgboost"] = {str(s): t for s, t in seed_tables.items() if s != seed_list[0]}
+json_out["sweep_mean_std"] = sweep_stats
+json_out["seeds_claims"] = seeds_claims
 json_out["layout_comparison"] = layout_rows
 json_out["fair"] = {"lengths": list(fair_lengths), "ks": list(sweep_ks), "tasks": len(sweep_tasks),
                     "f1": {r: {k: v for k, v in t.items() if "/reconstructions/" in k and any(k.endswith(f"/L{L}") for L in fair_lengths)}
@@ -773,6 +885,17 @@ for r in FAIR:
 if p_hat_accuracy:
     lines.append("- **Estimating p.** p̂ from the activation alone equals the true p on "
                  + ", ".join(f"{key.upper()} {v:.1%}" for key, v in p_hat_accuracy.items()) + " of the test images.")
+if len(seed_list) > 1:
+    sure = {m: [L for L in sweep_lengths if seeds_claims[f"{m}/L{L}"]["1"] == "holds"] for m in probing.BASE_MODELS}
+    noise = {m: [L for L in sweep_lengths if seeds_claims[f"{m}/L{L}"]["1"] == "within noise"] for m in probing.BASE_MODELS}
+    lines.append(f"- **Over {len(seed_list)} seeds** (base model, M, SAEs and probing split re-seeded; the sweep's "
+                 f"{len(sweep_tasks)} tasks), claim 1 holds beyond two standard errors "
+                 + "; ".join(f"for the {m.upper()} at L ∈ {{{', '.join(map(str, sure[m]))}}}" if sure[m] else
+                             f"for the {m.upper()} at no L" for m in probing.BASE_MODELS)
+                 + " and is within noise " + "; ".join(f"for the {m.upper()} at L ∈ {{{', '.join(map(str, noise[m]))}}}"
+                                                      if noise[m] else f"for the {m.upper()} at no L" for m in probing.BASE_MODELS)
+                 + f". The 180-task panels of Figures 3 and 7 are seed 0 alone; the extra seeds' probes took "
+                 f"{seeds_seconds / 60:.1f} min in this run.")
 k_mid = 16 if ("equivariant", 16) in orbit_rows else FIG3.ks[0]
 if ("equivariant", k_mid) in orbit_rows and ("regular", k_mid) in orbit_rows:
     e, r = orbit_rows[("equivariant", k_mid)], orbit_rows[("regular", k_mid)]
