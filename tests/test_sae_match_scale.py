@@ -170,3 +170,41 @@ def test_other_hub_errors_pass_through(monkeypatch):
     monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", broken)
     with pytest.raises(ValueError, match="something else"):
         lms.load_model("google/gemma-2-2b")
+
+
+def test_head_log_sum_exp_without_shift_equals_cross_entropy_and_falls_back_on_overflow():
+    """The head sums exp(logits) without subtracting the maximum; rows whose sum overflows
+    (logits beyond 88) are recomputed with it subtracted: both equal the cross-entropy."""
+    model, _ = lms.load_model("tiny-random")
+    weight = model.get_output_embeddings().weight
+    g = torch.Generator().manual_seed(0)
+    hidden = torch.randn(12, weight.shape[1], generator=g)
+    hidden[:3] *= 2000 / float((hidden[:3] @ weight.T).abs().max())  # logits up to ±2000: exp overflows
+    targets = torch.randint(0, weight.shape[0], (12,), generator=g)
+    expected = torch.nn.functional.cross_entropy(hidden @ weight.T, targets, reduction="none")
+    got = lms._token_losses(model, hidden, targets, vocab_block=64)
+    assert torch.isfinite(got).all()
+    assert torch.allclose(got, expected, rtol=1e-5, atol=1e-4)
+
+
+def test_delta_losses_measure_each_variant_on_its_own_pairs_and_check_the_head():
+    model, tokenizer = lms.load_model("tiny-random")
+    ids = lms.token_windows(tokenizer, [("doc", "The cat sat on the mat. " * 40)], 20)[:6]
+    saes = [sm.random_jumprelu(64, 32, seed=t, dtype="float32", apply_b_dec_to_input=False) for t in range(4)]
+    stack = sm.match_stack(saes, [0, 1, 2, 3], train_acts=lms.collect_residuals(model, ids))
+    variants = ["folded", "own", "layer_drop"]
+    full = lms.delta_losses(model, ids, stack, variants, batch_size=4)
+    part = lms.delta_losses(model, ids, stack, variants, pairs_by_variant={"own": [1], "layer_drop": []},
+                            batch_size=4, head_dtype=torch.bfloat16, check_head=True)
+    assert part.pairs == {"folded": ["0-1", "1-2", "2-3"], "own": ["1-2"], "layer_drop": []}
+    assert {p: sorted(v) for p, v in part.delta.items()} == {"0-1": ["folded"], "1-2": ["folded", "own"],
+                                                             "2-3": ["folded"]}
+    check = part.head_check
+    assert (check["pair"], check["variant"], check["windows"]) == ("2-3", "folded", 4)
+    assert check["bfloat16"] == pytest.approx(check["float32"], abs=0.05)
+    exact = lms.delta_losses(model, ids[:4], stack, ["folded"], pairs=[2]).delta["2-3"]["folded"]
+    assert check["float32"] == pytest.approx(exact, rel=1e-4, abs=1e-6)
+    f32 = lms.delta_losses(model, ids, stack, variants, pairs_by_variant={"own": [1]}, batch_size=4)
+    assert f32.delta["1-2"]["own"] == pytest.approx(full.delta["1-2"]["own"], rel=1e-5, abs=1e-7)
+    with pytest.raises(ValueError, match="each key of pairs_by_variant must be one of the variants"):
+        lms.delta_losses(model, ids, stack, ["folded"], pairs_by_variant={"own": [0]})
