@@ -208,3 +208,39 @@ def test_delta_losses_measure_each_variant_on_its_own_pairs_and_check_the_head()
     assert f32.delta["1-2"]["own"] == pytest.approx(full.delta["1-2"]["own"], rel=1e-5, abs=1e-7)
     with pytest.raises(ValueError, match="each key of pairs_by_variant must be one of the variants"):
         lms.delta_losses(model, ids, stack, ["folded"], pairs_by_variant={"own": [0]})
+
+
+def test_sketch_candidates_hold_the_optimum_and_give_the_exact_answer():
+    """Candidates found on the part of the vectors that holds most of the norm, rescored by
+    full-vector cosine: on a planted problem the optimum is among them and the answer is exact."""
+    g = torch.Generator().manual_seed(2)
+    a = torch.cat([10 * torch.randn(300, 24, generator=g), torch.randn(300, 9, generator=g)], dim=1)
+    perm_true = torch.randperm(300, generator=g)
+    b = torch.empty_like(a)
+    b[perm_true] = a + 0.3 * torch.randn(a.shape, generator=g)
+    exact = assignment.exact_assignment(a, b)
+    rows, cols, products = assignment.knn_candidates(a, b, 4, dtype=torch.float32, sketch=slice(0, 24))
+    assert np.isin(np.arange(300) * 300 + exact, rows * 300 + cols).all()
+    np.testing.assert_allclose(products, (a[rows] * b[cols]).sum(1).numpy(), rtol=1e-4, atol=1e-3)
+    np.testing.assert_array_equal(assignment.sparse_assignment(a, b, k=4, sketch=slice(0, 24)), exact)
+    np.testing.assert_array_equal(exact, perm_true.numpy())  # the planted permutation is the optimum
+    with pytest.raises(ValueError, match="sketch must be a non-empty slice of the 33 coordinates, got slice"):
+        assignment.knn_candidates(a, b, 4, sketch=slice(40, 50))
+
+
+def test_candidate_sketch_picks_the_part_that_holds_the_norm():
+    sae = sm.random_jumprelu(16, 64, seed=3)
+    va = sm.feature_vectors(sae, folded=True)
+    dec_heavy = va.clone()
+    dec_heavy[:, :16] *= 100
+    assert sm.candidate_sketch(dec_heavy, dec_heavy, 16) == slice(0, 16)
+    enc_heavy = va.clone()
+    enc_heavy[:, 16:] *= 100
+    assert sm.candidate_sketch(enc_heavy, enc_heavy, 16) == slice(16, None)
+    even = torch.cat([torch.ones(4, 16), torch.ones(4, 17) * (16 / 17) ** 0.5], dim=1)
+    assert sm.candidate_sketch(even, even, 16) is None
+    copy, truth = sm.perturbed_copy(sae, noise=0.05, scale_spread=10.0, seed=1)
+    for candidates in ("auto", "sketch", "full"):
+        assert sm.recovery(sm.match(sae, copy, solver="sparse", k=8, candidates=candidates), truth) == 1.0
+    with pytest.raises(ValueError, match="candidates must be one of 'auto', 'sketch', 'full', got 'some'"):
+        sm.match(sae, copy, solver="sparse", candidates="some")
