@@ -163,7 +163,9 @@ fold_checks
 # Gemma Scope width ($16{,}384^2$ entries, 2 GiB) needs no more memory than its result
 # (`benchmarks/bench_sae_match.py` times it). For two *unrelated* 16k SAEs the dense solver takes
 # minutes and a 65k problem does not fit in memory, so `match(..., solver="sparse")` keeps each
-# feature's `match_k` candidates of highest cosine similarity (both directions), plus fallback
+# feature's `match_k` candidates of highest cosine similarity (both directions; from 32k features
+# on they are found on the part of the parameter vectors that holds most of their squared norm —
+# after folding, the decoder rows — and rescored on the whole vectors), plus fallback
 # edges if those admit no full matching, and solves that sparse problem exactly with SciPy's
 # `min_weight_full_bipartite_matching` (`esae.assignment`; the benchmark measures its objective
 # gap to the exact optimum).
