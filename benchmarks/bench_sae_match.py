@@ -5,14 +5,15 @@ Two cases per width: a **perturbed copy** (every weight with 10 % relative noise
 rescaled by up to ×10 and shuffled: the answer is known, the assignment is easy) and two
 **independent** random SAEs (unrelated: the hardest case for an assignment solver, where dense
 LAPJV on 16k features takes minutes). For each, ``match(..., solver="sparse", k=k)`` (each
-feature's k candidates of highest cosine similarity, both directions, SciPy's
-``min_weight_full_bipartite_matching``) end to end, its peak resident memory, and — where the
+feature's k candidates of highest cosine similarity, both directions, found on the part of the
+vectors that holds most of their squared norm and rescored on all of it — or, with ``--candidates full``,
+on every coordinate (``auto``: the sketch from 32k features on); SciPy's ``min_weight_full_bipartite_matching``) end to end, its peak resident memory, and — where the
 dense problem is affordable (16k: a 2 GiB matrix) — the dense exact solver's time and the
 sparse answer's objective gap to the exact optimum. Each measurement runs in its own process,
 so every peak-memory figure is that run's alone.
 
     python benchmarks/bench_sae_match.py [--widths 16384 65536] [--d 2304] [--threads 2] [--k 8 16]
-                                         [--exact-max 16384]
+                                         [--exact-max 16384] [--candidates auto full]
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def run_case(args) -> dict:
     torch.set_num_threads(args.threads)
     a, b, truth = pair(args.one, args.d, args.width)
     cpu0, start = _cpu_seconds(), time.perf_counter()
-    m = sm.match(a, b, solver=args.solver, k=args.k)
+    m = sm.match(a, b, solver=args.solver, k=args.k, candidates=args.candidates[0])
     seconds, cpu = time.perf_counter() - start, _cpu_seconds() - cpu0
     out = {"seconds": seconds, "cpu_seconds": cpu, "peak_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20}
     if truth is not None:
@@ -84,10 +85,11 @@ def run_case(args) -> dict:
     return out
 
 
-def measure(width: int, case: str, solver: str, k: int, args, tmp: Path, compare: Path | None = None) -> dict:
+def measure(width: int, case: str, solver: str, k: int, args, tmp: Path, compare: Path | None = None,
+            candidates: str = "auto") -> dict:
     out = tmp / f"{width}-{case}-{solver}.npy"
     cmd = [sys.executable, __file__, "--one", case, "--solver", solver, "--width", str(width), "--d", str(args.d),
-           "--threads", str(args.threads), "--k", str(k), "--out", str(out)]
+           "--threads", str(args.threads), "--k", str(k), "--out", str(out), "--candidates", candidates]
     if compare is not None:
         cmd += ["--compare", str(compare)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(Path.cwd())})
@@ -103,6 +105,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--k", type=int, nargs="+", default=[8, 16], help="candidates per feature for the sparse solver")
     parser.add_argument("--exact-max", type=int, default=16384, help="largest width at which to run the dense solver")
+    parser.add_argument("--candidates", nargs="+", default=["auto"], choices=("auto", "sketch", "full"),
+                        help="where the sparse solver finds candidates: sketch (the part of the vectors holding most "
+                             "of the norm, rescored on all), full (every coordinate) or auto (sketch from 32k features)")
     parser.add_argument("--one", choices=("independent", "copy"), help=argparse.SUPPRESS)
     parser.add_argument("--solver", default="sparse", help=argparse.SUPPRESS)
     parser.add_argument("--width", type=int, help=argparse.SUPPRESS)
@@ -120,7 +125,7 @@ def main() -> None:
     print("seconds: wall of match() end to end (CPU seconds of all threads in brackets); peak: resident memory of the "
           "whole process; gap: relative objective gap to the exact optimum; lost: share of the improvement over a random "
           "permutation that the sparse answer gives up; same: features matched as in the optimum")
-    print(f"{'width':>6} {'case':>12} {'solver':>9} | {'seconds (cpu)':>15} {'peak GiB':>8} {'recovered':>9} "
+    print(f"{'width':>6} {'case':>12} {'solver':>14} | {'seconds (cpu)':>15} {'peak GiB':>8} {'recovered':>9} "
           f"{'gap':>9} {'lost':>9} {'same':>6}")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -134,18 +139,20 @@ def main() -> None:
                     if "error" not in exact:
                         exact_path = tmp / f"{width}-{case}-exact.npy"
                 for k in args.k:
-                    runs.append((f"sparse {k}", measure(width, case, "sparse", k, args, tmp, compare=exact_path)))
+                    for cand in args.candidates:
+                        runs.append((f"sparse {k}" + ("" if cand == "auto" else f" {cand}"),
+                                     measure(width, case, "sparse", k, args, tmp, compare=exact_path, candidates=cand)))
                 for name, r in runs:
                     if "error" in r:
-                        print(f"{width:>6} {case:>12} {name:>9} | error: {r['error']}", flush=True)
+                        print(f"{width:>6} {case:>12} {name:>14} | error: {r['error']}", flush=True)
                         continue
                     rec = r.get("recovered")
                     f = lambda key, spec: format(r[key], spec) if key in r else "—"
-                    print(f"{width:>6} {case:>12} {name:>9} | {r['seconds']:>7.1f} ({r['cpu_seconds']:>5.0f}) "
+                    print(f"{width:>6} {case:>12} {name:>14} | {r['seconds']:>7.1f} ({r['cpu_seconds']:>5.0f}) "
                           f"{r['peak_gib']:>8.2f} {'' if rec is None else f'{rec:.4f}':>9} {f('gap', '.2e'):>9} "
                           f"{f('lost', '.2e'):>9} {f('same', '.4f'):>6}", flush=True)
                 if width > args.exact_max:
-                    print(f"{'':>6} {'':>12} {'exact':>9} | not run (dense matrix {width ** 2 * 8 / 2 ** 30:.0f} GiB)")
+                    print(f"{'':>6} {'':>12} {'exact':>14} | not run (dense matrix {width ** 2 * 8 / 2 ** 30:.0f} GiB)")
     print(f"load average at end {os.getloadavg()[0]:.2f}")
 
 

@@ -63,35 +63,26 @@ def exact_assignment(a: Tensor, b: Tensor, block_size: int = 2048) -> np.ndarray
     return perm
 
 
+def _unit(v: Tensor, dtype: torch.dtype, block_size: int) -> tuple[Tensor, Tensor]:
+    """``(v / ‖v‖ in dtype, ‖v‖)`` for the rows of ``v`` (F, D), a block at a time (no full-size
+    float32 copy: 65k × 4609 floats are 1.2 GiB); zero rows stay zero."""
+    norm = v.norm(dim=1)
+    out = torch.empty(v.shape, dtype=dtype, device=v.device)
+    for s in range(0, v.shape[0], block_size):
+        out[s:s + block_size] = v[s:s + block_size] / norm[s:s + block_size, None].clamp_min(1e-30)
+    return out, norm
+
+
 @torch.no_grad()
-def knn_candidates(a: Tensor, b: Tensor, k: int, block_size: int = 2048,
-                   dtype: torch.dtype = torch.bfloat16) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Candidate edges ``(rows, cols, products)`` (sorted by row, deduplicated): for each row
-    ``i`` of ``a`` (F, D) the ``k`` rows of ``b`` (F, D) of highest cosine similarity, and for
-    each row ``j`` of ``b`` its ``k`` best rows of ``a``; ``products`` holds each edge's
-    ``a_i · b_j`` (float64). One blockwise pass of products of the normalised vectors in
-    ``dtype`` yields both the candidates and their products (cosine × norms), so no
-    (edges × D) gather is needed; bfloat16 halves the time on CPUs with bf16 units at a
-    relative error of about 1e-3 per product (the benchmark measures what that costs in
-    objective). A zero vector is a candidate of every row of the other side (product 0)."""
-    _check_vectors(a, b)
-    F = a.shape[0]
-    check_int("k", k, 1, F)
-    check_int("block_size", block_size, 1)
-
-    norm_a, norm_b = a.norm(dim=1), b.norm(dim=1)  # in the vectors' dtype: no full-size copy
-
-    def unit(v: Tensor, norm: Tensor) -> Tensor:  # (F, D) in dtype, a block at a time (65k × 4609 floats: 1.2 GiB)
-        out = torch.empty(v.shape, dtype=dtype, device=v.device)
-        for s in range(0, v.shape[0], block_size):
-            out[s:s + block_size] = v[s:s + block_size] / norm[s:s + block_size, None].clamp_min(1e-30)
-        return out
-
-    an, bn = unit(a, norm_a), unit(b, norm_b)
-    row_idx = torch.empty((F, k), dtype=torch.long, device=a.device)
-    row_val = torch.empty((F, k), device=a.device)
-    col_val = torch.full((F, k), -float("inf"), device=a.device)
-    col_idx = torch.zeros((F, k), dtype=torch.long, device=a.device)
+def _top_cosines(an: Tensor, bn: Tensor, k: int, block_size: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """For unit rows ``an``, ``bn`` (F, D): each row's ``k`` columns of highest cosine and each
+    column's ``k`` best rows, ``(row_idx, row_val, col_idx, col_val)`` (F, k) each, from one
+    blockwise pass of products in the rows' dtype."""
+    F = an.shape[0]
+    row_idx = torch.empty((F, k), dtype=torch.long, device=an.device)
+    row_val = torch.empty((F, k), device=an.device)
+    col_val = torch.full((F, k), -float("inf"), device=an.device)
+    col_idx = torch.zeros((F, k), dtype=torch.long, device=an.device)
     for start in range(0, F, block_size):
         c = torch.mm(an[start:start + block_size], bn.T).float()  # (block, F) cosines
         n = c.shape[0]
@@ -101,6 +92,60 @@ def knn_candidates(a: Tensor, b: Tensor, k: int, block_size: int = 2048,
         merged_v, merged_i = torch.cat([col_val, v], dim=1), torch.cat([col_idx, i + start], dim=1)
         top = merged_v.topk(k, dim=1).indices
         col_val, col_idx = merged_v.gather(1, top), merged_i.gather(1, top)
+    return row_idx, row_val, col_idx, col_val
+
+
+@torch.no_grad()
+def _rescore(an: Tensor, bn: Tensor, idx: Tensor, k: int, chunk: int = 512) -> tuple[Tensor, Tensor]:
+    """Each row ``i`` of ``an`` (F, D) against its candidates ``bn[idx[i]]`` (idx (F, k')):
+    the ``k`` of highest cosine, ``(indices (F, k), cosines (F, k))`` (products in the rows'
+    dtype, as in the full pass)."""
+    out_i = torch.empty((idx.shape[0], k), dtype=torch.long, device=an.device)
+    out_v = torch.empty((idx.shape[0], k), device=an.device)
+    for s in range(0, idx.shape[0], chunk):
+        cand = idx[s:s + chunk]
+        cos = torch.bmm(bn[cand], an[s:s + chunk, :, None]).squeeze(-1).float()  # (chunk, k')
+        v, j = cos.topk(k, dim=1)
+        out_v[s:s + chunk], out_i[s:s + chunk] = v, cand.gather(1, j)
+    return out_i, out_v
+
+
+@torch.no_grad()
+def knn_candidates(a: Tensor, b: Tensor, k: int, block_size: int = 2048, dtype: torch.dtype = torch.bfloat16,
+                   sketch: slice | None = None, overfetch: int = 4) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Candidate edges ``(rows, cols, products)`` (sorted by row, deduplicated): for each row
+    ``i`` of ``a`` (F, D) the ``k`` rows of ``b`` (F, D) of highest cosine similarity, and for
+    each row ``j`` of ``b`` its ``k`` best rows of ``a``; ``products`` holds each edge's
+    ``a_i · b_j`` (float64). One blockwise pass of products of the normalised vectors in
+    ``dtype`` yields both the candidates and their products (cosine × norms), so no
+    (edges × D) gather is needed; bfloat16 halves the time on CPUs with bf16 units at a
+    relative error of about 1e-3 per product (the benchmark measures what that costs in
+    objective). A zero vector is a candidate of every row of the other side (product 0).
+
+    With ``sketch`` (a slice of the D coordinates, e.g. the part of the parameter vector that
+    holds most of its squared norm) the pass runs on those coordinates only, keeping
+    ``overfetch × k`` candidates per row and per column, and the cosines of the full vectors
+    on those candidate edges (float32 products of the ``dtype`` unit vectors) choose the ``k``
+    kept: the pass's cost falls with the sketch's width, the answer changes only where a full-vector
+    top-``k`` partner falls outside the sketch's top ``overfetch × k``."""
+    _check_vectors(a, b)
+    F = a.shape[0]
+    check_int("k", k, 1, F)
+    check_int("block_size", block_size, 1)
+    check_int("overfetch", overfetch, 1)
+    if sketch is None:
+        (an, norm_a), (bn, norm_b) = _unit(a, dtype, block_size), _unit(b, dtype, block_size)
+        row_idx, row_val, col_idx, col_val = _top_cosines(an, bn, k, block_size)
+    else:
+        if not isinstance(sketch, slice) or not 0 < len(range(a.shape[1])[sketch]) <= a.shape[1]:
+            raise ValueError(f"sketch must be a non-empty slice of the {a.shape[1]} coordinates, got {sketch!r}")
+        wide = min(F, overfetch * k)
+        (sa, _), (sb, _) = _unit(a[:, sketch], dtype, block_size), _unit(b[:, sketch], dtype, block_size)
+        row_wide, _, col_wide, _ = _top_cosines(sa, sb, wide, block_size)
+        del sa, sb
+        (an, norm_a), (bn, norm_b) = _unit(a, dtype, block_size), _unit(b, dtype, block_size)
+        row_idx, row_val = _rescore(an, bn, row_wide, k)
+        col_idx, col_val = _rescore(bn, an, col_wide, k)
     rows = torch.arange(F, device=a.device)[:, None]
     keys = [(rows * F + row_idx).flatten(), (col_idx * F + rows).flatten()]
     cosines = [row_val.flatten(), col_val.flatten()]
@@ -137,17 +182,19 @@ def _fallback_edges(rows: np.ndarray, cols: np.ndarray, n: int) -> tuple[np.ndar
 
 @torch.no_grad()
 def sparse_assignment(a: Tensor, b: Tensor, k: int = 8, block_size: int = 2048,
-                      dtype: torch.dtype = torch.bfloat16) -> np.ndarray:
+                      dtype: torch.dtype = torch.bfloat16, sketch: slice | None = None,
+                      overfetch: int = 4) -> np.ndarray:
     """The permutation ``π`` (F,) int64 minimising ``Σ_i ‖a_i − b_π(i)‖²`` over the candidate
     edges of :func:`knn_candidates` (plus fallback edges where the candidates admit no full
     matching), solved exactly on that sparse graph by SciPy's
     ``min_weight_full_bipartite_matching`` on the products of the candidate pass (``dtype``).
     Equal to :func:`exact_assignment`'s optimum when the optimal pairs are candidates (and,
-    with ``dtype`` bfloat16, no two assignments are within the products' rounding)."""
+    with ``dtype`` bfloat16, no two assignments are within the products' rounding). ``sketch``
+    and ``overfetch`` as in :func:`knn_candidates`."""
     _check_vectors(a, b)
     F = a.shape[0]
     k = min(k, F)
-    rows, cols, w = knn_candidates(a, b, k, block_size, dtype)
+    rows, cols, w = knn_candidates(a, b, k, block_size, dtype, sketch, overfetch)
     extra_rows, extra_cols = _fallback_edges(rows, cols, F)
     rows, cols = np.concatenate([rows, extra_rows]), np.concatenate([cols, extra_cols])
     w = np.concatenate([w, _edge_inner_products(a, b, extra_rows, extra_cols)])
@@ -173,10 +220,13 @@ def _edge_inner_products(a: Tensor, b: Tensor, rows: np.ndarray, cols: np.ndarra
     return out
 
 
-def assign(a: Tensor, b: Tensor, solver: str = "exact", k: int = 8, block_size: int = 2048) -> np.ndarray:
-    """:func:`exact_assignment` or :func:`sparse_assignment` by ``solver`` name."""
+def assign(a: Tensor, b: Tensor, solver: str = "exact", k: int = 8, block_size: int = 2048,
+           sketch: slice | None = None) -> np.ndarray:
+    """:func:`exact_assignment` or :func:`sparse_assignment` (with ``sketch``) by ``solver`` name."""
     check_choice("solver", solver, SOLVERS)
-    return exact_assignment(a, b, block_size) if solver == "exact" else sparse_assignment(a, b, k, block_size)
+    if solver == "exact":
+        return exact_assignment(a, b, block_size)
+    return sparse_assignment(a, b, k, block_size, sketch=sketch)
 
 
 @torch.no_grad()

@@ -25,10 +25,11 @@ import functools
 import inspect
 import os
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -458,22 +459,38 @@ def _head_weight(model, dtype: torch.dtype) -> Tensor:
 def _token_losses(model, hidden: Tensor, targets: Tensor, vocab_block: int = 16384,
                   head_dtype: torch.dtype = torch.float32) -> Tensor:
     """Cross-entropy of the LM head on final hidden states ``hidden`` (n, d) against ``targets``
-    (n,), computed over vocabulary blocks (a running log-sum-exp) so the (n, V) logits are
-    never held at once; applies the config's final logit soft-capping if it has one. The head's
-    products run in ``head_dtype`` (bfloat16 halves the time of Gemma's 262k-token head on CPUs
-    with bf16 units; accumulation and the log-sum-exp stay in float32)."""
+    (n,), computed over vocabulary blocks so the (n, V) logits are never held at once; applies
+    the config's final logit soft-capping if it has one. The head's products run in
+    ``head_dtype`` (bfloat16 halves the time of Gemma's 262k-token head on CPUs with bf16
+    units; accumulation stays in float32).
+
+    The log-sum-exp sums ``exp(z)`` of each block directly, without subtracting a running
+    maximum first: float32 holds ``exp(z)`` for logits up to 88 and a sum of 262k of them for
+    logits up to 75 (Gemma 3 270M's reach ±36), so this is the same number to float rounding
+    and saves two passes over every block of logits (17 % of the head's CPU time). Rows whose
+    sum overflows or underflows are recomputed with the maximum subtracted."""
     weight = _head_weight(model, head_dtype)
     cap = getattr(model.config, "final_logit_softcapping", None)
     h = hidden.to(head_dtype)
 
-    lse = None
+    def logits(rows: Tensor, start: int) -> Tensor:
+        z = (rows @ weight[start:start + vocab_block].T).float()
+        return z.div_(cap).tanh_().mul_(cap) if cap else z
+
+    total = None
     for start in range(0, weight.shape[0], vocab_block):
-        z = (h @ weight[start:start + vocab_block].T).float()
-        if cap:
-            z = z.div_(cap).tanh_().mul_(cap)
-        top = z.amax(dim=-1, keepdim=True)  # log-sum-exp in place: 17 % faster than torch.logsumexp here
-        block = z.sub_(top).exp_().sum(dim=-1).log_().add_(top[:, 0])
-        lse = block if lse is None else torch.logaddexp(lse, block)
+        block = logits(h, start).exp_().sum(dim=-1)
+        total = block if total is None else total.add_(block)
+    lse = total.log()
+    bad = ~torch.isfinite(lse)
+    if bool(bad.any()):  # overflow (inf) or every term underflowed (-inf): the shifted computation
+        rows, shifted = h[bad], None
+        for start in range(0, weight.shape[0], vocab_block):
+            z = logits(rows, start)
+            top = z.amax(dim=-1, keepdim=True)
+            block = z.sub_(top).exp_().sum(dim=-1).log_().add_(top[:, 0])
+            shifted = block if shifted is None else torch.logaddexp(shifted, block)
+        lse[bad] = shifted
     z_target = (h.float() * weight[targets].float()).sum(-1)
     if cap:
         z_target = torch.tanh(z_target / cap) * cap
@@ -539,11 +556,12 @@ def _resume_after(model, layer: int, output: Tensor, as_tuple: bool):
 
 @torch.no_grad()
 def _clean_states(model, input_ids: Tensor, batch_size: int, head_dtype: torch.dtype,
-                  keep: Sequence[int]) -> tuple[Tensor, list[dict[int, Tensor]], bool]:
-    """One clean pass: per-token losses (n, T − 2), and for each batch the outputs (b, T, d) of
-    the blocks in ``keep`` (on the model's device), and whether the blocks return tuples."""
+                  keep: Sequence[int]) -> tuple[Tensor, list[dict[int, Tensor]], bool, Tensor]:
+    """One clean pass: per-token losses (n, T − 2), for each batch the outputs (b, T, d) of the
+    blocks in ``keep`` (on the model's device), whether the blocks return tuples, and the
+    first batch's final hidden states (b, T, d)."""
     device = next(model.parameters()).device
-    losses, states, as_tuple = [], [], [False]
+    losses, states, as_tuple, first = [], [], [False], None
     outs: dict[int, Tensor] = {}
 
     def hook(j):
@@ -557,12 +575,13 @@ def _clean_states(model, input_ids: Tensor, batch_size: int, head_dtype: torch.d
         for start in range(0, input_ids.shape[0], batch_size):
             ids = input_ids[start:start + batch_size].to(device)
             hidden = model.model(input_ids=ids).last_hidden_state
+            first = hidden if first is None else first
             losses.append(_losses_from_hidden(model, hidden, ids, head_dtype))
             states.append(dict(outs))
     finally:
         for h in handles:
             h.remove()
-    return torch.cat(losses), states, as_tuple[0]
+    return torch.cat(losses), states, as_tuple[0], first
 
 
 def bootstrap_mean_ci(per_window: Tensor, n_boot: int = 2000, level: float = 0.95,
@@ -585,7 +604,10 @@ class LossTable:
     ``delta[pair][variant]`` the mean change ΔL, ``ci[pair][variant]`` its 95 % bootstrap
     interval over windows and ``stderr[pair][variant]`` the standard error over tokens (the
     same tokens for every variant, so differences are paired); ``n_tokens`` predictions per
-    pair from ``n_windows`` windows; ``head_dtype`` of the LM head's products."""
+    pair from ``n_windows`` windows; ``head_dtype`` of the LM head's products; ``pairs``, per
+    variant, the pairs it was measured on; ``head_check``, when asked for, the ΔL of one
+    (pair, variant) on the first batch of windows from the same hidden states with the head in
+    ``head_dtype`` and in float32 (keys ``pair``, ``variant``, ``windows`` and the two dtypes)."""
 
     clean: float
     delta: dict[str, dict[str, float]]
@@ -594,32 +616,52 @@ class LossTable:
     n_tokens: int
     n_windows: int
     head_dtype: str = "float32"
+    pairs: dict[str, list[str]] = field(default_factory=dict)
+    head_check: dict[str, Any] | None = None
 
 
 def delta_losses(model, input_ids: Tensor, lm, variants: Sequence[str] = ("folded", "unfolded", "own", "previous",
                                                                            "layer_drop"),
-                 *, decoding: str = "folded", pairs: Sequence[int] | None = None, batch_size: int = 4,
-                 head_dtype: torch.dtype = torch.float32, n_boot: int = 2000, seed: int = 0) -> LossTable:
+                 *, decoding: str = "folded", pairs: Sequence[int] | None = None,
+                 pairs_by_variant: Mapping[str, Sequence[int]] | None = None, batch_size: int = 4,
+                 head_dtype: torch.dtype = torch.float32, check_head: bool = False, n_boot: int = 2000,
+                 seed: int = 0) -> LossTable:
     """Evaluations 2 and 5, ΔL: for adjacent pairs ``(t, t+1)`` of ``lm``
-    (:class:`esae.sae_match.LayerMatches`, consecutive blocks; ``pairs`` picks pair indices,
-    default all) and every variant of :func:`esae.sae_match.approximations` (matching methods
-    with ``decoding``, and the baselines), replace the residual stream after block ``t+1`` by
-    ``x̂(t+1)`` computed from the block's input ``x(t)`` (and its output ``x(t+1)``) and
-    measure the change of next-token cross-entropy on ``input_ids`` (n, T), BOS excluded,
-    with a bootstrap interval over windows (:func:`bootstrap_mean_ci`, ``n_boot``, ``seed``)."""
+    (:class:`esae.sae_match.LayerMatches`, consecutive blocks) and every variant of
+    :func:`esae.sae_match.approximations` (matching methods with ``decoding``, and the
+    baselines), replace the residual stream after block ``t+1`` by ``x̂(t+1)`` computed from the
+    block's input ``x(t)`` (and its output ``x(t+1)``) and measure the change of next-token
+    cross-entropy on ``input_ids`` (n, T), BOS excluded, with a bootstrap interval over windows
+    (:func:`bootstrap_mean_ci`, ``n_boot``, ``seed``).
+
+    Each variant is measured on ``pairs_by_variant[variant]`` if given there, else on ``pairs``
+    (pair indices; default all). One clean pass keeps the needed blocks' outputs, so each
+    replacement reruns only the blocks after the edited one and the head. ``check_head`` also
+    recomputes the first variant's ΔL on the last measured pair's first batch of windows with
+    a float32 head from the same hidden states (:attr:`LossTable.head_check`): the cost of a
+    few head passes, no extra forward pass."""
     from esae.sae_match import approximations
 
     layers = list(lm.layers)
     if any(u != t + 1 for t, u in zip(layers[:-1], layers[1:])):
         raise ValueError(f"delta_losses needs consecutive blocks, got layers {layers}")
-    pairs = list(range(len(layers) - 1)) if pairs is None else list(pairs)
-    for i in pairs:
-        check_int("each pair index", i, 0, len(layers) - 2)
-    keep = sorted({layers[i + 1] for i in pairs} | {layers[i + 1] - 1 for i in pairs})
-    clean, states, as_tuple = _clean_states(model, input_ids, batch_size, head_dtype, keep)
+    default = list(range(len(layers) - 1)) if pairs is None else list(pairs)
+    chosen = dict(pairs_by_variant or {})
+    for v in chosen:
+        if v not in variants:
+            raise ValueError(f"each key of pairs_by_variant must be one of the variants {list(variants)}, got {v!r}")
+    todo = {v: sorted(set(chosen.get(v, default))) for v in variants}
+    for v, idx in todo.items():
+        for i in idx:
+            check_int(f"each pair index (variant {v!r})", i, 0, len(layers) - 2)
+    measured = sorted(set().union(*todo.values())) if todo else []
+    keep = sorted({layers[i + 1] for i in measured} | {layers[i + 1] - 1 for i in measured})
+    clean, states, as_tuple, first_hidden = _clean_states(model, input_ids, batch_size, head_dtype, keep)
     device = next(model.parameters()).device
-    delta, ci, stderr = {}, {}, {}
-    jobs = [(i, v) for i in pairs for v in variants]
+    delta, ci, stderr, check = {}, {}, {}, None
+    jobs = [(i, v) for i in measured for v in variants if i in todo[v]]
+    # the head check: the first variant measured on the last measured pair
+    check_job = next((i, v) for i, v in jobs if i == measured[-1]) if check_head and jobs else None
     for i, variant in progress(jobs, desc="ΔL"):
         name, u = lm.pairs[i], layers[i + 1]
         edit = approximations(lm, i, decoding)[variant]
@@ -632,12 +674,19 @@ def delta_losses(model, input_ids: Tensor, lm, variants: Sequence[str] = ("folde
             with _resume_after(model, u, new, as_tuple):
                 hidden = model.model(input_ids=ids).last_hidden_state
             out.append(_losses_from_hidden(model, hidden, ids, head_dtype))
+            if b == 0 and (i, variant) == check_job:
+                dts = {str(dt).replace("torch.", ""): dt for dt in (head_dtype, torch.float32)}
+                check = {"pair": name, "variant": variant, "windows": ids.shape[0]}
+                check.update({k: float((_losses_from_hidden(model, hidden, ids, dt)
+                                        - _losses_from_hidden(model, first_hidden, ids, dt)).double().mean())
+                              for k, dt in dts.items()})
         diff = (torch.cat(out) - clean).double()
         delta.setdefault(name, {})[variant] = float(diff.mean())
         ci.setdefault(name, {})[variant] = bootstrap_mean_ci(diff.mean(1), n_boot, seed=seed)
         stderr.setdefault(name, {})[variant] = float(diff.std() / diff.numel() ** 0.5)
     return LossTable(float(clean.mean()), delta, ci, stderr, clean.numel(), clean.shape[0],
-                     str(head_dtype).replace("torch.", ""))
+                     str(head_dtype).replace("torch.", ""), {v: [lm.pairs[i] for i in todo[v]] for v in variants},
+                     check)
 
 
 def layer_pruning(model, input_ids: Tensor, lm, batch_size: int = 4, **kwargs) -> dict[str, dict[str, float]]:

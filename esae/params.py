@@ -288,6 +288,8 @@ RULES: dict[str, dict[str, Rule]] = {
         "persistence_stride": _INT1, "gt_n_layers": Rule(lo=2), "gt_d": _INT1, "gt_n_features": _INT1,
         "gt_n_samples": _INT1, "gt_steps": _INT1, "gt_noises": Rule(lo=0.0, nonempty=True),
         "gt_scale_spread": Rule(lo=1.0),
+        "loss_every_pair": Rule(choices=("folded", "unfolded", "unfolded_decoder", "data_based", "own", "layer_drop"),
+                                distinct=True),
     },
     "07b_your_model": {
         "n_train": Rule(lo=64), "n_test": Rule(lo=16), "train_epochs": Rule(lo=0), "fit_epochs": _INT1,

@@ -495,9 +495,13 @@ def sae_match(r: dict[str, Any]) -> list[Verdict]:
                            "reported", "median EV of the folded match"))
     dl = r.get("delta_loss", {})
     if dl:
-        med_own = median(v["own"]["mean"] for v in dl.values())
+        med_own = median(v["own"]["mean"] for v in dl.values() if "own" in v)
+        by_variant = r.get("delta_loss_pairs") or {}
+        strided = sorted(v for v, ps in by_variant.items() if len(ps) < len(dl))
+        where = f"{len(dl)} pairs" + (f" ({', '.join(strided)} on one pair in {r.get('delta_loss_pair_stride')} only)"
+                                      if strided else "")
         out.append(Verdict("match-delta-loss-text", "SAE Match §5", "ΔL measured on enough text", "(not stated)",
-                           f"{r.get('delta_loss_tokens', '?')} predictions per pair on {len(dl)} pairs; "
+                           f"{r.get('delta_loss_tokens', '?')} predictions per pair on {where}; "
                            f"own-SAE floor {med_own:.3f} nats", "reported", "tokens per layer pair, 95 % bootstrap over windows"))
     score = r.get("matching_score")
     if score:

@@ -170,3 +170,77 @@ def test_other_hub_errors_pass_through(monkeypatch):
     monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", broken)
     with pytest.raises(ValueError, match="something else"):
         lms.load_model("google/gemma-2-2b")
+
+
+def test_head_log_sum_exp_without_shift_equals_cross_entropy_and_falls_back_on_overflow():
+    """The head sums exp(logits) without subtracting the maximum; rows whose sum overflows
+    (logits beyond 88) are recomputed with it subtracted: both equal the cross-entropy."""
+    model, _ = lms.load_model("tiny-random")
+    weight = model.get_output_embeddings().weight
+    g = torch.Generator().manual_seed(0)
+    hidden = torch.randn(12, weight.shape[1], generator=g)
+    hidden[:3] *= 2000 / float((hidden[:3] @ weight.T).abs().max())  # logits up to ±2000: exp overflows
+    targets = torch.randint(0, weight.shape[0], (12,), generator=g)
+    expected = torch.nn.functional.cross_entropy(hidden @ weight.T, targets, reduction="none")
+    got = lms._token_losses(model, hidden, targets, vocab_block=64)
+    assert torch.isfinite(got).all()
+    assert torch.allclose(got, expected, rtol=1e-5, atol=1e-4)
+
+
+def test_delta_losses_measure_each_variant_on_its_own_pairs_and_check_the_head():
+    model, tokenizer = lms.load_model("tiny-random")
+    ids = lms.token_windows(tokenizer, [("doc", "The cat sat on the mat. " * 40)], 20)[:6]
+    saes = [sm.random_jumprelu(64, 32, seed=t, dtype="float32", apply_b_dec_to_input=False) for t in range(4)]
+    stack = sm.match_stack(saes, [0, 1, 2, 3], train_acts=lms.collect_residuals(model, ids))
+    variants = ["folded", "own", "layer_drop"]
+    full = lms.delta_losses(model, ids, stack, variants, batch_size=4)
+    part = lms.delta_losses(model, ids, stack, variants, pairs_by_variant={"own": [1], "layer_drop": []},
+                            batch_size=4, head_dtype=torch.bfloat16, check_head=True)
+    assert part.pairs == {"folded": ["0-1", "1-2", "2-3"], "own": ["1-2"], "layer_drop": []}
+    assert {p: sorted(v) for p, v in part.delta.items()} == {"0-1": ["folded"], "1-2": ["folded", "own"],
+                                                             "2-3": ["folded"]}
+    check = part.head_check
+    assert (check["pair"], check["variant"], check["windows"]) == ("2-3", "folded", 4)
+    assert check["bfloat16"] == pytest.approx(check["float32"], abs=0.05)
+    exact = lms.delta_losses(model, ids[:4], stack, ["folded"], pairs=[2]).delta["2-3"]["folded"]
+    assert check["float32"] == pytest.approx(exact, rel=1e-4, abs=1e-6)
+    f32 = lms.delta_losses(model, ids, stack, variants, pairs_by_variant={"own": [1]}, batch_size=4)
+    assert f32.delta["1-2"]["own"] == pytest.approx(full.delta["1-2"]["own"], rel=1e-5, abs=1e-7)
+    with pytest.raises(ValueError, match="each key of pairs_by_variant must be one of the variants"):
+        lms.delta_losses(model, ids, stack, ["folded"], pairs_by_variant={"own": [0]})
+
+
+def test_sketch_candidates_hold_the_optimum_and_give_the_exact_answer():
+    """Candidates found on the part of the vectors that holds most of the norm, rescored by
+    full-vector cosine: on a planted problem the optimum is among them and the answer is exact."""
+    g = torch.Generator().manual_seed(2)
+    a = torch.cat([10 * torch.randn(300, 24, generator=g), torch.randn(300, 9, generator=g)], dim=1)
+    perm_true = torch.randperm(300, generator=g)
+    b = torch.empty_like(a)
+    b[perm_true] = a + 0.3 * torch.randn(a.shape, generator=g)
+    exact = assignment.exact_assignment(a, b)
+    rows, cols, products = assignment.knn_candidates(a, b, 4, dtype=torch.float32, sketch=slice(0, 24))
+    assert np.isin(np.arange(300) * 300 + exact, rows * 300 + cols).all()
+    np.testing.assert_allclose(products, (a[rows] * b[cols]).sum(1).numpy(), rtol=1e-4, atol=1e-3)
+    np.testing.assert_array_equal(assignment.sparse_assignment(a, b, k=4, sketch=slice(0, 24)), exact)
+    np.testing.assert_array_equal(exact, perm_true.numpy())  # the planted permutation is the optimum
+    with pytest.raises(ValueError, match="sketch must be a non-empty slice of the 33 coordinates, got slice"):
+        assignment.knn_candidates(a, b, 4, sketch=slice(40, 50))
+
+
+def test_candidate_sketch_picks_the_part_that_holds_the_norm():
+    sae = sm.random_jumprelu(16, 64, seed=3)
+    va = sm.feature_vectors(sae, folded=True)
+    dec_heavy = va.clone()
+    dec_heavy[:, :16] *= 100
+    assert sm.candidate_sketch(dec_heavy, dec_heavy, 16) == slice(0, 16)
+    enc_heavy = va.clone()
+    enc_heavy[:, 16:] *= 100
+    assert sm.candidate_sketch(enc_heavy, enc_heavy, 16) == slice(16, None)
+    even = torch.cat([torch.ones(4, 16), torch.ones(4, 17) * (16 / 17) ** 0.5], dim=1)
+    assert sm.candidate_sketch(even, even, 16) is None
+    copy, truth = sm.perturbed_copy(sae, noise=0.05, scale_spread=10.0, seed=1)
+    for candidates in ("auto", "sketch", "full"):
+        assert sm.recovery(sm.match(sae, copy, solver="sparse", k=8, candidates=candidates), truth) == 1.0
+    with pytest.raises(ValueError, match="candidates must be one of 'auto', 'sketch', 'full', got 'some'"):
+        sm.match(sae, copy, solver="sparse", candidates="some")
