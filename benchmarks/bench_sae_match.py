@@ -121,6 +121,10 @@ def main() -> None:
 
     print(f"machine: {platform.platform()}, {os.cpu_count()} CPUs, torch threads {args.threads}, load average "
           f"{os.getloadavg()[0]:.2f} at start")
+    from esae.runtime import matmul_dtype, machine_description
+
+    print(f"cpu: {machine_description()['cpu']}; candidate pass in "
+          f"{str(matmul_dtype('auto', 'cpu')).replace('torch.', '')} (bfloat16 only where the CPU has bf16 units)")
     print(f"d = {args.d}, all weights, folded")
     print("seconds: wall of match() end to end (CPU seconds of all threads in brackets); peak: resident memory of the "
           "whole process; gap: relative objective gap to the exact optimum; lost: share of the improvement over a random "

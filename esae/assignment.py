@@ -9,7 +9,8 @@ maximises ``Σ_i a_i · b_π(i)``.
   minutes and a 65k problem needs 32 GiB for the matrix alone.
 - :func:`sparse_assignment` keeps, for every feature of A, its ``k`` partners in B of highest
   *cosine* similarity (and for every feature of B its ``k`` best in A), found in one blockwise
-  pass of bfloat16 products of the normalised vectors. Cosine, not the raw inner product or the
+  pass of products of the normalised vectors (bfloat16 where the hardware has it, float32
+  elsewhere: :func:`esae.runtime.matmul_dtype`). Cosine, not the raw inner product or the
   distance, because the optimum trades the two: features with large norms would be everyone's
   inner-product candidates and distance favours partners of similar norm, so on two unrelated
   16k SAEs half of the optimal pairs lie beyond either criterion's top 16, while 99 % lie within
@@ -30,6 +31,7 @@ from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import maximum_bipartite_matching, min_weight_full_bipartite_matching
 
 from esae.checks import check_choice, check_int
+from esae.runtime import matmul_dtype
 
 Tensor = torch.Tensor
 SOLVERS = ("exact", "sparse")
@@ -111,7 +113,7 @@ def _rescore(an: Tensor, bn: Tensor, idx: Tensor, k: int, chunk: int = 512) -> t
 
 
 @torch.no_grad()
-def knn_candidates(a: Tensor, b: Tensor, k: int, block_size: int = 2048, dtype: torch.dtype = torch.bfloat16,
+def knn_candidates(a: Tensor, b: Tensor, k: int, block_size: int = 2048, dtype: torch.dtype | None = None,
                    sketch: slice | None = None, overfetch: int = 4) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Candidate edges ``(rows, cols, products)`` (sorted by row, deduplicated): for each row
     ``i`` of ``a`` (F, D) the ``k`` rows of ``b`` (F, D) of highest cosine similarity, and for
@@ -120,7 +122,9 @@ def knn_candidates(a: Tensor, b: Tensor, k: int, block_size: int = 2048, dtype: 
     ``dtype`` yields both the candidates and their products (cosine × norms), so no
     (edges × D) gather is needed; bfloat16 halves the time on CPUs with bf16 units at a
     relative error of about 1e-3 per product (the benchmark measures what that costs in
-    objective). A zero vector is a candidate of every row of the other side (product 0).
+    objective), but is 200× slower than float32 on CPUs without them, so ``dtype=None`` takes
+    :func:`esae.runtime.matmul_dtype` ``"auto"`` (bfloat16 where native, float32 elsewhere).
+    A zero vector is a candidate of every row of the other side (product 0).
 
     With ``sketch`` (a slice of the D coordinates, e.g. the part of the parameter vector that
     holds most of its squared norm) the pass runs on those coordinates only, keeping
@@ -133,6 +137,7 @@ def knn_candidates(a: Tensor, b: Tensor, k: int, block_size: int = 2048, dtype: 
     check_int("k", k, 1, F)
     check_int("block_size", block_size, 1)
     check_int("overfetch", overfetch, 1)
+    dtype = matmul_dtype("auto", a.device) if dtype is None else dtype
     if sketch is None:
         (an, norm_a), (bn, norm_b) = _unit(a, dtype, block_size), _unit(b, dtype, block_size)
         row_idx, row_val, col_idx, col_val = _top_cosines(an, bn, k, block_size)
@@ -182,7 +187,7 @@ def _fallback_edges(rows: np.ndarray, cols: np.ndarray, n: int) -> tuple[np.ndar
 
 @torch.no_grad()
 def sparse_assignment(a: Tensor, b: Tensor, k: int = 8, block_size: int = 2048,
-                      dtype: torch.dtype = torch.bfloat16, sketch: slice | None = None,
+                      dtype: torch.dtype | None = None, sketch: slice | None = None,
                       overfetch: int = 4) -> np.ndarray:
     """The permutation ``π`` (F,) int64 minimising ``Σ_i ‖a_i − b_π(i)‖²`` over the candidate
     edges of :func:`knn_candidates` (plus fallback edges where the candidates admit no full

@@ -44,6 +44,19 @@ def test_device_resolution():
         runtime.resolve_device("tpu")
 
 
+def test_matmul_dtype_follows_the_hardware(monkeypatch):
+    import torch
+
+    assert runtime.matmul_dtype("float32", "cpu") is torch.float32
+    assert runtime.matmul_dtype("bfloat16", "cpu") is torch.bfloat16
+    assert runtime.matmul_dtype("auto", "cuda") is torch.bfloat16  # a GPU always has bf16 products
+    for native, expected in ((True, torch.bfloat16), (False, torch.float32)):
+        monkeypatch.setattr(runtime, "_cpu_has_bf16", lambda native=native: native)
+        assert runtime.matmul_dtype("auto", "cpu") is expected
+    with pytest.raises(ValueError, match=r"loss_head_dtype must be one of auto, float32, bfloat16, got 'half'"):
+        runtime.matmul_dtype("half", "cpu", name="loss_head_dtype")
+
+
 def test_seeding_is_reproducible():
     import torch
 
