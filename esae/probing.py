@@ -945,6 +945,80 @@ def claim_two_layer_only_at(table: dict, model: str, L: int, ks: Sequence[int], 
             "holds": (all(ok) if testable else None)}
 
 
+RESULT2_CLAIMS = {
+    1: "reconstructions: equivariant above regular and wide, per group and K",
+    2: "reconstructions: two-layer matches equivariant only at the largest K",
+    3: "latents: equivariant the best SAE on S",
+    4: "latents: equivariant behind on SO, SP, SPO",
+    5: "latents: two-layer above the one-layer SAEs, more so at higher K",
+}
+ORIENTED_GROUPS = ("SO", "SP", "SPO")
+
+
+def _latent_f1(table: dict, model: str, L: int, sae: str, k: int, group: str) -> float | None:
+    entry = table.get(result_key(model, "latents", L, sae, k))
+    return None if entry is None else entry.get(group)
+
+
+def _rivals(saes: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(every SAE but the equivariant one, the one-layer SAEs regular and wide) among ``saes``."""
+    return [s for s in saes if s != "equivariant"], [s for s in ("regular", "wide") if s in saes]
+
+
+def _best_other(table: dict, model: str, L: int, k: int, group: str, rivals: Sequence[str], sae: str) -> float:
+    """F1 of ``sae`` minus the best of ``rivals`` on the latents at ``(model, L, K, group)``."""
+    return _latent_f1(table, model, L, sae, k, group) - max(_latent_f1(table, model, L, o, k, group) for o in rivals)
+
+
+def judge_result2(table: dict, model: str, L: int, ks: Sequence[int],
+                  saes: Sequence[str] = SAE_NAMES) -> dict[int, tuple[bool | None, str]]:
+    """The five claims of RESULT 2 (:data:`RESULT2_CLAIMS`) at one ``(model, L)`` on ``table``
+    (``result_key`` → ``{group: F1}``, with entries for every SAE of ``saes`` and K of ``ks``):
+    ``{claim: (holds, what was measured)}``. ``holds`` is ``None`` where a claim cannot be tested
+    (claim 2 with one K); claims 2 and 5 are left out without a two-layer SAE."""
+    others, one_layer = _rivals(saes)
+    out = {}
+    c1 = claim_outperforms(table, model, L, ks, rivals=one_layer)
+    out[1] = (c1["holds"], f"{c1['n_held']}/{c1['n_cells']} cells; margin over the better of regular/wide "
+              + (f"{min(c1['margins'].values()):+.3f} to {max(c1['margins'].values()):+.3f}" if c1["margins"] else "—"))
+    if "two_layer" in saes:
+        c2 = claim_two_layer_only_at(table, model, L, ks)
+        per_k = {k: [v for key, v in c2["gaps"].items() if key.startswith(f"k{k}/")] for k in ks}
+        out[2] = (c2["holds"], f"{c2['n_held']}/{c2['n_cells']} cells; equivariant − two-layer, mean over groups: "
+                  + ", ".join(f"K={k} {np.mean(v):+.3f}" for k, v in per_k.items() if v))
+    s_margin = [_best_other(table, model, L, k, "S", others, "equivariant") for k in ks]
+    out[3] = (bool(min(s_margin) > 0), "margin over the best other SAE per K: " + ", ".join(f"{m:+.3f}" for m in s_margin))
+    below = [np.mean([_best_other(table, model, L, k, g, others, "equivariant") for g in ORIENTED_GROUPS]) for k in ks]
+    out[4] = (bool(max(below) < 0), "equivariant − best other SAE, mean over SO/SP/SPO, per K: "
+              + ", ".join(f"{b:+.3f}" for b in below))
+    if "two_layer" in saes and one_layer:
+        lead = {k: _best_other(table, model, L, k, "all", one_layer, "two_layer") for k in ks}
+        out[5] = (bool(all(v > 0 for v in lead.values()) and (len(ks) < 2 or lead[max(ks)] >= lead[min(ks)])),
+                  "two-layer − better one-layer SAE, all tasks: " + ", ".join(f"K={k} {v:+.3f}" for k, v in lead.items()))
+    return out
+
+
+def result2_cells(table: dict, model: str, L: int, ks: Sequence[int], saes: Sequence[str] = SAE_NAMES,
+                  tie: float = TIE) -> dict[int, dict[str, float]]:
+    """The claims of :func:`judge_result2` at ``(model, L)`` as signed differences per cell,
+    positive where the claim holds in that cell: what :func:`esae.verdicts.seed_test` compares
+    over seeds. Claim 2's cells are ``tie − |gap|`` at the largest K and ``gap − tie`` below it;
+    claim 5 adds the cell ``growth`` (lead at the largest K minus lead at the smallest)."""
+    others, one_layer = _rivals(saes)
+    ks = sorted(ks)
+    out = {1: claim_outperforms(table, model, L, ks, rivals=one_layer)["margins"]}
+    if "two_layer" in saes and len(ks) >= 2:
+        gaps = claim_two_layer_only_at(table, model, L, ks, tie=tie)["gaps"]
+        out[2] = {cell: (tie - abs(d) if cell.split("/")[0] == f"k{max(ks)}" else d - tie) for cell, d in gaps.items()}
+    out[3] = {f"k{k}": _best_other(table, model, L, k, "S", others, "equivariant") for k in ks}
+    out[4] = {f"k{k}": -float(np.mean([_best_other(table, model, L, k, g, others, "equivariant")
+                                        for g in ORIENTED_GROUPS])) for k in ks}
+    if "two_layer" in saes and one_layer:
+        lead = {k: _best_other(table, model, L, k, "all", one_layer, "two_layer") for k in ks}
+        out[5] = {f"k{k}": v for k, v in lead.items()} | ({"growth": lead[max(ks)] - lead[min(ks)]} if len(ks) > 1 else {})
+    return out
+
+
 def subset_group_means(scores: ProbeScores, probe: str, tasks: np.ndarray, groups: Sequence[str]) -> dict | None:
     """Group means of ``probe``'s F1 over the tasks ``tasks`` (indices into the full task list with
     groups ``groups``), from ``scores`` whose columns are ``scores.tasks`` (all tasks when ``None``);

@@ -368,50 +368,17 @@ display(Markdown("\n".join(esae.figures.folded(f"{panel.model.upper()}, L = {pan
 #
 # A claim "holds" in a panel when it holds in every (group, $K$) cell it is stated for; the table
 # gives how many cells hold. "Matched" means within 0.02 F1 (`esae.probing.TIE`), a margin below
-# which a group mean is not distinguishable from noise at these test-set sizes.
+# which a group mean is not distinguishable from noise at these test-set sizes. The package judges
+# them (`esae.probing.judge_result2`, and `result2_cells` for the per-cell differences the test
+# over seeds uses), so the same verdicts can be read off any table of group means.
 
 # %% tags=["hide-input"]
-TIE = probing.TIE
-ORIENTED = ("SO", "SP", "SPO")
-CLAIMS = {
-    1: "reconstructions: equivariant above regular and wide, per group and K",
-    2: "reconstructions: two-layer matches equivariant only at the largest K",
-    3: "latents: equivariant the best SAE on S",
-    4: "latents: equivariant behind on SO, SP, SPO",
-    5: "latents: two-layer above the one-layer SAEs, more so at higher K",
-}
-others = [s for s in config.saes if s != "equivariant"]
-one_layer = [s for s in ("regular", "wide") if s in config.saes]
-
-
-def latent_f1(table, model, L, name, k, group):
-    entry = table.get(result_key(model, "latents", L, name, k))
-    return None if entry is None else entry.get(group)
+CLAIMS = probing.RESULT2_CLAIMS
 
 
 def judge(table, model: str, L: int, ks) -> dict[int, tuple]:
     """Claims 1-5 on one (model, L) with the group means in ``table``: ``{claim: (holds, measured)}``."""
-    out = {}
-    c1 = probing.claim_outperforms(table, model, L, ks, rivals=one_layer)
-    out[1] = (c1["holds"], f"{c1['n_held']}/{c1['n_cells']} cells; margin over the better of regular/wide "
-              + (f"{min(c1['margins'].values()):+.3f} to {max(c1['margins'].values()):+.3f}" if c1["margins"] else "—"))
-    if "two_layer" in config.saes:
-        c2 = probing.claim_two_layer_only_at(table, model, L, ks)
-        per_k = {k: [v for key, v in c2["gaps"].items() if key.startswith(f"k{k}/")] for k in ks}
-        out[2] = (c2["holds"], f"{c2['n_held']}/{c2['n_cells']} cells; equivariant − two-layer, mean over groups: "
-                  + ", ".join(f"K={k} {np.mean(v):+.3f}" for k, v in per_k.items() if v))
-    s_margin = [latent_f1(table, model, L, "equivariant", k, "S") - max(latent_f1(table, model, L, o, k, "S") for o in others)
-                for k in ks]
-    out[3] = (bool(min(s_margin) > 0), "margin over the best other SAE per K: " + ", ".join(f"{m:+.3f}" for m in s_margin))
-    below = [np.mean([latent_f1(table, model, L, "equivariant", k, g) - max(latent_f1(table, model, L, o, k, g) for o in others)
-                      for g in ORIENTED]) for k in ks]
-    out[4] = (bool(max(below) < 0), "equivariant − best other SAE, mean over SO/SP/SPO, per K: " + ", ".join(f"{b:+.3f}" for b in below))
-    if "two_layer" in config.saes and one_layer:
-        lead = {k: latent_f1(table, model, L, "two_layer", k, "all") - max(latent_f1(table, model, L, o, k, "all") for o in one_layer)
-                for k in ks}
-        out[5] = (bool(all(v > 0 for v in lead.values()) and (len(ks) < 2 or lead[max(ks)] >= lead[min(ks)])),
-                  "two-layer − better one-layer SAE, all tasks: " + ", ".join(f"K={k} {v:+.3f}" for k, v in lead.items()))
-    return out
+    return probing.judge_result2(table, model, L, ks, config.saes)
 
 
 claims = []  # (panel, claim, holds with XGBoost, measured, holds with the best of three)
@@ -674,21 +641,7 @@ display(Markdown(f"Leads under the paper's reading: **{len(paper_leads)}** cells
 def claim_cells(table, model: str, L: int, ks) -> dict[int, dict[str, float]]:
     """Claims 1-5 at ``(model, L)`` as signed differences per cell, positive where the claim holds there:
     the quantities :func:`judge` compares, for the test over seeds (``esae.verdicts.seed_test``)."""
-    ks = sorted(ks)
-    out = {1: probing.claim_outperforms(table, model, L, ks, rivals=one_layer)["margins"]}
-    if "two_layer" in config.saes and len(ks) >= 2:
-        gaps = probing.claim_two_layer_only_at(table, model, L, ks)["gaps"]
-        out[2] = {cell: (TIE - abs(d) if cell.split("/")[0] == f"k{max(ks)}" else d - TIE) for cell, d in gaps.items()}
-    out[3] = {f"k{k}": latent_f1(table, model, L, "equivariant", k, "S")
-              - max(latent_f1(table, model, L, o, k, "S") for o in others) for k in ks}
-    out[4] = {f"k{k}": -float(np.mean([latent_f1(table, model, L, "equivariant", k, g)
-                                        - max(latent_f1(table, model, L, o, k, g) for o in others) for g in ORIENTED]))
-              for k in ks}
-    if "two_layer" in config.saes and one_layer:
-        lead = {k: latent_f1(table, model, L, "two_layer", k, "all") - max(latent_f1(table, model, L, o, k, "all") for o in one_layer)
-                for k in ks}
-        out[5] = {f"k{k}": v for k, v in lead.items()} | ({"growth": lead[max(ks)] - lead[min(ks)]} if len(ks) > 1 else {})
-    return out
+    return probing.result2_cells(table, model, L, ks, config.saes)
 
 
 seed_list = pipeline.seeds(upstream["03_base_models"])

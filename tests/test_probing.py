@@ -265,6 +265,28 @@ def test_claims_of_result2_are_tested_separately_as_stated():
     assert probing.claim_outperforms({}, "cnn", 32, [8])["holds"] is None
 
 
+def test_result2_judge_and_its_cells_agree_on_every_claim():
+    """judge_result2's verdicts and result2_cells' signed differences say the same thing: a claim
+    holds exactly where every one of its cells is positive."""
+    f1 = {"equivariant": (0.80, 0.90), "regular": (0.70, 0.95), "wide": (0.75, 0.80), "two_layer": (0.60, 0.89),
+          "invariant": (0.50, 0.60)}
+    table = _table({(s, k): v[i] for s, v in f1.items() for i, k in enumerate((8, 32))})
+    for (sae, k), v in {("equivariant", 8): 0.9, ("regular", 8): 0.8, ("wide", 8): 0.85, ("two_layer", 8): 0.95,
+                        ("invariant", 8): 0.7, ("equivariant", 32): 0.95, ("regular", 32): 0.9, ("wide", 32): 0.9,
+                        ("two_layer", 32): 0.99, ("invariant", 32): 0.8}.items():
+        table[probing.result_key("cnn", "latents", 32, sae, k)] = {g: (v if g == "S" else v - 0.3) for g in probing.GROUP_KEYS}
+    verdicts = probing.judge_result2(table, "cnn", 32, [8, 32])
+    cells = probing.result2_cells(table, "cnn", 32, [8, 32])
+    assert set(verdicts) == set(cells) == set(probing.RESULT2_CLAIMS)
+    assert [verdicts[c][0] for c in (1, 2, 3, 4, 5)] == [False, True, False, True, False]  # 5: the lead shrinks
+    for c in (1, 2, 3, 4, 5):
+        assert verdicts[c][0] == all(v > 0 for v in cells[c].values()), c
+    assert cells[3] == {"k8": pytest.approx(-0.05), "k32": pytest.approx(-0.04)}  # two-layer beats it on S
+    assert cells[5]["growth"] == pytest.approx(0.09 - 0.10)
+    no_two_layer = [s for s in probing.SAE_NAMES if s != "two_layer"]
+    assert set(probing.judge_result2(table, "cnn", 32, [8, 32], no_two_layer)) == {1, 3, 4}
+
+
 # ----------------------------------------------------------------------------- fair readings (who gets p)
 
 def test_rotation_one_hot_follows_the_rotation_of_the_image():
