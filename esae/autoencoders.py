@@ -31,7 +31,7 @@ Tensor = torch.Tensor
 
 KINDS = ("mlp", "cnn")
 D_ACT = 256  # width of the studied activations
-VERSION = 3  # bump when training code changes what a config produces
+VERSION = 4  # bump when training code changes what a config produces (4: the CNN's 16×16 convolutions as matmuls)
 
 
 class MLPAutoencoder(nn.Module):
@@ -56,6 +56,33 @@ class MLPAutoencoder(nn.Module):
         return self.decode(self.encode(images))
 
 
+class WholeInputConv2d(nn.Conv2d):
+    """``nn.Conv2d`` whose kernel covers its whole unpadded input (the CNN's 16×16 kernel on a
+    16×16 map), computed as the matrix product it is: the same parameters, initialisation and
+    function (to float round-off), but oneDNN's convolution backward for this shape ran about
+    20× slower than the product on a 2-core AVX2 CPU (``benchmarks/bench_base_models.py``).
+    Other input sizes take ``nn.Conv2d``'s path."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if (tuple(x.shape[-2:]) != self.kernel_size or self.padding != (0, 0) or self.dilation != (1, 1)
+                or self.groups != 1 or x.ndim != 4):
+            return super().forward(x)
+        return nn.functional.linear(x.flatten(1), self.weight.flatten(1), self.bias)[:, :, None, None]
+
+
+class WholeOutputConvTranspose2d(nn.ConvTranspose2d):
+    """``nn.ConvTranspose2d`` from a 1×1 map to a kernel-sized one (the CNN's 256 × 1 × 1 → 32 ×
+    16 × 16), computed as one matrix product; as :class:`WholeInputConv2d`, the same parameters
+    and function. Other shapes take ``nn.ConvTranspose2d``'s path."""
+
+    def forward(self, x: Tensor, output_size: list[int] | None = None) -> Tensor:
+        if (output_size is not None or x.ndim != 4 or tuple(x.shape[-2:]) != (1, 1) or self.padding != (0, 0)
+                or self.output_padding != (0, 0) or self.dilation != (1, 1) or self.groups != 1):
+            return super().forward(x, output_size)
+        out = (x.flatten(1) @ self.weight.flatten(1)).view(x.shape[0], self.out_channels, *self.kernel_size)
+        return out if self.bias is None else out + self.bias[:, None, None]
+
+
 class CNNAutoencoder(nn.Module):
     """Table 1, CNN: two stride-2 3×3 convolutions (1→16→32 channels, 64→32→16 pixels) and a
     16×16 convolution to 256 channels at 1×1 ‖ ReLU, a 16×16 transposed convolution back to
@@ -66,10 +93,10 @@ class CNNAutoencoder(nn.Module):
         self.encoder = nn.Sequential(
             nn.Conv2d(1, 16, 3, stride=2, padding=1), nn.ReLU(),
             nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU(),
-            nn.Conv2d(32, D_ACT, 16))
+            WholeInputConv2d(32, D_ACT, 16))
         self.decoder = nn.Sequential(
             nn.ReLU(),
-            nn.ConvTranspose2d(D_ACT, 32, 16), nn.ReLU(),
+            WholeOutputConvTranspose2d(D_ACT, 32, 16), nn.ReLU(),
             nn.ConvTranspose2d(32, 16, 3, stride=2, padding=1, output_padding=1), nn.ReLU(),
             nn.ConvTranspose2d(16, 1, 3, stride=2, padding=1, output_padding=1))
 

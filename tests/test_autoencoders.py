@@ -63,6 +63,35 @@ def test_table1_layers():
     assert sum(isinstance(m, nn.ReLU) for m in mlp.modules()) == 3
 
 
+def test_whole_input_convolutions_equal_torchs():
+    """The CNN's 16×16 layers, computed as matrix products, give torch's convolutions' outputs and
+    gradients from the same parameters (and the same initialisation: they are subclasses)."""
+    torch.manual_seed(0)
+    fast = ae.build("cnn")
+    torch.manual_seed(0)
+    plain = ae.build("cnn")
+    plain.encoder[4], plain.decoder[1] = nn.Conv2d(32, 256, 16), nn.ConvTranspose2d(256, 32, 16)
+    torch.manual_seed(0)
+    assert all(torch.equal(a, b) for a, b in zip(ae.build("cnn").state_dict().values(), fast.state_dict().values()))
+    plain.load_state_dict(fast.state_dict())
+    x = torch.rand(6, 1, 64, 64)
+    out_fast, out_plain = fast(x), plain(x)
+    torch.testing.assert_close(out_fast, out_plain, rtol=1e-5, atol=1e-6)
+    out_fast.pow(2).sum().backward()
+    out_plain.pow(2).sum().backward()
+    for (name, p), q in zip(fast.named_parameters(), plain.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-5 * float(q.grad.abs().max()), msg=name)
+    # other shapes take torch's own path
+    conv, ref = ae.WholeInputConv2d(3, 4, 5), nn.Conv2d(3, 4, 5)
+    ref.load_state_dict(conv.state_dict())
+    y = torch.rand(2, 3, 9, 7)
+    torch.testing.assert_close(conv(y), ref(y))
+    tconv, tref = ae.WholeOutputConvTranspose2d(3, 4, 5), nn.ConvTranspose2d(3, 4, 5)
+    tref.load_state_dict(tconv.state_dict())
+    torch.testing.assert_close(tconv(torch.ones(2, 3, 1, 1)), tref(torch.ones(2, 3, 1, 1)))
+    torch.testing.assert_close(tconv(y), tref(y))
+
+
 def test_activations_are_batched_and_gradient_free():
     torch.manual_seed(0)
     model = ae.build("cnn").eval()
