@@ -64,6 +64,7 @@ class WholeInputConv2d(nn.Conv2d):
     Other input sizes take ``nn.Conv2d``'s path."""
 
     def forward(self, x: Tensor) -> Tensor:
+        """``(n, C, kh, kw)`` → ``(n, C', 1, 1)`` as one product; other shapes as ``nn.Conv2d``."""
         if (tuple(x.shape[-2:]) != self.kernel_size or self.padding != (0, 0) or self.dilation != (1, 1)
                 or self.groups != 1 or x.ndim != 4):
             return super().forward(x)
@@ -76,6 +77,7 @@ class WholeOutputConvTranspose2d(nn.ConvTranspose2d):
     and function. Other shapes take ``nn.ConvTranspose2d``'s path."""
 
     def forward(self, x: Tensor, output_size: list[int] | None = None) -> Tensor:
+        """``(n, C, 1, 1)`` → ``(n, C', kh, kw)`` as one product; other shapes as ``nn.ConvTranspose2d``."""
         if (output_size is not None or x.ndim != 4 or tuple(x.shape[-2:]) != (1, 1) or self.padding != (0, 0)
                 or self.output_padding != (0, 0) or self.dilation != (1, 1) or self.groups != 1):
             return super().forward(x, output_size)
