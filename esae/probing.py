@@ -898,8 +898,9 @@ def orbit_reconstruction_stats(sae, orbit: torch.Tensor, p=None) -> dict[str, fl
 TIE = 0.02  # F1 differences within this count as "matched"
 
 
-def _group_f1(table: dict, model: str, L: int, sae: str, k: int, group: str) -> float | None:
-    entry = table.get(result_key(model, "reconstructions", L, sae, k))
+def _group_f1(table: dict, model: str, L: int, sae: str, k: int, group: str,
+              input_kind: str = "reconstructions") -> float | None:
+    entry = table.get(result_key(model, input_kind, L, sae, k))
     return None if entry is None else entry.get(group)
 
 
@@ -955,11 +956,6 @@ RESULT2_CLAIMS = {
 ORIENTED_GROUPS = ("SO", "SP", "SPO")
 
 
-def _latent_f1(table: dict, model: str, L: int, sae: str, k: int, group: str) -> float | None:
-    entry = table.get(result_key(model, "latents", L, sae, k))
-    return None if entry is None else entry.get(group)
-
-
 def _rivals(saes: Sequence[str]) -> tuple[list[str], list[str]]:
     """(every SAE but the equivariant one, the one-layer SAEs regular and wide) among ``saes``."""
     return [s for s in saes if s != "equivariant"], [s for s in ("regular", "wide") if s in saes]
@@ -967,7 +963,8 @@ def _rivals(saes: Sequence[str]) -> tuple[list[str], list[str]]:
 
 def _best_other(table: dict, model: str, L: int, k: int, group: str, rivals: Sequence[str], sae: str) -> float:
     """F1 of ``sae`` minus the best of ``rivals`` on the latents at ``(model, L, K, group)``."""
-    return _latent_f1(table, model, L, sae, k, group) - max(_latent_f1(table, model, L, o, k, group) for o in rivals)
+    return (_group_f1(table, model, L, sae, k, group, "latents")
+            - max(_group_f1(table, model, L, o, k, group, "latents") for o in rivals))
 
 
 def judge_result2(table: dict, model: str, L: int, ks: Sequence[int],

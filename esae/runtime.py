@@ -111,7 +111,8 @@ def native_bfloat16(device: torch.device | str = "cpu") -> bool:
     ``/proc/cpuinfo``). Without them torch falls back to a scalar kernel: on a 2-core AVX2 AMD
     EPYC a (1024 × 2304) · (2304 × 1024) product ran at 0.5 GFLOP/s in bfloat16 against 110 in
     float32, 220× slower."""
-    return torch.device(device).type == "cuda" or (torch.device(device).type == "cpu" and _cpu_has_bf16())
+    kind = torch.device(device).type
+    return kind == "cuda" or (kind == "cpu" and _cpu_has_bf16())
 
 
 def matmul_dtype(choice: str, device: torch.device | str = "cpu", name: str = "dtype") -> torch.dtype:
