@@ -181,3 +181,10 @@ def test_failing_chapter_prints_two_lines_and_keeps_the_failed_notebook(sandbox,
     after = _snapshot(sandbox)
     assert after.pop("root/book/chapters/failed/01_groups.ipynb")
     assert after == before
+
+
+@pytest.mark.parametrize("param", ["sae_dtype", "loss_head_dtype"])
+def test_chapter_7_matmul_dtypes_are_refused_by_name(sandbox, param):
+    _edit(sandbox, "07_sae_match:\n", f"07_sae_match:\n  {param}: half\n")
+    line = _refused(sandbox, "run", "07")
+    assert f"07_sae_match: {param} must be one of 'auto', 'float32', 'bfloat16', got 'half'" in line, line
