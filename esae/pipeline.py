@@ -140,6 +140,24 @@ def sae_configs(p05: Mapping[str, Any], layout: str) -> dict[tuple[str, int], SA
             for k in p05["ks"] for name in TRAINED_NAMES}
 
 
+@dataclass(frozen=True)
+class SeedConfigs:
+    """The configs of one seed of chapters 3–5: base models, M fits and SAEs."""
+
+    base: dict[str, TrainConfig]
+    fits: dict[str, FitConfig]
+    saes: dict[tuple[str, int], SAETrainConfig]
+
+
+def seed_configs(p03: Mapping[str, Any], p04: Mapping[str, Any], p05: Mapping[str, Any], offset: int,
+                 layout: str) -> SeedConfigs:
+    """The configs of the ``offset``-th seed of :func:`seeds` (every chapter's seed moved by
+    ``offset``, :func:`reseeded`) from chapters 3, 4 and 5's parameters, on dataset ``layout``."""
+    return SeedConfigs(base=base_model_configs(reseeded(p03, offset), layout),
+                       fits=fit_configs(reseeded(p04, offset)),
+                       saes=sae_configs(reseeded(p05, offset), layout))
+
+
 # --------------------------------------------------------------------------------------------
 # base models (chapter 3)
 

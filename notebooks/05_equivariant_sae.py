@@ -537,12 +537,10 @@ seed_list = pipeline.seeds(upstream["03_base_models"])
 seed_metrics = {seed_list[0]: metrics}
 seeds_start = time.perf_counter()
 for i, s in enumerate(seed_list[1:], start=1):
-    base_s = pipeline.base_model_configs(pipeline.reseeded(upstream["03_base_models"], i), layout)
-    fits_s = pipeline.fit_configs(pipeline.reseeded(upstream["04_fitting_m"], i))
-    configs_s = pipeline.sae_configs(pipeline.reseeded(sae_parameters, i), layout)
-    nets_s = pipeline.base_models(base_s, dev)
-    trained_s = {model: pipeline.saes(base_s[model], configs_s, fits_s, dev) for model in saes.BASE_MODELS}
-    seed_metrics[s] = evaluate_all(base_s, trained_s, nets_s)
+    cfg_s = pipeline.seed_configs(upstream["03_base_models"], upstream["04_fitting_m"], sae_parameters, i, layout)
+    nets_s = pipeline.base_models(cfg_s.base, dev)
+    trained_s = {model: pipeline.saes(cfg_s.base[model], cfg_s.saes, cfg_s.fits, dev) for model in saes.BASE_MODELS}
+    seed_metrics[s] = evaluate_all(cfg_s.base, trained_s, nets_s)
     del nets_s, trained_s
 seeds_seconds = time.perf_counter() - seeds_start
 frontier_stats = {key: {m: esae.beyond.mean_std([seed_metrics[s][key][m] for s in seed_list])

@@ -648,13 +648,13 @@ seed_list = pipeline.seeds(upstream["03_base_models"])
 seed_tables = {seed_list[0]: sweep_table}
 seeds_start = time.perf_counter()
 for i, s in enumerate(seed_list[1:], start=1):
-    base_s = pipeline.base_model_configs(pipeline.reseeded(upstream["03_base_models"], i), layout)
-    fits_s = pipeline.fit_configs(pipeline.reseeded(upstream["04_fitting_m"], i))
-    saes_s = pipeline.sae_configs(pipeline.reseeded(upstream["05_equivariant_sae"], i), layout)
+    up_s = pipeline.seed_configs(upstream["03_base_models"], upstream["04_fitting_m"], upstream["05_equivariant_sae"], i,
+                                 layout)
     cfg_s = probing.ProbingConfig(**{**config.__dict__, "probes": ("xgboost",), "seed": config.seed + i})
     train_s, test_s = probing.probing_sets(cfg_s.n_train, cfg_s.n_test, cfg_s.seed, layout)
-    seed_tables[s] = sweep(pipeline.base_models(base_s, dev),
-                           lambda model: pipeline.load_saes(base_s[model], saes_s, fits_s, dev), train_s, test_s, cfg_s, {})
+    seed_tables[s] = sweep(pipeline.base_models(up_s.base, dev),
+                           lambda model: pipeline.load_saes(up_s.base[model], up_s.saes, up_s.fits, dev), train_s, test_s,
+                           cfg_s, {})
 seeds_seconds = time.perf_counter() - seeds_start
 seeds_claims = {}  # "<model>/L<L>" -> {claim: holds | fails | within noise | untested}
 if len(seed_list) > 1:

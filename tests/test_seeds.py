@@ -24,6 +24,20 @@ def test_seeds_and_reseeded_parameters():
         pipeline.seeds({"seed": 0})
 
 
+def test_seed_configs_reseed_every_stage_and_keep_seed_zero():
+    p = {stem: resolved_parameters(stem, "smoke") for stem in ("03_base_models", "04_fitting_m", "05_equivariant_sae")}
+    args = (p["03_base_models"], p["04_fitting_m"], p["05_equivariant_sae"])
+    zero = pipeline.seed_configs(*args, 0, "upright")
+    assert zero.base == pipeline.base_model_configs(p["03_base_models"], "upright")
+    assert zero.fits == pipeline.fit_configs(p["04_fitting_m"])
+    assert zero.saes == pipeline.sae_configs(p["05_equivariant_sae"], "upright")
+    two = pipeline.seed_configs(*args, 2, "independent")
+    assert {c.seed - z.seed for c, z in zip(two.base.values(), zero.base.values())} == {2}
+    assert {c.seed - z.seed for c, z in zip(two.fits.values(), zero.fits.values())} == {2}
+    assert {c.seed - z.seed for c, z in zip(two.saes.values(), zero.saes.values())} == {2}
+    assert {c.layout for c in two.base.values()} == {"independent"}
+
+
 @pytest.mark.parametrize("profile, n", [("smoke", 1), ("default", 3)])
 def test_profiles_set_n_seeds_and_chapters_see_it_upstream(profile, n):
     assert resolved_parameters("03_base_models", profile)["n_seeds"] == n
