@@ -144,7 +144,7 @@ def sae_configs(p05: Mapping[str, Any], layout: str) -> dict[tuple[str, int], SA
 class SeedConfigs:
     """The configs of one seed of chapters 3–5: base models, M fits and SAEs."""
 
-    base: dict[str, TrainConfig]
+    base: dict[str, autoencoders.TrainConfig]
     fits: dict[str, FitConfig]
     saes: dict[tuple[str, int], SAETrainConfig]
 
