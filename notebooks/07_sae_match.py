@@ -305,8 +305,7 @@ display(Markdown(
 # The table below shows, per layer, the units that result and the SAE's held-out quality.
 
 # %%
-# bfloat16 autocast only where the hardware multiplies in bfloat16: on a CPU without bf16 units
-# torch's bfloat16 products run ~200× slower than float32 (esae.runtime.native_bfloat16)
+# bfloat16 autocast only where the hardware has it: without bf16 units ~200× slower than float32
 sae_autocast = esae.runtime.matmul_dtype(sae_dtype, dev, name="sae_dtype") == torch.bfloat16
 train_cfg = sm.TrainConfig(d_sae=d_sae, target_l0=target_l0, l0_coefficient=sae_l0_coefficient,
                            sparsity_loss=sae_sparsity_loss, steps=sae_steps, batch_size=sae_batch_size, lr=sae_lr,
@@ -317,6 +316,8 @@ if sae_source == "train":
 else:
     saes = lms.load_gemma_scope(layer_ids, device=dev)
     sae_key = {"release": lms.GEMMA_SCOPE_RELEASE, "layers": layer_ids}
+
+# %%
 quality = {t: sm.sae_quality(s, eval_acts[i]) for i, (t, s) in enumerate(zip(layer_ids, saes))}
 stats = sm.layer_statistics(saes, layer_ids, eval_acts)
 rows = ("| layer | ‖x‖ | mean θ | RMS $b_{enc}$ | median ‖$W_{enc}$ col‖ | median ‖$W_{dec}$ row‖ | "
