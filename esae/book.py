@@ -296,6 +296,12 @@ def execute_chapter(stem: str, profile: str, *, out_dir: Path | None = None,
                 papermill.execute_notebook(str(source_path), tmp_out, parameters=params, kernel_name="python3",
                                            cwd=str(root), progress_bar=False, log_output=False,
                                            engine_name=_ENGINE, extra_arguments=["--IPKernelApp.log_level=ERROR"])
+        except KeyboardInterrupt:
+            # the kernel got the SIGINT too, but papermill's shutdown may kill it before its own
+            # cleanup ran: once it has ended, remove the temporaries it owned
+            _end_children(timeout=10)
+            sweep_stale_temporaries(out_dir, root, profile)
+            raise
         except papermill.PapermillExecutionError as err:
             kept = None
             if Path(tmp_out).is_file() and Path(tmp_out).stat().st_size:
@@ -370,6 +376,18 @@ def _interrupt_reaches_kernel():
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def _end_children(timeout: float) -> None:
+    """Wait up to ``timeout`` seconds for this process's children (the kernel) to end; kill the rest."""
+    import psutil
+
+    children = psutil.Process().children(recursive=True)
+    _, alive = psutil.wait_procs(children, timeout=timeout)
+    for child in alive:
+        with contextlib.suppress(psutil.Error):
+            child.kill()
+    psutil.wait_procs(alive, timeout=timeout)
 
 
 def fold_parameters(nb, profile: str) -> None:
