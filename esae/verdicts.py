@@ -398,11 +398,12 @@ def fair_probing(fair: dict[str, Any]) -> list[Verdict]:
     return out
 
 
-def beyond_fair_rows(setting: str, reading: str, leads: dict, fmt: Callable[[dict, int], str] | None = None
-                     ) -> list[dict[str, str]]:
+def beyond_fair_rows(setting: str, reading: str, leads: dict, fmt: Callable[[dict, int], str] | None = None,
+                     where: str = "") -> list[dict[str, str]]:
     """Chapter 6b's verdict rows for RESULT 2 under a fair ``reading`` (:data:`FAIR_READINGS`) on
-    ``setting`` (``jitter`` or ``digits``): ``leads[(L, family)] = (verdict, stats)`` from the paired
-    per-seed margins (:func:`esae.beyond.verdict`); a verdict without an error bar is ``reported``."""
+    ``setting`` (``jitter/<base model>`` or ``digits``; ``where``, e.g. " (jittered shapes, mlp)",
+    ends each claim): ``leads[(L, family)] = (verdict, stats)`` from the paired per-seed margins
+    (:func:`esae.beyond.verdict`); a verdict without an error bar is ``reported``."""
     if reading not in FAIR_READINGS:
         raise ValueError(f"reading must be one of {', '.join(FAIR_READINGS)}, got {reading!r}")
     if fmt is None:
@@ -412,7 +413,7 @@ def beyond_fair_rows(setting: str, reading: str, leads: dict, fmt: Callable[[dic
         row = asdict(Verdict(
             f"beyond/{setting}/probe_fair/{reading}/{fam}/L{L}", "RESULT 2",
             f"the equivariant SAE outperforms regular and wide SAEs on truncated reconstructions ({fam} tasks, "
-            f"L = {L}) when {FAIR_READINGS[reading]}", "holds across all tasks and setups (p to the equivariant SAE only)",
+            f"L = {L}) when {FAIR_READINGS[reading]}{where}", "holds across all tasks and setups (p to the equivariant SAE only)",
             f"F1 equivariant − best rival, mean over K: {fmt(d, 3)}",
             v if v in VERDICTS else "reported", "paired per-seed margin > 2 standard errors"))
         row.pop("source")  # chapter 6b's rows carry no source column

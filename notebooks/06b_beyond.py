@@ -41,7 +41,7 @@ seed: int = 0  # first seed; seed s of n_seeds uses seed + s for data, base mode
 device: str = "auto"  # auto | cpu | cuda
 n_seeds: int = 3  # independent seeds behind every mean ± std
 jitter: float = 1.0  # strength of the shapes jitter, 0..1: scales down to 1 − 0.45·jitter, shifts up to jitter × the room left
-base_model: str = "mlp"  # the shapes base model (chapter 3's architecture): mlp | cnn
+base_models: list = ["mlp", "cnn"]  # the shapes base models (chapter 3's architectures), one comparison each: mlp, cnn
 n_train: int = 2500  # training images of the base model, M and the SAEs (shapes, train pool)
 n_heldout: int = 500  # held-out images (heldout pool): M's R², the frontier
 base_epochs: int = 8  # base-model training epochs (shapes)
@@ -71,6 +71,7 @@ fair_readings: list = ["onehot_p", "estimated_p"]  # fair readings of RESULT 2 p
 # %% tags=["hide-input"]
 import time
 
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from IPython.display import Markdown, display
@@ -135,7 +136,7 @@ display(Markdown(f"Rotating the jittered images and "
 # %% [markdown]
 # ### The protocol, sized for the CPU budget
 #
-# Each seed trains a fresh base model (the `base_model` parameter) on freshly drawn training images,
+# Each seed trains a fresh base model (each of `base_models`: chapter 3's MLP and CNN) on freshly drawn training images,
 # fits M, trains the four SAEs together (`esae.sae_stack`), and probes with XGBoost — one call,
 # {py:func}`esae.beyond.shapes_seed` (cached by {py:func}`esae.pipeline.beyond_shapes_seed`; the digits of
 # section 3: {py:func}`esae.beyond.digits_seed`). For your own model and data,
@@ -148,7 +149,8 @@ display(Markdown(f"Rotating the jittered images and "
 
 # %%
 sizes = [
-    ("base model", f"{base_model.upper()} (chapter 3's architecture), {n_train:,} training images, {base_epochs} epochs, "
+    ("base models", f"{' and '.join(m.upper() for m in base_models)} (chapter 3's architectures), each its own comparison; "
+                    f"{n_train:,} training images, {base_epochs} epochs, "
                    f"lr {base_lr:g}, rotation-augmented"),
     ("M", f"least-squares start + {m_epochs} Adam epochs; R² on {n_heldout:,} held-out orbits (×4 rotations)"),
     ("SAEs", f"regular, wide (4×), two-layer, invariant → equivariant; K ∈ {ks}; {sae_epochs} epochs "
@@ -166,9 +168,10 @@ task_idx = probing.select_tasks([t.group for t in all_tasks], tasks_per_group)
 tasks = [all_tasks[i] for i in task_idx]
 
 
-def shapes_seed(s: int, jit: float, saes, lengths_=None, readings=("paper",)) -> dict:
-    """One seed of the shapes comparison at jitter ``jit`` (esae.beyond.shapes_seed, cached): plain numbers."""
-    train_cfg = ae.TrainConfig(base_model, layout="upright", n_train=n_train, n_heldout=n_heldout, data_seed=s,
+def shapes_seed(model: str, s: int, jit: float, saes, lengths_=None, readings=("paper",)) -> dict:
+    """One seed of the shapes comparison on base model ``model`` at jitter ``jit`` (esae.beyond.shapes_seed, cached):
+    plain numbers."""
+    train_cfg = ae.TrainConfig(model, layout="upright", n_train=n_train, n_heldout=n_heldout, data_seed=s,
                                n_epochs=base_epochs, batch_size=64, lr=base_lr, seed=s)
     return pipeline.beyond_shapes_seed(train_cfg, shapes_config(s, saes, lengths_), jitter=jit, task_indices=task_idx,
                                        n_probe_train=n_probe_train, n_probe_test=n_probe_test, readings=readings,
@@ -177,10 +180,11 @@ def shapes_seed(s: int, jit: float, saes, lengths_=None, readings=("paper",)) ->
 
 t0 = time.perf_counter()
 L_top = max(lengths)
-ceiling = {s: shapes_seed(s, 0.0, ("regular",), [L_top]) for s in seeds}  # the ceiling check needs L = max(lengths) only
+# the ceiling check needs L = max(lengths) only; model -> seed -> that seed's numbers
+ceiling = {m: {s: shapes_seed(m, s, 0.0, ("regular",), [L_top]) for s in seeds} for m in base_models}
 t_ceiling = time.perf_counter() - t0
 t0 = time.perf_counter()
-jittered = {s: shapes_seed(s, jitter, beyond.SAES, readings=READINGS) for s in seeds}
+jittered = {m: {s: shapes_seed(m, s, jitter, beyond.SAES, readings=READINGS) for s in seeds} for m in base_models}
 t_jitter = time.perf_counter() - t0
 
 # %% [markdown]
@@ -198,29 +202,37 @@ def regular_f1(run: dict, L: int, family: str = "all") -> float:
     return float(np.mean([run["probe"][f"regular/k{k}/L{L}"][family] for k in ks]))
 
 
-ceil_rows = {
-    "label R²": ([ceiling[s]["label_r2"] for s in seeds], [jittered[s]["label_r2"] for s in seeds]),
-    f"regular SAE F1, L = {L_top}": ([regular_f1(ceiling[s], L_top) for s in seeds],
-                                     [regular_f1(jittered[s], L_top) for s in seeds]),
-    f"base activations F1, L = {L_top}": ([ceiling[s]["probe"][f"activations/L{L_top}"]["all"] for s in seeds],
-                                          [jittered[s]["probe"][f"activations/L{L_top}"]["all"] for s in seeds]),
-    "base model held-out MSE": ([ceiling[s]["heldout_mse"] for s in seeds], [jittered[s]["heldout_mse"] for s in seeds]),
-}
+def ceiling_rows(model: str) -> dict:
+    """Measure -> (values at jitter 0, values at the chosen jitter), one per seed, for one base model."""
+    low, high = ceiling[model], jittered[model]
+    return {
+        "label R²": ([low[s]["label_r2"] for s in seeds], [high[s]["label_r2"] for s in seeds]),
+        f"regular SAE F1, L = {L_top}": ([regular_f1(low[s], L_top) for s in seeds], [regular_f1(high[s], L_top) for s in seeds]),
+        f"base activations F1, L = {L_top}": ([low[s]["probe"][f"activations/L{L_top}"]["all"] for s in seeds],
+                                              [high[s]["probe"][f"activations/L{L_top}"]["all"] for s in seeds]),
+        "base model held-out MSE": ([low[s]["heldout_mse"] for s in seeds], [high[s]["heldout_mse"] for s in seeds]),
+    }
+
+
+ceil_rows = {m: ceiling_rows(m) for m in base_models}
 try:  # chapter 6's value at its full sizes, when this profile's chapter 6 has run
     ch6 = esae.results.read_results(profile, "06_probing")
-    ch6_f1 = float(np.mean([ch6[probing.result_key(base_model, "reconstructions", L_top, "regular", k)]["xgboost"]["all"]
-                            for k in (8, 32)]))
+    ch6_f1 = {m: float(np.mean([ch6[probing.result_key(m, "reconstructions", L_top, "regular", k)]["xgboost"]["all"]
+                                for k in (8, 32)])) for m in base_models}
 except (FileNotFoundError, KeyError, TypeError, ValueError):
-    ch6_f1 = None
-ceiling_verdicts = {name: verdict([a - b for a, b in zip(*pair)], positive="ceiling gone", negative="higher with jitter")
-                    for name, pair in ceil_rows.items() if "MSE" not in name}
-rows = "| measure | jitter 0 | jitter " + f"{jitter:g}" + " | drop (paired) | verdict |\n|---|---|---|---|---|\n"
-for name, (a, b) in ceil_rows.items():
-    v, d = ceiling_verdicts.get(name, ("", mean_std([x - y for x, y in zip(a, b)])))
-    rows += f"| {name} | {fmt(mean_std(a), 4)} | {fmt(mean_std(b), 4)} | {fmt(d, 4)} | {v} |\n"
-note = (f" Chapter 6 at its full sizes ({base_model.upper()}, all 180 tasks) gives the regular SAE F1 {ch6_f1:.3f} at "
-        f"L = {L_top}; the jitter-0 column here is lower because these models train on fewer images for fewer steps, "
-        "which is why the ceiling is measured at equal sizes on both sides." if ch6_f1 is not None else "")
+    ch6_f1 = {}
+ceiling_verdicts = {m: {name: verdict([a - b for a, b in zip(*pair)], positive="ceiling gone", negative="higher with jitter")
+                        for name, pair in ceil_rows[m].items() if "MSE" not in name} for m in base_models}
+rows = ("| base model | measure | jitter 0 | jitter " + f"{jitter:g}" + " | drop (paired) | verdict |\n"
+        "|---|---|---|---|---|---|\n")
+for m in base_models:
+    for name, (a, b) in ceil_rows[m].items():
+        v, d = ceiling_verdicts[m].get(name, ("", mean_std([x - y for x, y in zip(a, b)])))
+        rows += f"| {m.upper()} | {name} | {fmt(mean_std(a), 4)} | {fmt(mean_std(b), 4)} | {fmt(d, 4)} | {v} |\n"
+note = (" Chapter 6 at its full sizes (all 180 tasks) gives the regular SAE F1 "
+        + ", ".join(f"{v:.3f} ({m.upper()})" for m, v in ch6_f1.items()) + f" at L = {L_top}; the jitter-0 column here is "
+        "lower because these models train on fewer images for fewer steps, which is why the ceiling is measured at equal "
+        "sizes on both sides." if ch6_f1 else "")
 display(Markdown(rows + f"\nMean ± std over {n_seeds} seed(s); the jitter-0 side took {t_ceiling:.0f} s, the jittered "
                  f"comparison {t_jitter:.0f} s (wall clock, cached seeds cost nothing)." + note))
 
@@ -242,8 +254,12 @@ def m_table(runs: dict, label: str) -> tuple[str, dict]:
 
 
 head = "| base model | R² p=1 | R² p=2 | R² p=3 | R² mean | R² of M = I | ‖M⁴ − I‖/‖I‖ |\n|---|---|---|---|---|---|---|\n"
-row, m_jitter = m_table(jittered, f"{base_model.upper()}, jitter {jitter:g}")
-display(Markdown(head + row))
+m_jitter = {}
+rows = ""
+for m in base_models:
+    row, m_jitter[m] = m_table(jittered[m], f"{m.upper()}, jitter {jitter:g}")
+    rows += row
+display(Markdown(head + rows))
 
 # %% [markdown]
 # **The frontier (chapter 5).** Spliced MSE (the autoencoder's pixel error with its activations
@@ -265,8 +281,11 @@ def frontier_md(stats: dict, ks_: list, spliced_name: str, base: dict, digits_: 
     return out + f"\nWithout an SAE: {spliced_name} {fmt(base, digits_)}."
 
 
-fr_jitter = frontier_stats(jittered, ks)
-display(Markdown(frontier_md(fr_jitter, ks, "spliced MSE", mean_std([jittered[s]["frontier"]["base"]["spliced"] for s in seeds]))))
+fr_jitter = {m: frontier_stats(jittered[m], ks) for m in base_models}
+display(Markdown("\n\n".join(
+    f"**{m.upper()}**\n\n" + frontier_md(fr_jitter[m], ks, "spliced MSE",
+                                           mean_std([jittered[m][s]["frontier"]["base"]["spliced"] for s in seeds]))
+    for m in base_models)))
 
 # %% [markdown]
 # **Probing (chapter 6).** XGBoost F1 on the truncated reconstructions — the form of the paper's
@@ -304,24 +323,27 @@ def lead_verdicts(runs: dict, ks_: list, lengths_: list, families: list, reading
 
 
 FAMS = ["invariant", "equivariant"]
-pr_jitter = probe_stats(jittered, ks, lengths, [*FAMS, *probing.GROUPS, "all"])
-lead_jitter = lead_verdicts(jittered, ks, lengths, FAMS)
-display(Markdown(probe_md(pr_jitter, lengths, FAMS) + "\n\nEquivariant − best of regular and wide (per seed, mean over K): "
-                 + "; ".join(f"L={L} {fam} {fmt(d, 3)} → **{v}**" for (L, fam), (v, d) in lead_jitter.items())))
+pr_jitter = {m: probe_stats(jittered[m], ks, lengths, [*FAMS, *probing.GROUPS, "all"]) for m in base_models}
+lead_jitter = {m: lead_verdicts(jittered[m], ks, lengths, FAMS) for m in base_models}
+display(Markdown("\n\n".join(
+    f"**{m.upper()}**\n\n" + probe_md(pr_jitter[m], lengths, FAMS) + "\n\nEquivariant − best of regular and wide "
+    "(per seed, mean over K): " + "; ".join(f"L={L} {fam} {fmt(d, 3)} → **{v}**" for (L, fam), (v, d) in lead_jitter[m].items())
+    for m in base_models)))
 
 # %% [markdown]
 # {numref}`fig-06b-probing` draws the "all tasks" column of this table against L, with the seeds'
 # spread as error bars.
 
 # %%
-curves = {name: [pr_jitter[(name, L, "all")]["mean"] for L in lengths] for name in ("activations", *beyond.SAES)}
-errors = {name: [pr_jitter[(name, L, "all")]["std"] or 0.0 for L in lengths] for name in curves}
-fig = esae.plots.line_plot(lengths, curves, errors=errors, xlabel="truncation length L",
-                           ylabel="XGBoost F1 (all probed tasks)",
-                           title=f"Jittered shapes, {base_model.upper()}: truncated reconstructions")
+fig, axes = plt.subplots(1, len(base_models), figsize=(6.2 * len(base_models), 3.6), sharey=True, squeeze=False)
+for ax, m in zip(axes[0], base_models):
+    curves = {name: [pr_jitter[m][(name, L, "all")]["mean"] for L in lengths] for name in ("activations", *beyond.SAES)}
+    errors = {name: [pr_jitter[m][(name, L, "all")]["std"] or 0.0 for L in lengths] for name in curves}
+    esae.plots.line_plot(lengths, curves, errors=errors, xlabel="truncation length L", ylabel="XGBoost F1 (all probed tasks)",
+                         title=f"Jittered shapes, {m.upper()}: truncated reconstructions", ax=ax)
 esae.figures.show(fig, "fig-06b-probing", f"XGBoost F1 over all probed tasks of the jittered shapes against the "
-                  f"truncation length L, for the activations and each SAE's truncated reconstructions "
-                  f"(mean ± std over {n_seeds} seed(s), mean over K).")
+                  f"truncation length L, for the activations and each SAE's truncated reconstructions, one panel per "
+                  f"base model (mean ± std over {n_seeds} seed(s), mean over K).")
 
 # %% [markdown]
 # ## 3. Real images: handwritten digits and a CNN classifier
@@ -383,13 +405,22 @@ display(Markdown(probe_md(pr_digits, digits_lengths, FAMS) + "\n\nEquivariant �
 # %% tags=["hide-input"]
 FAIR_NAMES = {"paper": "paper's reading (p to the equivariant SAE only)", "onehot_p": "every SAE's probe gets p (one-hot)",
               "estimated_p": "equivariant SAE with estimated p̂"}
+# the settings compared: jittered shapes on each base model, then the digits
+SETTINGS = [(f"jitter/{m}", f"Jittered shapes, {m.upper()}", jittered[m], ks, lengths) for m in base_models]
+SETTINGS.append(("digits", "Digits", digit_runs, digits_ks, digits_lengths))
+
+
+def lower_first(title: str) -> str:
+    """'Jittered shapes, MLP' -> 'jittered shapes, MLP' (for the middle of a sentence)."""
+    return title[:1].lower() + title[1:]
+
 fair_leads = {}  # (setting, reading) -> {(L, family): (verdict, stats)}
 fair_md = ""
-for setting, runs, ks_, lengths_ in (("jitter", jittered, ks, lengths), ("digits", digit_runs, digits_ks, digits_lengths)):
+for setting, title, runs, ks_, lengths_ in SETTINGS:
     for reading in READINGS:
         fair_leads[(setting, reading)] = lead_verdicts(runs, ks_, lengths_, FAMS, reading)
     cols = [(L, fam) for L in lengths_ for fam in FAMS]
-    fair_md += (f"\n\n**{'Jittered shapes' if setting == 'jitter' else 'Digits'}** — margin equivariant − best of regular "
+    fair_md += (f"\n\n**{title}** — margin equivariant − best of regular "
                 "and wide (mean ± std over seeds) and verdict:\n\n| reading | " + " | ".join(f"L={L} {fam}" for L, fam in cols)
                 + " |\n|---" + "|---" * len(cols) + "|\n")
     for reading in READINGS:
@@ -403,16 +434,19 @@ display(Markdown(fair_md if len(READINGS) > 1 else "The fair readings were not r
 
 # %%
 if "onehot_p" in READINGS:
-    pr_fair = {(name, L, fam): mean_std([float(np.mean([jittered[s]["probe"][beyond.reading_key("onehot_p", name, k, L)][fam]
-                                                         for k in ks])) for s in seeds])
-               for name in beyond.SAES for L in lengths for fam in FAMS}
-    curves = {f"{name} (+p)": [pr_fair[(name, L, "equivariant")]["mean"] for L in lengths] for name in beyond.SAES}
-    curves.update({f"{name}": [pr_jitter[(name, L, "equivariant")]["mean"] for L in lengths] for name in ("regular", "equivariant")})
-    fig = esae.plots.line_plot(lengths, curves, xlabel="truncation length L", ylabel="XGBoost F1 (SO, SP, SPO tasks)",
-                               title=f"Jittered shapes, {base_model.upper()}: with p one-hot in every probe")
+    fig, axes = plt.subplots(1, len(base_models), figsize=(6.2 * len(base_models), 3.6), sharey=True, squeeze=False)
+    for ax, m in zip(axes[0], base_models):
+        pr_fair = {(name, L): mean_std([float(np.mean([jittered[m][s]["probe"][beyond.reading_key("onehot_p", name, k, L)]
+                                                        ["equivariant"] for k in ks])) for s in seeds])
+                   for name in beyond.SAES for L in lengths}
+        curves = {f"{name} (+p)": [pr_fair[(name, L)]["mean"] for L in lengths] for name in beyond.SAES}
+        curves.update({f"{name}": [pr_jitter[m][(name, L, "equivariant")]["mean"] for L in lengths]
+                       for name in ("regular", "equivariant")})
+        esae.plots.line_plot(lengths, curves, xlabel="truncation length L", ylabel="XGBoost F1 (SO, SP, SPO tasks)",
+                             title=f"Jittered shapes, {m.upper()}: with p one-hot in every probe", ax=ax)
     esae.figures.show(fig, "fig-06b-fair", "XGBoost F1 on the orientation-dependent tasks of the jittered shapes against L: "
                       "every SAE's truncated reconstruction with the rotation p as one-hot columns (+p), next to the paper's "
-                      f"reading for the regular and equivariant SAEs (mean over {n_seeds} seed(s) and K).")
+                      f"reading for the regular and equivariant SAEs, one panel per base model (mean over {n_seeds} seed(s) and K).")
 
 # %% [markdown]
 # ## Verdicts
@@ -438,18 +472,23 @@ def book_verdict(v: str) -> str:
 
 
 verdicts = []
-for name, (a, b) in ceil_rows.items():
-    if name in ceiling_verdicts:
-        v, d = ceiling_verdicts[name]
-        verdicts.append({"id": f"beyond/ceiling/{'label_r2' if 'label' in name else 'f1_regular' if 'regular' in name else 'f1_activations'}",
-                         "claim": f"jitter removes the ceiling: {name} falls",
-                         "paper": "beyond the paper (book: label R² 0.9998 MLP, F1 ≈ 1 at L = 32 on the unjittered shapes)",
-                         "this_run": f"jitter 0: {fmt(mean_std(a), 4)}; jitter {jitter:g}: {fmt(mean_std(b), 4)}; drop {fmt(d, 4)}",
-                         "verdict": book_verdict(v), "test": "paired drop over seeds > 2 standard errors"})
-for setting, runs, ks_, m_stats, leads in (("jitter", jittered, ks, m_jitter, lead_jitter),
-                                           ("digits", digit_runs, digits_ks, m_digits, lead_digits)):
+for m in base_models:
+    for name, (a, b) in ceil_rows[m].items():
+        if name in ceiling_verdicts[m]:
+            v, d = ceiling_verdicts[m][name]
+            what = "label_r2" if "label" in name else "f1_regular" if "regular" in name else "f1_activations"
+            verdicts.append({"id": f"beyond/ceiling/{m}/{what}", "claim": f"jitter removes the ceiling ({m.upper()}): {name} falls",
+                             "paper": "beyond the paper (book: label R² 0.9998 MLP, 0.999998 CNN; F1 ≈ 1 at L = 32 on the "
+                                      "unjittered shapes)",
+                             "this_run": f"jitter 0: {fmt(mean_std(a), 4)}; jitter {jitter:g}: {fmt(mean_std(b), 4)}; "
+                                         f"drop {fmt(d, 4)}",
+                             "verdict": book_verdict(v), "test": "paired drop over seeds > 2 standard errors"})
+M_STATS = {**{f"jitter/{m}": m_jitter[m] for m in base_models}, "digits": m_digits}
+LEADS = {**{f"jitter/{m}": lead_jitter[m] for m in base_models}, "digits": lead_digits}
+for setting, title, runs, ks_, _ in SETTINGS:
+    m_stats, leads, where = M_STATS[setting], LEADS[setting], f" ({lower_first(title)})"
     v, d = verdict([runs[s]["m"]["r2_mean"] - R2_BAR for s in seeds], positive="agrees", negative="differs")
-    verdicts.append({"id": f"beyond/{setting}/m_r2", "claim": f"RESULT 1: M is learned effectively (held-out R² > {R2_BAR})",
+    verdicts.append({"id": f"beyond/{setting}/m_r2", "claim": f"RESULT 1: M is learned effectively (held-out R² > {R2_BAR}){where}",
                      "paper": "R² 0.987 ± 0.001 (mean over p)",
                      "this_run": f"R² {fmt(m_stats['mean p=1..3'], 4)} (p=1..3: "
                                  + ", ".join(fmt(m_stats[f'p={p}'], 4) for p in (1, 2, 3))
@@ -458,24 +497,25 @@ for setting, runs, ks_, m_stats, leads in (("jitter", jittered, ks, m_jitter, le
     for (L, fam), (v, d) in leads.items():
         verdicts.append({"id": f"beyond/{setting}/probe/{fam}/L{L}",
                          "claim": f"RESULT 2: the equivariant SAE outperforms regular and wide SAEs on truncated "
-                                  f"reconstructions ({fam} tasks, L = {L})",
+                                  f"reconstructions ({fam} tasks, L = {L}){where}",
                          "paper": "holds across all tasks and setups (CNN, L = 32, K = 8/16/32)",
                          "this_run": f"F1 equivariant − best rival, mean over K: {fmt(d, 3)}",
                          "verdict": book_verdict(v), "test": "paired per-seed margin > 2 standard errors"})
     v, d = verdict([k_mean(runs, s, "equivariant", ks_, "l1") - k_mean(runs, s, "regular", ks_, "l1") for s in seeds],
                    positive="agrees", negative="differs")
-    verdicts.append({"id": f"beyond/{setting}/frontier/l1", "claim": "RESULT 3: regular SAEs have sparser latents (lower L1)",
+    verdicts.append({"id": f"beyond/{setting}/frontier/l1", "claim": f"RESULT 3: regular SAEs have sparser latents (lower L1){where}",
                      "paper": "regular SAEs generally have sparser latents", "this_run": f"L1 equivariant − regular, mean over K: {fmt(d, 2)}",
                      "verdict": book_verdict(v), "test": "paired per-seed difference > 2 standard errors"})
     v, d = verdict([k_mean(runs, s, "equivariant", ks_, "spliced") - k_mean(runs, s, "regular", ks_, "spliced") for s in seeds],
                    positive="agrees", negative="differs")
-    verdicts.append({"id": f"beyond/{setting}/frontier/spliced", "claim": "RESULT 3: the equivariant SAE lags behind in reconstruction",
+    verdicts.append({"id": f"beyond/{setting}/frontier/spliced", "claim": f"RESULT 3: the equivariant SAE lags behind in reconstruction{where}",
                      "paper": "equivariant SAEs lag behind in the reconstruction/sparsity frontier",
                      "this_run": f"spliced loss equivariant − regular, mean over K: {fmt(d, 5)}",
                      "verdict": book_verdict(v), "test": "paired per-seed difference > 2 standard errors"})
+TITLES = {setting: title for setting, title, *_ in SETTINGS}
 for (setting, reading), leads in fair_leads.items():
     if reading != "paper":
-        verdicts.extend(esae.verdicts.beyond_fair_rows(setting, reading, leads, fmt))
+        verdicts.extend(esae.verdicts.beyond_fair_rows(setting, reading, leads, fmt, where=f" ({lower_first(TITLES[setting])})"))
 display(Markdown("| id | claim | this run | verdict |\n|---|---|---|---|\n"
                  + "".join(f"| {v['id']} | {v['claim']} | {v['this_run']} | **{v['verdict']}** |\n" for v in verdicts)))
 
@@ -489,48 +529,51 @@ def stats_json(stats: dict) -> dict:
 
 elapsed = time.perf_counter() - chapter_start
 json_out = {
-    "n_seeds": n_seeds, "seeds": seeds, "jitter": jitter, "base_model": base_model,
+    "n_seeds": n_seeds, "seeds": seeds, "jitter": jitter, "base_models": base_models,
     "sizes": {a: b for a, b in sizes},
     "shapes_tasks": [t.name for t in tasks],
     "digits_tasks": [t.name for t in d_tasks],
-    "ceiling": {name: {"jitter_0": mean_std(a), f"jitter_{jitter:g}": mean_std(b)} for name, (a, b) in ceil_rows.items()},
-    "chapter6_regular_f1": ch6_f1,  # chapter 6's full-size value at the same L, for reference (None if not run)
-    "shapes": {"label_r2": mean_std([jittered[s]["label_r2"] for s in seeds]), "m_r2": m_jitter,
-               "frontier": stats_json(fr_jitter), "xgboost_f1": stats_json(pr_jitter)},
+    "ceiling": {m: {name: {"jitter_0": mean_std(a), f"jitter_{jitter:g}": mean_std(b)} for name, (a, b) in ceil_rows[m].items()}
+                for m in base_models},
+    "chapter6_regular_f1": ch6_f1,  # chapter 6's full-size value at the same L per base model, for reference ({} if not run)
+    "shapes": {m: {"label_r2": mean_std([jittered[m][s]["label_r2"] for s in seeds]), "m_r2": m_jitter[m],
+                   "frontier": stats_json(fr_jitter[m]), "xgboost_f1": stats_json(pr_jitter[m])} for m in base_models},
     "digits": {"accuracy": acc, "m_r2": m_digits, "frontier": stats_json(fr_digits), "xgboost_f1": stats_json(pr_digits)},
-    "per_seed": {name: {s: {k: v for k, v in run.items() if k != "seconds"} for s, run in runs.items()}
-                 for name, runs in (("ceiling", ceiling), ("shapes", jittered), ("digits", digit_runs))},
+    "per_seed": {**{name: {m: {s: {k: v for k, v in run.items() if k != "seconds"} for s, run in by_model[m].items()}
+                           for m in base_models} for name, by_model in (("ceiling", ceiling), ("shapes", jittered))},
+                 "digits": {s: {k: v for k, v in run.items() if k != "seconds"} for s, run in digit_runs.items()}},
     "fair": {setting: {reading: {f"L{L}/{fam}": {"verdict": v, "margin": d} for (L, fam), (v, d) in leads.items()}
                        for (st, reading), leads in fair_leads.items() if st == setting}
-             for setting in ("jitter", "digits")},
+             for setting, *_ in SETTINGS},
     "p_hat_accuracy": {setting: {f"k{k}": mean_std([runs[s]["p_hat_accuracy"][f"k{k}"] for s in seeds]) for k in ks_}
-                       for setting, runs, ks_ in (("jitter", jittered, ks), ("digits", digit_runs, digits_ks))}
+                       for setting, _, runs, ks_, _ in SETTINGS}
     if "estimated_p" in READINGS else {},
     "verdicts": verdicts,
 }  # wall times stay out (timings.json has the chapter's): the same profile gives the same bytes
 esae.results.write_results(profile, "06b_beyond", json_out)
 
-where_leads = {setting: [f"L={L} {fam}" for (L, fam), (v, _) in leads.items() if v == "agrees"]
-               for setting, leads in (("jittered shapes", lead_jitter), ("digits", lead_digits))}
-where_trails = {setting: [f"L={L} {fam}" for (L, fam), (v, _) in leads.items() if v == "differs"]
-                for setting, leads in (("jittered shapes", lead_jitter), ("digits", lead_digits))}
-label = ceil_rows["label R²"]
+where_leads = {title: [f"L={L} {fam}" for (L, fam), (v, _) in LEADS[setting].items() if v == "agrees"]
+               for setting, title, *_ in SETTINGS}
+where_trails = {title: [f"L={L} {fam}" for (L, fam), (v, _) in LEADS[setting].items() if v == "differs"]
+                for setting, title, *_ in SETTINGS}
+F1_TOP = f"regular SAE F1, L = {L_top}"
 lines = [
-    f"- **Setup.** {n_seeds} seed(s); shapes at jitter {jitter:g} with the {base_model.upper()}, digits with a CNN classifier; "
-    f"the chapter took {elapsed / 60:.1f} minutes (wall clock, on a machine shared with other jobs).",
-    f"- **The ceiling.** Label R² {fmt(mean_std(label[0]), 4)} at jitter 0 against {fmt(mean_std(label[1]), 4)} at jitter "
-    f"{jitter:g} ({ceiling_verdicts['label R²'][0]}); regular-SAE F1 at L = {L_top} "
-    f"{fmt(mean_std(ceil_rows[f'regular SAE F1, L = {L_top}'][0]), 3)} against "
-    f"{fmt(mean_std(ceil_rows[f'regular SAE F1, L = {L_top}'][1]), 3)} ({ceiling_verdicts[f'regular SAE F1, L = {L_top}'][0]}).",
-    f"- **M.** Held-out R² (mean over p = 1..3) {fmt(m_jitter['mean p=1..3'], 4)} on jittered shapes and "
-    f"{fmt(m_digits['mean p=1..3'], 4)} on the digit classifier's hidden layer (M = I: {fmt(m_jitter['M = I'], 3)} and "
-    f"{fmt(m_digits['M = I'], 3)}); ‖M⁴ − I‖/‖I‖ {fmt(m_jitter['‖M⁴ − I‖/‖I‖'], 3)} and {fmt(m_digits['‖M⁴ − I‖/‖I‖'], 3)}.",
+    f"- **Setup.** {n_seeds} seed(s); shapes at jitter {jitter:g} with the {' and the '.join(m.upper() for m in base_models)}, "
+    f"digits with a CNN classifier; the chapter took {elapsed / 60:.1f} minutes (wall clock, on a machine shared with other jobs).",
+    "- **The ceiling.** " + "; ".join(
+        f"{m.upper()}: label R² {fmt(mean_std(ceil_rows[m]['label R²'][0]), 4)} at jitter 0 against "
+        f"{fmt(mean_std(ceil_rows[m]['label R²'][1]), 4)} at jitter {jitter:g} ({ceiling_verdicts[m]['label R²'][0]}), "
+        f"regular-SAE F1 at L = {L_top} {fmt(mean_std(ceil_rows[m][F1_TOP][0]), 3)} against "
+        f"{fmt(mean_std(ceil_rows[m][F1_TOP][1]), 3)} ({ceiling_verdicts[m][F1_TOP][0]})" for m in base_models) + ".",
+    "- **M.** Held-out R² (mean over p = 1..3; M = I in brackets; then ‖M⁴ − I‖/‖I‖): " + "; ".join(
+        f"{lower_first(title)} {fmt(M_STATS[setting]['mean p=1..3'], 4)} ({fmt(M_STATS[setting]['M = I'], 3)}), "
+        f"{fmt(M_STATS[setting]['‖M⁴ − I‖/‖I‖'], 3)}" for setting, title, *_ in SETTINGS) + ".",
 ]
-for setting in where_leads:
-    lines.append(f"- **Probing, {setting}.** The equivariant SAE leads regular and wide beyond two standard errors at "
-                 + (", ".join(where_leads[setting]) or "no (L, family)") + "; it trails at "
-                 + (", ".join(where_trails[setting]) or "none") + "; the rest is within noise.")
-for setting, label in (("jitter", "jittered shapes"), ("digits", "digits")):
+for title in where_leads:
+    lines.append(f"- **Probing, {lower_first(title)}.** The equivariant SAE leads regular and wide beyond two standard errors at "
+                 + (", ".join(where_leads[title]) or "no (L, family)") + "; it trails at "
+                 + (", ".join(where_trails[title]) or "none") + "; the rest is within noise.")
+for setting, title, *_ in SETTINGS:
     if len(READINGS) < 2:
         break
     won = [c for c, (v, _) in fair_leads[(setting, "paper")].items() if v == "agrees"]
@@ -541,19 +584,21 @@ for setting, label in (("jitter", "jittered shapes"), ("digits", "digits")):
         lost = [f"L={L} {fam} ({fmt(lv[(L, fam)][1], 3)}, {lv[(L, fam)][0]})" for (L, fam) in won if lv[(L, fam)][0] != "agrees"]
         parts.append(f"when {FAIR_NAMES[reading]}, " + (f"it keeps {', '.join(kept)}" if kept else "it keeps none")
                      + (f" and loses {', '.join(lost)}" if lost else ""))
-    lines.append(f"- **Fairness, {label}.** Of the leads beyond noise under the paper's reading ("
+    lines.append(f"- **Fairness, {lower_first(title)}.** Of the leads beyond noise under the paper's reading ("
                  + (", ".join(f"L={L} {fam}" for L, fam in won) or "none") + "): " + "; ".join(parts) + ".")
-timed = {name: [run["seconds"] for run in runs.values() if "seconds" in run]
-         for name, runs in (("jitter 0", ceiling), (f"jitter {jitter:g}", jittered), ("digits", digit_runs))}
+timed = {**{f"{m.upper()}, jitter {j:g}": [run["seconds"] for run in runs[m].values() if "seconds" in run]
+            for m in base_models for j, runs in ((0, ceiling), (jitter, jittered))},
+         "digits": [run["seconds"] for run in digit_runs.values() if "seconds" in run]}
 if any(timed.values()):
     lines.append("- **Where the time goes** (wall seconds per seed, mean; freshly computed seeds only): " + "; ".join(
         f"{name}: " + ", ".join(f"{step} {np.mean([t[step] for t in ts if step in t]):.0f}"
                                 for step in ("base_model", "m", "saes", "frontier", "probe") if any(step in t for t in ts))
         for name, ts in timed.items() if ts) + ".")
-for setting in ("jitter", "digits"):
-    rows_ = [v for v in verdicts if v["id"].startswith(f"beyond/{setting}/")]
-    said = {w: [v["id"].split("/", 2)[2] for v in rows_ if v["verdict"] == w] for w in ("agrees", "differs", "within noise")}
-    lines.append(f"- **{'Jittered shapes' if setting == 'jitter' else 'Digits'}: what transfers.** The paper's claim holds "
+for setting, title, *_ in SETTINGS:
+    prefix = f"beyond/{setting}/"
+    rows_ = [v for v in verdicts if v["id"].startswith(prefix)]
+    said = {w: [v["id"][len(prefix):] for v in rows_ if v["verdict"] == w] for w in ("agrees", "differs", "within noise")}
+    lines.append(f"- **{title}: what transfers.** The paper's claim holds "
                  f"beyond noise for " + (", ".join(said["agrees"]) or "none") + "; the opposite holds for "
                  + (", ".join(said["differs"]) or "none") + "; undecided: " + (", ".join(said["within noise"]) or "none") + ".")
 display(Markdown("\n".join(lines) + "\n\n" + esae.verdicts.conclusion(verdicts)))

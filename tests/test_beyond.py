@@ -217,7 +217,12 @@ def test_the_chapter_writes_verdicts_in_the_summary_schema(smoke_book):
     data = json.loads((workspace / "results" / "smoke" / "06b_beyond.json").read_text())
     assert data["verdicts"] and all(set(v) == {"id", "claim", "paper", "this_run", "verdict", "test"}
                                     for v in data["verdicts"])
-    assert {"label_r2", "m_r2", "xgboost_f1"} <= set(data["shapes"]) and {"m_r2", "xgboost_f1"} <= set(data["digits"])
+    assert set(data["shapes"]) == set(data["base_models"]) == {"mlp", "cnn"}  # one comparison per base model
+    assert all({"label_r2", "m_r2", "xgboost_f1"} <= set(data["shapes"][m]) for m in data["base_models"])
+    assert {"m_r2", "xgboost_f1"} <= set(data["digits"])
+    ids = {v["id"] for v in data["verdicts"]}
+    assert {f"beyond/jitter/{m}/m_r2" for m in ("mlp", "cnn")} | {"beyond/digits/m_r2"} <= ids
+    assert {f"beyond/ceiling/{m}/label_r2" for m in ("mlp", "cnn")} <= ids
     assert [r.seconds for r in runs if r.stem == "06b_beyond"][0] < 120  # generous: the machine is shared
 
 
