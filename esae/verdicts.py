@@ -525,10 +525,18 @@ def sae_match(r: dict[str, Any]) -> list[Verdict]:
     if prune:
         epd = [v["encode_permute_decode"] for v in prune.values()]
         beats = [v["encode_permute_decode"] < v["layer_drop"] for v in prune.values()]
+        # the paper's "from about layer 10 on" is layer 10 of Gemma 2 2B's 26: the same depth of this model
+        depth = max(int(b) for b in prune) + 1
+        cut = round(depth * 10 / 26)
+        early = [v["encode_permute_decode"] for b, v in prune.items() if int(b) < cut]
+        late = [v["encode_permute_decode"] for b, v in prune.items() if int(b) >= cut]
+        split = (f"; blocks ≥ {cut} (layer 10 of 26 at this depth) median {median(late):.3f} against "
+                 f"{median(early):.3f} before ({len(late)} and {len(early)} blocks)" if early and late else "")
         out.append(Verdict("match-pruning", "SAE Match §5", "layer pruning by encode-permute-decode",
                            "small ΔL from about layer 10 on (Gemma 2 2B)",
-                           f"median ΔL {median(epd):.3f} nats; beats layer drop on {_fraction(beats)} measured blocks",
-                           "reported", "ΔL of encode-permute-decode vs dropping the block"))
+                           f"median ΔL {median(epd):.3f} nats; beats layer drop on {_fraction(beats)} measured blocks"
+                           + split, "reported", "ΔL of encode-permute-decode vs dropping the block, "
+                           "and its median on the later blocks against the earlier ones"))
     quality = r.get("sae_quality")
     if quality:
         out.append(Verdict("match-sae-quality", "beyond", "the SAEs matched", "(Gemma Scope: trained on billions of tokens)",

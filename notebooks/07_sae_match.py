@@ -520,11 +520,12 @@ display(Markdown(
 # vocabulary head (about 0.24 CPU s per window on a CPU with bfloat16 units, near their peak; on
 # a CPU without them the head runs in float32, 42 GFLOP per window, about 0.4 s at 110 GFLOP/s) and the blocks
 # after the edit (about 0.019 CPU s per window and block, float32): all six variants on all 17
-# pairs cost about 1,300 CPU s on the 2-core machine, three times what the book's budget gave
-# this cell (every variant on one pair in four). So the variants in `loss_every_pair` — in the
-# default profile the three that the folding verdicts compare — are measured on every layer pair,
-# the others on every `loss_pair_stride`-th pair. The statement below says which ran where;
-# comparisons between variants use the pairs both were measured on.
+# pairs are 102 passes, about 27 min of a 2-core CPU without bfloat16 units (half that with
+# them). The default profile measures all of them: the layer-pruning verdict compares blocks from
+# about layer 10 on, and a sample of one pair in four left it 5 blocks. A cheaper profile can
+# measure only the variants in `loss_every_pair` on every pair and the others on every
+# `loss_pair_stride`-th pair; the statement below says which ran where, and comparisons between
+# variants use the pairs both were measured on.
 
 # %% tags=["hide-input"]
 loss_variants = [m for m in ("folded", "unfolded", "unfolded_decoder", "data_based") if m in methods] + ["own",

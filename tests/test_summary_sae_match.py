@@ -90,3 +90,12 @@ def test_no_pipe_breaks_a_table_row(tmp_results):
     text = summary.claims_markdown("smoke")
     rows = [line for line in text.splitlines() if line.startswith("| ")]
     assert rows and all(line.replace("\\|", "").count("|") == 7 for line in rows)
+
+
+def test_pruning_row_splits_the_blocks_at_the_papers_depth(tmp_results):
+    prune = {str(b): {"encode_permute_decode": 3.0 if b < 7 else 0.5, "layer_drop": 1.0} for b in range(1, 18)}
+    results.write_results("smoke", "07_sae_match", chapter7(pruning=prune))
+    row = rows_by_start()["match-pruning"]
+    # 18 blocks: layer 10 of Gemma 2 2B's 26 is block 7 here
+    assert "blocks ≥ 7 (layer 10 of 26 at this depth) median 0.500 against 3.000 before (11 and 6 blocks)" in row["this_run"]
+    assert row["verdict"] == "reported"
