@@ -590,7 +590,8 @@ timed = {**{f"{m.upper()}, jitter {j:g}": [run["seconds"] for run in runs[m].val
             for m in base_models for j, runs in ((0, ceiling), (jitter, jittered))},
          "digits": [run["seconds"] for run in digit_runs.values() if "seconds" in run]}
 if any(timed.values()):
-    lines.append("- **Where the time goes** (wall seconds per seed, mean; freshly computed seeds only): " + "; ".join(
+    lines.append("- **Where the time goes** (wall seconds per seed, mean, as measured when each seed was computed: "
+                 "a cached seed keeps its first run's times): " + "; ".join(
         f"{name}: " + ", ".join(f"{step} {np.mean([t[step] for t in ts if step in t]):.0f}"
                                 for step in ("base_model", "m", "saes", "frontier", "probe") if any(step in t for t in ts))
         for name, ts in timed.items() if ts) + ".")
