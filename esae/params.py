@@ -267,7 +267,8 @@ RULES: dict[str, dict[str, Rule]] = {
     },
     "06b_beyond": {
         "n_seeds": Rule(lo=1, hi=100), "jitter": Rule(lo=0.0, hi=1.0, lo_open=True),
-        "base_models": Rule(choices=("mlp", "cnn"), nonempty=True, distinct=True), "n_train": Rule(lo=64), "n_heldout": Rule(lo=16),
+        "base_models": Rule(choices=("mlp", "cnn"), nonempty=True, distinct=True),
+        "n_train": Rule(lo=64), "n_heldout": Rule(lo=16),
         "base_epochs": _INT1, "base_lr": _RATE, "ks": Rule(lo=1, hi=2048, nonempty=True, distinct=True),
         "sae_epochs": _INT1, "invariant_epochs": _INT1, "sae_batch_size": _INT1, "sae_lr": _RATE, "m_epochs": _INT1,
         "n_probe_train": Rule(lo=20), "n_probe_test": Rule(lo=20),

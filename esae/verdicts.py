@@ -401,7 +401,7 @@ def fair_probing(fair: dict[str, Any]) -> list[Verdict]:
 def beyond_fair_rows(setting: str, reading: str, leads: dict, fmt: Callable[[dict, int], str] | None = None,
                      where: str = "") -> list[dict[str, str]]:
     """Chapter 6b's verdict rows for RESULT 2 under a fair ``reading`` (:data:`FAIR_READINGS`) on
-    ``setting`` (``jitter/<base model>`` or ``digits``; ``where``, e.g. " (jittered shapes, mlp)",
+    ``setting`` (``jitter/<base model>`` or ``digits``; ``where``, e.g. " (jittered shapes, MLP)",
     ends each claim): ``leads[(L, family)] = (verdict, stats)`` from the paired per-seed margins
     (:func:`esae.beyond.verdict`); a verdict without an error bar is ``reported``."""
     if reading not in FAIR_READINGS:
