@@ -188,3 +188,9 @@ def test_chapter_7_matmul_dtypes_are_refused_by_name(sandbox, param):
     _edit(sandbox, "07_sae_match:\n", f"07_sae_match:\n  {param}: half\n")
     line = _refused(sandbox, "run", "07")
     assert f"07_sae_match: {param} must be one of 'auto', 'float32', 'bfloat16', got 'half'" in line, line
+
+
+def test_chapter_6b_base_models_are_refused_by_name(sandbox):
+    _edit(sandbox, "  base_models: [mlp, cnn]\n", "  base_models: [mlp, rnn]\n")
+    line = _refused(sandbox, "run", "06b")
+    assert "06b_beyond: each entry of base_models must be one of 'mlp', 'cnn', got 'rnn'" in line, line
