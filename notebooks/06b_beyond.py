@@ -70,6 +70,7 @@ fair_readings: list = ["onehot_p", "estimated_p"]  # fair readings of RESULT 2 p
 
 # %% tags=["hide-input"]
 import time
+from typing import NamedTuple
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -406,8 +407,11 @@ display(Markdown(probe_md(pr_digits, digits_lengths, FAMS) + "\n\nEquivariant �
 FAIR_NAMES = {"paper": "paper's reading (p to the equivariant SAE only)", "onehot_p": "every SAE's probe gets p (one-hot)",
               "estimated_p": "equivariant SAE with estimated p̂"}
 # the settings compared: jittered shapes on each base model, then the digits
-SETTINGS = [(f"jitter/{m}", f"Jittered shapes, {m.upper()}", jittered[m], ks, lengths) for m in base_models]
-SETTINGS.append(("digits", "Digits", digit_runs, digits_ks, digits_lengths))
+Setting = NamedTuple("Setting", [("title", str), ("runs", dict), ("ks", list), ("lengths", list), ("m_stats", dict),
+                                 ("leads", dict)])
+SETTINGS = {f"jitter/{m}": Setting(f"Jittered shapes, {m.upper()}", jittered[m], ks, lengths, m_jitter[m], lead_jitter[m])
+            for m in base_models}
+SETTINGS["digits"] = Setting("Digits", digit_runs, digits_ks, digits_lengths, m_digits, lead_digits)
 
 
 def lower_first(title: str) -> str:
@@ -416,7 +420,7 @@ def lower_first(title: str) -> str:
 
 fair_leads = {}  # (setting, reading) -> {(L, family): (verdict, stats)}
 fair_md = ""
-for setting, title, runs, ks_, lengths_ in SETTINGS:
+for setting, (title, runs, ks_, lengths_, *_) in SETTINGS.items():
     for reading in READINGS:
         fair_leads[(setting, reading)] = lead_verdicts(runs, ks_, lengths_, FAMS, reading)
     cols = [(L, fam) for L in lengths_ for fam in FAMS]
@@ -483,10 +487,8 @@ for m in base_models:
                              "this_run": f"jitter 0: {fmt(mean_std(a), 4)}; jitter {jitter:g}: {fmt(mean_std(b), 4)}; "
                                          f"drop {fmt(d, 4)}",
                              "verdict": book_verdict(v), "test": "paired drop over seeds > 2 standard errors"})
-M_STATS = {**{f"jitter/{m}": m_jitter[m] for m in base_models}, "digits": m_digits}
-LEADS = {**{f"jitter/{m}": lead_jitter[m] for m in base_models}, "digits": lead_digits}
-for setting, title, runs, ks_, _ in SETTINGS:
-    m_stats, leads, where = M_STATS[setting], LEADS[setting], f" ({lower_first(title)})"
+for setting, (title, runs, ks_, _, m_stats, leads) in SETTINGS.items():
+    where = f" ({lower_first(title)})"
     v, d = verdict([runs[s]["m"]["r2_mean"] - R2_BAR for s in seeds], positive="agrees", negative="differs")
     verdicts.append({"id": f"beyond/{setting}/m_r2", "claim": f"RESULT 1: M is learned effectively (held-out R² > {R2_BAR}){where}",
                      "paper": "R² 0.987 ± 0.001 (mean over p)",
@@ -512,10 +514,9 @@ for setting, title, runs, ks_, _ in SETTINGS:
                      "paper": "equivariant SAEs lag behind in the reconstruction/sparsity frontier",
                      "this_run": f"spliced loss equivariant − regular, mean over K: {fmt(d, 5)}",
                      "verdict": book_verdict(v), "test": "paired per-seed difference > 2 standard errors"})
-TITLES = {setting: title for setting, title, *_ in SETTINGS}
 for (setting, reading), leads in fair_leads.items():
     if reading != "paper":
-        verdicts.extend(esae.verdicts.beyond_fair_rows(setting, reading, leads, fmt, where=f" ({lower_first(TITLES[setting])})"))
+        verdicts.extend(esae.verdicts.beyond_fair_rows(setting, reading, leads, fmt, where=f" ({lower_first(SETTINGS[setting].title)})"))
 display(Markdown("| id | claim | this run | verdict |\n|---|---|---|---|\n"
                  + "".join(f"| {v['id']} | {v['claim']} | {v['this_run']} | **{v['verdict']}** |\n" for v in verdicts)))
 
@@ -544,18 +545,18 @@ json_out = {
                  "digits": {s: {k: v for k, v in run.items() if k != "seconds"} for s, run in digit_runs.items()}},
     "fair": {setting: {reading: {f"L{L}/{fam}": {"verdict": v, "margin": d} for (L, fam), (v, d) in leads.items()}
                        for (st, reading), leads in fair_leads.items() if st == setting}
-             for setting, *_ in SETTINGS},
+             for setting in SETTINGS},
     "p_hat_accuracy": {setting: {f"k{k}": mean_std([runs[s]["p_hat_accuracy"][f"k{k}"] for s in seeds]) for k in ks_}
-                       for setting, _, runs, ks_, _ in SETTINGS}
+                       for setting, (_, runs, ks_, *_) in SETTINGS.items()}
     if "estimated_p" in READINGS else {},
     "verdicts": verdicts,
 }  # wall times stay out (timings.json has the chapter's): the same profile gives the same bytes
 esae.results.write_results(profile, "06b_beyond", json_out)
 
-where_leads = {title: [f"L={L} {fam}" for (L, fam), (v, _) in LEADS[setting].items() if v == "agrees"]
-               for setting, title, *_ in SETTINGS}
-where_trails = {title: [f"L={L} {fam}" for (L, fam), (v, _) in LEADS[setting].items() if v == "differs"]
-                for setting, title, *_ in SETTINGS}
+where_leads = {st.title: [f"L={L} {fam}" for (L, fam), (v, _) in st.leads.items() if v == "agrees"]
+               for st in SETTINGS.values()}
+where_trails = {st.title: [f"L={L} {fam}" for (L, fam), (v, _) in st.leads.items() if v == "differs"]
+                for st in SETTINGS.values()}
 F1_TOP = f"regular SAE F1, L = {L_top}"
 lines = [
     f"- **Setup.** {n_seeds} seed(s); shapes at jitter {jitter:g} with the {' and the '.join(m.upper() for m in base_models)}, "
@@ -566,14 +567,14 @@ lines = [
         f"regular-SAE F1 at L = {L_top} {fmt(mean_std(ceil_rows[m][F1_TOP][0]), 3)} against "
         f"{fmt(mean_std(ceil_rows[m][F1_TOP][1]), 3)} ({ceiling_verdicts[m][F1_TOP][0]})" for m in base_models) + ".",
     "- **M.** Held-out R² (mean over p = 1..3; M = I in brackets; then ‖M⁴ − I‖/‖I‖): " + "; ".join(
-        f"{lower_first(title)} {fmt(M_STATS[setting]['mean p=1..3'], 4)} ({fmt(M_STATS[setting]['M = I'], 3)}), "
-        f"{fmt(M_STATS[setting]['‖M⁴ − I‖/‖I‖'], 3)}" for setting, title, *_ in SETTINGS) + ".",
+        f"{lower_first(st.title)} {fmt(st.m_stats['mean p=1..3'], 4)} ({fmt(st.m_stats['M = I'], 3)}), "
+        f"{fmt(st.m_stats['‖M⁴ − I‖/‖I‖'], 3)}" for st in SETTINGS.values()) + ".",
 ]
 for title in where_leads:
     lines.append(f"- **Probing, {lower_first(title)}.** The equivariant SAE leads regular and wide beyond two standard errors at "
                  + (", ".join(where_leads[title]) or "no (L, family)") + "; it trails at "
                  + (", ".join(where_trails[title]) or "none") + "; the rest is within noise.")
-for setting, title, *_ in SETTINGS:
+for setting, (title, *_) in SETTINGS.items():
     if len(READINGS) < 2:
         break
     won = [c for c, (v, _) in fair_leads[(setting, "paper")].items() if v == "agrees"]
@@ -595,7 +596,7 @@ if any(timed.values()):
         f"{name}: " + ", ".join(f"{step} {np.mean([t[step] for t in ts if step in t]):.0f}"
                                 for step in ("base_model", "m", "saes", "frontier", "probe") if any(step in t for t in ts))
         for name, ts in timed.items() if ts) + ".")
-for setting, title, *_ in SETTINGS:
+for setting, (title, *_) in SETTINGS.items():
     prefix = f"beyond/{setting}/"
     rows_ = [v for v in verdicts if v["id"].startswith(prefix)]
     said = {w: [v["id"][len(prefix):] for v in rows_ if v["verdict"] == w] for w in ("agrees", "differs", "within noise")}
