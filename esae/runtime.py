@@ -6,9 +6,14 @@ libgomp's default wait policy *spins* before it sleeps; on a 2-core machine with
 process, a spinning thread takes the core its partner needs to finish, so every parallel region
 waits a scheduler time slice — thousands of small steps (SAE steps at batch 64, the M fits'
 small matrices) turn a fair 2× slowdown into 4–10×. ``OMP_WAIT_POLICY=PASSIVE`` makes waiting
-threads sleep at once. libgomp reads it once, when torch loads it, so this module sets it
-(unless already set) *before* importing torch, and ``esae`` imports this module first; chapters
-executed by :mod:`esae.book` inherit it through the environment of their kernels. Set
+threads sleep at once, but then every parallel region pays a wake-up, and on an idle machine the
+same small steps ran up to 1.7× slower (fitting M: 17 s against 10 s). So this module bounds the
+spin instead: ``GOMP_SPINCOUNT=1000`` (a few microseconds of spinning, enough to catch the next
+region of a step loop, then sleep), with ``OMP_WAIT_POLICY=PASSIVE`` for OpenMP runtimes other
+than libgomp (libgomp lets ``GOMP_SPINCOUNT`` decide). A user's own ``OMP_WAIT_POLICY`` or
+``GOMP_SPINCOUNT`` is left as it is. libgomp reads them once, when torch loads it, so this
+module sets them *before* importing torch, and ``esae`` imports this module first; chapters
+executed by :mod:`esae.book` inherit them through the environment of their kernels. Set
 ``ESAE_CPU_POLICY=off`` to leave OpenMP alone (``benchmarks/bench_busy.py`` does, to measure the
 old behaviour). See ``benchmarks/README.md`` for the measurements.
 """
@@ -20,11 +25,21 @@ import sys
 
 # Before torch (and its libgomp) load; see the module docstring. Set for child processes (the
 # book's kernels) even when this process loaded torch first; remember what this process got.
-_POLICY_AT_LOAD = os.environ.get("OMP_WAIT_POLICY") if "torch" in sys.modules else None
+SPIN_COUNT = 1000  # libgomp's spins before a waiting thread sleeps (its default: 300,000)
+_MAX_FAIR_SPIN = 10_000  # at most this many spins count as "sleeps soon" (check_cpu_policy)
+
+
+def _policy() -> tuple[str | None, str | None]:
+    return os.environ.get("OMP_WAIT_POLICY"), os.environ.get("GOMP_SPINCOUNT")
+
+
+_POLICY_AT_LOAD = _policy() if "torch" in sys.modules else None
 if os.environ.get("ESAE_CPU_POLICY", "on") != "off":
+    if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
+        os.environ["GOMP_SPINCOUNT"] = str(SPIN_COUNT)
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 if "torch" not in sys.modules:
-    _POLICY_AT_LOAD = os.environ.get("OMP_WAIT_POLICY")
+    _POLICY_AT_LOAD = _policy()
 
 import functools  # noqa: E402
 import random  # noqa: E402
@@ -46,10 +61,17 @@ DEVICE_CHOICES = ("auto", "cpu", "cuda")
 
 
 def passive_wait_policy() -> bool:
-    """Whether this process's OpenMP threads sleep at once when idle (``OMP_WAIT_POLICY`` was
-    ``passive`` when torch loaded libgomp) — what keeps a busy machine from slowing torch's CPU
-    kernels by far more than the fair share (see the module docstring)."""
-    return (_POLICY_AT_LOAD or "").lower() == "passive"
+    """Whether this process's OpenMP threads sleep soon when idle (when torch loaded libgomp,
+    ``GOMP_SPINCOUNT`` was at most 10,000, or unset with ``OMP_WAIT_POLICY=passive``) — what
+    keeps a busy machine from slowing torch's CPU kernels by far more than the fair share (see
+    the module docstring)."""
+    policy, spins = _POLICY_AT_LOAD or (None, None)
+    if spins is not None:
+        try:
+            return 0 <= int(spins) <= _MAX_FAIR_SPIN
+        except ValueError:
+            return False
+    return (policy or "").lower() == "passive"
 
 
 _WARNED = False
@@ -65,9 +87,10 @@ def check_cpu_policy() -> None:
         return
     if torch.get_num_threads() > 1 and (os.cpu_count() or 1) <= 4:
         _WARNED = True
-        warnings.warn("torch was loaded without OMP_WAIT_POLICY=PASSIVE: with another busy process on this "
+        warnings.warn("torch was loaded with OpenMP threads that spin on wait (no OMP_WAIT_POLICY=PASSIVE or "
+                      f"GOMP_SPINCOUNT <= {_MAX_FAIR_SPIN}): with another busy process on this "
                       f"{os.cpu_count()}-core machine, small steps can run several times slower than a fair share. "
-                      "Set OMP_WAIT_POLICY=PASSIVE before starting Python (or import esae before torch).",
+                      f"Set GOMP_SPINCOUNT={SPIN_COUNT} before starting Python (or import esae before torch).",
                       RuntimeWarning, stacklevel=2)
 
 
@@ -185,7 +208,7 @@ def machine_description() -> dict[str, object]:
     return {"cpu": cpu, "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
             "torch": torch.__version__, "platform": platform.platform(),
-            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "gomp_spincount": os.environ.get("GOMP_SPINCOUNT")}
 
 
 # --------------------------------------------------------------------------------------------
