@@ -294,12 +294,17 @@ VARIANTS = {
 
 
 def variant_config(variant: str, *, epochs: int, constrained_epochs: int, batch_size: int, lr: float,
-                   penalty: float = 1.0, seed: int = 0, order: int = 4) -> FitConfig:
+                   penalty: float = 1.0, seed: int = 0, order: int = 4, paper_epochs: int | None = None) -> FitConfig:
     """The :class:`FitConfig` of one of chapter 4's :data:`VARIANTS`: ``paper`` (Adam from the
-    identity for ``epochs``), ``warm_start`` (the least-squares start), ``penalty``/``exact``
-    (M^order = I imposed, for ``constrained_epochs`` with a cosine-annealed rate)."""
+    identity for ``paper_epochs``, or ``epochs`` when it is None), ``warm_start`` (the least-squares
+    start, ``epochs``), ``penalty``/``exact`` (M^order = I imposed, for ``constrained_epochs`` with a
+    cosine-annealed rate)."""
     check_choice("variant", variant, VARIANTS)
     constrained = VARIANTS[variant]["constraint"] != "none"
-    return FitConfig(order=order, epochs=constrained_epochs if constrained else epochs, batch_size=batch_size,
+    if constrained:
+        n_epochs = constrained_epochs
+    else:
+        n_epochs = paper_epochs if variant == "paper" and paper_epochs is not None else epochs
+    return FitConfig(order=order, epochs=n_epochs, batch_size=batch_size,
                      lr=lr, penalty=penalty, seed=seed, schedule="cosine" if constrained else "constant",
                      **VARIANTS[variant])

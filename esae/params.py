@@ -238,7 +238,7 @@ RULES: dict[str, dict[str, Rule]] = {
         "batch_size": _INT1, "lr": _RATE, "n_show": Rule(lo=1, hi=16), "n_seeds": Rule(lo=1, hi=100),
     },
     "04_fitting_m": {
-        "epochs": _INT1, "constrained_epochs": _INT1, "batch_size": _INT1, "lr": _RATE,
+        "epochs": _INT1, "paper_epochs": _INT1, "constrained_epochs": _INT1, "batch_size": _INT1, "lr": _RATE,
         "penalty": Rule(lo=0.0),
     },
     "05_equivariant_sae": {

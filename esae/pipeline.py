@@ -103,7 +103,7 @@ def base_model_configs(p03: Mapping[str, Any], layout: str) -> dict[str, TrainCo
     return {kind: replace(base, kind=kind, n_epochs=p03[f"{kind}_epochs"]) for kind in KINDS}
 
 
-FIT_PARAMETERS = ("epochs", "constrained_epochs", "batch_size", "lr", "penalty", "seed")
+FIT_PARAMETERS = ("epochs", "paper_epochs", "constrained_epochs", "batch_size", "lr", "penalty", "seed")
 
 
 def fit_configs(p04: Mapping[str, Any]) -> dict[str, FitConfig]:
@@ -112,7 +112,7 @@ def fit_configs(p04: Mapping[str, Any]) -> dict[str, FitConfig]:
     _need(p04, FIT_PARAMETERS, "04_fitting_m")
     return {variant: variant_config(variant, epochs=p04["epochs"], constrained_epochs=p04["constrained_epochs"],
                                     batch_size=p04["batch_size"], lr=p04["lr"], penalty=p04["penalty"],
-                                    seed=p04["seed"])
+                                    seed=p04["seed"], paper_epochs=p04["paper_epochs"])
             for variant in VARIANTS}
 
 

@@ -25,10 +25,10 @@
 #
 # In this chapter you will see:
 #
-# - the paper's recipe (Adam from $M = I$) and a closed-form warm start (least squares for
-#   $p = 1$, then the same Adam) on held-out images, power by power, with their training curves —
-#   the warm start reaches in a few epochs what the identity start needs a long schedule for, so it
-#   is the fit this book uses from here on;
+# - the paper's recipe (Adam from $M = I$, on the paper's schedule of 150 epochs) and a closed-form
+#   warm start (least squares for $p = 1$, then the same Adam) on held-out images, power by power,
+#   with their training curves — the warm start reaches in a few epochs what the identity start
+#   needs the long schedule for, so it is the fit this book uses from here on;
 # - the eigenvalues of $M$ against the fourth roots of unity, where an exact representation of C4
 #   would put them (chapter 1), and a fit constrained to $M^4 = I$ — the future work the paper names.
 #
@@ -39,7 +39,8 @@
 profile: str = "default"  # parameter profile that produced this page: smoke | default | paper
 seed: int = 0  # seed for the mini-batch order of every fit
 device: str = "auto"  # auto | cpu | cuda
-epochs: int = 15  # Adam epochs over the training activations (the paper: 150)
+epochs: int = 15  # Adam epochs of this book's fit (the least-squares warm start) over the training activations
+paper_epochs: int = 150  # Adam epochs of the paper's recipe (the identity start); the paper: 150
 constrained_epochs: int = 100  # epochs of the fits constrained to the identity M^4 (cosine-annealed rate)
 batch_size: int = 256  # samples per Adam step (the paper's other trainings use 64)
 lr: float = 0.001  # Adam learning rate
@@ -64,8 +65,8 @@ esae.runtime.seed_everything(seed)
 upstream = upstream or esae.params.upstream_parameters("04_fitting_m", profile)  # run by hand: the profile's
 layout = pipeline.dataset_layout(upstream["02_dataset"])
 base_configs = pipeline.base_model_configs(upstream["03_base_models"], layout)  # chapter 3's models
-fit_configs = pipeline.fit_configs(dict(epochs=epochs, constrained_epochs=constrained_epochs, batch_size=batch_size,
-                                        lr=lr, penalty=penalty, seed=seed))  # one FitConfig per variant (validated)
+fit_configs = pipeline.fit_configs(dict(epochs=epochs, paper_epochs=paper_epochs, constrained_epochs=constrained_epochs,
+                                        batch_size=batch_size, lr=lr, penalty=penalty, seed=seed))  # one FitConfig per variant (validated)
 MODELS = ("mlp", "cnn")
 
 # %% [markdown]
@@ -125,11 +126,14 @@ display(Markdown(
     f"(MLP {scores[('mlp', 'warm_start')]['pooled_mean']:.4f}, CNN {scores[('cnn', 'warm_start')]['pooled_mean']:.4f}, "
     f"pooled; per-dimension {scores[('mlp', 'warm_start')]['per_dim_mean']:.4f} and "
     f"{scores[('cnn', 'warm_start')]['per_dim_mean']:.4f}) after {epochs} epochs from the least-squares start. "
-    f"With the paper's identity start and the same {epochs} epochs Adam reaches only "
-    f"{scores[('mlp', 'paper')]['pooled_mean']:.3f} (MLP) and {scores[('cnn', 'paper')]['pooled_mean']:.3f} (CNN): "
-    f"the paper runs 150 epochs at batch 64, about {150 * 10000 // 64:,} Adam steps, which the paper profile "
-    f"reproduces; "
-    f"$M = I$ gives {scores[('cnn', 'identity')]['pooled_mean']:.2f} (CNN) and "
+    f"The paper's recipe — Adam from $M = I$ for {paper_epochs} epochs"
+    + (" (the paper's schedule)" if paper_epochs >= 150 else f" (the paper: 150; this profile runs {paper_epochs})")
+    + f" at batch {batch_size} — reaches {scores[('mlp', 'paper')]['pooled_mean']:.3f} (MLP) and "
+    f"{scores[('cnn', 'paper')]['pooled_mean']:.3f} (CNN), "
+    + ("so RESULT 1 holds with the paper's own start and schedule; " if paper_epochs >= 150 and min(
+        scores[(n, 'paper')]['pooled_mean'] for n in MODELS) >= 0.98 else
+       "short of the paper's 0.987; " if paper_epochs >= 150 else "not comparable with the paper's number; ")
+    + f"$M = I$ gives {scores[('cnn', 'identity')]['pooled_mean']:.2f} (CNN) and "
     f"{scores[('mlp', 'identity')]['pooled_mean']:.2f} (MLP)."))
 
 # %% [markdown]
@@ -210,7 +214,7 @@ for ax, name in zip(axes, MODELS):
         ax.annotate(f"M = I: R² = {identity:.2f} (below the axis)", (0.02, 0.03), xycoords="axes fraction",
                     fontsize=8, color="0.35")
     ax.axhline(0.987, color="k", lw=0.8, ls=":", label="paper's R²")
-    ax.set_title(f"{name.upper()} autoencoder"), ax.set_xlabel("epoch")
+    ax.set_title(f"{name.upper()} autoencoder"), ax.set_xlabel("epoch (log scale)"), ax.set_xscale("log")
 axes[0].set_ylabel("held-out R² (pooled, mean over p)")
 axes[1].legend(fontsize=8, loc="lower right")
 axes[0].set_ylim(y_low, 1.0)
@@ -314,7 +318,8 @@ seed_list = pipeline.seeds(upstream["03_base_models"])
 seed_r2 = {seed_list[0]: {n: {"fitted": scores[(n, "warm_start")], "identity": scores[(n, "identity")]} for n in MODELS}}
 for i, s in enumerate(seed_list[1:], start=1):
     base_s = pipeline.base_model_configs(pipeline.reseeded(upstream["03_base_models"], i), layout)
-    fits_s = pipeline.fit_configs(pipeline.reseeded(dict(epochs=epochs, constrained_epochs=constrained_epochs,
+    fits_s = pipeline.fit_configs(pipeline.reseeded(dict(epochs=epochs, paper_epochs=paper_epochs,
+                                                         constrained_epochs=constrained_epochs,
                                                          batch_size=batch_size, lr=lr, penalty=penalty, seed=seed), i))
     held_s = autoencoders.heldout_set(base_s["mlp"]).images
     seed_r2[s] = {}
@@ -361,6 +366,7 @@ results = {
 
     "r2_per_dim": {n: {v: scores[(n, v)]["per_dim_mean"] for v in ("identity", *eq.VARIANTS)} for n in MODELS},
     "r2_paper_recipe": {n: scores[(n, "paper")]["pooled_mean"] for n in MODELS},
+    "paper_recipe_epochs": paper_epochs,
     "fit": f"Adam from the least-squares solution for p = 1, {epochs} epochs, batch {batch_size}, lr {lr:g}",
     "r2_penalty": {n: scores[(n, "penalty")]["pooled_mean"] for n in MODELS},
     "epochs_to_r2_0.98": {n: {v: first_epoch_reaching(fits[(n, v)].history, 0.98) for v in ("paper", "warm_start")}
@@ -372,7 +378,7 @@ display(Markdown("\n".join(
     f"**{results['r2_fitted'][n]:.4f}**"
     + (f" (mean ± std over {len(seed_list)} seeds: {esae.beyond.fmt(r2_stats[n]['fitted'], 4)})" if len(seed_list) > 1 else "")
     + f" (paper: 0.987 ± 0.001; M = I: {results['r2_identity'][n]:.3f}; the paper's "
-    f"recipe with the same {epochs} epochs: {results['r2_paper_recipe'][n]:.3f}). On the "
+    f"recipe (identity start, {paper_epochs} epochs): {results['r2_paper_recipe'][n]:.3f}). On the "
     f"{results['activation_span_dims'][n]}-dimensional span of the activations ‖M⁴ − I‖ / ‖I‖ is "
     f"{results['m4_minus_identity_on_span'][n]:.3f}. The penalised fit brings that to "
     f"{m4_error[(n, 'penalty', 'span')]:.3f} at held-out R² "

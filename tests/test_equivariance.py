@@ -119,3 +119,15 @@ def test_r2_averages_the_non_trivial_powers_and_is_minus_one_for_independent_dra
     assert defs["squared correlation"] == pytest.approx(0.0, abs=0.01)
     # uncentred R^2 counts the mean as explained: well above -1 for these offset activations
     assert defs["uncentred 1 − SSE/Σy²"] > defs["pooled centred"] + 0.5
+
+
+def test_the_papers_recipe_runs_its_own_epochs():
+    from esae import pipeline
+
+    fits = pipeline.fit_configs(dict(epochs=15, paper_epochs=150, constrained_epochs=100, batch_size=256, lr=1e-3,
+                                     penalty=1.0, seed=0))
+    assert (fits["paper"].epochs, fits["paper"].init) == (150, "identity")
+    assert (fits["warm_start"].epochs, fits["warm_start"].init) == (15, "lstsq")
+    assert fits["penalty"].epochs == fits["exact"].epochs == 100
+    default = eq.variant_config("paper", epochs=7, constrained_epochs=1, batch_size=64, lr=1e-3)
+    assert default.epochs == 7  # without paper_epochs the paper's recipe runs `epochs`

@@ -116,7 +116,7 @@ def _tiny_base(seed: int) -> tuple[float, float]:
     cfg = pipeline.base_model_configs(pipeline.reseeded(P03, seed), "upright")["mlp"]
     net, _ = autoencoders.train(cfg)
     mse = autoencoders.reconstruction_mse(net, autoencoders.heldout_set(cfg).images)
-    fit_cfg = pipeline.fit_configs(dict(epochs=1, constrained_epochs=1, batch_size=64, lr=0.001, penalty=1.0,
+    fit_cfg = pipeline.fit_configs(dict(epochs=1, paper_epochs=1, constrained_epochs=1, batch_size=64, lr=0.001, penalty=1.0,
                                         seed=seed))["warm_start"]
     train_acts = equivariance.orbit_activations(net, autoencoders.training_set(cfg).images)
     test_acts = equivariance.orbit_activations(net, autoencoders.heldout_set(cfg).images)

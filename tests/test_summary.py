@@ -26,6 +26,18 @@ def test_claims_read_the_result_files(tmp_results):
     assert rows["result1-identity-mlp"]["verdict"] == "agrees"
 
 
+def test_the_papers_recipe_is_judged_only_on_the_papers_schedule(tmp_results):
+    base = {"r2_fitted": {"mlp": 0.99, "cnn": 0.99}, "r2_identity": {"mlp": 0.5, "cnn": 0.05},
+            "r2_paper_recipe": {"mlp": 0.34, "cnn": 0.76}, "paper_recipe_epochs": 15}
+    short = {v.id: v for v in verdicts.fitting_m(base)}["result1-paper-recipe"]
+    assert short.verdict == "reported" and "not comparable" in short.this_run and "15 epochs" in short.claim
+    full = {v.id: v for v in verdicts.fitting_m({**base, "paper_recipe_epochs": 150,
+                                                 "r2_paper_recipe": {"mlp": 0.981, "cnn": 0.992}})}
+    assert full["result1-paper-recipe"].verdict == "agrees"
+    low = {v.id: v for v in verdicts.fitting_m({**base, "paper_recipe_epochs": 150})}
+    assert low["result1-paper-recipe"].verdict == "differs"  # 150 epochs and still below 0.98
+
+
 def test_timings_table(tmp_results):
     results.write_results("smoke", "timings", {"chapters": {"01_groups": 30.0, "02_dataset": 90.0},
                                                 "machine": {"cpu": "x", "cpus": 2}})
