@@ -110,7 +110,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--competitor-threads", type=int, default=2)
     parser.add_argument("--modes", nargs="+", default=["before", "passive", "after"],
-                        help="before: libgomp's default; passive: OMP_WAIT_POLICY=PASSIVE alone; after: the "
+                        help="before: libgomp's default; passive: GOMP_SPINCOUNT=0 (sleep at once); after: the "
                              "package's default (esae.runtime); spin=N: GOMP_SPINCOUNT=N")
     parser.add_argument("--scale", type=int, default=1, help="data sizes × this (1: smoke-like, seconds; 8: "
                                                                    "closer to the default profile's run lengths)")
