@@ -236,6 +236,7 @@ RULES: dict[str, dict[str, Rule]] = {
     "03_base_models": {
         "n_train": _INT1, "n_heldout": _INT1, "mlp_epochs": _INT1, "cnn_epochs": _INT1,
         "batch_size": _INT1, "lr": _RATE, "n_show": Rule(lo=1, hi=16), "n_seeds": Rule(lo=1, hi=100),
+        "jobs": Rule(lo=0),
     },
     "04_fitting_m": {
         "epochs": _INT1, "paper_epochs": _INT1, "constrained_epochs": _INT1, "batch_size": _INT1, "lr": _RATE,
@@ -246,7 +247,7 @@ RULES: dict[str, dict[str, Rule]] = {
         "invariant_epochs": _INT1, "batch_size": _INT1, "lr": _RATE,
         "lr_decay_fraction": Rule(lo=0.0, hi=1.0), "aux_coefficient": Rule(lo=0.0),
         "dead_window": _INT1, "n_eval": Rule(lo=10), "invariance_threshold": Rule(lo=-1.0, hi=1.0),
-        "feature_k": Rule(among="ks"), "n_features_shown": Rule(lo=1, hi=16),
+        "feature_k": Rule(among="ks"), "n_features_shown": Rule(lo=1, hi=16), "jobs": Rule(lo=0),
     },
     "06_probing": {
         "n_train": Rule(lo=20), "n_test": Rule(lo=20),
@@ -423,7 +424,7 @@ UPSTREAM: dict[str, tuple[str, ...]] = {
     "05_equivariant_sae": ("02_dataset", "03_base_models", "04_fitting_m"),
     "06_probing": ("02_dataset", "03_base_models", "04_fitting_m", "05_equivariant_sae"),
 }
-_NOT_UPSTREAM = ("profile", "device", "upstream")
+_NOT_UPSTREAM = ("profile", "device", "upstream", "jobs")
 
 
 def upstream_parameters(stem: str, profile: str, root: Path | None = None) -> dict[str, dict[str, Any]]:

@@ -15,6 +15,11 @@ kept in :mod:`esae.cache` by that config: the one module that knows the cache.
   ``layer_sae``, ``sae_match_synthetic``, ``layer_pair_matches`` (:func:`language_model`,
   :func:`residual_activations`, :func:`layer_sae`, :func:`synthetic_layers`, :func:`match_stack`).
 
+Every base model and SAE trains single-threaded on the CPU (:func:`training_threads`), so its
+weights do not depend on the core count or on who trained it; chapters 3 and 5 train their
+independent models side by side in worker processes first (:func:`prefetch_base_models`,
+:func:`prefetch_saes`; ``jobs`` workers) and then find them in the cache.
+
 A chapter turns its injected parameters into configs with :func:`base_model_configs`,
 :func:`fit_configs` and :func:`sae_configs`; a chapter that needs an upstream stage builds that
 stage's configs the same way from the upstream chapter's parameters, which the book injects into
@@ -27,8 +32,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +47,7 @@ from esae import autoencoders, cache
 from esae.autoencoders import KINDS, TrainConfig, build, heldout_set, train, training_set
 from esae.checks import check_choice
 from esae.equivariance import VARIANTS, FitConfig, FitResult, fit_m, orbit_activations, variant_config
+from esae.runtime import job_workers, run_jobs, torch_threads
 from esae.shapes import LAYOUTS, ShapesDataset
 
 if TYPE_CHECKING:
@@ -48,7 +56,7 @@ if TYPE_CHECKING:
     from esae.saes import SAETrainConfig, TrainResult
 
 Tensor = torch.Tensor
-SAE_CACHE_VERSION = 3  # part of every SAE's cache key; 3: the stacked trainer's row gradients (round-off differs from 2)
+SAE_CACHE_VERSION = 4  # part of every SAE's cache key; 3: the stacked trainer's row gradients; 4: trained single-threaded
 
 
 def _need(p: Mapping[str, Any], names: tuple[str, ...], chapter: str) -> None:
@@ -162,18 +170,43 @@ def seed_configs(p03: Mapping[str, Any], p04: Mapping[str, Any], p05: Mapping[st
 # base models (chapter 3)
 
 
+TRAIN_THREADS = 1  # torch CPU threads of every base-model and SAE training here (see training_threads)
+
+
+@contextmanager
+def training_threads(device: torch.device | str) -> Iterator[None]:
+    """The thread count of the book's trainings on the CPU: :data:`TRAIN_THREADS` (1), in this
+    process or in a worker of :func:`prefetch_base_models` / :func:`prefetch_saes`. A thread count
+    can change the order of float sums and, through TopK near-ties, the trained weights; fixing it
+    makes a base model or SAE the same whether a worker or a chapter trained it, and on any number
+    of cores. One thread is
+    also the fast choice for these small steps when other jobs use the other cores (see
+    :func:`esae.runtime.run_jobs`)."""
+    if torch.device(device).type != "cpu":
+        yield
+        return
+    with torch_threads(TRAIN_THREADS):
+        yield
+
+
+def base_model_key(config: TrainConfig) -> dict[str, Any]:
+    """The cache key of base model ``config`` (its config and the training's thread count)."""
+    return {"config": config, "threads": TRAIN_THREADS}
+
+
 def base_model(config: TrainConfig, device: torch.device | str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """The model of ``config`` and its training history (:func:`esae.autoencoders.train`),
-    trained on ``device`` only when the cache holds no checkpoint for ``config``; eval mode, on
-    ``device``."""
+    trained on ``device`` (single-threaded on the CPU, :func:`training_threads`) only when the
+    cache holds no checkpoint for ``config``; eval mode, on ``device``."""
     device = torch.device(device)
 
     def compute() -> dict[str, Any]:
-        model, history = train(config, device=device)
+        with training_threads(device):
+            model, history = train(config, device=device)
         state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
         return {"config": asdict(config), "state_dict": state, "history": history}
 
-    saved = cache.cached_torch("base_model", config, compute)
+    saved = cache.cached_torch("base_model", base_model_key(config), compute)
     model = build(config.kind)
     model.load_state_dict(saved["state_dict"])
     return model.to(device).eval(), saved["history"]
@@ -194,7 +227,7 @@ def fit(base: TrainConfig, fits: Mapping[str, FitConfig], variant: str = "warm_s
     ``base``'s activations on its training images, with the held-out R² per epoch; the ``exact``
     variant starts from the ``warm_start`` fit. Cached by the base model's and the fit's configs."""
     check_choice("variant", variant, VARIANTS)
-    key = {"base_model": base, "model": base.kind, "fit": fits[variant]}
+    key = {"base_model": base_model_key(base), "model": base.kind, "fit": fits[variant]}
 
     def compute() -> dict:
         net = base_model(base, device)[0]
@@ -274,8 +307,12 @@ def _trained(ctx: SAEContext, config: SAETrainConfig,
     result: list[TrainResult] = []
 
     def compute(tmp: Path) -> None:
-        trained = together.pop(config) if together and config in together else \
-            train_sae(config, ctx.acts(config.canonical), ctx.device, desc=f"{ctx.model} {config.name} k={config.k}")
+        if together and config in together:
+            trained = together.pop(config)
+        else:
+            acts = ctx.acts(config.canonical)
+            with training_threads(ctx.device):
+                trained = train_sae(config, acts, ctx.device, desc=f"{ctx.model} {config.name} k={config.k}")
         trained.sae.save_model(str(tmp / "sae"))
         (tmp / "history.json").write_text(json.dumps(trained.history))
         result.append(trained)
@@ -297,8 +334,9 @@ def _train_missing_together(ctx: SAEContext, configs: list[SAETrainConfig]) -> d
     out: dict[SAETrainConfig, TrainResult] = {}
     for shared in dict.fromkeys((c.seed, c.batch_size, c.canonical) for c in missing):
         group = [c for c in missing if (c.seed, c.batch_size, c.canonical) == shared]
-        out.update(zip(group, train_stacked(group, ctx.acts(group[0].canonical), ctx.device,
-                                            desc=f"{ctx.model}: {len(group)} SAEs together")))
+        acts = ctx.acts(group[0].canonical)
+        with training_threads(ctx.device):
+            out.update(zip(group, train_stacked(group, acts, ctx.device, desc=f"{ctx.model}: {len(group)} SAEs together")))
     return out
 
 
@@ -320,6 +358,11 @@ def sae(base: autoencoders.TrainConfig, config: SAETrainConfig, device: torch.de
     return _trained(sae_context(base, device), config)
 
 
+def _trained_all(ctx: SAEContext, configs: Mapping[tuple[str, int], SAETrainConfig]) -> dict[tuple[str, int], TrainResult]:
+    together = _train_missing_together(ctx, list(configs.values()))
+    return {key: _trained(ctx, cfg, together) for key, cfg in configs.items()}
+
+
 def saes(base: autoencoders.TrainConfig, configs: Mapping[tuple[str, int], SAETrainConfig], fits: Mapping[str, FitConfig],
          device: torch.device | str = "cpu") -> dict[tuple[str, int], TrainResult]:
     """Every SAE of ``configs`` (:func:`sae_configs`) for base model ``base``, with its training
@@ -330,8 +373,7 @@ def saes(base: autoencoders.TrainConfig, configs: Mapping[tuple[str, int], SAETr
     from esae.saes import SAE_NAMES, TrainResult
 
     ctx = sae_context(base, device)
-    together = _train_missing_together(ctx, list(configs.values()))
-    out = {key: _trained(ctx, cfg, together) for key, cfg in configs.items()}
+    out = _trained_all(ctx, configs)
     m = fitted_m(base, fits, ctx.device).detach().cpu()
     for (name, k), cfg in configs.items():
         if name == "invariant":
@@ -347,6 +389,51 @@ def load_saes(base: autoencoders.TrainConfig, configs: Mapping[tuple[str, int], 
     and ``reconstruct(x, p)`` (``p``: the input's rotation from its orbit's canonical image,
     :func:`esae.saes.target_rotation`)."""
     return {key: result.sae for key, result in saes(base, configs, fits, device).items()}
+
+
+# --------------------------------------------------------------------------------------------
+# training in parallel (chapters 3 and 5)
+
+
+def prefetch_base_models(configs: Sequence[TrainConfig], jobs: int = 0, device: torch.device | str = "cpu") -> int:
+    """Train the base models of ``configs`` the cache lacks in parallel worker processes
+    (:func:`esae.runtime.run_jobs`: ``jobs`` workers, 0 one per CPU core), each single-threaded as
+    every training here is (:func:`training_threads`), so the cache ends up as :func:`base_model`
+    called one after another would leave it, only sooner. Nothing happens on a GPU, for fewer
+    than two missing models, or when the cache is read-only: :func:`base_model` then trains (or
+    reports) each one where it is asked for. Returns how many were trained here."""
+    missing = [c for c in dict.fromkeys(configs) if not cache.is_cached("base_model", base_model_key(c))]
+    workers = job_workers(jobs, len(missing), device)
+    if not workers or cache.is_read_only():
+        return 0
+    run_jobs([partial(base_model, c) for c in missing], workers, desc="base models")
+    return len(missing)
+
+
+def _saes_cached(base: TrainConfig, configs: Mapping[tuple[str, int], SAETrainConfig]) -> bool:
+    if not cache.is_cached("base_model", base_model_key(base)):
+        return False
+    ctx = sae_context(base)
+    return all(cache.is_cached("sae", _sae_key(ctx, c)) for c in configs.values())
+
+
+def _train_set(base: TrainConfig, configs: Mapping[tuple[str, int], SAETrainConfig]) -> None:
+    _trained_all(sae_context(base), configs)
+
+
+def prefetch_saes(sets: Sequence[tuple[TrainConfig, Mapping[tuple[str, int], SAETrainConfig]]], jobs: int = 0,
+                  device: torch.device | str = "cpu") -> int:
+    """Train the SAE sets the cache lacks — each ``(base, configs)`` as :func:`saes` would (its
+    base model too, if missing; the missing SAEs of a set together,
+    :func:`esae.sae_stack.train_stacked`) — one set per worker process, as
+    :func:`prefetch_base_models` does for base models. The equivariant SAEs (M attached to a
+    trained invariant one) are left to :func:`saes`. Returns how many sets were trained here."""
+    missing = [(b, c) for b, c in sets if not _saes_cached(b, c)]
+    workers = job_workers(jobs, len(missing), device)
+    if not workers or cache.is_read_only():
+        return 0
+    run_jobs([partial(_train_set, b, dict(c)) for b, c in missing], workers, desc="SAE sets")
+    return len(missing)
 
 
 # --------------------------------------------------------------------------------------------

@@ -44,7 +44,8 @@ if "torch" not in sys.modules:
 import functools  # noqa: E402
 import random  # noqa: E402
 import warnings  # noqa: E402
-from collections.abc import Callable, Iterable  # noqa: E402
+from collections.abc import Callable, Iterable, Iterator  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any, Protocol, TypeVar  # noqa: E402
 
@@ -175,6 +176,79 @@ def progress(iterable: Iterable[T] | None = None, **kwargs: Any) -> Any:
     except ImportError:
         from tqdm import tqdm
     return tqdm(iterable, **kwargs)
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Within the context torch's CPU kernels use ``n`` threads; the previous count after it."""
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"n (torch CPU threads) must be a positive int, got {n!r}")
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def job_workers(jobs: int, n_calls: int, device: torch.device | str = "cpu") -> int:
+    """How many worker processes :func:`run_jobs` uses for ``n_calls`` calls: ``jobs`` (0: one
+    per CPU core), at most one per call; none (0: run in this process) on a GPU or for fewer
+    than two calls or workers."""
+    if not isinstance(jobs, int) or jobs < 0:
+        raise ValueError(f"jobs must be 0 (one worker per CPU core) or a positive int, got {jobs!r}")
+    if torch.device(device).type != "cpu":
+        return 0
+    workers = min(jobs or (os.cpu_count() or 1), n_calls)
+    return workers if workers >= 2 else 0
+
+
+_THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def _start_worker(env: dict[str, str]) -> None:
+    os.environ.update(env)  # the caller's ESAE_* settings
+    os.environ["ESAE_PROGRESS"] = "0"  # a worker's bars would interleave with the parent's
+    torch.set_num_threads(1)
+
+
+def run_jobs(calls: Iterable[Callable[[], Any]], workers: int, desc: str | None = None) -> None:
+    """Run ``calls`` (picklable, no arguments; what they return is dropped: they fill a cache)
+    in ``workers`` fresh processes, each single-threaded, with one progress bar here; with
+    ``workers`` 0 or 1, one after another in this process. Each worker takes the next call when
+    it finishes one; an exception in a call is raised here.
+
+    Why processes: the book's training steps are small (batch 64–512 on 256-d activations), and
+    a second OpenMP thread speeds such a step up far less than a second process training another
+    model does (``benchmarks/bench_jobs.py``: on 2 cores, two single-threaded processes train up
+    to 1.9× as many models per hour as one process with two threads, most at batch 64). The
+    workers are spawned (not forked: a fork of a process whose OpenMP threads ran can hang) and
+    live until the last call is done, so each pays the imports once (a few seconds). As with any
+    spawned process, a script that calls this must guard its own work with
+    ``if __name__ == "__main__":`` (the workers import the script's module)."""
+    calls = list(calls)
+    if workers <= 1:
+        for call in progress(calls, desc=desc):
+            call()
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    env = {k: v for k, v in os.environ.items() if k.startswith("ESAE_")}
+    saved = {k: os.environ.get(k) for k in _THREAD_VARIABLES}
+    os.environ.update({k: "1" for k in _THREAD_VARIABLES})  # inherited by the spawned workers only:
+    try:  # this process's thread pools are already sized
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker,
+                                 initargs=(env,)) as pool:
+            futures = [pool.submit(call) for call in calls]
+            for future in progress(as_completed(futures), total=len(futures), desc=desc):
+                future.result()
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def repo_root() -> Path:

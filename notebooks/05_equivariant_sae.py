@@ -56,6 +56,7 @@ invariance_threshold: float = 0.5  # cos(d, Md) at or above which a feature coun
 feature_k: int = 16  # the K whose features are classified and drawn (one of ks)
 n_features_shown: int = 4  # invariant and equivariant features drawn per base model (1..16)
 compare_layouts: bool = True  # also train and evaluate everything under the other dataset layout (one compact table)
+jobs: int = 0  # worker processes training the SAE sets in parallel, each single-threaded (0: one per CPU core)
 upstream: dict = {}  # chapters 2-4's parameters (layout, base models, M), injected by the book (esae.params.UPSTREAM)
 
 # %% tags=["hide-input"]
@@ -77,6 +78,7 @@ check_int_list("ks", ks, 1, 256 * expansion)
 check_int("n_eval", n_eval, 10)
 check_float("invariance_threshold", invariance_threshold, -1.0, 1.0)
 check_int("n_features_shown", n_features_shown, 1, 16)
+check_int("jobs", jobs, 0)
 if feature_k not in ks:
     raise ValueError(f"feature_k must be one of ks {list(ks)}, got {feature_k}")
 upstream = upstream or esae.params.upstream_parameters("05_equivariant_sae", profile)  # run by hand: the profile's
@@ -176,8 +178,23 @@ display(Markdown(
 # The base models and the training images are chapter 3's, $M$ is chapter 4's (all cache hits).
 # `pipeline.saes` trains every SAE of the chapter for one base model — or loads it from the
 # cache, keyed by its training configuration, the base model's weights and the training images.
+# The chapter's eight sets of 12 SAEs (two base models × three seeds, and the other layout's two)
+# are first trained side by side by `pipeline.prefetch_saes`, one set per worker process (`jobs`),
+# each single-threaded like every training in the book (the same weights on any number of cores);
+# the cells below then find them in the cache.
 
 # %%
+# every SAE set of the chapter (seed 0, the other seeds, the other layout) at once, one set per worker
+# process; the cells below then load them from the cache
+seed_list = pipeline.seeds(upstream["03_base_models"])
+sae_sets = [(base_configs[model], configs) for model in saes.BASE_MODELS]
+for i in range(1, len(seed_list)):
+    cfg_i = pipeline.seed_configs(upstream["03_base_models"], upstream["04_fitting_m"], sae_parameters, i, layout)
+    sae_sets += [(cfg_i.base[model], cfg_i.saes) for model in saes.BASE_MODELS]
+if compare_layouts:
+    sae_sets += [(base, pipeline.sae_configs(sae_parameters, other_layout))
+                 for base in pipeline.base_model_configs(upstream["03_base_models"], other_layout).values()]
+pipeline.prefetch_saes(sae_sets, jobs, dev)
 nets = pipeline.base_models(base_configs, dev)
 ms = {model: pipeline.fitted_m(base_configs[model], fit_configs, dev) for model in saes.BASE_MODELS}
 trained = {}
@@ -199,8 +216,9 @@ display(Markdown(rows))
 
 # %% [markdown]
 # The table lists what each SAE cost when it was trained (a cached SAE keeps the numbers of its
-# original run). The final MSE is the mean training loss over the last 5 % of the steps, summed over
-# the 256 activation dimensions; for the invariant SAE it is the invariance loss, measured against
+# original run; with workers, a set's time is shared with the set trained beside it). The final
+# MSE is the mean training loss over the last 5 % of the steps, summed over the 256 activation
+# dimensions; for the invariant SAE it is the invariance loss, measured against
 # the canonical activation. {numref}`fig-05-training` shows the training curves for the middle K.
 
 # %%
@@ -533,7 +551,6 @@ def evaluate_all(base_cfgs: dict, trained_sets: dict, nets_: dict) -> dict:
     return out
 
 
-seed_list = pipeline.seeds(upstream["03_base_models"])
 seed_metrics = {seed_list[0]: metrics}
 seeds_start = time.perf_counter()
 for i, s in enumerate(seed_list[1:], start=1):

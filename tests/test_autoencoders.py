@@ -130,7 +130,7 @@ def test_short_training_lowers_the_loss(kind):
 def test_checkpoint_round_trip_through_the_cache(tmp_cache, monkeypatch):
     config = ae.TrainConfig("mlp", **{**TINY, "n_epochs": 1})
     model, history = pipeline.base_model(config)
-    assert cache.is_cached("base_model", config)
+    assert cache.is_cached("base_model", pipeline.base_model_key(config))
     x = shapes.make_dataset(8, 9).images
 
     def no_training(*args, **kwargs):
@@ -166,7 +166,7 @@ def test_profile_contract(tiny_profile):
     for kind, model in models.items():
         assert not model.training
         assert ae.activations(model, held.images).shape == (32, 256)
-        assert cache.is_cached("base_model", configs[kind])
+        assert cache.is_cached("base_model", pipeline.base_model_key(configs[kind]))
     assert configs["cnn"].n_epochs == 1 and configs["mlp"].seed == 2
 
 

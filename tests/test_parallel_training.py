@@ -1,0 +1,85 @@
+"""Training in worker processes (chapters 3 and 5): the cache ends up as training here would leave
+it, bit for bit, and bad settings or a failing job say so here."""
+
+import pytest
+import torch
+
+from esae import autoencoders as ae
+from esae import cache, pipeline, runtime
+
+TINY = dict(n_train=256, n_heldout=64, n_epochs=1, batch_size=64)
+
+
+@pytest.fixture
+def tmp_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("ESAE_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def _states(configs):
+    return [pipeline.base_model(c)[0].state_dict() for c in configs]
+
+
+def test_workers_train_the_same_base_models_as_this_process(tmp_path, monkeypatch):
+    configs = [ae.TrainConfig(kind, **TINY, seed=s, data_seed=s) for kind in ae.KINDS for s in (0, 1)]
+    monkeypatch.setenv("ESAE_CACHE", str(tmp_path / "workers"))
+    assert pipeline.prefetch_base_models(configs, jobs=2) == 4
+    assert all(cache.is_cached("base_model", pipeline.base_model_key(c)) for c in configs)
+    assert pipeline.prefetch_base_models(configs, jobs=2) == 0  # all cached: nothing to do
+    in_workers = _states(configs)
+    monkeypatch.setenv("ESAE_CACHE", str(tmp_path / "here"))
+    with runtime.torch_threads(2):  # the chapter's own thread count: training still uses one
+        here = _states(configs)
+    assert torch.get_num_threads() >= 1
+    for a, b in zip(in_workers, here):
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_workers_train_the_same_saes_as_this_process(tmp_path, monkeypatch):
+    base = ae.TrainConfig("mlp", **TINY)
+    p05 = dict(ks=[4, 8], expansion=2, d_hidden=32, n_epochs=1, invariant_epochs=1, batch_size=64, lr=0.003,
+               lr_decay_fraction=0.0, aux_coefficient=1.0, dead_window=512, seed=0)
+    sets = [(base, pipeline.sae_configs(p05, base.layout)), (base, pipeline.sae_configs({**p05, "seed": 1}, base.layout))]
+    fits = pipeline.fit_configs(dict(epochs=1, paper_epochs=1, constrained_epochs=1, batch_size=64, lr=0.001, penalty=1.0,
+                                     seed=0))
+    monkeypatch.setenv("ESAE_CACHE", str(tmp_path / "workers"))
+    assert pipeline.prefetch_saes(sets, jobs=2) == 2
+    assert pipeline.prefetch_saes(sets, jobs=2) == 0
+    in_workers = [pipeline.saes(b, c, fits) for b, c in sets]
+    monkeypatch.setenv("ESAE_CACHE", str(tmp_path / "here"))
+    here = [pipeline.saes(b, c, fits) for b, c in sets]
+    for a, b in zip(in_workers, here):
+        for key in a:
+            sa, sb = a[key].sae.state_dict(), b[key].sae.state_dict()
+            assert all(torch.equal(sa[k], sb[k]) for k in sa), key
+
+
+def test_nothing_runs_in_workers_for_one_job_or_on_a_gpu():
+    assert runtime.job_workers(0, 1) == 0 and runtime.job_workers(1, 8) == 0
+    assert runtime.job_workers(2, 8) == 2 and runtime.job_workers(8, 3) == 3
+    assert runtime.job_workers(0, 8, "cuda") == 0
+
+
+@pytest.mark.parametrize("jobs", [-1, 1.5, "2"])
+def test_bad_jobs_are_refused_by_name(jobs):
+    with pytest.raises(ValueError, match="jobs must be 0"):
+        runtime.job_workers(jobs, 4)
+
+
+def _fails():
+    raise RuntimeError("job 7 broke")
+
+
+def test_a_failing_job_raises_here():
+    with pytest.raises(RuntimeError, match="job 7 broke"):
+        runtime.run_jobs([_fails, _fails], workers=2)
+
+
+def test_torch_threads_restores_the_count():
+    before = torch.get_num_threads()
+    with runtime.torch_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with pytest.raises(ValueError, match="positive int"):
+        with runtime.torch_threads(0):
+            pass
