@@ -395,7 +395,7 @@ def load_saes(base: autoencoders.TrainConfig, configs: Mapping[tuple[str, int], 
 # training in parallel (chapters 3 and 5)
 
 
-def prefetch_base_models(configs: Sequence[TrainConfig], jobs: int = 0, device: torch.device | str = "cpu") -> int:
+def prefetch_base_models(configs: Sequence[autoencoders.TrainConfig], jobs: int = 0, device: torch.device | str = "cpu") -> int:
     """Train the base models of ``configs`` the cache lacks in parallel worker processes
     (:func:`esae.runtime.run_jobs`: ``jobs`` workers, 0 one per CPU core), each single-threaded as
     every training here is (:func:`training_threads`), so the cache ends up as :func:`base_model`
@@ -421,7 +421,7 @@ def _train_set(base: TrainConfig, configs: Mapping[tuple[str, int], SAETrainConf
     _trained_all(sae_context(base), configs)
 
 
-def prefetch_saes(sets: Sequence[tuple[TrainConfig, Mapping[tuple[str, int], SAETrainConfig]]], jobs: int = 0,
+def prefetch_saes(sets: Sequence[tuple[autoencoders.TrainConfig, Mapping[tuple[str, int], SAETrainConfig]]], jobs: int = 0,
                   device: torch.device | str = "cpu") -> int:
     """Train the SAE sets the cache lacks — each ``(base, configs)`` as :func:`saes` would (its
     base model too, if missing; the missing SAEs of a set together,

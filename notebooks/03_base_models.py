@@ -124,7 +124,10 @@ display(Markdown(rows))
 seed_list = pipeline.seeds(dict(seed=seed, n_seeds=n_seeds))
 seed_configs = [pipeline.base_model_configs(pipeline.reseeded(configs_parameters, i), layout) for i in range(n_seeds)]
 # every seed's models at once, one per worker process (the CNNs, the longer jobs, first); then all cache hits
-pipeline.prefetch_base_models([cfgs[kind] for kind in ("cnn", "mlp") for cfgs in seed_configs], jobs, dev)
+start = time.perf_counter()
+n_trained = pipeline.prefetch_base_models([cfgs[kind] for kind in ("cnn", "mlp") for cfgs in seed_configs], jobs, dev)
+if n_trained:
+    print(f"{n_trained} base models trained side by side in {time.perf_counter() - start:.0f} s")
 train_set = ae.training_set(configs["mlp"])
 heldout = ae.heldout_set(configs["mlp"], train_set)
 models, histories = {}, {}

@@ -194,14 +194,17 @@ for i in range(1, len(seed_list)):
 if compare_layouts:
     sae_sets += [(base, pipeline.sae_configs(sae_parameters, other_layout))
                  for base in pipeline.base_model_configs(upstream["03_base_models"], other_layout).values()]
-pipeline.prefetch_saes(sae_sets, jobs, dev)
+start = time.perf_counter()
+n_trained = pipeline.prefetch_saes(sae_sets, jobs, dev)
+if n_trained:
+    print(f"{n_trained} of {len(sae_sets)} SAE sets trained side by side in {time.perf_counter() - start:.0f} s")
 nets = pipeline.base_models(base_configs, dev)
 ms = {model: pipeline.fitted_m(base_configs[model], fit_configs, dev) for model in saes.BASE_MODELS}
 trained = {}
 for model in saes.BASE_MODELS:
     start = time.perf_counter()
     trained[model] = pipeline.saes(base_configs[model], configs, fit_configs, dev)
-    print(f"{model}: {len(trained[model])} SAEs ready in {time.perf_counter() - start:.0f} s")
+    print(f"{model}: {len(trained[model])} SAEs ready (loaded or trained) in {time.perf_counter() - start:.0f} s")
 
 rows = "| base model | SAE | K | latents | training samples | training time (s) | samples/s | final MSE |\n|---|---|---|---|---|---|---|---|\n"
 for model, results in trained.items():
