@@ -198,6 +198,8 @@ start = time.perf_counter()
 n_trained = pipeline.prefetch_saes(sae_sets, jobs, dev)
 if n_trained:
     print(f"{n_trained} of {len(sae_sets)} SAE sets trained side by side in {time.perf_counter() - start:.0f} s")
+
+# %%
 nets = pipeline.base_models(base_configs, dev)
 ms = {model: pipeline.fitted_m(base_configs[model], fit_configs, dev) for model in saes.BASE_MODELS}
 trained = {}
