@@ -5,9 +5,10 @@ Two cases per width: a **perturbed copy** (every weight with 10 % relative noise
 rescaled by up to ×10 and shuffled: the answer is known, the assignment is easy) and two
 **independent** random SAEs (unrelated: the hardest case for an assignment solver, where dense
 LAPJV on 16k features takes minutes). For each, ``match(..., solver="sparse", k=k)`` (each
-feature's k candidates of highest cosine similarity, both directions, found on the part of the
-vectors that holds most of their squared norm and rescored on all of it — or, with ``--candidates full``,
-on every coordinate (``auto``: the sketch from 32k features on); SciPy's ``min_weight_full_bipartite_matching``) end to end, its peak resident memory, and — where the
+feature's k candidates of highest cosine similarity, both directions, found on every coordinate
+or, with ``--candidates sketch``, on the part of the vectors that holds most of their squared norm
+and rescored on all of it (``auto``: the sketch from ``SKETCH_MIN_WIDTH`` features on); the sparse
+problem solved exactly by OR-Tools' assignment, ``esae.assignment.solve_sparse``) end to end, its peak resident memory, and — where the
 dense problem is affordable (16k: a 2 GiB matrix) — the dense exact solver's time and the
 sparse answer's objective gap to the exact optimum. Each measurement runs in its own process,
 so every peak-memory figure is that run's alone.
@@ -121,10 +122,11 @@ def main() -> None:
 
     print(f"machine: {platform.platform()}, {os.cpu_count()} CPUs, torch threads {args.threads}, load average "
           f"{os.getloadavg()[0]:.2f} at start")
-    from esae.runtime import matmul_dtype, machine_description
+    from esae.runtime import machine_description
 
     print(f"cpu: {machine_description()['cpu']}; candidate pass in "
-          f"{str(matmul_dtype('auto', 'cpu')).replace('torch.', '')} (bfloat16 only where the CPU has bf16 units)")
+          f"{str(assignment.candidate_dtype('auto', 'cpu')).replace('torch.', '')} (bfloat16 where the CPU has bf16 "
+          f"units, else int8 where oneDNN's int8 kernel is exact here, else float32); sparse problem solved by OR-Tools")
     print(f"d = {args.d}, all weights, folded")
     print("seconds: wall of match() end to end (CPU seconds of all threads in brackets); peak: resident memory of the "
           "whole process; gap: relative objective gap to the exact optimum; lost: share of the improvement over a random "

@@ -449,7 +449,9 @@ def _negative_inner_products(a: Tensor, b: Tensor, block_size: int) -> np.ndarra
 
 CANDIDATES = ("auto", "sketch", "full")
 #: Below this width the rescoring's gathers (memory-bound, ∝ F) cost about what the sketch saves
-#: in the candidate pass (∝ F²): measured crossover ≈ 20k features at d = 2304 on a 2-core EPYC.
+#: in a float candidate pass (∝ F²): measured crossover ≈ 20k features at d = 2304 on a 2-core
+#: EPYC. An int8 pass is never sketched by ``"auto"``: at 65k features the sketch took 206 s
+#: (peak 7.9 GiB) against the full int8 pass's 189 s (6.5 GiB).
 SKETCH_MIN_WIDTH = 32768
 
 
@@ -480,12 +482,13 @@ def match(sae_a: JumpReLUSAE, sae_b: JumpReLUSAE, *, fold: bool = True, weights:
     ``linear_sum_assignment`` on the dense (F, F) matrix of negative inner products (the
     squared norms add the same total to every permutation; float32 products, float64 matrix:
     2 GiB at Gemma Scope's 16k width), or ``"sparse"``, the exact optimum over each feature's
-    ``k`` nearest candidates plus a fallback permutation
-    (:func:`esae.assignment.sparse_assignment`: seconds for unrelated 16k SAEs, feasible at 65k).
+    ``k`` nearest candidates plus a fallback permutation, solved by OR-Tools
+    (:func:`esae.assignment.sparse_assignment`: 14 s for two unrelated 16k SAEs on two CPU cores).
     For the sparse solver with all weights, ``candidates="sketch"`` finds the candidates on the
     part of the vectors that holds most of their squared norm (:func:`candidate_sketch`; about
     half the work of the candidate pass) and keeps the best by full-vector cosine; ``"full"``
-    uses every coordinate; ``"auto"`` sketches from :data:`SKETCH_MIN_WIDTH` features on. Returns a :class:`Match` whose ``cost`` is recomputed per
+    uses every coordinate; ``"auto"`` sketches from :data:`SKETCH_MIN_WIDTH` features on when the
+    pass runs in floating point (:func:`esae.assignment.candidate_dtype`), never in int8. Returns a :class:`Match` whose ``cost`` is recomputed per
     pair in float64.
 
     TopK and standard (ReLU) sae-lens SAEs are accepted too: they have no thresholds, so
@@ -506,7 +509,9 @@ def match(sae_a: JumpReLUSAE, sae_b: JumpReLUSAE, *, fold: bool = True, weights:
     check_choice("candidates", candidates, CANDIDATES)
     va = feature_vectors(sae_a, weights, folded=fold)
     vb = feature_vectors(sae_b, weights, folded=fold)
-    use = candidates == "sketch" or candidates == "auto" and va.shape[0] >= SKETCH_MIN_WIDTH
+    F, D = va.shape
+    use = candidates == "sketch" or (candidates == "auto" and F >= SKETCH_MIN_WIDTH
+                                     and assignment.candidate_dtype("auto", va.device, F * F * D) != torch.int8)
     sketch = candidate_sketch(va, vb, sae_a.cfg.d_in) if solver == "sparse" and weights == "all" and use else None
     perm = assignment.assign(va, vb, solver, k, block_size, sketch=sketch)
     exact = np.concatenate([(va[s:s + block_size].double() - vb[torch.as_tensor(perm[s:s + block_size],

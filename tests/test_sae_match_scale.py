@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from huggingface_hub.errors import GatedRepoError
+from scipy.optimize import linear_sum_assignment
 
 from esae import assignment
 from esae import language_models as lms
@@ -244,3 +245,97 @@ def test_candidate_sketch_picks_the_part_that_holds_the_norm():
         assert sm.recovery(sm.match(sae, copy, solver="sparse", k=8, candidates=candidates), truth) == 1.0
     with pytest.raises(ValueError, match="candidates must be one of 'auto', 'sketch', 'full', got 'some'"):
         sm.match(sae, copy, solver="sparse", candidates="some")
+
+
+def _random_graph(n: int, extra: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A bipartite graph with a hidden full matching plus ``extra`` random edges per row, random products."""
+    rng = np.random.default_rng(seed)
+    hidden = rng.permutation(n)
+    key = np.unique(np.concatenate([np.arange(n) * n + hidden, rng.integers(0, n * n, n * extra)]))
+    return key // n, key % n, rng.normal(size=len(key))
+
+
+@pytest.mark.parametrize("n, extra", [(50, 49), (2000, 6)])
+def test_ortools_and_scipy_solve_the_sparse_problem_to_the_same_optimum(n, extra):
+    rows, cols, products = _random_graph(n, extra, seed=n)
+    by_ortools = assignment.solve_sparse(rows, cols, products, n, method="ortools")
+    by_scipy = assignment.solve_sparse(rows, cols, products, n, method="scipy")
+    assert sorted(by_ortools.tolist()) == list(range(n))
+    np.testing.assert_array_equal(by_ortools, by_scipy)  # continuous products: the optimum is unique
+    assert np.isin(np.arange(n) * n + by_ortools, rows * n + cols).all()  # only the graph's edges
+    if extra == n - 1:  # (nearly) complete: compare with the dense exact solver
+        dense = np.full((n, n), -1e9)
+        dense[rows, cols] = products
+        r, c = linear_sum_assignment(dense, maximize=True)
+        np.testing.assert_array_equal(by_ortools[r], c)
+    with pytest.raises(ValueError, match="method must be one of 'ortools', 'scipy', got 'lapjv'"):
+        assignment.solve_sparse(rows, cols, products, n, method="lapjv")
+
+
+def test_ortools_keeps_the_optimum_when_products_differ_by_little():
+    """Integer costs (2^bits levels over the products' range) must still separate two full
+    matchings whose totals differ by a millionth of that range."""
+    rows, cols = np.array([0, 0, 1, 1]), np.array([0, 1, 0, 1])
+    for sign, want in ((1, [1, 0]), (-1, [0, 1])):  # the swap wins by 1e-6, then the identity
+        products = np.array([1.0, 0.5, 0.5 + sign * 1e-6, 0.0])
+        np.testing.assert_array_equal(assignment.solve_sparse(rows, cols, products, 2), want)
+        np.testing.assert_array_equal(assignment.solve_sparse(rows, cols, products, 2, method="scipy"), want)
+
+
+@pytest.mark.skipif(not assignment.int8_available(), reason="oneDNN's int8 linear is not available on this CPU")
+def test_int8_products_are_cosines_within_their_rounding():
+    g = torch.Generator().manual_seed(3)
+    a, b = torch.randn(300, 1024, generator=g), torch.randn(500, 1024, generator=g) * 7
+    b[3] = 0
+    cos = torch.nn.functional.normalize(a, dim=1) @ torch.nn.functional.normalize(b, dim=1).T
+    int8 = assignment.Int8Products(b, block_size=128)(a)
+    assert int8.shape == (300, 500) and int8.dtype == torch.float32
+    assert float((int8 - cos).abs().max()) < 5e-3
+    assert float((int8 - cos).abs().mean()) < 1e-3
+    assert torch.equal(int8[:, 3], torch.zeros(300))  # a zero row has cosine 0
+
+
+@pytest.mark.skipif(not assignment.int8_available(), reason="oneDNN's int8 linear is not available on this CPU")
+def test_int8_candidates_give_float32_products_and_the_exact_answer():
+    g = torch.Generator().manual_seed(4)
+    a = torch.randn(600, 256, generator=g)
+    perm_true = torch.randperm(600, generator=g)
+    b = torch.empty_like(a)
+    b[perm_true] = a * (0.5 + 4.5 * torch.rand(600, 1, generator=g)) + 0.3 * torch.randn(a.shape, generator=g)
+    rows, cols, products = assignment.knn_candidates(a, b, 4, dtype=torch.int8)
+    np.testing.assert_allclose(products, (a[rows].double() * b[cols].double()).sum(1).numpy(), rtol=1e-4, atol=1e-3)
+    exact = assignment.exact_assignment(a, b)
+    np.testing.assert_array_equal(exact, perm_true.numpy())
+    np.testing.assert_array_equal(assignment.sparse_assignment(a, b, k=4, dtype=torch.int8), exact)
+    np.testing.assert_array_equal(assignment.sparse_assignment(a, b, k=4, dtype=torch.int8, sketch=slice(0, 200)),
+                                  exact)
+
+
+def test_candidate_dtype_follows_the_hardware_and_the_size(monkeypatch):
+    assert assignment.candidate_dtype("float32") is torch.float32
+    assert assignment.candidate_dtype("int8") is torch.int8
+    monkeypatch.setattr(assignment, "native_bfloat16", lambda device="cpu": True)
+    assert assignment.candidate_dtype("auto", "cpu", work=1) is torch.bfloat16
+    monkeypatch.setattr(assignment, "native_bfloat16", lambda device="cpu": False)
+    assert assignment.candidate_dtype("auto", "cpu", work=assignment.INT8_MIN_WORK - 1) is torch.float32
+    big = assignment.candidate_dtype("auto", "cpu", work=assignment.INT8_MIN_WORK)
+    assert big is (torch.int8 if assignment.int8_available() else torch.float32)
+    with pytest.raises(ValueError, match="dtype must be one of 'auto', 'float32', 'bfloat16', 'int8', got 'fp8'"):
+        assignment.candidate_dtype("fp8")
+
+
+def test_edge_products_in_any_order_equal_the_rows_dot_products():
+    g = torch.Generator().manual_seed(5)
+    a, b = torch.randn(40, 9, generator=g, dtype=torch.float64), torch.randn(40, 9, generator=g, dtype=torch.float64)
+    rows, cols = np.array([39, 3, 3, 0, 17]), np.array([0, 7, 2, 39, 17])  # unsorted
+    np.testing.assert_allclose(assignment._edge_inner_products(a, b, rows, cols),
+                               (a[rows] * b[cols]).sum(1).numpy(), rtol=1e-5, atol=1e-5)
+    assert assignment._edge_inner_products(a, b, rows[:0], cols[:0]).shape == (0,)
+
+
+def test_int8_candidates_where_the_kernel_is_missing_are_refused_by_name(monkeypatch):
+    monkeypatch.setattr(assignment, "int8_available", lambda: False)
+    a = torch.randn(20, 8)
+    with pytest.raises(ValueError, match=r"dtype=torch.int8 needs oneDNN's int8 kernel on the CPU"):
+        assignment.knn_candidates(a, a, 2, dtype=torch.int8)
+    assert assignment.candidate_dtype("auto", "cpu", work=None) in (torch.float32, torch.bfloat16)
