@@ -206,8 +206,8 @@ def job_workers(jobs: int, n_calls: int, device: torch.device | str = "cpu") -> 
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
-def _start_worker(env: dict[str, str]) -> None:
-    os.environ.update(env)  # the caller's ESAE_* settings
+def _start_worker() -> None:
+    # a spawned worker inherits the caller's environment (ESAE_CACHE, ESAE_RESULTS, ...) at spawn
     os.environ["ESAE_PROGRESS"] = "0"  # a worker's bars would interleave with the parent's
     torch.set_num_threads(1)
 
@@ -234,12 +234,11 @@ def run_jobs(calls: Iterable[Callable[[], Any]], workers: int, desc: str | None 
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    env = {k: v for k, v in os.environ.items() if k.startswith("ESAE_")}
     saved = {k: os.environ.get(k) for k in _THREAD_VARIABLES}
     os.environ.update({k: "1" for k in _THREAD_VARIABLES})  # inherited by the spawned workers only:
     try:  # this process's thread pools are already sized
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker,
-                                 initargs=(env,)) as pool:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_start_worker) as pool:
             futures = [pool.submit(call) for call in calls]
             for future in progress(as_completed(futures), total=len(futures), desc=desc):
                 future.result()
