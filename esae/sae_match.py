@@ -1101,6 +1101,8 @@ def match_stack(saes: Sequence[JumpReLUSAE], layers: Sequence[int], cache_key=No
         else:
             key = {"saes": cache_key, "pair": [layers[i], layers[i + 1]], "data": train_acts is not None,
                    "solver": solver, "k": k if solver == "sparse" else None, "version": 2}
+            if solver == "sparse":  # OR-Tools and the int8 candidate pass (2026-11-29)
+                key["sparse_version"] = 2
             raw.append(store.cached_torch("layer_pair_matches", key, lambda i=i: pair(i)))
     kinds = list(MATCH_KINDS) + (["data_based"] if train_acts is not None else [])
     matches = {kind: [Match(r[kind][0], r[kind][1], *(MATCH_KINDS.get(kind, (False, "data")))) for r in raw]
