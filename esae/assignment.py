@@ -106,7 +106,7 @@ def int8_available() -> bool:
                                                  None, 1.0, 0, torch.float32, "none", [], "")
         exact = (x.double() - 64) @ w.double().T
         return bool(torch.equal(out.double(), exact))
-    except (AttributeError, RuntimeError, NotImplementedError):
+    except (AttributeError, RuntimeError, NotImplementedError, TypeError):  # absent, or another signature
         return False
 
 
