@@ -157,8 +157,9 @@ def candidate_dtype(choice: str = "auto", device: torch.device | str = "cpu", wo
 
 
 def _cosines(bn: Tensor, dtype: torch.dtype, block_size: int) -> Callable[[Tensor], Tensor]:
-    """``x ↦ x · bnᵀ`` in float32 for rows ``x`` of unit vectors: an int8 kernel for
-    ``dtype=torch.int8`` (``bn`` need not be normalised then), else products in ``bn``'s dtype."""
+    """``x ↦`` the (n, F) float32 cosines of the rows of ``x`` with those of ``bn``: an int8
+    kernel for ``dtype=torch.int8`` (which normalises both sides itself), else the products
+    ``x · bnᵀ`` in ``bn``'s dtype (both sides already unit rows)."""
     if dtype == torch.int8:
         return Int8Products(bn, block_size)
     bt = bn.T
@@ -231,11 +232,11 @@ def knn_candidates(a: Tensor, b: Tensor, k: int, block_size: int = 2048, dtype: 
     check_int("k", k, 1, F)
     check_int("block_size", block_size, 1)
     check_int("overfetch", overfetch, 1)
+    if sketch is not None and (not isinstance(sketch, slice) or not 0 < len(range(a.shape[1])[sketch]) <= a.shape[1]):
+        raise ValueError(f"sketch must be a non-empty slice of the {a.shape[1]} coordinates, got {sketch!r}")
     if dtype is None:
         width = a.shape[1] if sketch is None else len(range(a.shape[1])[sketch])
         dtype = candidate_dtype("auto", a.device, F * F * width)
-    if sketch is not None and (not isinstance(sketch, slice) or not 0 < len(range(a.shape[1])[sketch]) <= a.shape[1]):
-        raise ValueError(f"sketch must be a non-empty slice of the {a.shape[1]} coordinates, got {sketch!r}")
     int8 = dtype == torch.int8
     if int8 and (a.device.type != "cpu" or not int8_available()):
         raise ValueError(f"dtype=torch.int8 needs oneDNN's int8 kernel on the CPU (int8_available(): "
