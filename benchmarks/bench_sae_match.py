@@ -15,6 +15,10 @@ so every peak-memory figure is that run's alone.
 
     python benchmarks/bench_sae_match.py [--widths 16384 65536] [--d 2304] [--threads 2] [--k 8 16]
                                          [--exact-max 16384] [--candidates auto full]
+
+``--book`` instead compares the sparse solver with the exact one on trained SAEs: chapter 7's
+layer SAEs as a book run left them in the cache (``ESAE_CACHE``), every adjacent pair, for each k
+and for float32 and int8 candidates: the features matched as in the optimum and the objective gap.
 """
 
 from __future__ import annotations
@@ -99,6 +103,45 @@ def measure(width: int, case: str, solver: str, k: int, args, tmp: Path, compare
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def book_pairs(ks: list[int]) -> None:
+    """Sparse vs exact on chapter 7's trained layer SAEs from the cache, one group per run
+    configuration (a smoke and a default run leave separate groups)."""
+    from esae.cache import cache_root
+
+    groups: dict[str, dict[int, Path]] = {}
+    for meta_path in sorted((cache_root() / "layer_sae").glob("*/meta.json")):
+        config = json.loads(meta_path.read_text())["config"]
+        name = json.dumps({k: v for k, v in config.items() if k != "layer"}, sort_keys=True)
+        groups.setdefault(name, {})[config["layer"]] = meta_path.parent
+    if not groups:
+        print(f"no layer SAEs under {cache_root() / 'layer_sae'}: run chapter 7 first (make chapter N=07)")
+        return
+    dtypes = [torch.float32] + ([torch.int8] if assignment.int8_available() else [])
+    for name, entries in groups.items():
+        layers = sorted(entries)
+        if len(layers) < 2:
+            continue
+        saes = [sm.JumpReLUSAE.load_from_disk(str(entries[layer])) for layer in layers]
+        config = json.loads(name)
+        print(f"\n{config['activations']['model']}, {len(layers)} layers, d_sae {config['train']['d_sae']}, "
+              f"{config['train']['steps']} steps: {len(layers) - 1} adjacent pairs, all weights, folded")
+        results: dict[tuple[int, str], list[tuple[float, float]]] = {}
+        for sae_a, sae_b in zip(saes, saes[1:]):
+            va, vb = sm.feature_vectors(sae_a, folded=True).float(), sm.feature_vectors(sae_b, folded=True).float()
+            exact = assignment.exact_assignment(va, vb)
+            for k in ks:
+                for dtype in dtypes:
+                    perm = assignment.sparse_assignment(va, vb, k=k, dtype=dtype)
+                    results.setdefault((k, str(dtype).replace("torch.", "")), []).append(
+                        (float(np.mean(perm == exact)), assignment.assignment_gap(va, vb, perm, exact)))
+        print(f"{'k':>3} {'candidates':>10} | {'same: median':>12} {'min':>6} | {'gap: median':>11} {'max':>9} "
+              f"| {'pairs exact':>11}")
+        for (k, dtype), rows in results.items():
+            same, gap = np.array([r[0] for r in rows]), np.array([r[1] for r in rows])
+            print(f"{k:>3} {dtype:>10} | {np.median(same):>12.4f} {same.min():>6.4f} | {np.median(gap):>11.2e} "
+                  f"{gap.max():>9.2e} | {int(np.sum(gap <= 0)):>5} of {len(rows)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--widths", type=int, nargs="+", default=[16384, 65536])
@@ -109,6 +152,8 @@ def main() -> None:
     parser.add_argument("--candidates", nargs="+", default=["auto"], choices=("auto", "sketch", "full"),
                         help="where the sparse solver finds candidates: sketch (the part of the vectors holding most "
                              "of the norm, rescored on all), full (every coordinate) or auto (sketch from 32k features)")
+    parser.add_argument("--book", action="store_true",
+                        help="sparse vs exact on chapter 7's trained layer SAEs from the cache (after a book run)")
     parser.add_argument("--one", choices=("independent", "copy"), help=argparse.SUPPRESS)
     parser.add_argument("--solver", default="sparse", help=argparse.SUPPRESS)
     parser.add_argument("--width", type=int, help=argparse.SUPPRESS)
@@ -120,6 +165,10 @@ def main() -> None:
         print(json.dumps(run_case(args)))
         return
 
+    if args.book:
+        torch.set_num_threads(args.threads)
+        book_pairs(args.k)
+        return
     print(f"machine: {platform.platform()}, {os.cpu_count()} CPUs, torch threads {args.threads}, load average "
           f"{os.getloadavg()[0]:.2f} at start")
     from esae.runtime import machine_description
