@@ -7,7 +7,8 @@ rescaled by up to ×10 and shuffled: the answer is known, the assignment is easy
 LAPJV on 16k features takes minutes). For each, ``match(..., solver="sparse", k=k)`` (each
 feature's k candidates of highest cosine similarity, both directions, found on every coordinate
 or, with ``--candidates sketch``, on the part of the vectors that holds most of their squared norm
-and rescored on all of it (``auto``: the sketch from ``SKETCH_MIN_WIDTH`` features on); the sparse
+and rescored on all of it (``auto``: the sketch from ``SKETCH_MIN_WIDTH`` features on, for a
+floating-point pass only); the sparse
 problem solved exactly by OR-Tools' assignment, ``esae.assignment.solve_sparse``) end to end, its peak resident memory, and — where the
 dense problem is affordable (16k: a 2 GiB matrix) — the dense exact solver's time and the
 sparse answer's objective gap to the exact optimum. Each measurement runs in its own process,
@@ -151,7 +152,8 @@ def main() -> None:
     parser.add_argument("--exact-max", type=int, default=16384, help="largest width at which to run the dense solver")
     parser.add_argument("--candidates", nargs="+", default=["auto"], choices=("auto", "sketch", "full"),
                         help="where the sparse solver finds candidates: sketch (the part of the vectors holding most "
-                             "of the norm, rescored on all), full (every coordinate) or auto (sketch from 32k features)")
+                             "of the norm, rescored on all), full (every coordinate) or auto (sketch from 32k features "
+                             "when the pass runs in floating point, never in int8: sae_match.SKETCH_MIN_WIDTH)")
     parser.add_argument("--book", action="store_true",
                         help="sparse vs exact on chapter 7's trained layer SAEs from the cache (after a book run)")
     parser.add_argument("--one", choices=("independent", "copy"), help=argparse.SUPPRESS)
