@@ -241,10 +241,17 @@ def truncated_reconstruction(z, indices, decoder, rows=None) -> np.ndarray:
 
 def f1(y_true, y_pred) -> float:
     """F1 of the positive class: ``2 TP / (2 TP + FP + FN)``; 0 when there is nothing to find
-    and nothing was predicted (scikit-learn's ``zero_division=0``)."""
-    from sklearn.metrics import f1_score
+    and nothing was predicted (scikit-learn's ``zero_division=0``).
 
-    return float(f1_score(np.asarray(y_true, dtype=bool), np.asarray(y_pred, dtype=bool), zero_division=0))
+    The same float64 expression as ``sklearn.metrics.f1_score`` (``2 TP / (|true| + |predicted|)``,
+    bit for bit; the tests compare them), counted directly: scikit-learn's input validation and
+    confusion matrix took 5 ms a call, as long as a probe fit on truncated latents."""
+    t = np.asarray(y_true).astype(bool, copy=False).ravel()
+    p = np.asarray(y_pred).astype(bool, copy=False).ravel()
+    if t.shape != p.shape:
+        raise ValueError(f"y_true and y_pred must have the same length, got {t.size} and {p.size}")
+    denominator = float(np.count_nonzero(t)) + float(np.count_nonzero(p))
+    return 2.0 * float(np.count_nonzero(t & p)) / denominator if denominator else 0.0
 
 
 def make_probe(probe: str, config: ProbeConfig, n_train: int):

@@ -51,6 +51,19 @@ def test_f1_of_perfect_and_constant_predictors():
     assert probing.f1(np.zeros(4, bool), np.zeros(4, bool)) == 0.0
 
 
+def test_f1_is_scikit_learns_bit_for_bit():
+    from sklearn.metrics import f1_score
+
+    rng = np.random.default_rng(0)
+    for n in (1, 7, 1000, 1003):
+        for p_true, p_pred in ((0.5, 0.5), (0.03, 0.2), (0.0, 0.1), (0.9, 0.0)):
+            y = rng.random(n) < p_true
+            pred = (rng.random(n) < p_pred).astype(np.int64)  # the probes predict 0/1 integers
+            assert probing.f1(y, pred) == float(f1_score(y, pred.astype(bool), zero_division=0))
+    with pytest.raises(ValueError, match="same length"):
+        probing.f1(np.ones(3, bool), np.ones(4, bool))
+
+
 def _single_latent_task(n, F, seed):
     rng = np.random.default_rng(seed)
     z = np.maximum(rng.normal(0, 0.3, size=(n, F)), 0)   # sparse-ish noise latents
