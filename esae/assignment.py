@@ -115,9 +115,10 @@ class Int8Products:
     (F, D) through oneDNN's int8 linear: each ``b_j`` is rounded to 8 bits at its own scale,
     each ``x_i`` to 7 bits at its own (symmetric, zero point 64); absolute error ≈ 2·10⁻⁴ on
     average and below 2·10⁻³ for unit vectors of dimension 4,609, at twice float32's speed on an
-    AVX2 CPU. Zero rows give cosine 0. CPU only (:func:`int8_available`)."""
+    AVX2 CPU. Zero rows give cosine 0. With ``cosine=False`` the plain products ``x_i · b_j``
+    (the same roundings; chapter 7's vocabulary head). CPU only (:func:`int8_available`)."""
 
-    def __init__(self, b: Tensor, block_size: int = 2048) -> None:
+    def __init__(self, b: Tensor, block_size: int = 2048, cosine: bool = True) -> None:
         F, D = b.shape
         q = torch.empty((F, D), dtype=torch.int8)
         scale = torch.empty(F)
@@ -125,19 +126,24 @@ class Int8Products:
             rows = b[s:s + block_size].float()
             top = rows.abs().amax(1).clamp_min(1e-30)
             q[s:s + block_size] = torch.round(rows / top[:, None] * 127).to(torch.int8)
-            norm = rows.norm(dim=1)
-            scale[s:s + block_size] = torch.where(norm > 0, top / 127 / norm.clamp_min(1e-30), 0.0)
+            if cosine:
+                norm = rows.norm(dim=1)
+                scale[s:s + block_size] = torch.where(norm > 0, top / 127 / norm.clamp_min(1e-30), 0.0)
+            else:
+                scale[s:s + block_size] = top / 127
         self.packed = torch.ops.onednn.qlinear_prepack(q, [block_size, D])
-        self.scale, self.zero = scale, torch.zeros(F, dtype=torch.long)
+        self.scale, self.zero, self.cosine = scale, torch.zeros(F, dtype=torch.long), cosine
 
     def __call__(self, x: Tensor) -> Tensor:
-        """(n, F) float32 cosines of the rows of ``x`` (n, D)."""
+        """(n, F) float32 cosines (or products) of the rows of ``x`` (n, D)."""
         x = x.float()
         top = x.abs().amax(1, keepdim=True).clamp_min(1e-30)
-        norm = x.norm(dim=1, keepdim=True)
         xq = torch.round(x / top * 63).add_(64).to(torch.uint8)
         out = torch.ops.onednn.qlinear_pointwise(xq, 1 / 63, 64, self.packed, self.scale, self.zero, None, 1.0, 0,
                                                  torch.float32, "none", [], "")
+        if not self.cosine:
+            return out.mul_(top)
+        norm = x.norm(dim=1, keepdim=True)
         return out.mul_(torch.where(norm > 0, top / norm.clamp_min(1e-30), 0.0))
 
 

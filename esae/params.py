@@ -33,7 +33,7 @@ import yaml
 
 from esae.checks import bounds as _range
 from esae.checks import check_choice, check_float, check_int, check_int_list  # noqa: F401 - re-exported
-from esae.runtime import MATMUL_DTYPES, repo_root
+from esae.runtime import HEAD_DTYPES, MATMUL_DTYPES, repo_root
 
 PROFILES = ("smoke", "default", "paper")
 
@@ -289,7 +289,7 @@ RULES: dict[str, dict[str, Rule]] = {
         "sae_steps": _INT1, "sae_batch_size": _INT1, "sae_lr": _RATE, "persistence_distance": _INT1,
         "persistence_stride": _INT1, "gt_n_layers": Rule(lo=2), "gt_d": _INT1, "gt_n_features": _INT1,
         "gt_n_samples": _INT1, "gt_steps": _INT1, "gt_noises": Rule(lo=0.0, nonempty=True),
-        "gt_scale_spread": Rule(lo=1.0), "loss_head_dtype": Rule(choices=MATMUL_DTYPES),
+        "gt_scale_spread": Rule(lo=1.0), "loss_head_dtype": Rule(choices=HEAD_DTYPES),
         "sae_dtype": Rule(choices=MATMUL_DTYPES),
         "loss_every_pair": Rule(choices=("folded", "unfolded", "unfolded_decoder", "data_based", "own", "layer_drop"),
                                 distinct=True),

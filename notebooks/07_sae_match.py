@@ -58,7 +58,7 @@ n_eval_tokens: int = 4096  # held-out residual vectors per layer for the evaluat
 n_loss_windows: int = 33  # held-out windows for the next-token loss changes (ΔL), 126 predictions each
 loss_every_pair: list = ["folded", "unfolded", "unfolded_decoder", "data_based", "own", "layer_drop"]  # ΔL variants measured on every layer pair
 loss_pair_stride: int = 1  # the other ΔL variants on every this many layer pairs (each pass reruns the later blocks and the head)
-loss_head_dtype: str = "auto"  # auto | float32 | bfloat16: products of the LM head in ΔL (auto: bfloat16 where the hardware has it; checked against float32 below)
+loss_head_dtype: str = "auto"  # auto | float32 | bfloat16 | int8: products of the LM head in ΔL (auto: bfloat16 where the hardware has it, else int8 with float32 for the logits that matter on a CPU; checked against float32 below)
 match_solver: str = "exact"  # exact (dense LAPJV) | sparse (k-NN candidates, for 16k/65k SAEs)
 match_k: int = 8  # candidates per feature (by cosine, both directions) for the sparse solver
 d_sae: int = 1024  # features per trained SAE
@@ -105,7 +105,7 @@ check_int("loss_pair_stride", loss_pair_stride, 1)
 LOSS_VARIANTS = ("folded", "unfolded", "unfolded_decoder", "data_based", "own", "layer_drop")
 for v in loss_every_pair:
     check_choice("each entry of loss_every_pair", v, LOSS_VARIANTS)
-check_choice("loss_head_dtype", loss_head_dtype, esae.runtime.MATMUL_DTYPES)
+check_choice("loss_head_dtype", loss_head_dtype, esae.runtime.HEAD_DTYPES)
 check_choice("sae_dtype", sae_dtype, esae.runtime.MATMUL_DTYPES)
 check_choice("match_solver", match_solver, esae.assignment.SOLVERS)
 check_int("match_k", match_k, 1)
@@ -520,11 +520,14 @@ display(Markdown(
 # paper's *layer pruning*; dropping the block outright is its baseline.
 #
 # **What is measured where.** A ΔL pass of Gemma 3 270M on 33 windows is mostly the 262k-token
-# vocabulary head (about 0.24 CPU s per window on a CPU with bfloat16 units, near their peak; on
-# a CPU without them the head runs in float32, 42 GFLOP per window, about 0.4 s at 110 GFLOP/s) and the blocks
-# after the edit (about 0.019 CPU s per window and block, float32): all six variants on all 17
-# pairs are 102 passes, about 27 min of a 2-core CPU without bfloat16 units (half that with
-# them). The default profile measures all of them: the layer-pruning verdict compares blocks from
+# vocabulary head (42 GFLOP per window: about 0.24 CPU s on a CPU with bfloat16 units, near their
+# peak; in float32 about 0.4 s at 110 GFLOP/s) and the blocks after the edit (about 0.019 CPU s
+# per window and block, float32). On a CPU without bfloat16 units `"auto"` runs the head in int8
+# ({py:func}`esae.language_models.head_dtype`): oneDNN's int8 products for every logit, then
+# every logit within 10 nats of its row's best recomputed in float32 (about 1,300 of 262,144),
+# so the log-sum-exp is float32's where it matters — 1.6× float32's speed, per-token losses
+# within 10⁻³ nats of float32's (int8 alone was 0.15 nats off). All six variants on all 17 pairs
+# are 102 passes. The default profile measures all of them: the layer-pruning verdict compares blocks from
 # about layer 10 on, and a sample of one pair in four left it 5 blocks. A cheaper profile can
 # measure only the variants in `loss_every_pair` on every pair and the others on every
 # `loss_pair_stride`-th pair; the statement below says which ran where, and comparisons between
@@ -535,7 +538,7 @@ loss_variants = [m for m in ("folded", "unfolded", "unfolded_decoder", "data_bas
                                                                                                          "layer_drop"]
 stride_pairs = list(range(0, len(pairs), loss_pair_stride))
 pairs_by_variant = {v: (range(len(pairs)) if v in loss_every_pair else stride_pairs) for v in loss_variants}
-head_dtype = esae.runtime.matmul_dtype(loss_head_dtype, dev, name="loss_head_dtype")
+head_dtype = lms.head_dtype(loss_head_dtype, dev, name="loss_head_dtype")
 loss = lms.delta_losses(model_obj, acts.loss_ids, stack, loss_variants, decoding=decoding,
                         pairs_by_variant=pairs_by_variant, head_dtype=head_dtype, check_head=True, seed=seed)
 lpairs = [p for p in pairs if p in loss.delta]  # pairs with any ΔL
@@ -568,6 +571,8 @@ beats_drop = sum(loss.delta[p]["folded"] < loss.delta[p]["layer_drop"] for p in 
 every = [labels[v] for v in loss_variants if len(on(v)) == len(pairs)]
 strided = [labels[v] for v in loss_variants if len(on(v)) < len(pairs)]
 hc = loss.head_check
+head_label = {"int8": f"int8 (float32 within {lms.HEAD_MARGIN:g} nats of each row's best logit)"}.get(loss.head_dtype,
+                                                                                                        loss.head_dtype)
 display(Markdown(
     f"Clean loss **{loss.clean:.3f}** nats per token; ΔL on **{loss.n_tokens:,}** held-out predictions "
     f"({loss.n_windows} windows) per measured pair, mean and 95 % bootstrap interval. Measured on all {len(pairs)} "
@@ -581,10 +586,11 @@ display(Markdown(
     + f" Encode-permute-decode costs less than dropping the block on {beats_drop} of {len(prune_pairs)} blocks. "
     + (f"Check of the head's precision, from the same hidden states: the {labels[hc['variant']]} ΔL of pair {hc['pair']} "
        f"on its first {hc['windows']} windows is {hc['float32']:.4f} nats with a float32 head and "
-       f"{hc[loss.head_dtype]:.4f} with a {loss.head_dtype} head (difference {abs(hc['float32'] - hc[loss.head_dtype]):.1e})."
+       f"{hc[loss.head_dtype]:.4f} with the {head_label} head (difference {abs(hc['float32'] - hc[loss.head_dtype]):.1e})."
        if loss.head_dtype != "float32" else
        f"The head ran in float32 (`loss_head_dtype` {loss_head_dtype!r}: "
-       + ("this machine has no native bfloat16 matrix products, which would be about 200× slower than float32 here)."
+       + ("this machine has neither native bfloat16 matrix products, which would be about 200× slower than float32, "
+          "nor oneDNN's int8 linear)."
           if loss_head_dtype == "auto" else "as asked)."))))
 
 # %% [markdown]

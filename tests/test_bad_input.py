@@ -183,11 +183,12 @@ def test_failing_chapter_prints_two_lines_and_keeps_the_failed_notebook(sandbox,
     assert after == before
 
 
-@pytest.mark.parametrize("param", ["sae_dtype", "loss_head_dtype"])
-def test_chapter_7_matmul_dtypes_are_refused_by_name(sandbox, param):
+@pytest.mark.parametrize("param, allowed", [("sae_dtype", "'auto', 'float32', 'bfloat16'"),
+                                            ("loss_head_dtype", "'auto', 'float32', 'bfloat16', 'int8'")])
+def test_chapter_7_matmul_dtypes_are_refused_by_name(sandbox, param, allowed):
     _edit(sandbox, "07_sae_match:\n", f"07_sae_match:\n  {param}: half\n")
     line = _refused(sandbox, "run", "07")
-    assert f"07_sae_match: {param} must be one of 'auto', 'float32', 'bfloat16', got 'half'" in line, line
+    assert f"07_sae_match: {param} must be one of {allowed}, got 'half'" in line, line
 
 
 def test_chapter_6b_base_models_are_refused_by_name(sandbox):

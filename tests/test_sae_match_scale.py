@@ -339,3 +339,86 @@ def test_int8_candidates_where_the_kernel_is_missing_are_refused_by_name(monkeyp
     with pytest.raises(ValueError, match=r"dtype=torch.int8 needs oneDNN's int8 kernel on the CPU"):
         assignment.knn_candidates(a, a, 2, dtype=torch.int8)
     assert assignment.candidate_dtype("auto", "cpu", work=None) in (torch.float32, torch.bfloat16)
+
+
+class _HeadOnly(torch.nn.Module):
+    """Just a vocabulary head and a config: what the loss code reads of a causal LM."""
+
+    def __init__(self, weight: torch.Tensor, cap: float | None = None) -> None:
+        super().__init__()
+        self.lm_head = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=False)
+        self.lm_head.weight.data = weight
+        self.config = type("Config", (), {"final_logit_softcapping": cap})()
+
+    def get_output_embeddings(self):
+        return self.lm_head
+
+
+def _wide_head(cap=None, V=20000, d=64, n=48, spread=30.0):
+    """A head whose logits spread over ``spread`` nats, so most of them lie below the margin."""
+    g = torch.Generator().manual_seed(0)
+    weight = torch.randn(V, d, generator=g)
+    hidden = torch.randn(n, d, generator=g)
+    hidden *= spread / float((hidden @ weight.T).std(1).mean() * 6)
+    return _HeadOnly(weight, cap), hidden, torch.randint(0, V, (n,), generator=g)
+
+
+@pytest.mark.skipif(not assignment.int8_available(), reason="oneDNN's int8 linear is not available on this CPU")
+@pytest.mark.parametrize("cap", [None, 30.0])
+def test_int8_head_is_float32_where_the_logits_matter(cap):
+    model, hidden, targets = _wide_head(cap)
+    logits = hidden @ model.lm_head.weight.T
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    expected = torch.nn.functional.cross_entropy(logits, targets, reduction="none")
+    got = lms._token_losses(model, hidden, targets, vocab_block=4096, head_dtype=torch.int8)
+    hybrid = (got - expected).abs()
+    int8_alone = (lms._int8_log_sum_exp(model, hidden, 4096, cap, margin=-1e9) - torch.logsumexp(logits, 1)).abs()
+    assert float(hybrid.max()) < 2e-3
+    assert float(hybrid.mean()) < float(int8_alone.mean()) / 10  # the float32 recomputation is what makes it exact
+
+
+@pytest.mark.skipif(not assignment.int8_available(), reason="oneDNN's int8 linear is not available on this CPU")
+def test_int8_head_falls_back_to_the_shifted_float32_sum_on_overflow():
+    model, tokenizer = lms.load_model("tiny-random")
+    weight = model.get_output_embeddings().weight
+    g = torch.Generator().manual_seed(0)
+    hidden = torch.randn(12, weight.shape[1], generator=g)
+    hidden[:3] *= 2000 / float((hidden[:3] @ weight.T).abs().max())  # logits up to ±2000: exp overflows
+    targets = torch.randint(0, weight.shape[0], (12,), generator=g)
+    expected = torch.nn.functional.cross_entropy(hidden @ weight.T, targets, reduction="none")
+    got = lms._token_losses(model, hidden, targets, vocab_block=64, head_dtype=torch.int8)
+    assert torch.isfinite(got).all()
+    assert torch.allclose(got, expected, rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.skipif(not assignment.int8_available(), reason="oneDNN's int8 linear is not available on this CPU")
+def test_delta_losses_with_the_int8_head_check_it_against_float32():
+    model, tokenizer = lms.load_model("tiny-random")
+    ids = lms.token_windows(tokenizer, [("doc", "The cat sat on the mat. " * 40)], 20)[:4]
+    saes = [sm.random_jumprelu(64, 32, seed=t, dtype="float32", apply_b_dec_to_input=False) for t in range(4)]
+    stack = sm.match_stack(saes, [0, 1, 2, 3], train_acts=lms.collect_residuals(model, ids))
+    table = lms.delta_losses(model, ids, stack, ["folded"], pairs=[2], batch_size=4, head_dtype=torch.int8,
+                             check_head=True)
+    assert table.head_dtype == "int8"
+    assert table.head_check["int8"] == pytest.approx(table.head_check["float32"], abs=1e-4)
+
+
+def test_head_dtype_follows_the_hardware_and_refuses_bad_choices(monkeypatch):
+    from esae import runtime
+
+    with pytest.raises(ValueError, match=r"loss_head_dtype must be one of auto, float32, bfloat16, int8, got 'half'"):
+        lms.head_dtype("half")
+    with pytest.raises(ValueError, match="loss_head_dtype 'int8' needs a CPU"):
+        lms.head_dtype("int8", "meta")
+    assert lms.head_dtype("float32", "meta") == torch.float32
+    monkeypatch.setattr(runtime, "native_bfloat16", lambda device="cpu": True)
+    assert lms.head_dtype("auto") == torch.bfloat16
+    monkeypatch.setattr(runtime, "native_bfloat16", lambda device="cpu": False)
+    monkeypatch.setattr(assignment, "int8_available", lambda: True)
+    assert lms.head_dtype("auto") == torch.int8
+    assert lms.head_dtype("auto", "meta") == torch.float32  # int8 is a CPU kernel
+    monkeypatch.setattr(assignment, "int8_available", lambda: False)
+    assert lms.head_dtype("auto") == torch.float32
+    with pytest.raises(ValueError, match="this CPU lacks it"):
+        lms.head_dtype("int8")
