@@ -12,7 +12,10 @@ tasks whose labels depend on a few latents), it measures in one run:
 5. the same XGBoost probe fitted faster: XGBoost's own API (``esae.probing.xgboost_predict``)
    against the scikit-learn wrapper, threads inside one fit against processes over tasks, and one
    multi-target fit (``multi_strategy="one_output_per_tree"``) for tasks sharing a feature matrix —
-   each with the largest |ΔF1| and whether the predictions are bit-for-bit the same.
+   each with the largest |ΔF1| and whether the predictions are bit-for-bit the same;
+6. (``--only-f1``) the F1 scoring: ``esae.probing.f1`` (NumPy counts) against scikit-learn's
+   ``f1_score`` it replaced, per call and inside ``probe_scores`` (all three probes, chapter 6's
+   XGBoost settings, L = 32, one worker, best of 2 interleaved), with the scores compared.
 
 Ratios are what to compare (the machine is shared); absolute rates are printed for reference.
 
@@ -80,6 +83,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer samples and tasks")
     ap.add_argument("--only-fast-xgb", action="store_true", help="run section 5 alone")
+    ap.add_argument("--only-f1", action="store_true", help="run section 6 alone")
     args = ap.parse_args()
     os.environ.setdefault("ESAE_PROGRESS", "0")
     cache_dir = tempfile.mkdtemp(prefix="bench-probing-")
@@ -100,6 +104,9 @@ def main() -> None:
 
     if args.only_fast_xgb:
         fast_xgboost(ztr, ytr, zte, yte, decoder, cores)
+        return
+    if args.only_f1:
+        f1_scoring(ztr, ytr, zte, yte, decoder)
         return
 
     # 1. fits per second, one worker, no cache (after one warm-up fit of each probe)
@@ -223,6 +230,48 @@ def fast_xgboost(ztr, ytr, zte, yte, decoder, cores: int, repeats: int = 2) -> N
     print(f"\n{T} tasks on one shared 256-column matrix: one multi-target fit (one_output_per_tree) "
           f"{times['per task'] / times['multi-target']:.2f}× the speed of {T} single fits; max abs ΔF1 {dmax:.4f}; "
           f"same predictions: {bool(np.array_equal(each, multi))}")
+
+
+def f1_scoring(ztr, ytr, zte, yte, decoder, repeats: int = 2) -> None:
+    """Section 6: ``esae.probing.f1`` against scikit-learn's ``f1_score``, alone and in the probe fits."""
+    from sklearn.metrics import f1_score
+
+    from esae import probing
+    from esae.probing import ProbeConfig
+
+    def sklearn_f1(y_true, y_pred) -> float:  # what probing.f1 was
+        return float(f1_score(np.asarray(y_true, dtype=bool), np.asarray(y_pred, dtype=bool), zero_division=0))
+
+    ours = probing.f1
+    y, pred = ytr[:, 0], ztr[:, 0] > 0
+    per_call = {}
+    for name, fn in (("scikit-learn", sklearn_f1), ("numpy", ours)):
+        fn(y, pred)
+        start = time.perf_counter()
+        for _ in range(200):
+            fn(y, pred)
+        per_call[name] = (time.perf_counter() - start) / 200 * 1e3
+    print(f"F1 per call: scikit-learn {per_call['scikit-learn']:.3f} ms, numpy {per_call['numpy']:.4f} ms")
+    cfg = ProbeConfig(xgb_estimators=50, xgb_max_bin=32)  # chapter 6's default settings
+    best, scores = {}, {}
+    try:
+        for _ in range(repeats):
+            for name, fn in (("scikit-learn", sklearn_f1), ("numpy", ours)):
+                probing.f1 = fn
+                for kind, dec in (("latents", None), ("reconstructions", decoder)):
+                    start = time.perf_counter()
+                    s = probing.probe_scores(ztr, ytr, zte, yte, L=32, config=cfg, decoder=dec, n_jobs=1)
+                    key = (name, kind)
+                    best[key] = min(best.get(key, float("inf")), time.perf_counter() - start)
+                    scores[key] = s.f1
+    finally:
+        probing.f1 = ours
+    for kind in ("latents", "reconstructions"):
+        a, b = scores[("scikit-learn", kind)], scores[("numpy", kind)]
+        same = all(np.array_equal(a[p], b[p], equal_nan=True) for p in a)
+        print(f"probe_scores on {kind} (L = 32, 3 probes, {ytr.shape[1]} tasks, 1 worker): scikit-learn F1 "
+              f"{best[('scikit-learn', kind)]:.2f} s, numpy F1 {best[('numpy', kind)]:.2f} s, ratio "
+              f"{best[('scikit-learn', kind)] / best[('numpy', kind)]:.2f}; scores identical: {same}")
 
 
 if __name__ == "__main__":
