@@ -462,8 +462,8 @@ def head_dtype(choice: str = "auto", device: torch.device | str = "cpu", name: s
     (:func:`esae.runtime.native_bfloat16`), else int8 on a CPU where oneDNN's int8 linear is
     present (:func:`esae.assignment.int8_available`), else float32. The int8 head is int8 products
     for every logit and float32 ones for each row's logits within :data:`HEAD_MARGIN` nats of its
-    maximum (:func:`_int8_log_sum_exp`): 1.6× float32's speed on Gemma 3 270M's head on an AVX2
-    CPU, per-token losses within 10⁻³ nats of float32's on average (bias 10⁻⁵). The choice
+    maximum (:func:`_int8_log_sum_exp`): 1.5–1.6× float32's speed on Gemma 3 270M's head on an
+    AVX2 CPU, per-token losses within 10⁻³ nats of float32's on average (bias 10⁻⁵). The choice
     depends only on the machine, so a profile gives the same numbers on the same machine. ``name``
     is the parameter named in the error on a bad ``choice``."""
     from esae.assignment import int8_available
@@ -505,8 +505,8 @@ def _int8_log_sum_exp(model, h: Tensor, vocab_block: int, cap: float | None, mar
     :data:`HEAD_MARGIN`). On Gemma 3 270M's head (2,016 held-out predictions, 2-core AVX2 CPU;
     ``benchmarks/bench_lm_head.py``), margin 10 recomputes about 1,300 of 262,144 logits a row: the
     per-token loss is within 9.6·10⁻⁴ nats of float32's on average (8.6·10⁻³ at most, bias
-    1.3·10⁻⁵) at 1.6× its speed; margin 12: 3.0·10⁻⁴, 1.4×; 14: 8·10⁻⁵, 1.1×. int8 alone was
-    0.15 nats off."""
+    1.3·10⁻⁵) at 1.5–1.6× its speed; margin 12: 3.0·10⁻⁴, 1.4×; 14: 8·10⁻⁵, 1.1×. int8 alone was
+    0.16 nats off."""
     margin = HEAD_MARGIN if margin is None else margin
     weight = model.get_output_embeddings().weight
     heads = _int8_head(model, vocab_block)
