@@ -525,9 +525,10 @@ display(Markdown(
 # per window and block, float32). On a CPU without bfloat16 units `"auto"` runs the head in int8
 # ({py:func}`esae.language_models.head_dtype`): oneDNN's int8 products for every logit, then
 # every logit within 10 nats of its row's best recomputed in float32 (about 1,300 of 262,144),
-# so the log-sum-exp is float32's where it matters — 1.6× float32's speed, per-token losses
-# within 10⁻³ nats of float32's (int8 alone was 0.15 nats off). All six variants on all 17 pairs
-# are 102 passes. The default profile measures all of them: the layer-pruning verdict compares blocks from
+# so the log-sum-exp is float32's where it matters: the head 1.5× faster than in float32, a whole
+# pass 1.4×, per-token losses within 10⁻³ nats of float32's (int8 alone was 0.16 nats off;
+# `benchmarks/bench_lm_head.py`). All six variants on all 17 pairs are 102 passes, about 23 min
+# of a 2-core AVX2 CPU this way (27 in float32). The default profile measures all of them: the layer-pruning verdict compares blocks from
 # about layer 10 on, and a sample of one pair in four left it 5 blocks. A cheaper profile can
 # measure only the variants in `loss_every_pair` on every pair and the others on every
 # `loss_pair_stride`-th pair; the statement below says which ran where, and comparisons between
