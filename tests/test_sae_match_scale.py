@@ -173,9 +173,15 @@ def test_other_hub_errors_pass_through(monkeypatch):
         lms.load_model("google/gemma-2-2b")
 
 
-def test_head_log_sum_exp_without_shift_equals_cross_entropy_and_falls_back_on_overflow():
+_INT8 = pytest.mark.skipif(not assignment.int8_available(), reason="oneDNN's int8 linear is not available on this CPU")
+
+
+@pytest.mark.parametrize("head, rtol, atol", [(torch.float32, 1e-5, 1e-4),
+                                              pytest.param(torch.int8, 1e-4, 1e-3, marks=_INT8)])
+def test_head_log_sum_exp_without_shift_equals_cross_entropy_and_falls_back_on_overflow(head, rtol, atol):
     """The head sums exp(logits) without subtracting the maximum; rows whose sum overflows
-    (logits beyond 88) are recomputed with it subtracted: both equal the cross-entropy."""
+    (logits beyond 88) are recomputed with it subtracted: both equal the cross-entropy (the int8
+    head's rows too, within its float32-checked precision)."""
     model, _ = lms.load_model("tiny-random")
     weight = model.get_output_embeddings().weight
     g = torch.Generator().manual_seed(0)
@@ -183,9 +189,9 @@ def test_head_log_sum_exp_without_shift_equals_cross_entropy_and_falls_back_on_o
     hidden[:3] *= 2000 / float((hidden[:3] @ weight.T).abs().max())  # logits up to ±2000: exp overflows
     targets = torch.randint(0, weight.shape[0], (12,), generator=g)
     expected = torch.nn.functional.cross_entropy(hidden @ weight.T, targets, reduction="none")
-    got = lms._token_losses(model, hidden, targets, vocab_block=64)
+    got = lms._token_losses(model, hidden, targets, vocab_block=64, head_dtype=head)
     assert torch.isfinite(got).all()
-    assert torch.allclose(got, expected, rtol=1e-5, atol=1e-4)
+    assert torch.allclose(got, expected, rtol=rtol, atol=atol)
 
 
 def test_delta_losses_measure_each_variant_on_its_own_pairs_and_check_the_head():
@@ -282,7 +288,7 @@ def test_ortools_keeps_the_optimum_when_products_differ_by_little():
         np.testing.assert_array_equal(assignment.solve_sparse(rows, cols, products, 2, method="scipy"), want)
 
 
-@pytest.mark.skipif(not assignment.int8_available(), reason="oneDNN's int8 linear is not available on this CPU")
+@_INT8
 def test_int8_products_are_cosines_within_their_rounding():
     g = torch.Generator().manual_seed(3)
     a, b = torch.randn(300, 1024, generator=g), torch.randn(500, 1024, generator=g) * 7
@@ -295,7 +301,7 @@ def test_int8_products_are_cosines_within_their_rounding():
     assert torch.equal(int8[:, 3], torch.zeros(300))  # a zero row has cosine 0
 
 
-@pytest.mark.skipif(not assignment.int8_available(), reason="oneDNN's int8 linear is not available on this CPU")
+@_INT8
 def test_int8_candidates_give_float32_products_and_the_exact_answer():
     g = torch.Generator().manual_seed(4)
     a = torch.randn(600, 256, generator=g)
@@ -363,7 +369,7 @@ def _wide_head(cap=None, V=20000, d=64, n=48, spread=30.0):
     return _HeadOnly(weight, cap), hidden, torch.randint(0, V, (n,), generator=g)
 
 
-@pytest.mark.skipif(not assignment.int8_available(), reason="oneDNN's int8 linear is not available on this CPU")
+@_INT8
 @pytest.mark.parametrize("cap", [None, 30.0])
 def test_int8_head_is_float32_where_the_logits_matter(cap):
     model, hidden, targets = _wide_head(cap)
@@ -378,21 +384,7 @@ def test_int8_head_is_float32_where_the_logits_matter(cap):
     assert float(hybrid.mean()) < float(int8_alone.mean()) / 10  # the float32 recomputation is what makes it exact
 
 
-@pytest.mark.skipif(not assignment.int8_available(), reason="oneDNN's int8 linear is not available on this CPU")
-def test_int8_head_falls_back_to_the_shifted_float32_sum_on_overflow():
-    model, tokenizer = lms.load_model("tiny-random")
-    weight = model.get_output_embeddings().weight
-    g = torch.Generator().manual_seed(0)
-    hidden = torch.randn(12, weight.shape[1], generator=g)
-    hidden[:3] *= 2000 / float((hidden[:3] @ weight.T).abs().max())  # logits up to ±2000: exp overflows
-    targets = torch.randint(0, weight.shape[0], (12,), generator=g)
-    expected = torch.nn.functional.cross_entropy(hidden @ weight.T, targets, reduction="none")
-    got = lms._token_losses(model, hidden, targets, vocab_block=64, head_dtype=torch.int8)
-    assert torch.isfinite(got).all()
-    assert torch.allclose(got, expected, rtol=1e-4, atol=1e-3)
-
-
-@pytest.mark.skipif(not assignment.int8_available(), reason="oneDNN's int8 linear is not available on this CPU")
+@_INT8
 def test_delta_losses_with_the_int8_head_check_it_against_float32():
     model, tokenizer = lms.load_model("tiny-random")
     ids = lms.token_windows(tokenizer, [("doc", "The cat sat on the mat. " * 40)], 20)[:4]
