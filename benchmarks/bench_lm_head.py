@@ -48,7 +48,8 @@ def main() -> None:
           f"torch {torch.__version__}, head_dtype('auto') = {lms.head_dtype('auto')}")
     model, tokenizer = lms.load_model("gemma-3-270m", store=cache)
     _, held = lms.split_documents(lms.corpus_documents(), 0.1, 0)
-    ids = lms.token_windows(tokenizer, held, 128)[:4 * args.batches]
+    windows = lms.token_windows(tokenizer, held, 128)  # tokenized once: the head batches and the whole pass
+    ids = windows[:4 * args.batches]
     with torch.no_grad():
         hidden = [model.model(input_ids=ids[i:i + 4]).last_hidden_state for i in range(0, len(ids), 4)]
     lms._int8_head(model, 16384)  # packed once per model, as in a book run
@@ -82,13 +83,13 @@ def main() -> None:
           f"max {a.abs().max():.2f}, bias {a.mean():.2f}")
     lms.HEAD_MARGIN = args.margins[0]
     if args.pass_windows:
-        whole_pass(model, tokenizer, held, args.pass_windows)
+        whole_pass(model, windows[:args.pass_windows])
 
 
-def whole_pass(model, tokenizer, held, n_windows: int, block: int = 9, repeats: int = 2) -> None:
-    """Seconds of one ΔL pass as chapter 7 runs it (block ``block`` replaced by its input, the
-    later blocks rerun, then the head) with each head, interleaved, best of ``repeats``."""
-    ids = lms.token_windows(tokenizer, held, 128)[:n_windows]
+def whole_pass(model, ids: torch.Tensor, block: int = 9, repeats: int = 2) -> None:
+    """Seconds of one ΔL pass as chapter 7 runs it on the windows ``ids`` (block ``block`` replaced
+    by its input, the later blocks rerun, then the head) with each head, interleaved, best of
+    ``repeats``."""
     clean, states, as_tuple, _ = lms._clean_states(model, ids, 4, torch.float32, [block - 1, block])
     best = {"float32": float("inf"), "int8": float("inf")}
     for _ in range(repeats):
