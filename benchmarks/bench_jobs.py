@@ -2,8 +2,9 @@
 one single-threaded worker process per core (``esae.runtime.run_jobs``, what chapters 3 and 5 do
 with ``jobs: 0``), as ratios measured in one run.
 
-For each workload — a base model (MLP, CNN) at batch 64 and chapter 5's set of 12 SAEs (regular,
-wide, two-layer, invariant × K = 8, 16, 32; stacked trainer) at batch 64, 256 and 512 — it times
+For each workload — a base model (MLP, CNN) at batch 64, chapter 5's set of 12 SAEs (regular,
+wide, two-layer, invariant × K = 8, 16, 32; stacked trainer) at batch 64, 256 and 512, and chapter
+7's layer SAE (JumpReLU, d = 640, 1,024 features, batch 256, sae-lens's trainer) — it times
 ``n`` identical jobs (``n`` = twice the number of cores) run one after another in this process with
 all threads, then the same jobs run by ``esae.runtime.run_jobs`` (one worker per core, one thread
 each, each worker taking the next job when it finishes one), alternating the two and keeping each
@@ -13,7 +14,7 @@ more here than in chapter 5, whose jobs take minutes. Prints seconds per job bot
 throughput ratio (> 1: the workers train more models per second), and the same ratio with the
 start-up (timed alone, on jobs that only import) taken out. The jobs fill no cache.
 
-Usage: ``python benchmarks/bench_jobs.py [--repeats 2] [--quick]``.
+Usage: ``python benchmarks/bench_jobs.py [--repeats 2] [--quick] [--only SUBSTRING]``.
 """
 
 from __future__ import annotations
@@ -44,6 +45,15 @@ def sae_set_job(batch: int, n: int) -> None:
     sae_stack.train_stacked(configs, acts)
 
 
+def layer_sae_job(steps: int) -> None:
+    from esae import sae_match
+
+    gen = torch.Generator().manual_seed(0)
+    data = torch.randn(16384, 640, generator=gen) * torch.linspace(0.2, 4.0, 640)  # chapter 7's width, uneven scales
+    sae_match.train_jumprelu(data, sae_match.TrainConfig(d_sae=1024, target_l0=48.0, sparsity_loss="step",
+                                                         l0_coefficient=0.3, steps=steps, batch_size=256, lr=0.002))
+
+
 def start_up_job() -> None:
     import esae.sae_stack  # noqa: F401  (what a training job imports first)
 
@@ -58,6 +68,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="smaller jobs")
+    parser.add_argument("--only", default="", help="run the workloads whose name contains this text")
     args = parser.parse_args()
     cores = os.cpu_count() or 1
     n_jobs = 2 * cores
@@ -68,7 +79,9 @@ def main() -> None:
         "12 SAEs stacked, batch 64": partial(sae_set_job, 64, 2048 // scale),
         "12 SAEs stacked, batch 256": partial(sae_set_job, 256, 4096 // scale),
         "12 SAEs stacked, batch 512": partial(sae_set_job, 512, 10000 // scale),
+        "layer SAE (chapter 7), batch 256": partial(layer_sae_job, 200 // scale),
     }
+    workloads = {name: job for name, job in workloads.items() if args.only.lower() in name.lower()}
     print(f"machine: {platform.platform()}, {cores} CPUs, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads in this process; {n_jobs} jobs per workload\n")
     start_up = min(timed(lambda: runtime.run_jobs([start_up_job] * cores, workers=cores)) for _ in range(args.repeats))

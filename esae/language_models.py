@@ -20,6 +20,7 @@ excluded everywhere: its norm is orders of magnitude above the other tokens'.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import inspect
@@ -398,20 +399,41 @@ def residual_activations(cfg: ActivationsConfig, model, tokenizer, n_loss_window
 # One JumpReLU SAE per layer
 # --------------------------------------------------------------------------------------------
 
+def layer_sae_key(cfg: ActivationsConfig, train: TrainConfig, layer: int, threads: int | None = None) -> dict:
+    """The cache key (kind ``layer_sae``) of block ``layer``'s SAE; with ``threads``, the CPU thread
+    count it was trained with (a thread count can change the order of float sums)."""
+    key = {"activations": cfg, "train": train, "layer": layer, "version": 2}
+    return key if threads is None else {**key, "threads": threads}
+
+
+def train_layer_sae(cfg: ActivationsConfig, train: TrainConfig, layer: int, data: Tensor,
+                    device: torch.device | str = "cpu", store: Store | None = None, threads: int | None = None) -> Path:
+    """Train block ``layer``'s SAE on its training activations ``data`` (``acts.train[layer]``,
+    (N, d)) unless ``store`` holds it (:func:`layer_sae`), with ``threads`` CPU threads when given
+    (part of the key); returns the saved SAE's folder."""
+    from esae.runtime import torch_threads
+
+    if threads is not None:
+        check_int("threads", threads, 1)
+
+    def compute(tmp: Path) -> None:
+        with torch_threads(threads) if threads is not None else contextlib.nullcontext():
+            sae = train_jumprelu(data.float(), dataclasses.replace(train, seed=train.seed + layer), device)
+        sae.save_model(tmp)
+
+    return store_or_none(store).cached_dir("layer_sae", layer_sae_key(cfg, train, layer, threads), compute)
+
+
 def layer_sae(cfg: ActivationsConfig, train: TrainConfig, layer: int, acts: Activations,
-              device: torch.device | str = "cpu", store: Store | None = None):
+              device: torch.device | str = "cpu", store: Store | None = None, threads: int | None = None):
     """The JumpReLU SAE of block ``layer``, trained with sae-lens on ``acts.train[layer]``
-    (:func:`esae.sae_match.train_jumprelu`, seed ``train.seed + layer``) and saved in sae-lens's
-    format in ``store`` keyed by ``(cfg, train, layer)``."""
+    (:func:`esae.sae_match.train_jumprelu`, seed ``train.seed + layer``; with ``threads`` CPU
+    threads when given) and saved in sae-lens's format in ``store`` keyed by
+    ``(cfg, train, layer[, threads])``."""
     from sae_lens import JumpReLUSAE
 
     check_int("layer", layer, 0, acts.train.shape[0] - 1)
-
-    def compute(tmp: Path) -> None:
-        sae = train_jumprelu(acts.train[layer].float(), dataclasses.replace(train, seed=train.seed + layer), device)
-        sae.save_model(tmp)
-
-    entry = store_or_none(store).cached_dir("layer_sae", {"activations": cfg, "train": train, "layer": layer, "version": 2}, compute)
+    entry = train_layer_sae(cfg, train, layer, acts.train[layer], device, store, threads)
     return JumpReLUSAE.load_from_disk(entry, device=str(device)).eval()
 
 

@@ -281,7 +281,7 @@ RULES: dict[str, dict[str, Rule]] = {
         "digits_orientation_tasks": Rule(lo=0, hi=40),
     },
     "07_sae_match": {
-        "torch_threads": Rule(lo=0), "model": Rule(choices=("gemma-3-270m", "google/gemma-2-2b", "tiny-random")),
+        "torch_threads": Rule(lo=0), "jobs": Rule(lo=0), "model": Rule(choices=("gemma-3-270m", "google/gemma-2-2b", "tiny-random")),
         "sae_source": Rule(choices=("train", "gemma-scope")), "layers": Rule(lo=0, distinct=True),
         "context_len": Rule(lo=8, hi=8192), "n_train_tokens": Rule(lo=0), "n_eval_tokens": _INT1,
         "n_loss_windows": _INT1, "d_sae": _INT1, "target_l0": Rule(lo=0.0, lo_open=True),

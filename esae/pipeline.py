@@ -18,7 +18,8 @@ kept in :mod:`esae.cache` by that config: the one module that knows the cache.
 Every base model and SAE trains single-threaded on the CPU (:func:`training_threads`), so its
 weights do not depend on the core count or on who trained it; chapters 3 and 5 train their
 independent models side by side in worker processes first (:func:`prefetch_base_models`,
-:func:`prefetch_saes`; ``jobs`` workers) and then find them in the cache.
+:func:`prefetch_saes`; ``jobs`` workers) and then find them in the cache; chapter 7 does the same
+with its layer SAEs (:func:`prefetch_layer_saes`).
 
 A chapter turns its injected parameters into configs with :func:`base_model_configs`,
 :func:`fit_configs` and :func:`sae_configs`; a chapter that needs an upstream stage builds that
@@ -472,11 +473,45 @@ def residual_activations(cfg, model, tokenizer, n_loss_windows: int = 0):
     return language_models.residual_activations(cfg, model, tokenizer, n_loss_windows, store=cache)
 
 
+def _layer_threads(device: torch.device | str) -> int | None:
+    """The thread count of a layer SAE's training: :data:`TRAIN_THREADS` on the CPU, as every
+    training here (:func:`training_threads`), so a worker and this process train the same SAE."""
+    return TRAIN_THREADS if torch.device(device).type == "cpu" else None
+
+
 def layer_sae(cfg, train_cfg, layer: int, acts, device: torch.device | str = "cpu"):
-    """:func:`esae.language_models.layer_sae`, kept in the cache by ``(cfg, train_cfg, layer)``."""
+    """:func:`esae.language_models.layer_sae`, trained single-threaded on the CPU and kept in the
+    cache by ``(cfg, train_cfg, layer, threads)``."""
     from esae import language_models
 
-    return language_models.layer_sae(cfg, train_cfg, layer, acts, device, store=cache)
+    return language_models.layer_sae(cfg, train_cfg, layer, acts, device, store=cache, threads=_layer_threads(device))
+
+
+def _layer_sae_job(cfg, train_cfg, layer: int, data: Tensor) -> None:
+    from esae import language_models
+
+    language_models.train_layer_sae(cfg, train_cfg, layer, data, store=cache, threads=TRAIN_THREADS)
+
+
+def prefetch_layer_saes(cfg, train_cfg, layers: Sequence[int], acts, jobs: int = 0,
+                        device: torch.device | str = "cpu") -> int:
+    """Train the layer SAEs of ``layers`` the cache lacks side by side, one layer per worker process
+    (:func:`esae.runtime.run_jobs`: ``jobs`` workers, 0 one per CPU core), each worker handed only its
+    layer's training activations; :func:`layer_sae` then loads them. The same SAEs as training them
+    here one after another (single-threaded either way; the tests compare the weights), sooner: a
+    second process trains another SAE faster than a second thread speeds up one
+    (``benchmarks/bench_jobs.py``). Nothing happens on a GPU, for fewer than two missing layers, or
+    when the cache is read-only. Returns how many were trained here."""
+    from esae import language_models
+
+    missing = [t for t in dict.fromkeys(layers)
+               if not cache.is_cached("layer_sae", language_models.layer_sae_key(cfg, train_cfg, t, _layer_threads(device)))]
+    workers = job_workers(jobs, len(missing), device)
+    if not workers or cache.is_read_only():
+        return 0
+    run_jobs([partial(_layer_sae_job, cfg, train_cfg, t, acts.train[t].clone()) for t in missing], workers,
+             desc="layer SAEs")
+    return len(missing)
 
 
 def synthetic_layers(cfg, device: torch.device | str = "cpu"):

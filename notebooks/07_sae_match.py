@@ -49,6 +49,7 @@ profile: str = "default"  # parameter profile that produced this page: smoke | d
 seed: int = 0  # seed for every random choice in the chapter
 device: str = "auto"  # auto | cpu | cuda
 torch_threads: int = 0  # CPU threads for torch, 0 keeps torch's default (all cores)
+jobs: int = 0  # worker processes training the layer SAEs side by side, each single-threaded (0 means one per CPU core)
 model: str = "gemma-3-270m"  # gemma-3-270m (offline) | google/gemma-2-2b (hub) | tiny-random (code check only)
 sae_source: str = "train"  # train (one JumpReLU SAE per layer, here) | gemma-scope (the paper's canonical 16k SAEs)
 layers: list = []  # blocks whose output is studied, consecutive; empty means every block
@@ -314,6 +315,8 @@ train_cfg = sm.TrainConfig(d_sae=d_sae, target_l0=target_l0, l0_coefficient=sae_
                            sparsity_loss=sae_sparsity_loss, steps=sae_steps, batch_size=sae_batch_size, lr=sae_lr,
                            autocast=sae_autocast, seed=seed)
 if sae_source == "train":
+    # the layers' SAEs are independent: the ones the cache lacks train side by side in `jobs` worker processes first
+    pipeline.prefetch_layer_saes(acts_cfg, train_cfg, layer_ids, acts, jobs, dev)
     saes = [pipeline.layer_sae(acts_cfg, train_cfg, t, acts, dev) for t in esae.runtime.progress(layer_ids, desc="SAEs")]
     sae_key = {"activations": acts_cfg, "train": train_cfg, "layers": layer_ids}
 else:

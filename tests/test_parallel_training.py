@@ -1,4 +1,4 @@
-"""Training in worker processes (chapters 3 and 5): the cache ends up as training here would leave
+"""Training in worker processes (chapters 3, 5 and 7): the cache ends up as training here would leave
 it, bit for bit, and bad settings or a failing job say so here."""
 
 import pytest
@@ -83,3 +83,28 @@ def test_torch_threads_restores_the_count():
     with pytest.raises(ValueError, match="positive int"):
         with runtime.torch_threads(0):
             pass
+
+
+# ----------------------------------------------------------------------------- chapter 7's layer SAEs
+
+def test_workers_train_the_same_layer_saes_as_this_process(tmp_path, monkeypatch):
+    from esae import language_models as lms
+    from esae import sae_match
+
+    gen = torch.Generator().manual_seed(0)
+    train = (torch.randn(3, 512, 16, generator=gen) * torch.linspace(0.5, 3.0, 16)).to(torch.bfloat16)
+    acts = lms.Activations(train=train, eval=torch.zeros(3, 8, 16), eval_ids=torch.zeros(1, 9, dtype=torch.long),
+                           loss_ids=torch.zeros(0, 9, dtype=torch.long))
+    cfg = lms.ActivationsConfig(model="tiny-random", context_len=9, n_train_tokens=512, n_eval_tokens=8)
+    train_cfg = sae_match.TrainConfig(d_sae=32, target_l0=4.0, steps=20, batch_size=64, seed=0)
+    monkeypatch.setenv("ESAE_CACHE", str(tmp_path / "workers"))
+    assert pipeline.prefetch_layer_saes(cfg, train_cfg, [0, 1, 2], acts, jobs=2) == 3
+    assert pipeline.prefetch_layer_saes(cfg, train_cfg, [0, 1, 2], acts, jobs=2) == 0  # all cached
+    in_workers = [pipeline.layer_sae(cfg, train_cfg, t, acts).state_dict() for t in range(3)]
+    monkeypatch.setenv("ESAE_CACHE", str(tmp_path / "here"))
+    assert pipeline.prefetch_layer_saes(cfg, train_cfg, [0, 1, 2], acts, jobs=1) == 0  # one worker: trained when asked for
+    here = [pipeline.layer_sae(cfg, train_cfg, t, acts).state_dict() for t in range(3)]
+    for a, b in zip(in_workers, here):
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(in_workers[0]["W_enc"], in_workers[1]["W_enc"])  # each layer its own data and seed
+
