@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from esae.checks import check_choice, check_float, check_int
-from esae.runtime import HEAD_DTYPES, Store, progress, store_or_none
+from esae.runtime import HEAD_DTYPES, Store, progress, store_or_none, torch_threads
 from esae.sae_match import TrainConfig, train_jumprelu
 
 Tensor = torch.Tensor
@@ -411,8 +411,6 @@ def train_layer_sae(cfg: ActivationsConfig, train: TrainConfig, layer: int, data
     """Train block ``layer``'s SAE on its training activations ``data`` (``acts.train[layer]``,
     (N, d)) unless ``store`` holds it (:func:`layer_sae`), with ``threads`` CPU threads when given
     (part of the key); returns the saved SAE's folder."""
-    from esae.runtime import torch_threads
-
     if threads is not None:
         check_int("threads", threads, 1)
 

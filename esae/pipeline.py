@@ -404,10 +404,18 @@ def prefetch_base_models(configs: Sequence[autoencoders.TrainConfig], jobs: int 
     than two missing models, or when the cache is read-only: :func:`base_model` then trains (or
     reports) each one where it is asked for. Returns how many were trained here."""
     missing = [c for c in dict.fromkeys(configs) if not cache.is_cached("base_model", base_model_key(c))]
+    return _run_missing(missing, lambda c: partial(base_model, c), jobs, device, "base models")
+
+
+def _run_missing(missing: list, make_call: Callable[[Any], Callable[[], Any]], jobs: int, device: torch.device | str,
+                 desc: str) -> int:
+    """The prefetches' common part: ``make_call(m)`` for each of ``missing`` in worker processes
+    (:func:`esae.runtime.run_jobs`, :func:`esae.runtime.job_workers`' count), unless none are
+    wanted (a GPU, fewer than two calls or workers) or the cache is read-only; how many ran."""
     workers = job_workers(jobs, len(missing), device)
     if not workers or cache.is_read_only():
         return 0
-    run_jobs([partial(base_model, c) for c in missing], workers, desc="base models")
+    run_jobs([make_call(m) for m in missing], workers, desc=desc)
     return len(missing)
 
 
@@ -430,11 +438,7 @@ def prefetch_saes(sets: Sequence[tuple[autoencoders.TrainConfig, Mapping[tuple[s
     :func:`prefetch_base_models` does for base models. The equivariant SAEs (M attached to a
     trained invariant one) are left to :func:`saes`. Returns how many sets were trained here."""
     missing = [(b, c) for b, c in sets if not _saes_cached(b, c)]
-    workers = job_workers(jobs, len(missing), device)
-    if not workers or cache.is_read_only():
-        return 0
-    run_jobs([partial(_train_set, b, dict(c)) for b, c in missing], workers, desc="SAE sets")
-    return len(missing)
+    return _run_missing(missing, lambda bc: partial(_train_set, bc[0], dict(bc[1])), jobs, device, "SAE sets")
 
 
 # --------------------------------------------------------------------------------------------
@@ -506,12 +510,8 @@ def prefetch_layer_saes(cfg, train_cfg, layers: Sequence[int], acts, jobs: int =
 
     missing = [t for t in dict.fromkeys(layers)
                if not cache.is_cached("layer_sae", language_models.layer_sae_key(cfg, train_cfg, t, _layer_threads(device)))]
-    workers = job_workers(jobs, len(missing), device)
-    if not workers or cache.is_read_only():
-        return 0
-    run_jobs([partial(_layer_sae_job, cfg, train_cfg, t, acts.train[t].clone()) for t in missing], workers,
-             desc="layer SAEs")
-    return len(missing)
+    return _run_missing(missing, lambda t: partial(_layer_sae_job, cfg, train_cfg, t, acts.train[t].clone()), jobs,
+                        device, "layer SAEs")
 
 
 def synthetic_layers(cfg, device: torch.device | str = "cpu"):
