@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -499,6 +499,23 @@ def verdict(differences: Sequence[float], *, positive: str = "leads", negative: 
     if stats["mean"] < -2 * stats["se"]:
         return negative, stats
     return "within noise", stats
+
+
+def line_ratio(stats: dict) -> float | None:
+    """How far a :func:`verdict`'s mean lies from its line: ``|mean| / (2 · se)`` of :func:`mean_std`'s
+    ``stats`` (above 1: beyond two standard errors; None without an error bar or with se 0). With
+    three seeds the standard error is itself uncertain by about half, so a ratio within a factor 2
+    of 1 is a verdict another draw of the same training can move across the line."""
+    if stats.get("mean") is None or not stats.get("se"):
+        return None
+    return abs(stats["mean"]) / (2 * stats["se"])
+
+
+def near_line(ratios: Mapping[str, float | None], factor: float = 2.0) -> list[str]:
+    """The keys of ``ratios`` (:func:`line_ratio` per verdict) within ``factor`` of the two-standard-error
+    line: ``1 / factor ≤ ratio ≤ factor``."""
+    check_float("factor", factor, 1.0)
+    return [key for key, r in ratios.items() if r is not None and 1 / factor <= r <= factor]
 
 
 def reading_key(reading: str, name: str, k: int, L: int) -> str:

@@ -240,7 +240,7 @@ RULES: dict[str, dict[str, Rule]] = {
     },
     "04_fitting_m": {
         "epochs": _INT1, "paper_epochs": _INT1, "constrained_epochs": _INT1, "batch_size": _INT1, "lr": _RATE,
-        "penalty": Rule(lo=0.0),
+        "penalty": Rule(lo=0.0), "jobs": Rule(lo=0),
     },
     "05_equivariant_sae": {
         "ks": _COUNTS, "expansion": Rule(lo=1, hi=1024), "d_hidden": _INT1, "n_epochs": _INT1,
@@ -275,7 +275,7 @@ RULES: dict[str, dict[str, Rule]] = {
         "n_probe_train": Rule(lo=20), "n_probe_test": Rule(lo=20),
         "lengths": Rule(lo=1, hi=256, nonempty=True, distinct=True), "tasks_per_group": Rule(lo=0),
         "xgb_estimators": _INT1, "xgb_max_bin": Rule(lo=2), "n_jobs": Rule(lo=-1, not_values=(0,)),
-        "digits_hidden": Rule(lo=4, hi=1024), "digits_epochs": _INT1,
+        "jobs": Rule(lo=0), "digits_hidden": Rule(lo=4, hi=1024), "digits_epochs": _INT1,
         "digits_ks": Rule(lo=1, nonempty=True, distinct=True), "digits_sae_epochs": _INT1,
         "digits_invariant_epochs": _INT1, "digits_lengths": Rule(lo=1, nonempty=True, distinct=True),
         "digits_orientation_tasks": Rule(lo=0, hi=40),

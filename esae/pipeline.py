@@ -15,11 +15,12 @@ kept in :mod:`esae.cache` by that config: the one module that knows the cache.
   ``layer_sae``, ``sae_match_synthetic``, ``layer_pair_matches`` (:func:`language_model`,
   :func:`residual_activations`, :func:`layer_sae`, :func:`synthetic_layers`, :func:`match_stack`).
 
-Every base model and SAE trains single-threaded on the CPU (:func:`training_threads`), so its
-weights do not depend on the core count or on who trained it; chapters 3 and 5 train their
-independent models side by side in worker processes first (:func:`prefetch_base_models`,
-:func:`prefetch_saes`; ``jobs`` workers) and then find them in the cache; chapter 7 does the same
-with its layer SAEs (:func:`prefetch_layer_saes`).
+Every base model, fit of M, SAE and chapter-6b seed trains single-threaded on the CPU
+(:func:`training_threads`), so its weights do not depend on the core count or on who trained it;
+chapters 3, 4, 5 and 6b compute their independent models side by side in worker processes first
+(:func:`prefetch_base_models`, :func:`prefetch_fits`, :func:`prefetch_saes`,
+:func:`prefetch_beyond_seeds`; ``jobs`` workers), chapter 7 its layer SAEs
+(:func:`prefetch_layer_saes`), and then find them in the cache.
 
 A chapter turns its injected parameters into configs with :func:`base_model_configs`,
 :func:`fit_configs` and :func:`sae_configs`; a chapter that needs an upstream stage builds that
@@ -222,24 +223,61 @@ def base_models(configs: Mapping[str, TrainConfig], device: torch.device | str =
 # M (chapter 4)
 
 
+def fit_key(base: TrainConfig, fits: Mapping[str, FitConfig], variant: str) -> dict[str, Any]:
+    """The cache key (kind ``fitted_m``) of M fitted as ``fits[variant]`` says on base model ``base``
+    (with the fit's thread count: see :func:`training_threads`)."""
+    check_choice("variant", variant, VARIANTS)
+    return {"base_model": base_model_key(base), "model": base.kind, "fit": fits[variant], "threads": TRAIN_THREADS}
+
+
 def fit(base: TrainConfig, fits: Mapping[str, FitConfig], variant: str = "warm_start",
         device: torch.device | str = "cpu") -> FitResult:
     """M fitted as ``fits[variant]`` says (``fits`` from :func:`fit_configs`) to base model
     ``base``'s activations on its training images, with the held-out R² per epoch; the ``exact``
-    variant starts from the ``warm_start`` fit. Cached by the base model's and the fit's configs."""
-    check_choice("variant", variant, VARIANTS)
-    key = {"base_model": base_model_key(base), "model": base.kind, "fit": fits[variant]}
+    variant starts from the ``warm_start`` fit. Fitted single-threaded on the CPU, as every training
+    here (:func:`training_threads`); cached by the base model's and the fit's configs."""
+    key = fit_key(base, fits, variant)
 
     def compute() -> dict:
         net = base_model(base, device)[0]
         train_acts = orbit_activations(net, training_set(base).images, device=device)
         test_acts = orbit_activations(net, heldout_set(base).images, device=device)
         m_init = fit(base, fits, "warm_start", device).m if variant == "exact" else None
-        result = fit_m(*train_acts, fits[variant], eval_data=test_acts, m_init=m_init, device=device)
+        with training_threads(device):
+            result = fit_m(*train_acts, fits[variant], eval_data=test_acts, m_init=m_init, device=device)
         return {"m": result.m, "history": result.history}
 
     data = cache.cached_torch("fitted_m", key, compute)
     return FitResult(data["m"], data["history"])
+
+
+def _fit_job(base: TrainConfig, fits: Mapping[str, FitConfig], variants: tuple[str, ...]) -> None:
+    for variant in variants:
+        fit(base, fits, variant)
+
+
+def prefetch_fits(wanted: Sequence[tuple[TrainConfig, Mapping[str, FitConfig], str]], jobs: int = 0,
+                  device: torch.device | str = "cpu") -> int:
+    """Fit the Ms of ``wanted`` (``(base, fits, variant)`` triples, as :func:`fit` takes them) the
+    cache lacks side by side, one fit per worker process (:func:`esae.runtime.run_jobs`: ``jobs``
+    workers, 0 one per CPU core), as :func:`prefetch_base_models` does for base models; an ``exact``
+    fit shares its worker with the ``warm_start`` fit it starts from, and the longest fits go first.
+    Nothing happens on a GPU, for fewer than two missing fits, or when the cache is read-only.
+    Returns how many fits were computed here."""
+    todo: dict[tuple, list[str]] = {}
+    for base, fits, variant in wanted:
+        if cache.is_cached("fitted_m", fit_key(base, fits, variant)):
+            continue
+        group = "warm_start" if variant in ("warm_start", "exact") else variant
+        chain = todo.setdefault((base, tuple(sorted(fits.items(), key=lambda kv: kv[0])), group), [])
+        chain.extend(v for v in (("warm_start", "exact") if variant == "exact" else (variant,))
+                     if v not in chain and not cache.is_cached("fitted_m", fit_key(base, fits, v)))
+    calls = [(sum(dict(fits)[v].epochs for v in chain), partial(_fit_job, base, dict(fits), tuple(chain)))
+             for (base, fits, _), chain in todo.items()]
+    calls.sort(key=lambda c: -c[0])
+    if not _run_missing([call for _, call in calls], lambda call: call, jobs, device, "fits of M"):
+        return 0
+    return sum(len(call.args[2]) for _, call in calls)
 
 
 def fitted_m(base: TrainConfig, fits: Mapping[str, FitConfig], device: torch.device | str = "cpu") -> Tensor:
@@ -393,7 +431,7 @@ def load_saes(base: autoencoders.TrainConfig, configs: Mapping[tuple[str, int], 
 
 
 # --------------------------------------------------------------------------------------------
-# training in parallel (chapters 3 and 5)
+# training in parallel (chapters 3 and 5; chapter 4's fits above)
 
 
 def prefetch_base_models(configs: Sequence[autoencoders.TrainConfig], jobs: int = 0, device: torch.device | str = "cpu") -> int:
@@ -532,7 +570,7 @@ def match_stack(saes_, layers, cache_key=None, **kwargs: Any):
 # chapter 6b
 
 
-BEYOND_VERSION = 5  # bump when a chapter-6b seed's computation changes (5: the stacked trainer's row gradients)
+BEYOND_VERSION = 6  # bump when a chapter-6b seed's computation changes (5: the stacked trainer's row gradients; 6: single-threaded)
 
 
 def seed_result(kind: str, key: Mapping[str, Any], compute: Callable[[], Any]) -> Any:
@@ -547,30 +585,93 @@ def _readings_kind(kind: str, readings: tuple[str, ...]) -> tuple[str, dict[str,
     return (kind, {}) if readings == ("paper",) else (f"{kind}_fair", {"readings": list(readings)})
 
 
+def _comparison_key(config) -> dict[str, Any]:
+    """A :class:`esae.beyond.ComparisonConfig` as a cache key: every field but ``n_jobs`` (how many
+    processes fit the probes does not change a score: each fit is single-threaded)."""
+    return {f: v for f, v in asdict(config).items() if f != "n_jobs"}
+
+
+def _beyond_shapes_entry(train_config: TrainConfig, config, *, jitter: float, task_indices, n_probe_train: int,
+                         n_probe_test: int, readings=("paper",), device: torch.device | str = "cpu") -> tuple[str, dict]:
+    kind, extra = _readings_kind("beyond_shapes", tuple(readings))
+    return kind, {"version": BEYOND_VERSION, "threads": TRAIN_THREADS, "jitter": jitter, "train": train_config,
+                  "config": _comparison_key(config), "tasks": [int(i) for i in task_indices],
+                  "probe_sizes": [n_probe_train, n_probe_test], **extra}
+
+
+def _beyond_digits_entry(classifier_config, config, *, tasks, readings=("paper",),
+                         device: torch.device | str = "cpu") -> tuple[str, dict]:
+    kind, extra = _readings_kind("beyond_digits", tuple(readings))
+    return kind, {"version": BEYOND_VERSION, "threads": TRAIN_THREADS, "classifier": classifier_config,
+                  "config": _comparison_key(config), "tasks": [t.name for t in tasks], **extra}
+
+
 def beyond_shapes_seed(train_config: TrainConfig, config, *, jitter: float, task_indices, n_probe_train: int,
                        n_probe_test: int, readings=("paper",), device: torch.device | str = "cpu") -> dict[str, Any]:
     """:func:`esae.beyond.shapes_seed` (one seed of chapters 3–6 on jittered shapes), its plain
-    numbers cached by everything that made them."""
+    numbers cached by everything that made them; computed single-threaded on the CPU
+    (:func:`training_threads`: the same numbers here or in a worker of :func:`prefetch_beyond_seeds`)."""
     from esae import beyond
 
-    readings = tuple(readings)
-    kind, extra = _readings_kind("beyond_shapes", readings)
-    key = {"version": BEYOND_VERSION, "jitter": jitter, "train": train_config, "config": config,
-           "tasks": [int(i) for i in task_indices], "probe_sizes": [n_probe_train, n_probe_test], **extra}
-    return seed_result(kind, key, lambda: beyond.shapes_seed(
-        train_config, config, jitter=jitter, task_indices=task_indices, n_probe_train=n_probe_train,
-        n_probe_test=n_probe_test, readings=readings, device=device))
+    kind, key = _beyond_shapes_entry(train_config, config, jitter=jitter, task_indices=task_indices,
+                                     n_probe_train=n_probe_train, n_probe_test=n_probe_test, readings=readings)
+
+    def compute() -> dict[str, Any]:
+        with training_threads(device):
+            return beyond.shapes_seed(train_config, config, jitter=jitter, task_indices=task_indices,
+                                      n_probe_train=n_probe_train, n_probe_test=n_probe_test,
+                                      readings=tuple(readings), device=device)
+
+    return seed_result(kind, key, compute)
 
 
 def beyond_digits_seed(classifier_config, config, *, tasks, readings=("paper",),
                        device: torch.device | str = "cpu") -> dict[str, Any]:
     """:func:`esae.beyond.digits_seed` (one seed of chapters 4–6 on the digit classifier), its plain
-    numbers cached by everything that made them."""
+    numbers cached by everything that made them; computed single-threaded on the CPU, as
+    :func:`beyond_shapes_seed`."""
     from esae import beyond
 
-    readings = tuple(readings)
-    kind, extra = _readings_kind("beyond_digits", readings)
-    key = {"version": BEYOND_VERSION, "classifier": classifier_config, "config": config,
-           "tasks": [t.name for t in tasks], **extra}
-    return seed_result(kind, key, lambda: beyond.digits_seed(classifier_config, config, tasks=tasks,
-                                                             readings=readings, device=device))
+    kind, key = _beyond_digits_entry(classifier_config, config, tasks=tasks, readings=readings)
+
+    def compute() -> dict[str, Any]:
+        with training_threads(device):
+            return beyond.digits_seed(classifier_config, config, tasks=tasks, readings=tuple(readings), device=device)
+
+    return seed_result(kind, key, compute)
+
+
+_BEYOND_ENTRIES = {beyond_shapes_seed: _beyond_shapes_entry, beyond_digits_seed: _beyond_digits_entry}
+
+
+def _probes_in_turn(call: partial) -> partial:
+    """``call`` with its comparison config's probes fitted one after another (``n_jobs`` 1): inside
+    a worker process, whose sibling workers already use the other cores."""
+    args, kwargs = list(call.args), dict(call.keywords)
+    if "config" in kwargs:
+        kwargs["config"] = replace(kwargs["config"], n_jobs=1)
+    else:
+        args[1] = replace(args[1], n_jobs=1)
+    return partial(call.func, *args, **kwargs)
+
+
+def prefetch_beyond_seeds(calls: Sequence[partial], jobs: int = 0, device: torch.device | str = "cpu") -> int:
+    """Compute the chapter-6b seeds of ``calls`` the cache lacks side by side, one seed per worker
+    process (:func:`esae.runtime.run_jobs`: ``jobs`` workers, 0 one per CPU core), as
+    :func:`prefetch_base_models` does for base models: each seed is independent (its own data, base
+    model, M, SAEs and probes), runs single-threaded and fits its probes one after another, so two
+    workers keep both cores of a laptop busy through the small training steps that one process with
+    two threads cannot. ``calls`` are ``functools.partial`` of :func:`beyond_shapes_seed` or
+    :func:`beyond_digits_seed`, as the chapter then makes them (it finds the results in the cache);
+    put the longest first. Nothing happens on a GPU, for fewer than two missing seeds, or when the
+    cache is read-only. Returns how many seeds were computed here."""
+    missing = []
+    for call in calls:
+        entry = _BEYOND_ENTRIES.get(getattr(call, "func", None))
+        if entry is None:
+            raise ValueError("each of calls must be a functools.partial of esae.pipeline.beyond_shapes_seed or "
+                             f"beyond_digits_seed, got {call!r}")
+        kind, key = entry(*call.args, **call.keywords)
+        if not cache.is_cached(kind, key):
+            missing.append(call)
+    return _run_missing(missing, _probes_in_turn, jobs, device, "seeds")

@@ -45,6 +45,7 @@ constrained_epochs: int = 100  # epochs of the fits constrained to the identity 
 batch_size: int = 256  # samples per Adam step (the paper's other trainings use 64)
 lr: float = 0.001  # Adam learning rate
 penalty: float = 1.0  # weight of the penalty on M^4 minus I in the penalised fit
+jobs: int = 0  # worker processes fitting the Ms side by side, each single-threaded (0 means one per CPU core)
 upstream: dict = {}  # chapters 2 and 3's parameters (layout, base models), injected by the book (esae.params.UPSTREAM)
 
 # %%
@@ -100,6 +101,13 @@ display(Markdown(f"{len(train_images.images):,} training images and {len(test_im
 # same way). The table still shows $p = 4$.
 
 # %%
+# every fit of this chapter (each variant on each model; the warm start on the extra seeds of the error bars below) is
+# independent: the ones the cache lacks run side by side in `jobs` worker processes first, single-threaded as here
+seed_list = pipeline.seeds(upstream["03_base_models"])
+seed_fits = {i: (pipeline.base_model_configs(pipeline.reseeded(upstream["03_base_models"], i), layout),
+                 pipeline.fit_configs(pipeline.reseeded(p04, i))) for i in range(1, len(seed_list))}
+pipeline.prefetch_fits([(base_configs[name], fit_configs, variant) for name in MODELS for variant in eq.VARIANTS]
+                       + [(base_s[n], fits_s, "warm_start") for base_s, fits_s in seed_fits.values() for n in MODELS], jobs, dev)
 fits = {(name, variant): pipeline.fit(base_configs[name], fit_configs, variant, dev) for name in MODELS for variant in eq.VARIANTS}
 identity = torch.eye(heldout["mlp"][0].shape[1])
 scores = {}
@@ -317,11 +325,9 @@ display(Markdown(rows + "\n" + ", ".join(f"{n.upper()} activations span {spans[n
 # recipe, the constrained fits) are fitted for seed 0 only.
 
 # %%
-seed_list = pipeline.seeds(upstream["03_base_models"])
 seed_r2 = {seed_list[0]: {n: {"fitted": scores[(n, "warm_start")], "identity": scores[(n, "identity")]} for n in MODELS}}
 for i, s in enumerate(seed_list[1:], start=1):
-    base_s = pipeline.base_model_configs(pipeline.reseeded(upstream["03_base_models"], i), layout)
-    fits_s = pipeline.fit_configs(pipeline.reseeded(p04, i))
+    base_s, fits_s = seed_fits[i]
     held_s = autoencoders.heldout_set(base_s["mlp"]).images
     seed_r2[s] = {}
     for n in MODELS:

@@ -59,6 +59,7 @@ tasks_per_group: int = 3  # shapes tasks per group S/SO/SP/SPO, evenly spread ov
 xgb_estimators: int = 50  # XGBoost trees per probe
 xgb_max_bin: int = 32  # XGBoost histogram bins
 n_jobs: int = -1  # parallel probe workers (-1 means every core)
+jobs: int = 0  # worker processes computing the seeds side by side, each single-threaded (0 means one per CPU core)
 digits_hidden: int = 64  # width of the digit classifier's studied hidden layer
 digits_epochs: int = 30  # classifier training epochs (rotation-augmented)
 digits_ks: list = [4, 16]  # TopK values of the digits SAEs
@@ -70,6 +71,7 @@ fair_readings: list = ["onehot_p", "estimated_p"]  # fair readings of RESULT 2 p
 
 # %% tags=["hide-input"]
 import time
+from functools import partial
 from typing import NamedTuple
 
 import matplotlib.pyplot as plt
@@ -141,7 +143,10 @@ display(Markdown(f"Rotating the jittered images and "
 # fits M, trains the four SAEs together (`esae.sae_stack`), and probes with XGBoost — one call,
 # {py:func}`esae.beyond.shapes_seed` (cached by {py:func}`esae.pipeline.beyond_shapes_seed`; the digits of
 # section 3: {py:func}`esae.beyond.digits_seed`). For your own model and data,
-# {py:func}`esae.beyond.run_seed` takes orbit activations of any layer and a probe set. Sizes are
+# {py:func}`esae.beyond.run_seed` takes orbit activations of any layer and a probe set. The seeds
+# are independent, so the chapter computes every seed it lacks first, side by side in `jobs` worker
+# processes ({py:func}`esae.pipeline.prefetch_beyond_seeds`; each seed single-threaded, here or in a
+# worker, so its numbers do not depend on who computed it), then reads them back. Sizes are
 # smaller than chapters 3–6 (which take about 35 minutes for one seed): the table lists them. The
 # ceiling check runs the same sizes at jitter 0, with only the regular SAE, so the two sides differ
 # in the jitter alone (and probe only at the largest L). Every SAE gets the same number of epochs,
@@ -169,23 +174,45 @@ task_idx = probing.select_tasks([t.group for t in all_tasks], tasks_per_group)
 tasks = [all_tasks[i] for i in task_idx]
 
 
-def shapes_seed(model: str, s: int, jit: float, saes, lengths_=None, readings=("paper",)) -> dict:
-    """One seed of the shapes comparison on base model ``model`` at jitter ``jit`` (esae.beyond.shapes_seed, cached):
-    plain numbers."""
+d_tasks_all = digits.digit_tasks()  # section 3's tasks: its seeds are computed with the others below
+orient_idx = probing.select_tasks(["o"] * 40, digits_orientation_tasks)
+d_tasks = d_tasks_all[:10] + [d_tasks_all[10 + i] for i in orient_idx]
+
+
+def shapes_call(model: str, s: int, jit: float, saes, lengths_=None, readings=("paper",)) -> partial:
+    """One seed of the shapes comparison on base model ``model`` at jitter ``jit`` (esae.beyond.shapes_seed,
+    cached by esae.pipeline.beyond_shapes_seed), as a call that returns its plain numbers."""
     train_cfg = ae.TrainConfig(model, layout="upright", n_train=n_train, n_heldout=n_heldout, data_seed=s,
                                n_epochs=base_epochs, batch_size=64, lr=base_lr, seed=s)
-    return pipeline.beyond_shapes_seed(train_cfg, shapes_config(s, saes, lengths_), jitter=jit, task_indices=task_idx,
-                                       n_probe_train=n_probe_train, n_probe_test=n_probe_test, readings=readings,
-                                       device=dev)
+    return partial(pipeline.beyond_shapes_seed, train_cfg, shapes_config(s, saes, lengths_), jitter=jit,
+                   task_indices=task_idx, n_probe_train=n_probe_train, n_probe_test=n_probe_test, readings=readings,
+                   device=dev)
 
 
-t0 = time.perf_counter()
+def digits_call(s: int) -> partial:
+    """One seed of the digits comparison (esae.beyond.digits_seed, cached), as a call."""
+    cls_cfg = digits.ClassifierConfig(d_hidden=digits_hidden, n_epochs=digits_epochs, batch_size=64, lr=0.002, seed=s)
+    return partial(pipeline.beyond_digits_seed, cls_cfg, digits_config(s), tasks=d_tasks, readings=READINGS, device=dev)
+
+
 L_top = max(lengths)
-# the ceiling check needs L = max(lengths) only; model -> seed -> that seed's numbers
-ceiling = {m: {s: shapes_seed(m, s, 0.0, ("regular",), [L_top]) for s in seeds} for m in base_models}
+# the ceiling check needs L = max(lengths) only; model -> seed -> that seed's call
+ceiling_calls = {m: {s: shapes_call(m, s, 0.0, ("regular",), [L_top]) for s in seeds} for m in base_models}
+jittered_calls = {m: {s: shapes_call(m, s, jitter, beyond.SAES, readings=READINGS) for s in seeds} for m in base_models}
+digits_calls = {s: digits_call(s) for s in seeds}
+# every seed is independent: the ones the cache lacks are computed side by side, one per worker process
+# (jobs; single-threaded, as they would be here), longest first — the CNN's (chapter 3) — then read back
+slow_first = sorted(base_models, key=lambda m: m != "cnn")
+t0 = time.perf_counter()
+n_prefetched = pipeline.prefetch_beyond_seeds(
+    [*(jittered_calls[m][s] for m in slow_first for s in seeds), *digits_calls.values(),
+     *(ceiling_calls[m][s] for m in slow_first for s in seeds)], jobs, dev)
+t_prefetch = time.perf_counter() - t0
+t0 = time.perf_counter()
+ceiling = {m: {s: call() for s, call in by_seed.items()} for m, by_seed in ceiling_calls.items()}
 t_ceiling = time.perf_counter() - t0
 t0 = time.perf_counter()
-jittered = {m: {s: shapes_seed(m, s, jitter, beyond.SAES, readings=READINGS) for s in seeds} for m in base_models}
+jittered = {m: {s: call() for s, call in by_seed.items()} for m, by_seed in jittered_calls.items()}
 t_jitter = time.perf_counter() - t0
 
 # %% [markdown]
@@ -234,8 +261,10 @@ note = (" Chapter 6 at its full sizes (all 180 tasks) gives the regular SAE F1 "
         + ", ".join(f"{v:.3f} ({m.upper()})" for m, v in ch6_f1.items()) + f" at L = {L_top}; the jitter-0 column here is "
         "lower because these models train on fewer images for fewer steps, which is why the ceiling is measured at equal "
         "sizes on both sides." if ch6_f1 else "")
-display(Markdown(rows + f"\nMean ± std over {n_seeds} seed(s); the jitter-0 side took {t_ceiling:.0f} s, the jittered "
-                 f"comparison {t_jitter:.0f} s (wall clock, cached seeds cost nothing)." + note))
+prefetched = (f"{n_prefetched} seed(s) of this chapter (sections 1–3) were computed first, side by side in worker "
+              f"processes, in {t_prefetch:.0f} s; then " if n_prefetched else "")
+display(Markdown(rows + f"\nMean ± std over {n_seeds} seed(s); {prefetched}the jitter-0 side took {t_ceiling:.0f} s, "
+                 f"the jittered comparison {t_jitter:.0f} s (wall clock, cached seeds cost nothing)." + note))
 
 # %% [markdown]
 # ## 2. Chapters 4–6 on jittered shapes
@@ -358,25 +387,15 @@ esae.figures.show(fig, "fig-06b-probing", f"XGBoost F1 over all probed tasks of 
 # classifier's cross-entropy with its hidden layer replaced by the SAE's reconstruction.
 
 # %% tags=["hide-input"]
-d_tasks_all = digits.digit_tasks()
-orient_idx = probing.select_tasks(["o"] * 40, digits_orientation_tasks)
-d_tasks = d_tasks_all[:10] + [d_tasks_all[10 + i] for i in orient_idx]
-
-
-def digits_seed(s: int) -> dict:
-    """One seed of the digits comparison (esae.beyond.digits_seed, cached): plain numbers."""
-    cls_cfg = digits.ClassifierConfig(d_hidden=digits_hidden, n_epochs=digits_epochs, batch_size=64, lr=0.002, seed=s)
-    return pipeline.beyond_digits_seed(cls_cfg, digits_config(s), tasks=d_tasks, readings=READINGS, device=dev)
-
-
 t0 = time.perf_counter()
-digit_runs = {s: digits_seed(s) for s in seeds}
+digit_runs = {s: call() for s, call in digits_calls.items()}  # computed above with the others when jobs allow
 t_digits = time.perf_counter() - t0
 acc = mean_std([digit_runs[s]["accuracy"] for s in seeds])
 row, m_digits = m_table(digit_runs, f"digit CNN, hidden layer ({digits_hidden})")
 display(Markdown(f"Classifier accuracy on held-out digits in all four orientations: {fmt(acc, 3)} (upright only: "
                  f"{fmt(mean_std([digit_runs[s]['accuracy_upright'] for s in seeds]), 3)}); {t_digits:.0f} s for "
-                 f"{n_seeds} seed(s).\n\n" + head + row))
+                 f"{n_seeds} seed(s) here" + (" (computed with section 1's seeds when the cache lacked them)" if n_prefetched else "")
+                 + ".\n\n" + head + row))
 
 # %%
 fr_digits = frontier_stats(digit_runs, digits_ks)
@@ -476,6 +495,7 @@ def book_verdict(v: str) -> str:
 
 
 verdicts = []
+line = {}  # verdict id -> |mean| / (2 SE) of its paired per-seed difference (esae.beyond.line_ratio)
 for m in base_models:
     for name, (a, b) in ceil_rows[m].items():
         if name in ceiling_verdicts[m]:
@@ -487,6 +507,7 @@ for m in base_models:
                              "this_run": f"jitter 0: {fmt(mean_std(a), 4)}; jitter {jitter:g}: {fmt(mean_std(b), 4)}; "
                                          f"drop {fmt(d, 4)}",
                              "verdict": book_verdict(v), "test": "paired drop over seeds > 2 standard errors"})
+            line[verdicts[-1]["id"]] = beyond.line_ratio(d)
 for setting, (title, runs, ks_, _, m_stats, leads) in SETTINGS.items():
     where = f" ({lower_first(title)})"
     v, d = verdict([runs[s]["m"]["r2_mean"] - R2_BAR for s in seeds], positive="agrees", negative="differs")
@@ -496,6 +517,7 @@ for setting, (title, runs, ks_, _, m_stats, leads) in SETTINGS.items():
                                  + ", ".join(fmt(m_stats[f'p={p}'], 4) for p in (1, 2, 3))
                                  + f"); ‖M⁴ − I‖/‖I‖ {fmt(m_stats['‖M⁴ − I‖/‖I‖'], 3)}",
                      "verdict": book_verdict(v), "test": f"R² − {R2_BAR} > 2 standard errors over seeds"})
+    line[verdicts[-1]["id"]] = beyond.line_ratio(d)
     for (L, fam), (v, d) in leads.items():
         verdicts.append({"id": f"beyond/{setting}/probe/{fam}/L{L}",
                          "claim": f"RESULT 2: the equivariant SAE outperforms regular and wide SAEs on truncated "
@@ -503,20 +525,25 @@ for setting, (title, runs, ks_, _, m_stats, leads) in SETTINGS.items():
                          "paper": "holds across all tasks and setups (CNN, L = 32, K = 8/16/32)",
                          "this_run": f"F1 equivariant − best rival, mean over K: {fmt(d, 3)}",
                          "verdict": book_verdict(v), "test": "paired per-seed margin > 2 standard errors"})
+        line[verdicts[-1]["id"]] = beyond.line_ratio(d)
     v, d = verdict([k_mean(runs, s, "equivariant", ks_, "l1") - k_mean(runs, s, "regular", ks_, "l1") for s in seeds],
                    positive="agrees", negative="differs")
     verdicts.append({"id": f"beyond/{setting}/frontier/l1", "claim": f"RESULT 3: regular SAEs have sparser latents (lower L1){where}",
                      "paper": "regular SAEs generally have sparser latents", "this_run": f"L1 equivariant − regular, mean over K: {fmt(d, 2)}",
                      "verdict": book_verdict(v), "test": "paired per-seed difference > 2 standard errors"})
+    line[verdicts[-1]["id"]] = beyond.line_ratio(d)
     v, d = verdict([k_mean(runs, s, "equivariant", ks_, "spliced") - k_mean(runs, s, "regular", ks_, "spliced") for s in seeds],
                    positive="agrees", negative="differs")
     verdicts.append({"id": f"beyond/{setting}/frontier/spliced", "claim": f"RESULT 3: the equivariant SAE lags behind in reconstruction{where}",
                      "paper": "equivariant SAEs lag behind in the reconstruction/sparsity frontier",
                      "this_run": f"spliced loss equivariant − regular, mean over K: {fmt(d, 5)}",
                      "verdict": book_verdict(v), "test": "paired per-seed difference > 2 standard errors"})
+    line[verdicts[-1]["id"]] = beyond.line_ratio(d)
 for (setting, reading), leads in fair_leads.items():
     if reading != "paper":
-        verdicts.extend(esae.verdicts.beyond_fair_rows(setting, reading, leads, fmt, where=f" ({lower_first(SETTINGS[setting].title)})"))
+        rows_ = esae.verdicts.beyond_fair_rows(setting, reading, leads, fmt, where=f" ({lower_first(SETTINGS[setting].title)})")
+        verdicts.extend(rows_)
+        line.update({row["id"]: beyond.line_ratio(d) for row, (_, d) in zip(rows_, leads.values())})
 display(Markdown("| id | claim | this run | verdict |\n|---|---|---|---|\n"
                  + "".join(f"| {v['id']} | {v['claim']} | {v['this_run']} | **{v['verdict']}** |\n" for v in verdicts)))
 
@@ -550,6 +577,7 @@ json_out = {
                        for setting, (_, runs, ks_, *_) in SETTINGS.items()}
     if "estimated_p" in READINGS else {},
     "verdicts": verdicts,
+    "line_ratios": line,  # verdict id -> |mean| / (2 SE): above 1 beyond two standard errors (esae.beyond.line_ratio)
 }  # wall times stay out (timings.json has the chapter's): the same profile gives the same bytes
 esae.results.write_results(profile, "06b_beyond", json_out)
 
@@ -596,6 +624,14 @@ if any(timed.values()):
         f"{name}: " + ", ".join(f"{step} {np.mean([t[step] for t in ts if step in t]):.0f}"
                                 for step in ("base_model", "m", "saes", "frontier", "probe") if any(step in t for t in ts))
         for name, ts in timed.items() if ts) + ".")
+near = beyond.near_line(line)
+if any(r is not None for r in line.values()):
+    lines.append(f"- **How settled.** {len(near)} of the {sum(r is not None for r in line.values())} verdicts with an "
+                 "error bar lie within a factor 2 of the two-standard-error line (|mean| / 2 SE between 0.5 and 2"
+                 + (": " + ", ".join(f"{v[len('beyond/'):]} {line[v]:.2f}" for v in near) if near else "")
+                 + f"). With {n_seeds} seeds the standard error is itself uncertain by about half, so another draw of "
+                 "the same training can move these across the line (another thread count is such a draw); more seeds, "
+                 "not a different threshold, would settle them.")
 for setting, (title, *_) in SETTINGS.items():
     prefix = f"beyond/{setting}/"
     rows_ = [v for v in verdicts if v["id"].startswith(prefix)]

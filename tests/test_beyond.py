@@ -1,6 +1,7 @@
 """Beyond the paper: jittered shapes, the digits with their C4 action, and the seeded protocol."""
 
 import json
+from dataclasses import asdict, replace
 
 import numpy as np
 import pytest
@@ -170,6 +171,21 @@ def test_mean_std_and_verdicts():
                                {"bc": ("b", "c")}) == {"a": 1.0, "b": 0.0, "c": 0.5, "bc": 0.25, "all": 0.5}
 
 
+def test_line_ratio_places_a_verdict_against_its_two_standard_error_line():
+    for diffs in ([0.10, 0.12, 0.11], [0.02, -0.01, 0.01], [-0.10, -0.12, -0.11]):
+        v, stats = beyond.verdict(diffs)
+        ratio = beyond.line_ratio(stats)
+        assert (ratio > 1) == (v != "within noise")  # the ratio crosses 1 exactly where the verdict changes
+        assert ratio == pytest.approx(abs(np.mean(diffs)) / (2 * np.std(diffs, ddof=1) / np.sqrt(3)))
+    assert beyond.line_ratio(beyond.mean_std([0.3])) is None  # no error bar
+    assert beyond.line_ratio(beyond.mean_std([0.3, 0.3])) is None  # se 0
+    ratios = {"far": 5.0, "above": 1.8, "below": 0.6, "zero": 0.1, "untested": None}
+    assert beyond.near_line(ratios) == ["above", "below"]
+    assert beyond.near_line(ratios, factor=1.5) == []
+    with pytest.raises(ValueError, match="factor must be a number"):
+        beyond.near_line(ratios, factor=0.5)
+
+
 def test_comparison_config_bad_input():
     with pytest.raises(ValueError, match="saes must be a non-empty list drawn from"):
         beyond.ComparisonConfig(saes=("bogus",))
@@ -242,12 +258,16 @@ def test_seed_functions_keep_chapter_6b_cache_keys(monkeypatch):
     cls = digits.ClassifierConfig(d_hidden=16, n_epochs=1, seed=2)
     tasks = digits.digit_tasks()[:2]
     pipeline.beyond_digits_seed(cls, config, tasks=tasks)
-    # the paper's reading alone: the keys chapter 6b wrote before the seed functions moved into the package (same structure)
-    assert seen[0] == ("beyond_shapes", {"version": pipeline.BEYOND_VERSION, "jitter": 1.0, "train": train, "config": config, "tasks": [0, 5],
-                                         "probe_sizes": [40, 30]})
+    # the paper's reading alone: one entry per seed; the key leaves out how many processes fit the probes
+    plain = {k: v for k, v in asdict(config).items() if k != "n_jobs"}
+    assert seen[0] == ("beyond_shapes", {"version": pipeline.BEYOND_VERSION, "threads": pipeline.TRAIN_THREADS, "jitter": 1.0,
+                                         "train": train, "config": plain, "tasks": [0, 5], "probe_sizes": [40, 30]})
     assert seen[1] == ("beyond_shapes_fair", {**seen[0][1], "readings": ["paper", "onehot_p"]})
-    assert seen[2] == ("beyond_digits", {"version": pipeline.BEYOND_VERSION, "classifier": cls, "config": config,
-                                         "tasks": [t.name for t in tasks]})
+    assert seen[2] == ("beyond_digits", {"version": pipeline.BEYOND_VERSION, "threads": pipeline.TRAIN_THREADS,
+                                         "classifier": cls, "config": plain, "tasks": [t.name for t in tasks]})
+    pipeline.beyond_shapes_seed(train, replace(config, n_jobs=1), jitter=1.0, task_indices=[0, 5], n_probe_train=40,
+                                n_probe_test=30)
+    assert seen[3] == seen[0]  # the probes' worker count does not change a score, so not the entry either
 
 
 def test_digits_seed_under_every_reading():

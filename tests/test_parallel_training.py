@@ -1,5 +1,7 @@
-"""Training in worker processes (chapters 3, 5 and 7): the cache ends up as training here would leave
+"""Training in worker processes (chapters 3, 4, 5, 6b and 7): the cache ends up as training here would leave
 it, bit for bit, and bad settings or a failing job say so here."""
+
+from functools import partial
 
 import pytest
 import torch
@@ -85,6 +87,44 @@ def test_torch_threads_restores_the_count():
             pass
 
 
+# ----------------------------------------------------------------------------- chapter 6b's seeds
+
+def _tiny_seeds():
+    from esae import beyond
+
+    calls = []
+    for s in (0, 1):
+        train = ae.TrainConfig("mlp", layout="upright", n_train=64, n_heldout=32, data_seed=s, n_epochs=1, batch_size=32,
+                               seed=s)
+        config = beyond.ComparisonConfig(ks=(4,), expansion=2, d_hidden=32, sae_epochs=1, invariant_epochs=1,
+                                         batch_size=32, m_epochs=1, lengths=(2,), xgb_estimators=5, seed=s)
+        calls.append(partial(pipeline.beyond_shapes_seed, train, config, jitter=1.0, task_indices=[0, 5],
+                             n_probe_train=40, n_probe_test=30))
+    return calls
+
+
+def _numbers(run: dict) -> dict:
+    return {k: v for k, v in run.items() if k != "seconds"}  # wall times differ between any two runs
+
+
+def test_workers_compute_the_same_beyond_seeds_as_this_process(tmp_path, monkeypatch):
+    calls = _tiny_seeds()
+    monkeypatch.setenv("ESAE_CACHE", str(tmp_path / "workers"))
+    assert pipeline.prefetch_beyond_seeds(calls, jobs=2) == 2
+    assert pipeline.prefetch_beyond_seeds(calls, jobs=2) == 0  # all cached: nothing to do
+    in_workers = [call() for call in calls]  # read back from the cache
+    monkeypatch.setenv("ESAE_CACHE", str(tmp_path / "here"))
+    assert pipeline.prefetch_beyond_seeds(calls, jobs=1) == 0  # one worker: the seeds are computed when asked for
+    with runtime.torch_threads(2):  # the chapter's own thread count: the seed still runs on one
+        here = [call() for call in calls]
+    assert [_numbers(r) for r in in_workers] == [_numbers(r) for r in here]
+
+
+def test_prefetch_beyond_seeds_refuses_other_calls():
+    with pytest.raises(ValueError, match="each of calls must be a functools.partial of esae.pipeline.beyond_shapes_seed"):
+        pipeline.prefetch_beyond_seeds([partial(pipeline.base_model, ae.TrainConfig("mlp", **TINY))], jobs=2)
+
+
 # ----------------------------------------------------------------------------- chapter 7's layer SAEs
 
 def test_workers_train_the_same_layer_saes_as_this_process(tmp_path, monkeypatch):
@@ -108,3 +148,21 @@ def test_workers_train_the_same_layer_saes_as_this_process(tmp_path, monkeypatch
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert not torch.equal(in_workers[0]["W_enc"], in_workers[1]["W_enc"])  # each layer its own data and seed
 
+
+# ----------------------------------------------------------------------------- chapter 4's fits of M
+
+def test_workers_fit_the_same_ms_as_this_process(tmp_path, monkeypatch):
+    base = ae.TrainConfig("mlp", **TINY)
+    fits = pipeline.fit_configs(dict(epochs=2, paper_epochs=2, constrained_epochs=2, batch_size=64, lr=0.001,
+                                     penalty=1.0, seed=0))
+    wanted = [(base, fits, v) for v in ("paper", "exact", "penalty")]  # exact brings the warm start it starts from
+    monkeypatch.setenv("ESAE_CACHE", str(tmp_path / "workers"))
+    pipeline.base_model(base)  # chapter 3's model, in both caches alike
+    assert pipeline.prefetch_fits(wanted, jobs=2) == 4
+    assert pipeline.prefetch_fits(wanted, jobs=2) == 0  # all cached: nothing to do
+    in_workers = {v: pipeline.fit(base, fits, v).m for v in ("paper", "warm_start", "exact", "penalty")}
+    monkeypatch.setenv("ESAE_CACHE", str(tmp_path / "here"))
+    pipeline.base_model(base)
+    with runtime.torch_threads(2):  # the chapter's own thread count: the fits still use one
+        here = {v: pipeline.fit(base, fits, v).m for v in in_workers}
+    assert all(torch.equal(in_workers[v], here[v]) for v in here)
