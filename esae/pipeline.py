@@ -431,7 +431,7 @@ def load_saes(base: autoencoders.TrainConfig, configs: Mapping[tuple[str, int], 
 
 
 # --------------------------------------------------------------------------------------------
-# training in parallel (chapters 3 and 5; chapter 4's fits above)
+# training in parallel (chapters 3, 5 and 7; chapter 4's fits above, chapter 6b's seeds below)
 
 
 def prefetch_base_models(configs: Sequence[autoencoders.TrainConfig], jobs: int = 0, device: torch.device | str = "cpu") -> int:
