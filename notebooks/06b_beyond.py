@@ -496,54 +496,57 @@ def book_verdict(v: str) -> str:
 
 verdicts = []
 line = {}  # verdict id -> |mean| / (2 SE) of its paired per-seed difference (esae.beyond.line_ratio)
+
+
+def add(row: dict, stats: dict) -> None:
+    """Record a verdict row and how far its paired difference ``stats`` lies from the two-SE line."""
+    verdicts.append(row)
+    line[row["id"]] = beyond.line_ratio(stats)
+
+
 for m in base_models:
     for name, (a, b) in ceil_rows[m].items():
         if name in ceiling_verdicts[m]:
             v, d = ceiling_verdicts[m][name]
             what = "label_r2" if "label" in name else "f1_regular" if "regular" in name else "f1_activations"
-            verdicts.append({"id": f"beyond/ceiling/{m}/{what}", "claim": f"jitter removes the ceiling ({m.upper()}): {name} falls",
-                             "paper": "beyond the paper (book: label R² 0.9998 MLP, 0.999998 CNN; F1 ≈ 1 at L = 32 on the "
-                                      "unjittered shapes)",
-                             "this_run": f"jitter 0: {fmt(mean_std(a), 4)}; jitter {jitter:g}: {fmt(mean_std(b), 4)}; "
-                                         f"drop {fmt(d, 4)}",
-                             "verdict": book_verdict(v), "test": "paired drop over seeds > 2 standard errors"})
-            line[verdicts[-1]["id"]] = beyond.line_ratio(d)
+            add({"id": f"beyond/ceiling/{m}/{what}", "claim": f"jitter removes the ceiling ({m.upper()}): {name} falls",
+                 "paper": "beyond the paper (book: label R² 0.9998 MLP, 0.999998 CNN; F1 ≈ 1 at L = 32 on the "
+                          "unjittered shapes)",
+                 "this_run": f"jitter 0: {fmt(mean_std(a), 4)}; jitter {jitter:g}: {fmt(mean_std(b), 4)}; "
+                             f"drop {fmt(d, 4)}",
+                 "verdict": book_verdict(v), "test": "paired drop over seeds > 2 standard errors"}, d)
 for setting, (title, runs, ks_, _, m_stats, leads) in SETTINGS.items():
     where = f" ({lower_first(title)})"
     v, d = verdict([runs[s]["m"]["r2_mean"] - R2_BAR for s in seeds], positive="agrees", negative="differs")
-    verdicts.append({"id": f"beyond/{setting}/m_r2", "claim": f"RESULT 1: M is learned effectively (held-out R² > {R2_BAR}){where}",
-                     "paper": "R² 0.987 ± 0.001 (mean over p)",
-                     "this_run": f"R² {fmt(m_stats['mean p=1..3'], 4)} (p=1..3: "
-                                 + ", ".join(fmt(m_stats[f'p={p}'], 4) for p in (1, 2, 3))
-                                 + f"); ‖M⁴ − I‖/‖I‖ {fmt(m_stats['‖M⁴ − I‖/‖I‖'], 3)}",
-                     "verdict": book_verdict(v), "test": f"R² − {R2_BAR} > 2 standard errors over seeds"})
-    line[verdicts[-1]["id"]] = beyond.line_ratio(d)
+    add({"id": f"beyond/{setting}/m_r2", "claim": f"RESULT 1: M is learned effectively (held-out R² > {R2_BAR}){where}",
+         "paper": "R² 0.987 ± 0.001 (mean over p)",
+         "this_run": f"R² {fmt(m_stats['mean p=1..3'], 4)} (p=1..3: "
+                     + ", ".join(fmt(m_stats[f'p={p}'], 4) for p in (1, 2, 3))
+                     + f"); ‖M⁴ − I‖/‖I‖ {fmt(m_stats['‖M⁴ − I‖/‖I‖'], 3)}",
+         "verdict": book_verdict(v), "test": f"R² − {R2_BAR} > 2 standard errors over seeds"}, d)
     for (L, fam), (v, d) in leads.items():
-        verdicts.append({"id": f"beyond/{setting}/probe/{fam}/L{L}",
-                         "claim": f"RESULT 2: the equivariant SAE outperforms regular and wide SAEs on truncated "
-                                  f"reconstructions ({fam} tasks, L = {L}){where}",
-                         "paper": "holds across all tasks and setups (CNN, L = 32, K = 8/16/32)",
-                         "this_run": f"F1 equivariant − best rival, mean over K: {fmt(d, 3)}",
-                         "verdict": book_verdict(v), "test": "paired per-seed margin > 2 standard errors"})
-        line[verdicts[-1]["id"]] = beyond.line_ratio(d)
+        add({"id": f"beyond/{setting}/probe/{fam}/L{L}",
+             "claim": f"RESULT 2: the equivariant SAE outperforms regular and wide SAEs on truncated "
+                      f"reconstructions ({fam} tasks, L = {L}){where}",
+             "paper": "holds across all tasks and setups (CNN, L = 32, K = 8/16/32)",
+             "this_run": f"F1 equivariant − best rival, mean over K: {fmt(d, 3)}",
+             "verdict": book_verdict(v), "test": "paired per-seed margin > 2 standard errors"}, d)
     v, d = verdict([k_mean(runs, s, "equivariant", ks_, "l1") - k_mean(runs, s, "regular", ks_, "l1") for s in seeds],
                    positive="agrees", negative="differs")
-    verdicts.append({"id": f"beyond/{setting}/frontier/l1", "claim": f"RESULT 3: regular SAEs have sparser latents (lower L1){where}",
-                     "paper": "regular SAEs generally have sparser latents", "this_run": f"L1 equivariant − regular, mean over K: {fmt(d, 2)}",
-                     "verdict": book_verdict(v), "test": "paired per-seed difference > 2 standard errors"})
-    line[verdicts[-1]["id"]] = beyond.line_ratio(d)
+    add({"id": f"beyond/{setting}/frontier/l1", "claim": f"RESULT 3: regular SAEs have sparser latents (lower L1){where}",
+         "paper": "regular SAEs generally have sparser latents", "this_run": f"L1 equivariant − regular, mean over K: {fmt(d, 2)}",
+         "verdict": book_verdict(v), "test": "paired per-seed difference > 2 standard errors"}, d)
     v, d = verdict([k_mean(runs, s, "equivariant", ks_, "spliced") - k_mean(runs, s, "regular", ks_, "spliced") for s in seeds],
                    positive="agrees", negative="differs")
-    verdicts.append({"id": f"beyond/{setting}/frontier/spliced", "claim": f"RESULT 3: the equivariant SAE lags behind in reconstruction{where}",
-                     "paper": "equivariant SAEs lag behind in the reconstruction/sparsity frontier",
-                     "this_run": f"spliced loss equivariant − regular, mean over K: {fmt(d, 5)}",
-                     "verdict": book_verdict(v), "test": "paired per-seed difference > 2 standard errors"})
-    line[verdicts[-1]["id"]] = beyond.line_ratio(d)
+    add({"id": f"beyond/{setting}/frontier/spliced", "claim": f"RESULT 3: the equivariant SAE lags behind in reconstruction{where}",
+         "paper": "equivariant SAEs lag behind in the reconstruction/sparsity frontier",
+         "this_run": f"spliced loss equivariant − regular, mean over K: {fmt(d, 5)}",
+         "verdict": book_verdict(v), "test": "paired per-seed difference > 2 standard errors"}, d)
 for (setting, reading), leads in fair_leads.items():
     if reading != "paper":
         rows_ = esae.verdicts.beyond_fair_rows(setting, reading, leads, fmt, where=f" ({lower_first(SETTINGS[setting].title)})")
-        verdicts.extend(rows_)
-        line.update({row["id"]: beyond.line_ratio(d) for row, (_, d) in zip(rows_, leads.values())})
+        for row, (_, d) in zip(rows_, leads.values()):
+            add(row, d)
 display(Markdown("| id | claim | this run | verdict |\n|---|---|---|---|\n"
                  + "".join(f"| {v['id']} | {v['claim']} | {v['this_run']} | **{v['verdict']}** |\n" for v in verdicts)))
 
