@@ -24,7 +24,11 @@ repeat. Also times our two-layer, invariant and wide SAEs, and the machine's den
   forward 2N, backward 4N, N = 2·d·F weights) per second — above 1 means faster than any dense
   implementation running at the machine's full matmul rate could be.
 
-Usage: ``python benchmarks/bench_saes.py [--quick] [--no-single] [--device cpu|cuda] [--threads N]``.
+**Touched rows** (``--only-touched``): the stacked run with the gradient clipping's rescaling and
+the zeroing over only the rows written in the step against both over every row, at batch 64 and
+512, and whether the weights agree bit for bit (they must).
+
+Usage: ``python benchmarks/bench_saes.py [--quick] [--no-single] [--only-touched] [--device cpu|cuda] [--threads N]``.
 """
 
 from __future__ import annotations
@@ -165,12 +169,39 @@ def stacked_vs_separate(acts: torch.Tensor, device: torch.device, quick: bool, r
           f"max |Δw| / max |w| {max(e[2] for e in equality):.1e}\n")
 
 
+def touched_rows(acts: torch.Tensor, device: torch.device, quick: bool, repeats: int) -> None:
+    """The 12 stacked SAEs with the gradient clipping's rescaling and the zeroing over the rows
+    written in the step (``_RowGrad``'s touched rows) against both over every row, interleaved,
+    best of ``repeats``; the weights must agree bit for bit."""
+    from unittest import mock
+
+    print("| batch | steps | every row (s) | touched rows (s) | speed-up | weights bit for bit |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for batch, epochs in ((64, 1), (512, 1 if quick else 2)):
+        configs = twelve(batch, epochs)
+        best, out = {}, {}
+        for _ in range(repeats):
+            for mode in ("every", "touched"):
+                with mock.patch.object(sae_stack._RowGrad, "_touched_rows",
+                                       (lambda self: None) if mode == "every" else sae_stack._RowGrad._touched_rows):
+                    out[mode], seconds, _ = timed(lambda: sae_stack.train_stacked(configs, acts, device))
+                best[mode] = min(best.get(mode, float("inf")), seconds)
+        same = all(torch.equal(a.sae.state_dict()[n], b.sae.state_dict()[n])
+                   for a, b in zip(out["every"], out["touched"]) for n in a.sae.state_dict())
+        steps = epochs * (acts.shape[0] // batch)
+        print(f"| {batch} | {steps} | {best['every']:.2f} | {best['touched']:.2f} | "
+              f"{best['every'] / best['touched']:.2f} | {same} |")
+    print()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer steps and repeats")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--no-single", action="store_true", help="only the stacked-vs-separate comparison")
+    parser.add_argument("--only-touched", action="store_true",
+                        help="only clipping and zeroing over the touched gradient rows vs every row")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -180,6 +211,9 @@ def main() -> None:
     acts = acts.to(device)
     print(f"machine: {platform.platform()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, device {device}")
+    if args.only_touched:
+        touched_rows(acts[: 2048 if args.quick else 8192], device, args.quick, max(repeats, 2))
+        return
     stacked_vs_separate(acts[: 2048 if args.quick else 8192], device, args.quick, repeats)
     if args.no_single:
         return
