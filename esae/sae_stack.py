@@ -31,10 +31,11 @@ activations. :func:`train_stacked` trains them together:
   pass over weights, gradients and both moments; every row's moments decay, only the selected
   rows get a gradient term — exactly Adam, whose update of a row with zero gradient is not
   zero) and the zeroing run in place; the clipping's rescaling and the zeroing touch only the
-  rows written in the step when all of them were added compactly (the other rows are zero:
-  the same bits, 1.2× a single-threaded step at batch 64 on chapter 5's MLP activations). The ``(S, B, F)`` scores live in a persistent buffer too,
-  and when fewer than half of the latents are dead the AuxK selection looks only at the dead
-  ones' scores. None of this changes what is computed, only where sums land.
+  rows written in the step when all of them were added compactly (the other rows are zero: the
+  same bits; 1.2× a single-threaded step at batch 64 on chapter 5's MLP activations). The
+  ``(S, B, F)`` scores live in a persistent buffer too, and when fewer than half of the latents
+  are dead the AuxK selection looks only at the dead ones' scores. None of this changes what is
+  computed, only where sums land.
 - **sae-lens stays the home.** Each SAE is built as a sae-lens training SAE, its slice of the
   stack trained, copied back, given sae-lens's end-of-training metadata and converted to the
   inference SAE sae-lens saves (:func:`esae.saes._to_inference`): the result saves and reloads
@@ -179,7 +180,7 @@ class _RowGrad:
 
     def zero(self) -> None:
         """Zero the gradient in place: only the rows written since the last zeroing when they are
-        known (a few per cent of them at batch 64), else every row."""
+        known (7–10 % of them in a batch-64 step on synthetic activations), else every row."""
         rows = self._touched_rows()
         if rows is None:
             self.rows.zero_()

@@ -275,9 +275,14 @@ def test_touched_rows_leave_training_bit_for_bit(acts, monkeypatch):
     for bit, as with both over every row (activations scaled up so that clipping acts; the wide
     stack's gradient rows are compact, the regular one's dense)."""
     cfgs = [c for c in configs(dead_window=32, n_epochs=1) if c.name in ("regular", "wide")]
-    calls = []
+    calls = []  # per rescaling: were the touched rows known?
     scale = sae_stack._RowGrad.scale
-    monkeypatch.setattr(sae_stack._RowGrad, "scale", lambda self, *a: calls.append(self.touched is not None) or scale(self, *a))
+
+    def recorded(self, *args):
+        calls.append(self.touched is not None)
+        return scale(self, *args)
+
+    monkeypatch.setattr(sae_stack._RowGrad, "scale", recorded)
     got = sae_stack.train_stacked(cfgs, acts * 5)
     assert any(calls) and not all(calls)
     monkeypatch.setattr(sae_stack._RowGrad, "_touched_rows", lambda self: None)
