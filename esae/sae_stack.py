@@ -32,7 +32,8 @@ activations. :func:`train_stacked` trains them together:
   rows get a gradient term — exactly Adam, whose update of a row with zero gradient is not
   zero) and the zeroing run in place; the clipping's rescaling and the zeroing touch only the
   rows written in the step when all of them were added compactly (the other rows are zero: the
-  same bits; 1.2× a single-threaded step at batch 64 on chapter 5's MLP activations). The
+  same bits; on chapter 5's activations at batch 64, single-threaded, 1.2× over the first 32 steps,
+  0.99–1.08× over a first epoch, as dying latents bring AuxK rows). The
   ``(S, B, F)`` scores live in a persistent buffer too, and when fewer than half of the latents
   are dead the AuxK selection looks only at the dead ones' scores. None of this changes what is
   computed, only where sums land.
