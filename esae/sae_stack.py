@@ -158,10 +158,14 @@ class _RowGrad:
                 self.touched.append(groups.active)
 
     def _touched_rows(self) -> Tensor | None:
-        """The rows that may be non-zero (ascending, distinct), or None when that may be any row."""
+        """The rows that may be non-zero (ascending, distinct), or None when that may be any row;
+        merged once per step (clipping and zeroing both ask; one ``groups.active`` is already
+        ascending and distinct)."""
         if self.touched is None:
             return None
-        return torch.cat(self.touched).unique() if self.touched else self.rows.new_empty(0, dtype=torch.long)
+        if len(self.touched) != 1:
+            self.touched = [torch.cat(self.touched).unique() if self.touched else self.rows.new_empty(0, dtype=torch.long)]
+        return self.touched[0]
 
     def scale(self, coef: Tensor, stacks: Sequence[int]) -> None:
         """Multiply SAE ``s``'s rows by ``coef[s]`` for every ``s`` in ``stacks`` (gradient clipping):
@@ -173,10 +177,10 @@ class _RowGrad:
             for s in stacks:
                 grad[s].mul_(coef[s])
             return
-        rows = rows[torch.isin(torch.div(rows, self.n_latents, rounding_mode="floor"),
-                               torch.as_tensor(list(stacks), dtype=torch.long, device=rows.device))]
+        owner = torch.div(rows, self.n_latents, rounding_mode="floor")
+        keep = torch.isin(owner, torch.as_tensor(list(stacks), dtype=torch.long, device=rows.device))
+        rows, owner = rows[keep], owner[keep]
         if rows.numel():
-            owner = torch.div(rows, self.n_latents, rounding_mode="floor")
             self.rows.index_put_((rows,), self.rows.index_select(0, rows) * coef[owner].unsqueeze(1))
 
     def zero(self) -> None:
