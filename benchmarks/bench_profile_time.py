@@ -139,6 +139,7 @@ def run_chapters(root: Path, profile: str, stems: list[str], force: bool = True)
 
 
 def load() -> str:
+    """The load averages (1, 5, 15 min), to show how idle the machine was."""
     return " ".join(Path("/proc/loadavg").read_text().split()[:3]) if Path("/proc/loadavg").exists() else "?"
 
 
@@ -158,18 +159,25 @@ def main() -> None:
     if args.reuse and args.keep is None:
         raise SystemExit("--reuse needs --keep DIR (the folder of an earlier run's samples)")
 
-    wanted = [resolve_chapter(c) for c in args.chapters]
+    try:
+        wanted = [resolve_chapter(c) for c in args.chapters]
+    except ValueError as err:
+        raise SystemExit(f"--chapters: {err}") from None
     every = chapters()
     stems = [s for s in every if "01" < s[:2] and every.index(s) <= max(every.index(w) for w in wanted)]
     fractions = dict(FRACTIONS)
     for item in args.fraction:
         name, _, value = item.partition("=")
-        stem = resolve_chapter(name)
+        try:
+            stem, fraction = resolve_chapter(name), float(value)
+        except ValueError:
+            raise SystemExit(f"--fraction takes CHAPTER=F with a chapter of {', '.join(KNOBS)} and a number F, "
+                             f"got {item!r}") from None
         if stem not in KNOBS:
             raise SystemExit(f"--fraction: chapter {stem} has no length knobs; one of {', '.join(KNOBS)}")
-        fractions[stem] = float(value)
-        if not 0 < fractions[stem] <= 0.5:
+        if not 0 < fraction <= 0.5:
             raise SystemExit(f"--fraction {item}: the fraction must lie in (0, 0.5], got {value}")
+        fractions[stem] = fraction
     full = {s: {k: int(resolved_parameters(s, args.profile)[k]) for k in KNOBS[s]} for s in stems if s in KNOBS}
     samples = [sample_values(full, fractions, m) for m in (1, 2)]
     for stem in full:
