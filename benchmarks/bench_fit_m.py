@@ -23,7 +23,7 @@ from esae.runtime import resolve_device
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--profile", default="default", choices=("smoke", "default", "paper"))
+    parser.add_argument("--profile", default="default", choices=params.PROFILES)
     parser.add_argument("--target", type=float, default=0.98)
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()

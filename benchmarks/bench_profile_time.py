@@ -29,6 +29,7 @@ chapters before the first one named run too, cold, as upstream stages, and are t
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -37,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import yaml
@@ -45,6 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from esae.book import chapters, resolve_chapter, resolved_parameters  # noqa: E402
+from esae.params import PROFILES  # noqa: E402
 
 #: the parameters that set how long a chapter trains (its length knobs)
 KNOBS = {
@@ -62,11 +65,12 @@ IGNORED = (".git", ".venv", ".cache", "results", "_build", "generated", "*.ipynb
            "*.egg-info", ".ipynb_checkpoints")
 
 
-def task_groups() -> list[str]:
+@functools.cache
+def task_groups() -> tuple[str, ...]:
     """The group of each of chapter 6's tasks."""
     from esae import shapes
 
-    return [t.group for t in shapes.probing_tasks()]
+    return tuple(t.group for t in shapes.probing_tasks())
 
 
 def n_tasks(per_group: int) -> int:
@@ -85,8 +89,7 @@ def sample_values(full: dict[str, dict[str, int]], fractions: dict[str, float], 
     """Each chapter's knobs at ``multiple`` × its fraction of the full values (integers ≥ 1; a
     tasks-per-group knob at 0, all tasks, counts from the largest group's size)."""
     def scaled(knob: str, v: int, f: float) -> int:
-        groups = task_groups() if knob in TASK_KNOBS and v == 0 else []
-        reach = v or max(groups.count(g) for g in set(groups))
+        reach = v or max(Counter(task_groups()).values())  # only a tasks knob can be 0 (all tasks)
         return max(1, round(reach * f * multiple))
 
     return {stem: {k: scaled(k, v, fractions[stem]) for k, v in knobs.items()} for stem, knobs in full.items()}
@@ -140,12 +143,12 @@ def run_chapters(root: Path, profile: str, stems: list[str], force: bool = True)
 
 def load() -> str:
     """The load averages (1, 5, 15 min), to show how idle the machine was."""
-    return " ".join(Path("/proc/loadavg").read_text().split()[:3]) if Path("/proc/loadavg").exists() else "?"
+    return " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--profile", default="paper", choices=("smoke", "default", "paper"))
+    parser.add_argument("--profile", default="paper", choices=PROFILES)
     parser.add_argument("--chapters", nargs="+", default=["03", "04", "05", "06"],
                         help="chapters to estimate (those before the first run too, as upstream stages)")
     parser.add_argument("--fraction", nargs="*", default=[], metavar="CHAPTER=F",
