@@ -25,10 +25,17 @@ repeat. Also times our two-layer, invariant and wide SAEs, and the machine's den
   implementation running at the machine's full matmul rate could be.
 
 **Touched rows** (``--only-touched``): the stacked run with the gradient clipping's rescaling and
-the zeroing over only the rows written in the step against both over every row, at batch 64 and
-512, and whether the weights agree bit for bit (they must).
+the zeroing over every row, over only the rows written in the step whatever their share, and over
+them only while they are fewer than a quarter of all rows (today's rule), at batch 64 and 512,
+without dead latents and with most latents dead, and whether the weights agree bit for bit (they
+must).
 
-Usage: ``python benchmarks/bench_saes.py [--quick] [--no-single] [--only-touched] [--device cpu|cuda] [--threads N]``.
+**Dead phase** (``--dead-phase mlp cnn``): the touched-rows rule once most latents are dead, on
+chapter 5's own activations (the default profile's base models, from the cache), in one process:
+blocks of steps alternate the rule before 2026-11-30 and today's.
+
+Usage: ``python benchmarks/bench_saes.py [--quick] [--no-single] [--only-touched] [--dead-phase mlp cnn]
+[--device cpu|cuda] [--threads N]``.
 """
 
 from __future__ import annotations
@@ -170,29 +177,102 @@ def stacked_vs_separate(acts: torch.Tensor, device: torch.device, quick: bool, r
 
 
 def touched_rows(acts: torch.Tensor, device: torch.device, quick: bool, repeats: int) -> None:
-    """The 12 stacked SAEs with the gradient clipping's rescaling and the zeroing over the rows
-    written in the step (``_RowGrad``'s touched rows) against both over every row, interleaved,
-    best of ``repeats``; the weights must agree bit for bit."""
+    """The 12 stacked SAEs with the gradient clipping's rescaling and the zeroing over every row,
+    over the rows written in the step whatever their share (``_RowGrad``'s touched rows, as before
+    2026-11-30), and over them only while they are fewer than ``_TOUCHED_BELOW`` of all rows (today),
+    interleaved, best of ``repeats``; without dead latents and with most latents dead (a dead
+    window of two steps: AuxK then writes most gradient rows, as in chapter 5 after its first
+    epochs). The weights must agree bit for bit."""
     import contextlib
+    from dataclasses import replace
     from unittest import mock
 
-    print("| batch | steps | every row (s) | touched rows (s) | speed-up | weights bit for bit |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    modes = {"every": lambda: mock.patch.object(sae_stack._RowGrad, "_touched_rows", lambda self: None),
+             "touched, any share": lambda: mock.patch.object(sae_stack, "_TOUCHED_BELOW", float("inf")),
+             "touched below the share": contextlib.nullcontext}
+    print(f"| batch | dead latents | steps | {' (s) | '.join(modes)} (s) | every / today | any share / today "
+          "| weights bit for bit |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for batch, epochs in ((64, 1), (512, 1 if quick else 2)):
-        configs = twelve(batch, epochs)
-        best, out = {}, {}
-        for _ in range(repeats):
-            for mode in ("every", "touched"):
-                with (mock.patch.object(sae_stack._RowGrad, "_touched_rows", lambda self: None) if mode == "every"
-                      else contextlib.nullcontext()):
-                    out[mode], seconds, _ = timed(lambda: sae_stack.train_stacked(configs, acts, device))
-                best[mode] = min(best.get(mode, float("inf")), seconds)
-        same = all(torch.equal(a.sae.state_dict()[n], b.sae.state_dict()[n])
-                   for a, b in zip(out["every"], out["touched"]) for n in a.sae.state_dict())
-        steps = epochs * (acts.shape[0] // batch)
-        print(f"| {batch} | {steps} | {best['every']:.2f} | {best['touched']:.2f} | "
-              f"{best['every'] / best['touched']:.2f} | {same} |")
+        for dead in ("none", "most"):
+            configs = twelve(batch, epochs)
+            if dead == "most":
+                configs = [replace(c, dead_window=2 * batch) for c in configs]
+            best, out = {}, {}
+            for _ in range(repeats):
+                for mode, patch in modes.items():
+                    with patch():
+                        out[mode], seconds, _ = timed(lambda: sae_stack.train_stacked(configs, acts, device))
+                    best[mode] = min(best.get(mode, float("inf")), seconds)
+            ref = out["every"]
+            same = all(torch.equal(a.sae.state_dict()[n], b.sae.state_dict()[n])
+                       for other in out.values() for a, b in zip(ref, other) for n in a.sae.state_dict())
+            steps = epochs * (acts.shape[0] // batch)
+            today = best["touched below the share"]
+            print(f"| {batch} | {dead} | {steps} | {' | '.join(f'{best[m]:.2f}' for m in modes)} | "
+                  f"{best['every'] / today:.2f} | {best['touched, any share'] / today:.2f} | {same} |")
     print()
+
+
+def dead_phase(model: str, batch: int, warm_epochs: int, blocks: int = 4, steps: int = 15) -> None:
+    """Chapter 5's own activations (base model ``model`` of the default profile, from the cache
+    chapter 3 fills), its 12 SAEs stacked at ``batch`` (batch 64: the paper's constant learning
+    rate 1e-3), trained ``warm_epochs`` epochs first (timed: the first epoch, before any latent
+    can count as dead, and the rest), so that most latents are dead and AuxK writes most gradient
+    rows; then blocks of ``steps`` steps alternate clipping and zeroing over
+    the touched rows whatever their share (as before 2026-11-30) and today's rule (over every row
+    once they are a quarter or more). Both are the same arithmetic (bit for bit: the plain mode
+    of ``--only-touched``); printed: ms a step per block, and the median ratio."""
+    from dataclasses import replace
+
+    from esae import cache, params, pipeline
+
+    p02, p03, p05 = (params.resolved_parameters(stem, "default") for stem in
+                     ("02_dataset", "03_base_models", "05_equivariant_sae"))
+    layout = pipeline.dataset_layout(p02)
+    base = pipeline.base_model_configs(p03, layout)[model]
+    if not cache.is_cached("base_model", pipeline.base_model_key(base)):
+        raise SystemExit(f"--dead-phase {model}: the default profile's {model} base model is not in the cache "
+                         f"({cache.cache_root()}); run chapter 3 first (make book, or python -m esae.book run 03)")
+    configs = pipeline.sae_configs(p05, layout)
+    acts = pipeline.sae_context(base).acts(next(iter(configs.values())).canonical)
+    schedule = dict(batch_size=batch) if batch != 64 else dict(batch_size=64, lr=1e-3, lr_decay_fraction=0.0)
+    per_epoch = acts.shape[0] // batch
+    epochs = warm_epochs + -(-2 * blocks * steps // per_epoch)  # the warm-up and every timed block
+    group = [replace(c, n_epochs=epochs, **schedule) for c in configs.values()]
+    stacks = [sae_stack._Stack([group[i] for i in members], acts, torch.device("cpu"))
+              for members in sae_stack.plan(group).stacks]
+    batches = saes.orbit_batches(acts, batch, pairs=True, generator=torch.Generator().manual_seed(group[0].seed))
+
+    def run(n: int) -> None:
+        for _ in range(n):
+            pair = next(batches)
+            for st in stacks:
+                st.step(pair[:, 0], pair[:, 1] if st.invariant else pair[:, 0], False)
+
+    start = time.perf_counter()
+    run(per_epoch)  # the first epoch: no latent has been silent for a dead window yet
+    first = (time.perf_counter() - start) / per_epoch * 1e3
+    start = time.perf_counter()
+    run((warm_epochs - 1) * per_epoch)
+    later = (time.perf_counter() - start) / max((warm_epochs - 1) * per_epoch, 1) * 1e3
+    dead = sum(int((st.since_fired > st.cfg.dead_feature_window).sum()) for st in stacks)
+    total = sum(st.n_stack * st.n_latents for st in stacks)
+    times: dict[str, list[float]] = {"any share": [], "today": []}
+    rule = sae_stack._TOUCHED_BELOW
+    try:
+        for _ in range(blocks):
+            for mode, below in (("any share", float("inf")), ("today", rule)):
+                sae_stack._TOUCHED_BELOW = below
+                start = time.perf_counter()
+                run(steps)
+                times[mode].append((time.perf_counter() - start) / steps * 1e3)
+    finally:
+        sae_stack._TOUCHED_BELOW = rule
+    ratios = sorted(a / b for a, b in zip(times["any share"], times["today"]))
+    print(f"| {model} | {batch} | {first:.0f} | {later:.0f} | {warm_epochs} | {dead / total:.0%} | "
+          f"{', '.join(f'{t:.0f}' for t in times['any share'])} | {', '.join(f'{t:.0f}' for t in times['today'])} | "
+          f"{ratios[len(ratios) // 2]:.2f} |")
 
 
 def main() -> None:
@@ -203,9 +283,22 @@ def main() -> None:
     parser.add_argument("--no-single", action="store_true", help="only the stacked-vs-separate comparison")
     parser.add_argument("--only-touched", action="store_true",
                         help="only clipping and zeroing over the touched gradient rows vs every row")
+    parser.add_argument("--dead-phase", nargs="+", choices=("mlp", "cnn"), metavar="MODEL",
+                        help="only the touched-rows rule on chapter 5's activations of base model MODEL (mlp, cnn; "
+                             "the default profile's, from the cache) once most latents are dead")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.dead_phase:
+        print(f"machine: {platform.platform()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
+              f"{torch.get_num_threads()} threads, load {os.getloadavg()[0]:.2f}")
+        print("| base model | batch | first epoch (ms a step) | rest of the warm-up (ms a step) | warm-up epochs "
+              "| dead latents | any share (ms a step) | today (ms a step) | any share / today (median) |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        for model in args.dead_phase:
+            for batch, warm in ((64, 2), (512, 3)):
+                dead_phase(model, batch, warm)
+        return
     device = torch.device(args.device)
     repeats = 1 if args.quick else 2
     acts, _ = saes.synthetic_orbit(8192, D, n_atoms=2048, active=16, seed=0)

@@ -31,9 +31,11 @@ activations. :func:`train_stacked` trains them together:
   pass over weights, gradients and both moments; every row's moments decay, only the selected
   rows get a gradient term — exactly Adam, whose update of a row with zero gradient is not
   zero) and the zeroing run in place; the clipping's rescaling and the zeroing touch only the
-  rows written in the step when all of them were added compactly (the other rows are zero: the
-  same bits; on chapter 5's activations at batch 64, single-threaded, 1.2× over the first 32 steps,
-  0.99–1.08× over a first epoch, as dying latents bring AuxK rows). The
+  rows written in the step when all of them were added compactly and they are fewer than a
+  quarter of all (the other rows are zero: the same bits; on chapter 5's activations at batch 64,
+  single-threaded, 1.2× over the first 32 steps; once most latents are dead AuxK writes most rows
+  and a plain pass over every row is the cheaper one: 1.1–1.2× a step then, ``bench_saes.py
+  --dead-phase``). The
   ``(S, B, F)`` scores live in a persistent buffer too, and when fewer than half of the latents
   are dead the AuxK selection looks only at the dead ones' scores. None of this changes what is
   computed, only where sums land.
@@ -104,6 +106,7 @@ class _Groups:
 
 _COMPACT_BELOW = 0.5  # compact gradient rows when fewer than this fraction of the rows occur
 _GATHER_DEAD_BELOW = 0.5  # AuxK picks among the dead latents' gathered scores when fewer than this fraction is dead
+_TOUCHED_BELOW = 0.25  # clipping and zeroing go over the touched rows only when fewer than this fraction is touched
 
 
 def _groups(flat: Tensor, n_rows: int, compact: bool) -> _Groups:
@@ -158,13 +161,25 @@ class _RowGrad:
                 self.touched.append(groups.active)
 
     def _touched_rows(self) -> Tensor | None:
-        """The rows that may be non-zero (ascending, distinct), or None when that may be any row;
-        merged once per step (clipping and zeroing both ask; one ``groups.active`` is already
-        ascending and distinct)."""
+        """The rows that may be non-zero (ascending, distinct), or None when that may be any row or
+        when they are at least ``_TOUCHED_BELOW`` of all rows (a pass over every row is then the
+        cheaper one: once latents die, AuxK writes most rows; the same bits either way, the other
+        rows being zero); merged once per step (clipping and zeroing both ask; one
+        ``groups.active`` is already ascending and distinct; several are merged through a mask,
+        without a sort)."""
         if self.touched is None:
             return None
         if len(self.touched) != 1:
-            self.touched = [torch.cat(self.touched).unique() if self.touched else self.rows.new_empty(0, dtype=torch.long)]
+            rows = self.rows.new_empty(0, dtype=torch.long)
+            if self.touched:
+                mask = torch.zeros(self.rows.shape[0], dtype=torch.bool, device=self.rows.device)
+                for active in self.touched:
+                    mask[active] = True
+                rows = mask.nonzero().squeeze(1)
+            self.touched = [rows]
+        if self.touched[0].numel() >= _TOUCHED_BELOW * self.rows.shape[0]:
+            self.touched = None
+            return None
         return self.touched[0]
 
     def scale(self, coef: Tensor, stacks: Sequence[int]) -> None:

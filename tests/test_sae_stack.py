@@ -242,9 +242,12 @@ def test_auxk_and_gradient_paths_agree(acts, monkeypatch, gather_dead, compact):
         assert frob < FROBENIUS_TOL
 
 
-def test_row_gradient_touched_rows_scale_and_zero_bit_for_bit():
+@pytest.mark.parametrize("touched_below", [1.0, 0.0])
+def test_row_gradient_touched_rows_scale_and_zero_bit_for_bit(touched_below, monkeypatch):
     """Clipping and zeroing only the rows written since the last zeroing give the buffer the dense
-    operations give it, bit for bit, and a dense add makes them fall back to every row."""
+    operations give it, bit for bit (``touched_below`` 1: always over the touched rows, 0: always
+    over every row), and a dense add makes them fall back to every row."""
+    monkeypatch.setattr(sae_stack, "_TOUCHED_BELOW", touched_below)
     gen = torch.Generator().manual_seed(2)
     n_stack, n_lat, width = 3, 16, 5
     ours = torch.nn.Parameter(torch.zeros(n_stack, n_lat, width))
@@ -270,6 +273,20 @@ def test_row_gradient_touched_rows_scale_and_zero_bit_for_bit():
     assert torch.equal(ours.grad, torch.zeros_like(ours.grad)) and sink.touched == []
 
 
+def test_touched_rows_merge_without_a_sort():
+    """Several compact adds in a step: the touched rows are their union, ascending and distinct
+    (as ``torch.cat(...).unique()``), and a union of at least ``_TOUCHED_BELOW`` of the rows
+    counts as every row."""
+    gen = torch.Generator().manual_seed(3)
+    n_stack, n_lat, width = 2, 64, 3
+    sink = sae_stack._RowGrad(torch.nn.Parameter(torch.zeros(n_stack, n_lat, width)))
+    lists = [torch.randint(n_stack * n_lat, (n,), generator=gen).unique() for n in (5, 7, 6)]
+    sink.touched = list(lists)
+    assert torch.equal(sink._touched_rows(), torch.cat(lists).unique())
+    sink.touched = [torch.arange(0, n_stack * n_lat, 3), torch.arange(1, n_stack * n_lat, 3)]  # 2/3 of the rows
+    assert sink._touched_rows() is None and sink.touched is None
+
+
 def test_touched_rows_leave_training_bit_for_bit(acts, monkeypatch):
     """The stacked run with clipping and zeroing over the touched rows trains the same weights, bit
     for bit, as with both over every row (activations scaled up so that clipping acts; the wide
@@ -279,7 +296,7 @@ def test_touched_rows_leave_training_bit_for_bit(acts, monkeypatch):
     scale = sae_stack._RowGrad.scale
 
     def recorded(self, *args):
-        calls.append(self.touched is not None)
+        calls.append(self._touched_rows() is not None)
         return scale(self, *args)
 
     monkeypatch.setattr(sae_stack._RowGrad, "scale", recorded)
