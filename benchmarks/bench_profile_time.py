@@ -15,8 +15,10 @@ bins, so only the number of fits is scaled). Each chapter's time is read off the
 
 with ``r1``, ``r2`` the fractions the knobs actually took (integers, at least 1; for tasks, the
 share of the full run's tasks). What this assumes, and where it errs: a chapter's time is a fixed
-part plus a part proportional to its knobs. Late SAE epochs can cost more than early ones (as
-latents die, AuxK works on more of them; the samples cover the first epochs only), and the
+part plus a part proportional to its knobs. SAE epochs cost more once latents die (AuxK, capped at
+``d_in // 2`` latents a sample, works on them: on chapter 5's activations at the paper's batch and
+learning rate most latents are dead by the end of the second epoch, a step of epochs 3–4 costs about
+1.6× one of the first), so samples of at least 2 and 4 epochs time that phase; and the
 sampled tasks (evenly spread over each group) stand for the average task, so the figure is an
 estimate from measured chapter times, not a measurement of the whole run; the two samples' times
 are printed beside it.
