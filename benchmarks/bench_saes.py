@@ -41,9 +41,11 @@ Usage: ``python benchmarks/bench_saes.py [--quick] [--no-single] [--only-touched
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import time
+from unittest import mock
 
 os.environ.setdefault("TQDM_DISABLE", "1")  # sae-lens's fit() draws a bar
 os.environ.setdefault("ESAE_PROGRESS", "0")
@@ -176,6 +178,14 @@ def stacked_vs_separate(acts: torch.Tensor, device: torch.device, quick: bool, r
           f"max |Δw| / max |w| {max(e[2] for e in equality):.1e}\n")
 
 
+#: where the stacked trainer's clipping and zeroing go: over every row; over the rows a step wrote,
+#: whatever their share (the rule before 2026-11-30); and today's rule (every row once they are a
+#: quarter or more) — each a context that sets it
+TOUCHED_MODES = {"every": lambda: mock.patch.object(sae_stack._RowGrad, "_touched_rows", lambda self: None),
+                 "touched, any share": lambda: mock.patch.object(sae_stack, "_TOUCHED_BELOW", float("inf")),
+                 "touched below the share": contextlib.nullcontext}
+
+
 def touched_rows(acts: torch.Tensor, device: torch.device, quick: bool, repeats: int) -> None:
     """The 12 stacked SAEs with the gradient clipping's rescaling and the zeroing over every row,
     over the rows written in the step whatever their share (``_RowGrad``'s touched rows, as before
@@ -183,13 +193,9 @@ def touched_rows(acts: torch.Tensor, device: torch.device, quick: bool, repeats:
     interleaved, best of ``repeats``; without dead latents and with most latents dead (a dead
     window of two steps: AuxK then writes most gradient rows, as in chapter 5 after its first
     epochs). The weights must agree bit for bit."""
-    import contextlib
     from dataclasses import replace
-    from unittest import mock
 
-    modes = {"every": lambda: mock.patch.object(sae_stack._RowGrad, "_touched_rows", lambda self: None),
-             "touched, any share": lambda: mock.patch.object(sae_stack, "_TOUCHED_BELOW", float("inf")),
-             "touched below the share": contextlib.nullcontext}
+    modes = TOUCHED_MODES
     print(f"| batch | dead latents | steps | {' (s) | '.join(modes)} (s) | every / today | any share / today "
           "| weights bit for bit |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
@@ -214,9 +220,26 @@ def touched_rows(acts: torch.Tensor, device: torch.device, quick: bool, repeats:
     print()
 
 
-def dead_phase(model: str, batch: int, warm_epochs: int, blocks: int = 4, steps: int = 15) -> None:
-    """Chapter 5's own activations (base model ``model`` of the default profile, from the cache
-    chapter 3 fills), its 12 SAEs stacked at ``batch`` (batch 64: the paper's constant learning
+def chapter5_stream(model: str) -> tuple[torch.Tensor, list[saes.SAETrainConfig]]:
+    """Chapter 5's training orbit activations of base model ``model`` under the default profile (from
+    the cache chapter 3 fills) and its 12 SAE configs."""
+    from esae import cache, params, pipeline
+
+    p05 = params.resolved_parameters("05_equivariant_sae", "default")
+    upstream = p05["upstream"]
+    layout = pipeline.dataset_layout(upstream["02_dataset"])
+    base = pipeline.base_model_configs(upstream["03_base_models"], layout)[model]
+    if not cache.is_cached("base_model", pipeline.base_model_key(base)):
+        raise SystemExit(f"--dead-phase {model}: the default profile's {model} base model is not in the cache "
+                         f"({cache.cache_root()}); run chapter 3 first (make book, or python -m esae.book run 03)")
+    configs = list(pipeline.sae_configs(p05, layout).values())
+    return pipeline.sae_context(base).acts(configs[0].canonical), configs
+
+
+def dead_phase(model: str, acts: torch.Tensor, configs: list[saes.SAETrainConfig], batch: int, warm_epochs: int,
+               blocks: int = 4, steps: int = 15) -> None:
+    """Chapter 5's 12 SAEs (``configs``) of base model ``model`` on its activations ``acts``
+    (:func:`chapter5_stream`), stacked at ``batch`` (batch 64: the paper's constant learning
     rate 1e-3), trained ``warm_epochs`` epochs first (timed: the first epoch, before any latent
     can count as dead, and the rest), so that most latents are dead and AuxK writes most gradient
     rows; then blocks of ``steps`` steps alternate clipping and zeroing over
@@ -225,21 +248,10 @@ def dead_phase(model: str, batch: int, warm_epochs: int, blocks: int = 4, steps:
     of ``--only-touched``); printed: ms a step per block, and the median ratio."""
     from dataclasses import replace
 
-    from esae import cache, params, pipeline
-
-    p02, p03, p05 = (params.resolved_parameters(stem, "default") for stem in
-                     ("02_dataset", "03_base_models", "05_equivariant_sae"))
-    layout = pipeline.dataset_layout(p02)
-    base = pipeline.base_model_configs(p03, layout)[model]
-    if not cache.is_cached("base_model", pipeline.base_model_key(base)):
-        raise SystemExit(f"--dead-phase {model}: the default profile's {model} base model is not in the cache "
-                         f"({cache.cache_root()}); run chapter 3 first (make book, or python -m esae.book run 03)")
-    configs = pipeline.sae_configs(p05, layout)
-    acts = pipeline.sae_context(base).acts(next(iter(configs.values())).canonical)
     schedule = dict(batch_size=batch) if batch != 64 else dict(batch_size=64, lr=1e-3, lr_decay_fraction=0.0)
     per_epoch = acts.shape[0] // batch
     epochs = warm_epochs + -(-2 * blocks * steps // per_epoch)  # the warm-up and every timed block
-    group = [replace(c, n_epochs=epochs, **schedule) for c in configs.values()]
+    group = [replace(c, n_epochs=epochs, **schedule) for c in configs]
     stacks = [sae_stack._Stack([group[i] for i in members], acts, torch.device("cpu"))
               for members in sae_stack.plan(group).stacks]
     batches = saes.orbit_batches(acts, batch, pairs=True, generator=torch.Generator().manual_seed(group[0].seed))
@@ -258,20 +270,17 @@ def dead_phase(model: str, batch: int, warm_epochs: int, blocks: int = 4, steps:
     later = (time.perf_counter() - start) / max((warm_epochs - 1) * per_epoch, 1) * 1e3
     dead = sum(int((st.since_fired > st.cfg.dead_feature_window).sum()) for st in stacks)
     total = sum(st.n_stack * st.n_latents for st in stacks)
-    times: dict[str, list[float]] = {"any share": [], "today": []}
-    rule = sae_stack._TOUCHED_BELOW
-    try:
-        for _ in range(blocks):
-            for mode, below in (("any share", float("inf")), ("today", rule)):
-                sae_stack._TOUCHED_BELOW = below
+    times: dict[str, list[float]] = {"touched, any share": [], "touched below the share": []}
+    for _ in range(blocks):
+        for mode, ms in times.items():
+            with TOUCHED_MODES[mode]():
                 start = time.perf_counter()
                 run(steps)
-                times[mode].append((time.perf_counter() - start) / steps * 1e3)
-    finally:
-        sae_stack._TOUCHED_BELOW = rule
-    ratios = sorted(a / b for a, b in zip(times["any share"], times["today"]))
+            ms.append((time.perf_counter() - start) / steps * 1e3)
+    before, today = times.values()
+    ratios = sorted(a / b for a, b in zip(before, today))
     print(f"| {model} | {batch} | {first:.0f} | {later:.0f} | {warm_epochs} | {dead / total:.0%} | "
-          f"{', '.join(f'{t:.0f}' for t in times['any share'])} | {', '.join(f'{t:.0f}' for t in times['today'])} | "
+          f"{', '.join(f'{t:.0f}' for t in before)} | {', '.join(f'{t:.0f}' for t in today)} | "
           f"{ratios[len(ratios) // 2]:.2f} |")
 
 
@@ -296,8 +305,9 @@ def main() -> None:
               "| dead latents | any share (ms a step) | today (ms a step) | any share / today (median) |")
         print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         for model in args.dead_phase:
+            acts, configs = chapter5_stream(model)
             for batch, warm in ((64, 2), (512, 3)):
-                dead_phase(model, batch, warm)
+                dead_phase(model, acts, configs, batch, warm)
         return
     device = torch.device(args.device)
     repeats = 1 if args.quick else 2
