@@ -442,3 +442,16 @@ def test_xgboost_api_and_multi_target_fits_predict_like_the_wrapper():
         if config.xgb_tree_method == "hist":  # tasks sharing a matrix: one multi-target fit, the same predictions
             multi = probing.xgboost_predict(xtr, ytr, xte, config)
             assert multi.shape == (150, 3) and np.array_equal(multi, np.stack(single, 1))
+
+
+def test_panels_parse_and_bad_panels_name_the_expected_form():
+    assert probing.parse_panel("cnn/L32") == ("cnn", 32)
+    assert probing.parse_panel("mlp/L1") == ("mlp", 1)
+    for bad in ("cnn/32", "vit/L8", "cnn", "cnn/Lx", "mlp/L-3"):
+        with pytest.raises(ValueError, match=r"each panel must look like '<model>/L<length>' with model in mlp, cnn .*got "
+                                             + repr(bad)):
+            probing.parse_panel(bad)
+    with pytest.raises(ValueError, match=r"the truncation length of panel 'cnn/L0' must be"):
+        probing.parse_panel("cnn/L0")
+    with pytest.raises(ValueError, match=r"the truncation length of panel 'mlp/L300' must be"):
+        probing.parse_panel("mlp/L300")
