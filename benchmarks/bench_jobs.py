@@ -46,12 +46,12 @@ def sae_set_job(batch: int, n: int) -> None:
 
 
 def layer_sae_job(steps: int) -> None:
-    from esae import sae_match
+    from esae import jumprelu
 
     gen = torch.Generator().manual_seed(0)
     data = torch.randn(16384, 640, generator=gen) * torch.linspace(0.2, 4.0, 640)  # chapter 7's width, uneven scales
-    sae_match.train_jumprelu(data, sae_match.TrainConfig(d_sae=1024, target_l0=48.0, sparsity_loss="step",
-                                                         l0_coefficient=0.3, steps=steps, batch_size=256, lr=0.002))
+    jumprelu.train_jumprelu(data, jumprelu.TrainConfig(d_sae=1024, target_l0=48.0, sparsity_loss="step",
+                                                       l0_coefficient=0.3, steps=steps, batch_size=256, lr=0.002))
 
 
 def start_up_job() -> None:

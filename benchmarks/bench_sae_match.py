@@ -39,7 +39,9 @@ import numpy as np
 import esae  # noqa: F401, I001  (before torch: the runtime's OpenMP wait policy, see benchmarks/README.md)
 import torch
 
-from esae import assignment
+from sae_lens import JumpReLUSAEConfig
+
+from esae import assignment, match_ground_truth
 from esae import sae_match as sm
 
 
@@ -48,7 +50,7 @@ def random_jumprelu(d: int, width: int, seed: int) -> sm.JumpReLUSAE:
     thresholds in [0.1, 1.1), small biases."""
     g = torch.Generator().manual_seed(seed)
     w_dec = torch.nn.functional.normalize(torch.randn(width, d, generator=g), dim=1)
-    return sm.build_jumprelu(sm.JumpReLUSAE(sm.JumpReLUSAEConfig(d_in=1, d_sae=1)), W_enc=w_dec.T.contiguous(),
+    return sm.build_jumprelu(sm.JumpReLUSAE(JumpReLUSAEConfig(d_in=1, d_sae=1)), W_enc=w_dec.T.contiguous(),
                              b_enc=torch.randn(width, generator=g) * 0.1, threshold=torch.rand(width, generator=g) + 0.1,
                              W_dec=w_dec, b_dec=torch.zeros(d), d_in=d, d_sae=width, apply_b_dec_to_input=False)
 
@@ -57,7 +59,7 @@ def pair(case: str, d: int, width: int):
     a = random_jumprelu(d, width, seed=0)
     if case == "independent":
         return a, random_jumprelu(d, width, seed=1), None
-    b, truth = sm.perturbed_copy(a, noise=0.1, scale_spread=10.0, seed=1)
+    b, truth = match_ground_truth.perturbed_copy(a, noise=0.1, scale_spread=10.0, seed=1)
     return a, b, truth
 
 
@@ -79,7 +81,7 @@ def run_case(args) -> dict:
     seconds, cpu = time.perf_counter() - start, _cpu_seconds() - cpu0
     out = {"seconds": seconds, "cpu_seconds": cpu, "peak_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20}
     if truth is not None:
-        out["recovered"] = sm.recovery(m, truth)
+        out["recovered"] = match_ground_truth.recovery(m, truth)
     np.save(args.out, m.permutation)
     if args.compare is not None:
         va, vb = sm.feature_vectors(a, folded=True), sm.feature_vectors(b, folded=True)

@@ -3,7 +3,8 @@
 Modules, each named for what it holds: ``groups`` (C4 and its action, chapter 1),
 ``shapes`` (the dataset, chapter 2), ``autoencoders`` (base models, chapter 3),
 ``orbits`` (a model's activations over the orbits of its inputs), ``equivariance`` (fitting M, chapter 4), ``saes`` (the SAEs, chapter 5), ``probing``
-(chapter 6), ``sae_match`` and ``language_models`` (chapter 7), with ``checks``, ``metrics``, ``runtime`` and
+(chapter 6), ``sae_match`` (the method), ``jumprelu`` (SAEs in Gemma Scope's units), ``match_ground_truth``,
+``match_evaluation`` and ``language_models`` (chapter 7), with ``checks``, ``metrics``, ``runtime`` and
 ``plots``: the science layer, which never reads a profile or the cache. ``pipeline`` holds the book's stages,
 cached by their configs; ``params``, ``results``, ``verdicts``, ``figures``, ``summary`` and ``book`` turn profiles into executed chapters.
 

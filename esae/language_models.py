@@ -38,7 +38,7 @@ from torch import nn
 
 from esae.checks import check_choice, check_float, check_int
 from esae.runtime import HEAD_DTYPES, Store, progress, store_or_none, torch_threads
-from esae.sae_match import TrainConfig, train_jumprelu
+from esae.jumprelu import TrainConfig, train_jumprelu
 
 Tensor = torch.Tensor
 MODELS = ("gemma-3-270m", "google/gemma-2-2b", "tiny-random")
@@ -425,7 +425,7 @@ def train_layer_sae(cfg: ActivationsConfig, train: TrainConfig, layer: int, data
 def layer_sae(cfg: ActivationsConfig, train: TrainConfig, layer: int, acts: Activations,
               device: torch.device | str = "cpu", store: Store | None = None, threads: int | None = None):
     """The JumpReLU SAE of block ``layer``, trained with sae-lens on ``acts.train[layer]``
-    (:func:`esae.sae_match.train_jumprelu`, seed ``train.seed + layer``; with ``threads`` CPU
+    (:func:`esae.jumprelu.train_jumprelu`, seed ``train.seed + layer``; with ``threads`` CPU
     threads when given) and saved in sae-lens's format in ``store`` keyed by
     ``(cfg, train, layer[, threads])``."""
     from sae_lens import JumpReLUSAE
@@ -737,8 +737,8 @@ def delta_losses(model, input_ids: Tensor, lm, variants: Sequence[str] = ("folde
                  head_dtype: torch.dtype = torch.float32, check_head: bool = False, n_boot: int = 2000,
                  seed: int = 0) -> LossTable:
     """Evaluations 2 and 5, ΔL: for adjacent pairs ``(t, t+1)`` of ``lm``
-    (:class:`esae.sae_match.LayerMatches`, consecutive blocks) and every variant of
-    :func:`esae.sae_match.approximations` (matching methods with ``decoding``, and the
+    (:class:`esae.match_evaluation.LayerMatches`, consecutive blocks) and every variant of
+    :func:`esae.match_evaluation.approximations` (matching methods with ``decoding``, and the
     baselines), replace the residual stream after block ``t+1`` by ``x̂(t+1)`` computed from the
     block's input ``x(t)`` (and its output ``x(t+1)``) and measure the change of next-token
     cross-entropy on ``input_ids`` (n, T), BOS excluded, with a bootstrap interval over windows
@@ -750,7 +750,7 @@ def delta_losses(model, input_ids: Tensor, lm, variants: Sequence[str] = ("folde
     recomputes the first variant's ΔL on the last measured pair's first batch of windows with
     a float32 head from the same hidden states (:attr:`LossTable.head_check`): the cost of a
     few head passes, no extra forward pass."""
-    from esae.sae_match import approximations
+    from esae.match_evaluation import approximations
 
     layers = list(lm.layers)
     if any(u != t + 1 for t, u in zip(layers[:-1], layers[1:])):

@@ -11,7 +11,7 @@ kept in :mod:`esae.cache` by that config: the one module that knows the cache.
 - probe scores (chapter 6): the probed arrays, ``L`` and the probe's settings → ``probe_scores``
   (:func:`probe_panel`, :func:`probe_scores`);
 - language models (chapter 7): :class:`esae.language_models.ActivationsConfig` and
-  :class:`esae.sae_match.TrainConfig` → ``gemma3_270m_converted``, ``residual_activations``,
+  :class:`esae.jumprelu.TrainConfig` → ``gemma3_270m_converted``, ``residual_activations``,
   ``layer_sae``, ``sae_match_synthetic``, ``layer_pair_matches`` (:func:`language_model`,
   :func:`residual_activations`, :func:`layer_sae`, :func:`synthetic_layers`, :func:`match_stack`).
 
@@ -553,17 +553,17 @@ def prefetch_layer_saes(cfg, train_cfg, layers: Sequence[int], acts, jobs: int =
 
 
 def synthetic_layers(cfg, device: torch.device | str = "cpu"):
-    """:func:`esae.sae_match.synthetic_layers`, the SAEs kept in the cache by ``cfg``."""
-    from esae import sae_match
+    """:func:`esae.match_ground_truth.synthetic_layers`, the SAEs kept in the cache by ``cfg``."""
+    from esae import match_ground_truth
 
-    return sae_match.synthetic_layers(cfg, device, store=cache)
+    return match_ground_truth.synthetic_layers(cfg, device, store=cache)
 
 
 def match_stack(saes_, layers, cache_key=None, **kwargs: Any):
-    """:func:`esae.sae_match.match_stack`, each pair's matches kept in the cache under ``cache_key``."""
-    from esae import sae_match
+    """:func:`esae.match_evaluation.match_stack`, each pair's matches kept in the cache under ``cache_key``."""
+    from esae import match_evaluation
 
-    return sae_match.match_stack(saes_, layers, cache_key, store=cache, **kwargs)
+    return match_evaluation.match_stack(saes_, layers, cache_key, store=cache, **kwargs)
 
 
 # --------------------------------------------------------------------------------------------

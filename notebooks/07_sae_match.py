@@ -41,8 +41,10 @@
 # - how close data-free matching gets to a **data-based reference** (assignment on the
 #   correlation of feature activations over training tokens).
 #
-# The method lives in {py:mod}`esae.sae_match`, the model side (corpus, activations, the ΔL hook,
-# Gemma Scope loading) in {py:mod}`esae.language_models`.
+# The method lives in {py:mod}`esae.sae_match`, the JumpReLU SAEs in Gemma Scope's units in
+# {py:mod}`esae.jumprelu`, the experiments with a known answer in {py:mod}`esae.match_ground_truth`,
+# the evaluations that need only SAEs and activations in {py:mod}`esae.match_evaluation`, and the
+# model side (corpus, activations, the ΔL hook, Gemma Scope loading) in {py:mod}`esae.language_models`.
 
 # %% tags=["parameters"]
 profile: str = "default"  # parameter profile that produced this page: smoke | default | paper
@@ -90,7 +92,7 @@ from IPython.display import Markdown, display
 import esae
 import esae.assignment
 from esae import language_models as lms
-from esae import pipeline
+from esae import jumprelu, match_evaluation, match_ground_truth, pipeline
 from esae import sae_match as sm
 from esae.params import check_choice, check_float, check_int, check_int_list
 
@@ -141,7 +143,7 @@ if torch_threads:
 
 # %%
 torch.set_grad_enabled(False)  # nothing in this chapter needs gradients outside SAE training
-toy = sm.random_jumprelu(32, 256, seed=seed)
+toy = match_ground_truth.random_jumprelu(32, 256, seed=seed)
 toy_folded = sm.fold(toy)
 x = torch.randn(2000, 32, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) * 3
 rescaled = sm.rescale_features(toy, torch.exp(torch.randn(256, generator=torch.Generator().manual_seed(1),
@@ -189,8 +191,8 @@ fold_checks
 # matching is not.
 
 # %%
-copies = sm.copy_recovery(toy, noises, gt_scale_spread, seed=seed)
-copies_plain = sm.copy_recovery(toy, noises, 1.0, seed=seed)
+copies = match_ground_truth.copy_recovery(toy, noises, gt_scale_spread, seed=seed)
+copies_plain = match_ground_truth.copy_recovery(toy, noises, 1.0, seed=seed)
 rows = "| noise | folded | unfolded | unfolded, no rescaling |\n|---|---|---|---|\n"
 for noise in copies:
     rows += (f"| {noise} | {copies[noise]['folded']:.1%} | {copies[noise]['unfolded']:.1%} | "
@@ -209,11 +211,11 @@ display(Markdown(f"Fraction of the permutation recovered (random SAE, 256 featur
 # features shuffled.
 
 # %%
-fig2_a, fig2_b, fig2_truth = sm.growing_norm_pair(seed=seed)
-fig2 = {name: sm.recovery(sm.match(fig2_a, fig2_b, fold=f, weights=w), fig2_truth)
+fig2_a, fig2_b, fig2_truth = match_ground_truth.growing_norm_pair(seed=seed)
+fig2 = {name: match_ground_truth.recovery(sm.match(fig2_a, fig2_b, fold=f, weights=w), fig2_truth)
         for name, (f, w) in {"folded, all weights": (True, "all"), "unfolded, all weights": (False, "all"),
                              "unfolded, decoder only": (False, "decoder")}.items()}
-fig2_share = sm.cost_shares(fig2_a, fig2_b, fold=False)
+fig2_share = match_evaluation.cost_shares(fig2_a, fig2_b, fold=False)
 display(Markdown(
     "Fraction of the permutation recovered: " + ", ".join(f"{k} **{v:.0%}**" for k, v in fig2.items()) +
     f". In the unfolded all-weights cost, $b_{{enc}}$ carries {fig2_share['b_enc']:.1%} of the total over all candidate "
@@ -236,13 +238,14 @@ display(Markdown(
 # right when it pairs the two SAE features that represent the same true feature.
 
 # %%
-gt_cfg = sm.SyntheticLayersConfig(
+gt_cfg = match_ground_truth.SyntheticLayersConfig(
     n_layers=gt_n_layers, d=gt_d, n_features=gt_n_features, n_samples=gt_n_samples, seed=seed,
-    train=sm.TrainConfig(d_sae=gt_n_features, target_l0=gt_n_features * 0.03, l0_coefficient=0.3, steps=gt_steps,
-                         batch_size=512, lr=2e-3, seed=seed))
+    train=jumprelu.TrainConfig(d_sae=gt_n_features, target_l0=gt_n_features * 0.03, l0_coefficient=0.3, steps=gt_steps,
+                               batch_size=512, lr=2e-3, seed=seed))
 gt = pipeline.synthetic_layers(gt_cfg, dev)
-gt_quality = [sm.sae_quality(s, sm.synthetic_data(gt_cfg, t, 20000).to(dev)) for t, s in enumerate(gt.saes)]
-gt_recovery = sm.synthetic_recovery(gt)
+gt_quality = [jumprelu.sae_quality(s, match_ground_truth.synthetic_data(gt_cfg, t, 20000).to(dev))
+              for t, s in enumerate(gt.saes)]
+gt_recovery = match_ground_truth.synthetic_recovery(gt)
 rows = ("| layer pair | identifiable features | folded | unfolded | folded, decoder only |\n"
         "|---|---|---|---|---|\n")
 pct = lambda v: "—" if v is None else f"{v:.1%}"
@@ -298,7 +301,7 @@ display(Markdown(
 # norm), while the decoder rows were trained at unit norm ("decoder columns have similar norms").
 #
 # **The SAEs trained here follow the same conventions.** With `sae_source="train"` every layer gets
-# its own JumpReLU SAE, trained with sae-lens's `SAETrainer` ({py:func}`esae.sae_match.train_jumprelu`) on
+# its own JumpReLU SAE, trained with sae-lens's `SAETrainer` ({py:func}`esae.jumprelu.train_jumprelu`) on
 # inputs scaled to mean norm $\sqrt{d}$, with the step (L0) penalty of Gemma Scope, $b_{dec}$ started at
 # the mean and every threshold at the value where its feature fires at the target rate. Afterwards
 # the input scale is folded back as Gemma Scope stores it (θ and biases in raw units, the encoder
@@ -311,9 +314,9 @@ display(Markdown(
 # %%
 # bfloat16 autocast only where the hardware has it: without bf16 units ~200× slower than float32
 sae_autocast = esae.runtime.matmul_dtype(sae_dtype, dev, name="sae_dtype") == torch.bfloat16
-train_cfg = sm.TrainConfig(d_sae=d_sae, target_l0=target_l0, l0_coefficient=sae_l0_coefficient,
-                           sparsity_loss=sae_sparsity_loss, steps=sae_steps, batch_size=sae_batch_size, lr=sae_lr,
-                           autocast=sae_autocast, seed=seed)
+train_cfg = jumprelu.TrainConfig(d_sae=d_sae, target_l0=target_l0, l0_coefficient=sae_l0_coefficient,
+                                 sparsity_loss=sae_sparsity_loss, steps=sae_steps, batch_size=sae_batch_size, lr=sae_lr,
+                                 autocast=sae_autocast, seed=seed)
 if sae_source == "train":
     # the layers' SAEs are independent: the ones the cache lacks train side by side in `jobs` worker processes first
     pipeline.prefetch_layer_saes(acts_cfg, train_cfg, layer_ids, acts, jobs, dev)
@@ -324,8 +327,8 @@ else:
     sae_key = {"release": lms.GEMMA_SCOPE_RELEASE, "layers": layer_ids}
 
 # %%
-quality = {t: sm.sae_quality(s, eval_acts[i]) for i, (t, s) in enumerate(zip(layer_ids, saes))}
-stats = sm.layer_statistics(saes, layer_ids, eval_acts)
+quality = {t: jumprelu.sae_quality(s, eval_acts[i]) for i, (t, s) in enumerate(zip(layer_ids, saes))}
+stats = match_evaluation.layer_statistics(saes, layer_ids, eval_acts)
 rows = ("| layer | ‖x‖ | mean θ | RMS $b_{enc}$ | median ‖$W_{enc}$ col‖ | median ‖$W_{dec}$ row‖ | "
         "median ‖$W_{dec}$ row‖ folded | L0 | EV | dead |\n|---|---|---|---|---|---|---|---|---|---|\n")
 rows += "".join(f"| {t} | {stats[t]['norm']:.3g} | {stats[t]['mean_threshold']:.3g} | {stats[t]['b_enc_rms']:.3g} | "
@@ -403,11 +406,11 @@ display(Markdown(
 # over *every candidate pair* (what the solver weighs) and over the pairs it finally matched.
 
 # %% tags=["hide-input"]
-shares = sm.cost_share_table(stack)
+shares = match_evaluation.cost_share_table(stack)
 fig, axes = plt.subplots(1, 2, figsize=(12, 3.6), sharey=True)
 for ax, kind in zip(axes, ("unfolded", "folded")):
     bottom = np.zeros(len(pairs))
-    for part in sm.PARTS:
+    for part in match_evaluation.PARTS:
         vals = np.array([shares[p][kind][part] for p in pairs])
         ax.bar(pairs, vals, bottom=bottom, label=part)
         bottom += vals
@@ -417,7 +420,7 @@ for ax, kind in zip(axes, ("unfolded", "folded")):
 axes[0].legend()
 plt.tight_layout()
 esae.figures.show(fig, "fig-07-cost-share", "Share of each parameter's term in the matching cost, per layer pair, with unfolded (left) and folded (right) parameters.")
-med_share = {kind: {part: float(np.median([shares[p][kind][part] for p in pairs])) for part in sm.PARTS}
+med_share = {kind: {part: float(np.median([shares[p][kind][part] for p in pairs])) for part in match_evaluation.PARTS}
              for kind in ("unfolded", "folded", "unfolded_matched", "folded_matched")}
 dec_over_enc = [shares[p]["folded"]["W_dec"] / max(shares[p]["folded"]["W_enc"] + shares[p]["folded"]["b_enc"], 1e-300)
                 for p in pairs]
@@ -443,17 +446,17 @@ display(Markdown(
 # the unfolded decoder-only and the data-based matches.
 
 # %%
-mse = sm.mse_table(stack)
-mse_variants = [v for v in sm.MSE_VARIANTS if v in mse[pairs[0]]]
+mse = match_evaluation.mse_table(stack)
+mse_variants = [v for v in match_evaluation.MSE_VARIANTS if v in mse[pairs[0]]]
 fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
-for ax, part in zip(axes, sm.PARTS):
+for ax, part in zip(axes, match_evaluation.PARTS):
     esae.plots.line_plot(pairs, {v: [mse[p][v][part] for p in pairs] for v in mse_variants}, ax=ax, logy=True,
                          xlabel="layer pair t-(t+1)", ylabel="MSE per parameter (folded units²)", title=part)
 esae.figures.show(fig, "fig-07-weight-mse", "Weight MSE per parameter between matched features of consecutive layers (the paper's Figure 3), for each matching variant, per layer pair (log scale).")
 ordered = {part: [mse[p]["folded"][part] < mse[p]["unfolded"][part] < mse[p]["vanilla"][part] for p in pairs]
-           for part in (*sm.PARTS, "all")}
+           for part in (*match_evaluation.PARTS, "all")}
 fair_better = {part: sum(mse[p]["folded"][part] < mse[p]["unfolded_decoder"][part] for p in pairs)
-               for part in sm.PARTS}
+               for part in match_evaluation.PARTS}
 display(Markdown(
     f"The paper's order folded < unfolded < vanilla holds on **{sum(ordered['W_dec'])} of {len(pairs)}** pairs for "
     f"$W_{{dec}}$, {sum(ordered['W_enc'])} for $W_{{enc}}$ and {sum(ordered['b_enc'])} for $b_{{enc}}$ "
@@ -479,7 +482,7 @@ display(Markdown(
 # own SAE (the ceiling), encode-decode of $x(t)$ ("previous", no transfer), and $x(t)$ itself ("layer drop").
 
 # %% tags=["hide-input"]
-ev = sm.hidden_state_ev(stack, eval_acts)
+ev = match_evaluation.hidden_state_ev(stack, eval_acts)
 med_ev = {k: float(np.median([ev[p][k] for p in pairs])) for k in ev[pairs[0]]}
 wins = {m: sum(ev[p][f"{m}/original"] > ev[p][f"{m}/folded"] for p in pairs) for m in methods}
 decoding = "original" if med_ev["folded/original"] > med_ev["folded/folded"] else "folded"
@@ -610,7 +613,7 @@ display(Markdown(
 # unbeatable reference.
 
 # %%
-scores = sm.matching_scores(stack, eval_acts, seed=seed)
+scores = match_evaluation.matching_scores(stack, eval_acts, seed=seed)
 kinds = [*methods, "vanilla", "random"]
 fig, axes = plt.subplots(1, 2, figsize=(12, 3.8))
 esae.plots.line_plot(pairs, {labels.get(k, k): [scores[p][k]["cofire"] for p in pairs] for k in kinds}, ax=axes[0],
@@ -659,8 +662,8 @@ display(Markdown(rows))
 
 # %%
 distance = min(persistence_distance, len(layer_ids) - 1)
-pers = sm.persistence(stack, eval_acts, distance, starts=range(0, len(layer_ids) - 1, persistence_stride), seed=seed,
-                      solver=match_solver, k=match_k)
+pers = match_evaluation.persistence(stack, eval_acts, distance, starts=range(0, len(layer_ids) - 1, persistence_stride),
+                                    seed=seed, solver=match_solver, k=match_k)
 ks = sorted(pers)
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
 esae.plots.line_plot(ks, {"composed = direct": [pers[k]["agreement"] for k in ks]}, ax=axes[0],
@@ -687,7 +690,7 @@ display(Markdown(rows))
 
 # %%
 quantiles = (0.1, 0.5, 0.7, 1.0)
-partial = sm.partial_matching_ev(stack, eval_acts, quantiles)
+partial = match_evaluation.partial_matching_ev(stack, eval_acts, quantiles)
 fig = esae.plots.line_plot(pairs, {f"q = {q}": [partial[p][str(q)] for p in pairs] for q in quantiles},
                            xlabel="layer pair t-(t+1)", ylabel="explained variance of x(t+1)",
                            title="Partial matching: only features below the q-quantile of match cost")
@@ -711,7 +714,7 @@ def context_cell(token: int) -> str:
 
 
 mid = len(pairs) // 2
-examples = sm.feature_examples(stack, mid, eval_acts, n_pairs=3, top_k=3)
+examples = match_evaluation.feature_examples(stack, mid, eval_acts, n_pairs=3, top_k=3)
 t_mid, u_mid = pairs[mid].split("-")
 text = f"Layer pair {pairs[mid]}.\n\n"
 for kind, title in (("low", "Lowest-cost matches"), ("high", "Highest-cost matches")):

@@ -129,14 +129,14 @@ def test_prefetch_beyond_seeds_refuses_other_calls():
 
 def test_workers_train_the_same_layer_saes_as_this_process(tmp_path, monkeypatch):
     from esae import language_models as lms
-    from esae import sae_match
+    from esae import jumprelu
 
     gen = torch.Generator().manual_seed(0)
     train = (torch.randn(3, 512, 16, generator=gen) * torch.linspace(0.5, 3.0, 16)).to(torch.bfloat16)
     acts = lms.Activations(train=train, eval=torch.zeros(3, 8, 16), eval_ids=torch.zeros(1, 9, dtype=torch.long),
                            loss_ids=torch.zeros(0, 9, dtype=torch.long))
     cfg = lms.ActivationsConfig(model="tiny-random", context_len=9, n_train_tokens=512, n_eval_tokens=8)
-    train_cfg = sae_match.TrainConfig(d_sae=32, target_l0=4.0, steps=20, batch_size=64, seed=0)
+    train_cfg = jumprelu.TrainConfig(d_sae=32, target_l0=4.0, steps=20, batch_size=64, seed=0)
     monkeypatch.setenv("ESAE_CACHE", str(tmp_path / "workers"))
     assert pipeline.prefetch_layer_saes(cfg, train_cfg, [0, 1, 2], acts, jobs=2) == 3
     assert pipeline.prefetch_layer_saes(cfg, train_cfg, [0, 1, 2], acts, jobs=2) == 0  # all cached

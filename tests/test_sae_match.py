@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from sae_lens import JumpReLUSAE, StandardSAE, StandardSAEConfig
 
 from esae import language_models as lms
+from esae import jumprelu, match_evaluation, match_ground_truth
 from esae import sae_match as sm
 from esae.runtime import repo_root
 
@@ -21,7 +22,8 @@ from esae.runtime import repo_root
 def random_sae(d: int = 12, n_features: int = 40, seed: int = 0, dtype: str = "float64",
                apply_b_dec_to_input: bool = True) -> JumpReLUSAE:
     """Random weights; thresholds positive, zero (1/8) and negative (1/8)."""
-    return sm.random_jumprelu(d, n_features, seed=seed, dtype=dtype, apply_b_dec_to_input=apply_b_dec_to_input)
+    return match_ground_truth.random_jumprelu(d, n_features, seed=seed, dtype=dtype,
+                                              apply_b_dec_to_input=apply_b_dec_to_input)
 
 
 def inputs(d: int = 12, n: int = 500, seed: int = 1, dtype=torch.float64) -> torch.Tensor:
@@ -73,33 +75,33 @@ def test_folding_removes_the_per_feature_scale():
 
 def test_permuted_copy_is_recovered_exactly():
     sae = random_sae(n_features=64)
-    copy_, truth = sm.perturbed_copy(sae, noise=0.0, scale_spread=10.0, seed=0)
+    copy_, truth = match_ground_truth.perturbed_copy(sae, noise=0.0, scale_spread=10.0, seed=0)
     x = inputs()
     torch.testing.assert_close(copy_(x), sae(x), rtol=1e-12, atol=1e-11)
     m = sm.match(sae, copy_)
     assert m.permutation.dtype == np.int64 and m.permutation.shape == (64,) and m.cost.shape == (64,)
     np.testing.assert_array_equal(m.permutation, truth)
-    assert sm.recovery(m, truth) == 1.0
+    assert match_ground_truth.recovery(m, truth) == 1.0
     assert m.cost.max() < 1e-18
     # moving A's feature activations along the match gives B's activations
     torch.testing.assert_close(m.transfer(sm.fold(sae).encode(x)), sm.fold(copy_).encode(x), rtol=1e-10, atol=1e-10)
     # unfolded matching is fooled by the rescaling that folding removes
-    assert sm.recovery(sm.match(sae, copy_, fold=False), truth) < 1.0
+    assert match_ground_truth.recovery(sm.match(sae, copy_, fold=False), truth) < 1.0
 
 
 def test_noisy_copy_is_still_recovered_with_folding():
     sae = random_sae(n_features=64)
-    copy_, truth = sm.perturbed_copy(sae, noise=0.1, scale_spread=10.0, seed=1)
-    assert sm.recovery(sm.match(sae, copy_), truth) == 1.0
+    copy_, truth = match_ground_truth.perturbed_copy(sae, noise=0.1, scale_spread=10.0, seed=1)
+    assert match_ground_truth.recovery(sm.match(sae, copy_), truth) == 1.0
     for weights in ("decoder", "encoder"):
-        assert sm.recovery(sm.match(sae, copy_, weights=weights), truth) > 0.9
+        assert match_ground_truth.recovery(sm.match(sae, copy_, weights=weights), truth) > 0.9
 
 
 def test_composition_equals_direct_match_for_permuted_copies():
     a = random_sae(n_features=48, seed=4)
-    b, _ = sm.perturbed_copy(a, scale_spread=5.0, seed=5)
-    c, _ = sm.perturbed_copy(b, scale_spread=5.0, seed=6)
-    d, _ = sm.perturbed_copy(c, scale_spread=5.0, seed=7)
+    b, _ = match_ground_truth.perturbed_copy(a, scale_spread=5.0, seed=5)
+    c, _ = match_ground_truth.perturbed_copy(b, scale_spread=5.0, seed=6)
+    d, _ = match_ground_truth.perturbed_copy(c, scale_spread=5.0, seed=7)
     ab, bc, cd = sm.match(a, b), sm.match(b, c), sm.match(c, d)
     np.testing.assert_array_equal(sm.compose(ab, bc).permutation, sm.match(a, c).permutation)
     np.testing.assert_array_equal(sm.chain([ab, bc, cd]).permutation, sm.match(a, d).permutation)
@@ -153,32 +155,32 @@ def test_clear_errors():
 def copy_stack():
     """Three "layers" that are permuted, rescaled copies of one SAE, and activations shared by them."""
     a = random_sae(n_features=32, seed=11)
-    b, _ = sm.perturbed_copy(a, scale_spread=4.0, seed=12)
-    c, _ = sm.perturbed_copy(b, scale_spread=4.0, seed=13)
+    b, _ = match_ground_truth.perturbed_copy(a, scale_spread=4.0, seed=12)
+    c, _ = match_ground_truth.perturbed_copy(b, scale_spread=4.0, seed=13)
     x = inputs(n=800, seed=2)
-    return sm.match_stack([a, b, c], [0, 1, 2]), torch.stack([x, x, x])
+    return match_evaluation.match_stack([a, b, c], [0, 1, 2]), torch.stack([x, x, x])
 
 
 def test_evaluations_on_copies_show_perfect_transfer(copy_stack, one_thread):
     stack, acts = copy_stack
     assert stack.pairs == ["0-1", "1-2"]
-    mse = sm.mse_table(stack)
+    mse = match_evaluation.mse_table(stack)
     for pair in stack.pairs:
         assert mse[pair]["folded"]["all"] < 1e-20 < mse[pair]["vanilla"]["all"]
-    ev = sm.hidden_state_ev(stack, acts)
+    ev = match_evaluation.hidden_state_ev(stack, acts)
     for pair in stack.pairs:
         assert ev[pair]["folded/folded"] == pytest.approx(ev[pair]["own"], abs=1e-9)
         assert ev[pair]["layer_drop"] == pytest.approx(1.0)
-    partial = sm.partial_matching_ev(stack, acts, (0.5, 1.0))
+    partial = match_evaluation.partial_matching_ev(stack, acts, (0.5, 1.0))
     assert partial["0-1"]["1.0"] == pytest.approx(ev["0-1"]["folded/folded"], abs=1e-6)
-    scores = sm.matching_scores(stack, acts.float())
+    scores = match_evaluation.matching_scores(stack, acts.float())
     assert scores["0-1"]["folded"]["cofire"] == pytest.approx(1.0)
     assert scores["0-1"]["folded"]["correlation"] == pytest.approx(1.0, abs=1e-6)
-    pers = sm.persistence(stack, acts.float(), 2, starts=[0])
+    pers = match_evaluation.persistence(stack, acts.float(), 2, starts=[0])
     assert pers[2]["agreement"] == 1.0 and pers[1]["agreement"] == 1.0
-    stats = sm.layer_statistics(stack.saes, stack.layers, acts)
+    stats = match_evaluation.layer_statistics(stack.saes, stack.layers, acts)
     assert set(stats) == {0, 1, 2} and stats[0]["norm"] > 0
-    examples = sm.feature_examples(stack, 0, acts.float(), n_pairs=2, top_k=3, min_fires=1)
+    examples = match_evaluation.feature_examples(stack, 0, acts.float(), n_pairs=2, top_k=3, min_fires=1)
     assert len(examples["low"]) == 2 and len(examples["low"][0]["top_a"]) == 3
 
 
@@ -196,12 +198,12 @@ def test_train_jumprelu_returns_a_gemma_scope_style_sae(one_thread):
     directions = torch.nn.functional.normalize(torch.randn(24, 16, generator=g), dim=1)
     codes = (torch.rand(3000, 24, generator=g) < 0.1) * torch.rand(3000, 24, generator=g) * 50
     data = codes @ directions + 7.0
-    sae = sm.train_jumprelu(data, sm.TrainConfig(d_sae=24, target_l0=2.4, steps=150, batch_size=128, lr=3e-3))
+    sae = jumprelu.train_jumprelu(data, jumprelu.TrainConfig(d_sae=24, target_l0=2.4, steps=150, batch_size=128, lr=3e-3))
     assert isinstance(sae, JumpReLUSAE) and sae.cfg.apply_b_dec_to_input is False
-    quality = sm.sae_quality(sae, data)
+    quality = jumprelu.sae_quality(sae, data)
     assert quality["explained_variance"] > 0.5 and 0.5 < quality["l0"] < 12
     with pytest.raises(ValueError, match="target_l0 must be a number in"):
-        sm.TrainConfig(d_sae=8, target_l0=9.0)
+        jumprelu.TrainConfig(d_sae=8, target_l0=9.0)
 
 
 # ----------------------------------------------------------------------------------- language models

@@ -10,36 +10,37 @@ from scipy.optimize import linear_sum_assignment
 
 from esae import assignment
 from esae import language_models as lms
+from esae import jumprelu, match_evaluation, match_ground_truth
 from esae import sae_match as sm
 
 
 def test_figure2_scenario_folded_recovers_and_unfolded_all_weights_fails():
-    a, b, truth = sm.growing_norm_pair(d=64, d_sae=256, norm=50.0, growth=2.0, seed=3)
+    a, b, truth = match_ground_truth.growing_norm_pair(d=64, d_sae=256, norm=50.0, growth=2.0, seed=3)
     x = torch.randn(200, 64, dtype=torch.float64) * 50
     assert torch.equal(sm.fold(a)(x), sm.fold(a)(x))  # raw-unit SAEs fold like any other
-    assert sm.recovery(sm.match(a, b, fold=True), truth) >= 0.99
-    unfolded = sm.recovery(sm.match(a, b, fold=False), truth)
+    assert match_ground_truth.recovery(sm.match(a, b, fold=True), truth) >= 0.99
+    unfolded = match_ground_truth.recovery(sm.match(a, b, fold=False), truth)
     assert unfolded < 0.5  # matches on b_enc, which carries the stream's scale
-    assert sm.cost_shares(a, b, fold=False)["b_enc"] > 0.9
-    assert sm.cost_shares(a, b, fold=True)["W_dec"] > 0.5
+    assert match_evaluation.cost_shares(a, b, fold=False)["b_enc"] > 0.9
+    assert match_evaluation.cost_shares(a, b, fold=True)["W_dec"] > 0.5
 
 
 def test_cost_shares_over_all_candidate_pairs_equal_brute_force():
-    a, b = sm.random_jumprelu(6, 10, seed=1), sm.random_jumprelu(6, 10, seed=2)
-    shares = sm.cost_shares(a, b, fold=True)
+    a, b = match_ground_truth.random_jumprelu(6, 10, seed=1), match_ground_truth.random_jumprelu(6, 10, seed=2)
+    shares = match_evaluation.cost_shares(a, b, fold=True)
     va, vb = sm.feature_vectors(a, folded=True), sm.feature_vectors(b, folded=True)
     parts = {"W_dec": slice(0, 6), "W_enc": slice(6, 12), "b_enc": slice(12, 13)}
     brute = {p: float(torch.cdist(va[:, sl], vb[:, sl]).pow(2).sum()) for p, sl in parts.items()}
     total = sum(brute.values())
     for p in parts:
         assert shares[p] == pytest.approx(brute[p] / total, rel=1e-9)
-    matched = sm.cost_shares(a, b, fold=True, permutation=np.arange(10))
+    matched = match_evaluation.cost_shares(a, b, fold=True, permutation=np.arange(10))
     assert sum(matched.values()) == pytest.approx(1.0)
 
 
 def test_unit_decoder_rows_keep_the_function():
-    sae = sm.random_jumprelu(12, 40, seed=5, apply_b_dec_to_input=False)
-    unit = sm.unit_decoder_rows(sae)
+    sae = match_ground_truth.random_jumprelu(12, 40, seed=5, apply_b_dec_to_input=False)
+    unit = jumprelu.unit_decoder_rows(sae)
     x = torch.randn(300, 12, dtype=torch.float64) * 3
     torch.testing.assert_close(unit(x), sae(x), rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(unit.W_dec.norm(dim=1), torch.ones(40, dtype=torch.float64))
@@ -73,10 +74,10 @@ def test_sparse_assignment_is_a_permutation_with_a_small_gap_on_unrelated_vector
 
 
 def test_match_with_the_sparse_solver_recovers_a_perturbed_copy():
-    sae = sm.random_jumprelu(16, 128, seed=4)
-    copy_, truth = sm.perturbed_copy(sae, noise=0.05, scale_spread=10.0, seed=1)
+    sae = match_ground_truth.random_jumprelu(16, 128, seed=4)
+    copy_, truth = match_ground_truth.perturbed_copy(sae, noise=0.05, scale_spread=10.0, seed=1)
     m = sm.match(sae, copy_, solver="sparse", k=8)
-    assert sm.recovery(m, truth) == 1.0
+    assert match_ground_truth.recovery(m, truth) == 1.0
     np.testing.assert_array_equal(m.permutation, sm.match(sae, copy_).permutation)
 
 
@@ -88,13 +89,13 @@ def test_data_match_recovers_a_planted_permutation(solver):
     z_b = torch.empty_like(z_a)
     z_b[:, perm] = z_a * 3 + 0.1 * torch.rand(z_a.shape, generator=g)
     z_b[:, perm[0]] = 0.0  # a dead feature correlates with nothing
-    m = sm.data_match(z_a, z_b, solver=solver, k=5)
+    m = match_evaluation.data_match(z_a, z_b, solver=solver, k=5)
     assert m.weights == "data"
     assert np.mean(m.permutation[1:] == perm.numpy()[1:]) == 1.0
-    corr = sm.activation_correlation(z_a, z_b)
+    corr = match_evaluation.activation_correlation(z_a, z_b)
     assert corr.shape == (50, 50) and float(corr[:, perm[0]].abs().max()) == 0.0
     with pytest.raises(ValueError, match="same N tokens"):
-        sm.data_match(z_a, z_b[:10])
+        match_evaluation.data_match(z_a, z_b[:10])
 
 
 def test_bootstrap_interval_contains_the_mean_and_narrows_with_more_windows():
@@ -111,9 +112,10 @@ def test_bootstrap_interval_contains_the_mean_and_narrows_with_more_windows():
 def test_delta_losses_report_intervals_and_token_counts():
     model, tokenizer = lms.load_model("tiny-random")
     ids = lms.token_windows(tokenizer, [("doc", "def f(x):\n    return x + 1\n" * 30)], 24)[:5]
-    saes = [sm.random_jumprelu(64, 32, seed=t, dtype="float32", apply_b_dec_to_input=False) for t in range(4)]
+    saes = [match_ground_truth.random_jumprelu(64, 32, seed=t, dtype="float32", apply_b_dec_to_input=False)
+            for t in range(4)]
     acts = lms.collect_residuals(model, ids)
-    stack = sm.match_stack(saes, [0, 1, 2, 3], train_acts=acts)
+    stack = match_evaluation.match_stack(saes, [0, 1, 2, 3], train_acts=acts)
     assert stack.methods == ["folded", "unfolded", "unfolded_decoder", "folded_decoder", "folded_encoder",
                              "data_based"]
     loss = lms.delta_losses(model, ids, stack, ["folded", "data_based", "own", "layer_drop"], decoding="original",
@@ -123,7 +125,7 @@ def test_delta_losses_report_intervals_and_token_counts():
         lo, hi = loss.ci["1-2"][v]
         assert lo <= d <= hi
     with pytest.raises(ValueError, match="decoding must be one of 'folded', 'original', got 'raw'"):
-        sm.transfer_map(stack, 0, "folded", "raw")
+        match_evaluation.transfer_map(stack, 0, "folded", "raw")
 
 
 def test_delta_losses_resume_from_cached_states_like_a_full_hooked_pass():
@@ -131,14 +133,15 @@ def test_delta_losses_resume_from_cached_states_like_a_full_hooked_pass():
     the losses equal those of a full forward pass with the edit hooked in, block by block."""
     model, tokenizer = lms.load_model("tiny-random")
     ids = lms.token_windows(tokenizer, [("doc", "The cat sat on the mat. " * 40)], 20)[:6]
-    saes = [sm.random_jumprelu(64, 32, seed=t, dtype="float32", apply_b_dec_to_input=False) for t in range(4)]
-    stack = sm.match_stack(saes, [0, 1, 2, 3], train_acts=lms.collect_residuals(model, ids))
+    saes = [match_ground_truth.random_jumprelu(64, 32, seed=t, dtype="float32", apply_b_dec_to_input=False)
+            for t in range(4)]
+    stack = match_evaluation.match_stack(saes, [0, 1, 2, 3], train_acts=lms.collect_residuals(model, ids))
     variants = ["folded", "own", "layer_drop"]
     loss = lms.delta_losses(model, ids, stack, variants, batch_size=4)
     clean = lms.next_token_losses(model, ids, batch_size=4)
     assert loss.clean == pytest.approx(float(clean.mean()), rel=1e-6)
     for i, name in enumerate(stack.pairs):
-        edits = sm.approximations(stack, i)
+        edits = match_evaluation.approximations(stack, i)
         for v in variants:
             full = lms.next_token_losses(model, ids, layer=i + 1, edit=edits[v], batch_size=4)
             assert loss.delta[name][v] == pytest.approx(float((full - clean).double().mean()), rel=1e-4, abs=1e-6)
@@ -197,8 +200,9 @@ def test_head_log_sum_exp_without_shift_equals_cross_entropy_and_falls_back_on_o
 def test_delta_losses_measure_each_variant_on_its_own_pairs_and_check_the_head():
     model, tokenizer = lms.load_model("tiny-random")
     ids = lms.token_windows(tokenizer, [("doc", "The cat sat on the mat. " * 40)], 20)[:6]
-    saes = [sm.random_jumprelu(64, 32, seed=t, dtype="float32", apply_b_dec_to_input=False) for t in range(4)]
-    stack = sm.match_stack(saes, [0, 1, 2, 3], train_acts=lms.collect_residuals(model, ids))
+    saes = [match_ground_truth.random_jumprelu(64, 32, seed=t, dtype="float32", apply_b_dec_to_input=False)
+            for t in range(4)]
+    stack = match_evaluation.match_stack(saes, [0, 1, 2, 3], train_acts=lms.collect_residuals(model, ids))
     variants = ["folded", "own", "layer_drop"]
     full = lms.delta_losses(model, ids, stack, variants, batch_size=4)
     part = lms.delta_losses(model, ids, stack, variants, pairs_by_variant={"own": [1], "layer_drop": []},
@@ -236,7 +240,7 @@ def test_sketch_candidates_hold_the_optimum_and_give_the_exact_answer():
 
 
 def test_candidate_sketch_picks_the_part_that_holds_the_norm():
-    sae = sm.random_jumprelu(16, 64, seed=3)
+    sae = match_ground_truth.random_jumprelu(16, 64, seed=3)
     va = sm.feature_vectors(sae, folded=True)
     dec_heavy = va.clone()
     dec_heavy[:, :16] *= 100
@@ -246,9 +250,10 @@ def test_candidate_sketch_picks_the_part_that_holds_the_norm():
     assert sm.candidate_sketch(enc_heavy, enc_heavy, 16) == slice(16, None)
     even = torch.cat([torch.ones(4, 16), torch.ones(4, 17) * (16 / 17) ** 0.5], dim=1)
     assert sm.candidate_sketch(even, even, 16) is None
-    copy, truth = sm.perturbed_copy(sae, noise=0.05, scale_spread=10.0, seed=1)
+    copy, truth = match_ground_truth.perturbed_copy(sae, noise=0.05, scale_spread=10.0, seed=1)
     for candidates in ("auto", "sketch", "full"):
-        assert sm.recovery(sm.match(sae, copy, solver="sparse", k=8, candidates=candidates), truth) == 1.0
+        m = sm.match(sae, copy, solver="sparse", k=8, candidates=candidates)
+        assert match_ground_truth.recovery(m, truth) == 1.0
     with pytest.raises(ValueError, match="candidates must be one of 'auto', 'sketch', 'full', got 'some'"):
         sm.match(sae, copy, solver="sparse", candidates="some")
 
@@ -388,8 +393,9 @@ def test_int8_head_is_float32_where_the_logits_matter(cap):
 def test_delta_losses_with_the_int8_head_check_it_against_float32():
     model, tokenizer = lms.load_model("tiny-random")
     ids = lms.token_windows(tokenizer, [("doc", "The cat sat on the mat. " * 40)], 20)[:4]
-    saes = [sm.random_jumprelu(64, 32, seed=t, dtype="float32", apply_b_dec_to_input=False) for t in range(4)]
-    stack = sm.match_stack(saes, [0, 1, 2, 3], train_acts=lms.collect_residuals(model, ids))
+    saes = [match_ground_truth.random_jumprelu(64, 32, seed=t, dtype="float32", apply_b_dec_to_input=False)
+            for t in range(4)]
+    stack = match_evaluation.match_stack(saes, [0, 1, 2, 3], train_acts=lms.collect_residuals(model, ids))
     table = lms.delta_losses(model, ids, stack, ["folded"], pairs=[2], batch_size=4, head_dtype=torch.int8,
                              check_head=True)
     assert table.head_dtype == "int8"

@@ -10,6 +10,7 @@ import pytest
 import torch
 from sae_lens import StandardSAE, StandardSAEConfig, TopKSAE, TopKSAEConfig
 
+from esae import match_ground_truth
 from esae import sae_match as sm
 from esae.runtime import repo_root
 
@@ -17,7 +18,7 @@ from esae.runtime import repo_root
 def subset_pair(d: int = 16, wide: int = 512, narrow: int = 256, seed: int = 0):
     """A JumpReLU SAE of width ``wide`` and one of width ``narrow`` whose feature ``i`` is the
     wide SAE's feature ``idx[i]`` (same function on those features); returns (narrow, wide, idx)."""
-    big = sm.random_jumprelu(d, wide, seed=seed)
+    big = match_ground_truth.random_jumprelu(d, wide, seed=seed)
     idx = np.random.default_rng(seed).choice(wide, narrow, replace=False)
     t = torch.as_tensor(idx)
     small = sm.build_jumprelu(big, W_enc=big.W_enc[:, t], b_enc=big.b_enc[t], threshold=big.threshold[t],
@@ -28,7 +29,7 @@ def subset_pair(d: int = 16, wide: int = 512, narrow: int = 256, seed: int = 0):
 # ----------------------------------------------------------------------------------- save / load
 
 def test_save_load_round_trip_square(tmp_path):
-    a = sm.random_jumprelu(8, 40, seed=0)
+    a = match_ground_truth.random_jumprelu(8, 40, seed=0)
     perm = np.random.default_rng(1).permutation(40)
     m = sm.match(a, sm.permute_features(a, perm), weights="decoder")
     path = m.save(tmp_path / "sub" / "m.json", {"layers": ["blocks.0", "blocks.1"]})
