@@ -19,7 +19,7 @@ protocol on **any** base model given as callables and orbit activations:
 6b's two settings end to end (data, base model, then :func:`run_seed`), cached by
 :func:`esae.pipeline.beyond_shapes_seed` and :func:`esae.pipeline.beyond_digits_seed`. Every probing
 step can also run under the fair readings of RESULT 2 (``readings``: every SAE's probe gets the
-rotation ``p``; the equivariant SAE estimates ``p``; :data:`esae.probing.READINGS`), compared by
+rotation ``p``; the equivariant SAE estimates ``p``; :data:`esae.sae_probing.READINGS`), compared by
 :func:`lead_margin`. Across seeds, :func:`mean_std` gives mean ± std and
 the standard error, and :func:`verdict` says "leads"/"trails" (or "agrees"/"disagrees") only
 when a difference exceeds two standard errors, "within noise" otherwise.
@@ -285,12 +285,13 @@ def probe_families(sae_set: dict[tuple[str, int], Any], probe_set: ProbeSet, con
     activations (key ``"activations/L<L>"``) and on the truncated reconstructions of each SAE in
     ``names`` (default ``config.saes``) and K (key ``"<name>/k<K>/L<L>"``), as task-family means.
 
-    ``readings`` (:data:`esae.probing.READINGS`) says who gets the rotation ``p``: ``paper`` (the keys
+    ``readings`` (:data:`esae.sae_probing.READINGS`) says who gets the rotation ``p``: ``paper`` (the keys
     above: the equivariant SAE decodes with the true ``p``, no other SAE gets it); ``onehot_p``
     (keys ``"onehot_p:<name>/k<K>/L<L>"``: every SAE's probe also gets ``p`` one-hot); ``estimated_p``
     (keys ``"estimated_p:equivariant/k<K>/L<L>"``: the equivariant SAE with ``p̂`` estimated from the
-    activation, :func:`esae.probing.estimate_rotation`)."""
-    from esae.probing import READINGS, ProbeConfig, encode, probe_scores, reconstruction_input, sae_decoder
+    activation, :func:`esae.sae_probing.estimate_rotation`)."""
+    from esae.probing import ProbeConfig, probe_scores
+    from esae.sae_probing import READINGS, encode, reconstruction_input, sae_decoder
 
     names = config.saes if names is None else tuple(names)
     if isinstance(readings, str) or not readings or any(r not in READINGS for r in readings):
@@ -326,9 +327,9 @@ def probe_families(sae_set: dict[tuple[str, int], Any], probe_set: ProbeSet, con
 
 def rotation_accuracy(sae_set: dict[tuple[str, int], Any], acts: np.ndarray, p: np.ndarray) -> dict[str, float]:
     """Share of images whose rotation each equivariant SAE estimates correctly from its activation
-    (:func:`esae.probing.estimate_rotation` on ``acts`` ``(n, d)`` against the true ``p`` ``(n,)``), keyed
+    (:func:`esae.sae_probing.estimate_rotation` on ``acts`` ``(n, d)`` against the true ``p`` ``(n,)``), keyed
     ``"k<K>"``."""
-    from esae.probing import estimate_rotation
+    from esae.sae_probing import estimate_rotation
 
     return {f"k{k}": float(np.mean(estimate_rotation(sae, acts) == np.asarray(p)))
             for (name, k), sae in sae_set.items() if name == "equivariant"}
@@ -392,7 +393,8 @@ def shapes_seed(train_config, config: ComparisonConfig, *, jitter: float, task_i
     from esae import autoencoders as ae
     from esae import shapes
     from esae.groups import rotate
-    from esae.probing import GROUPS, rotations_from_canonical
+    from esae.probing import GROUPS
+    from esae.sae_probing import rotations_from_canonical
 
     check_float("jitter", jitter, 0.0, 1.0)
     check_int("n_probe_train", n_probe_train, 1)
@@ -522,7 +524,7 @@ def reading_key(reading: str, name: str, k: int, L: int) -> str:
     """The key of :func:`probe_families`'s output for SAE ``name`` at ``K = k``, ``L`` under ``reading``:
     ``"<name>/k<K>/L<L>"`` for ``paper``, with ``"<reading>:"`` in front otherwise; an SAE a reading
     leaves unchanged (the rivals under ``estimated_p``) keeps its ``paper`` key."""
-    from esae.probing import READINGS
+    from esae.sae_probing import READINGS
 
     if reading not in READINGS:
         raise ValueError(f"reading must be one of {', '.join(READINGS)}, got {reading!r}")

@@ -491,10 +491,10 @@ def probe_scores(*args: Any, **kwargs: Any):
 
 
 def probe_panel(inputs, panel, config) -> dict:
-    """:func:`esae.probing.probe_panel`, each probe's scores kept in the cache."""
-    from esae import probing
+    """:func:`esae.sae_probing.probe_panel`, each probe's scores kept in the cache."""
+    from esae import sae_probing
 
-    return probing.probe_panel(inputs, panel, config, store=cache)
+    return sae_probing.probe_panel(inputs, panel, config, store=cache)
 
 
 # --------------------------------------------------------------------------------------------

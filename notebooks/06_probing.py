@@ -64,7 +64,7 @@ import torch
 from IPython.display import Markdown, display
 
 import esae
-from esae import autoencoders, pipeline, probing, saes, shapes
+from esae import autoencoders, pipeline, probing, sae_probing, saes, shapes
 from esae.params import check_int, check_int_list
 from esae.probing import GROUP_KEYS, GROUPS, result_key
 
@@ -72,7 +72,7 @@ esae.params.check_profile(profile)
 esae.params.check_run("06_probing", profile)  # refuse sizes other than the profile's under its name
 dev = esae.runtime.resolve_device(device)
 esae.runtime.seed_everything(seed)
-config = probing.ProbingConfig(
+config = sae_probing.ProbingConfig(
     n_train=n_train, n_test=n_test, figure3_ks=figure3_ks, figure3_tasks_per_group=figure3_tasks_per_group,
     figure7_panels=figure7_panels, figure7_ks=figure7_ks, figure7_tasks_per_group=figure7_tasks_per_group,
     saes=compared_saes, probes=probes, xgb_max_bin=xgb_max_bin, xgb_estimators=xgb_estimators, n_jobs=n_jobs, seed=seed)
@@ -111,7 +111,7 @@ chapter_start = time.perf_counter()
 # ours are below.
 
 # %%
-train_set, test_set = probing.probing_sets(config.n_train, config.n_test, config.seed, layout)
+train_set, test_set = sae_probing.probing_sets(config.n_train, config.n_test, config.seed, layout)
 tasks = shapes.probing_tasks()
 task_groups = [t.group for t in tasks]
 labels_train = shapes.task_labels(train_set, tasks)
@@ -167,7 +167,7 @@ example_sae = sae_sets[example_model][("regular", example_k)]
 display(Markdown(f"XGBoost here: {xgb_estimators} trees, {xgb_max_bin} histogram bins (the paper's library defaults: "
                  "100 trees, 256 bins; fewer make the thousands of fits affordable on a CPU)."))
 acts_example = autoencoders.activations(nets[example_model], train_set.images, device=dev).float().cpu()
-z_example = probing.encode(example_sae, acts_example)
+z_example = sae_probing.encode(example_sae, acts_example)
 s_tasks = [i for i, t in enumerate(tasks) if t.group == "S"]
 task_index = next((i for i in s_tasks if shapes.SHAPES[tasks[i].shape] == "triangle"), s_tasks[0])
 gap = probing.class_mean_gap(z_example, labels_train[:, [task_index]])[0]
@@ -188,7 +188,7 @@ display(Markdown(
 # decoder draws the activation of the orbit's *canonical* image $c$, and $M^p$ turns that into the
 # orientation of the input. Under the upright layout a probed image is $x = g^p c$ with $c$ the
 # generated (upright) image and $p$ its known rotation (`ShapesDataset.rotations`,
-# {py:func}`esae.probing.rotations_from_canonical`), so **its reconstruction is $M^p D(E(\psi(x)))$; its
+# {py:func}`esae.sae_probing.rotations_from_canonical`), so **its reconstruction is $M^p D(E(\psi(x)))$; its
 # truncated reconstruction is $M^p\big(\sum_{i \in \text{top } L} z_i d_i + b\big)$.** This is the
 # equivariant SAE exactly as defined.
 #
@@ -201,8 +201,8 @@ display(Markdown(
 
 # %%
 eq_sae, inv_sae = sae_sets[example_model][("equivariant", example_k)], sae_sets[example_model][("invariant", example_k)]
-same_latents = bool(np.array_equal(probing.encode(eq_sae, acts_example[:512]), probing.encode(inv_sae, acts_example[:512])))
-p_probe = probing.rotations_from_canonical(train_set)
+same_latents = bool(np.array_equal(sae_probing.encode(eq_sae, acts_example[:512]), sae_probing.encode(inv_sae, acts_example[:512])))
+p_probe = sae_probing.rotations_from_canonical(train_set)
 with torch.no_grad():
     canon = eq_sae.decode(eq_sae.encode(acts_example.to(dev)))
     recon_p = eq_sae.transform(canon, torch.as_tensor(p_probe)).float().cpu()
@@ -230,7 +230,7 @@ del eq_sae, inv_sae, canon
 scores: dict[str, probing.ProbeScores] = {}
 timings = {}
 for model in dict.fromkeys(p.model for p in PANELS):
-    inputs = probing.model_inputs(nets[model], sae_sets[model], train_set, test_set, dev)
+    inputs = sae_probing.model_inputs(nets[model], sae_sets[model], train_set, test_set, dev)
     for panel in (p for p in PANELS if p.model == model):
         start = time.perf_counter()
         scores.update(pipeline.probe_panel(inputs, panel, config))
@@ -252,13 +252,13 @@ display(Markdown(
 
 
 # %%
-def panel_scores(panel: probing.Panel, table=xgb):
+def panel_scores(panel: sae_probing.Panel, table=xgb):
     """``scores[input][k][sae] -> {group: F1}`` for one panel, the shape ``plots.probing_bars`` takes."""
     return {inp: {k: {name: table[result_key(panel.model, inp, panel.L, name, k)] for name in config.saes}
-                  for k in panel.ks} for inp in probing.INPUTS}
+                  for k in panel.ks} for inp in sae_probing.INPUTS}
 
 
-def panel_figure(panel: probing.Panel, name: str, what: str) -> None:
+def panel_figure(panel: sae_probing.Panel, name: str, what: str) -> None:
     """Show one panel's bars as figure ``name``, captioned with ``what`` and the tasks probed."""
     n_tasks = len(scores[result_key(panel.model, "activations", panel.L)].groups)
     fig = esae.plots.probing_bars(panel_scores(panel), xgb[result_key(panel.model, "activations", panel.L)])
@@ -328,13 +328,13 @@ display(Markdown("Best probe per task, over all inputs: "
 # fold per panel.
 
 # %% tags=["remove-input"]
-def number_table(table, panel: probing.Panel) -> str:
+def number_table(table, panel: sae_probing.Panel) -> str:
     """One panel's mean F1 per task group: the base activations, then every input, SAE and K."""
     short = {"reconstructions": "recon.", "latents": "latents"}
     out = "| input | SAE | K | " + " | ".join(GROUP_KEYS) + " |\n|---|---|---|" + "---|" * len(GROUP_KEYS) + "\n"
     act = table[result_key(panel.model, "activations", panel.L)]
     out += "| activations | — | — | " + " | ".join(_fmt(act[g]) for g in GROUP_KEYS) + " |\n"
-    for inp in probing.INPUTS:
+    for inp in sae_probing.INPUTS:
         for k in panel.ks:
             for name in config.saes:
                 row = table[result_key(panel.model, inp, panel.L, name, k)]
@@ -367,18 +367,18 @@ display(Markdown("\n".join(esae.figures.folded(f"{panel.model.upper()}, L = {pan
 # 5. latents: the two-layer SAE beats the one-layer SAEs, more so at higher $K$.
 #
 # A claim "holds" in a panel when it holds in every (group, $K$) cell it is stated for; the table
-# gives how many cells hold. "Matched" means within 0.02 F1 (`esae.probing.TIE`), a margin below
+# gives how many cells hold. "Matched" means within 0.02 F1 (`esae.sae_probing.TIE`), a margin below
 # which a group mean is not distinguishable from noise at these test-set sizes. The package judges
-# them (`esae.probing.judge_result2`, and `result2_cells` for the per-cell differences the test
+# them (`esae.sae_probing.judge_result2`, and `result2_cells` for the per-cell differences the test
 # over seeds uses), so the same verdicts can be read off any table of group means.
 
 # %% tags=["hide-input"]
-CLAIMS = probing.RESULT2_CLAIMS
+CLAIMS = sae_probing.RESULT2_CLAIMS
 
 
 def judge(table, model: str, L: int, ks) -> dict[int, tuple]:
     """Claims 1-5 on one (model, L) with the group means in ``table``: ``{claim: (holds, measured)}``."""
-    return probing.judge_result2(table, model, L, ks, config.saes)
+    return sae_probing.judge_result2(table, model, L, ks, config.saes)
 
 
 claims = []  # (panel, claim, holds with XGBoost, measured, holds with the best of three)
@@ -417,13 +417,13 @@ def sweep_ks_at(model: str, L: int) -> list[int]:
     return sorted(set(sweep_ks) | (set(FIG3.ks) if (model, L) == (FIG3.model, FIG3.L) else set()))
 
 
-def sweep(nets_: dict, sae_set_of, train_, test_, cfg: probing.ProbingConfig, reuse: dict) -> dict[str, dict]:
+def sweep(nets_: dict, sae_set_of, train_, test_, cfg: sae_probing.ProbingConfig, reuse: dict) -> dict[str, dict]:
     """XGBoost group means over the sweep's tasks at every L of ``probed_lengths``, for the base activations and
     every SAE and K of ``sweep_ks_at`` on both base models (result key -> group means); results of ``reuse``
     (a panel's scores) are subset instead of probed again, the others land in ``sweep_scores``."""
     table = {}
-    for model in probing.BASE_MODELS:
-        inputs = probing.model_inputs(nets_[model], sae_set_of(model), train_, test_, dev)
+    for model in sae_probing.BASE_MODELS:
+        inputs = sae_probing.model_inputs(nets_[model], sae_set_of(model), train_, test_, dev)
         ytr, yte = inputs.labels_train[:, sweep_tasks], inputs.labels_test[:, sweep_tasks]
         encoded = {}
         for L in probed_lengths:
@@ -432,8 +432,8 @@ def sweep(nets_: dict, sae_set_of, train_, test_, cfg: probing.ProbingConfig, re
                 for name in cfg.saes:
                     sae = inputs.saes[(name, k)]
                     if (name, k) not in encoded:
-                        encoded[(name, k)] = (probing.encode(sae, torch.from_numpy(inputs.acts_train)),
-                                              probing.encode(sae, torch.from_numpy(inputs.acts_test)), probing.sae_decoder(sae))
+                        encoded[(name, k)] = (sae_probing.encode(sae, torch.from_numpy(inputs.acts_train)),
+                                              sae_probing.encode(sae, torch.from_numpy(inputs.acts_test)), sae_probing.sae_decoder(sae))
                     ztr, zte, decoder = encoded[(name, k)]
                     rows_ = (inputs.p_train, inputs.p_test) if decoder[0].shape[0] > 1 else None
                     todo.append((result_key(model, "latents", L, name, k), ztr, zte, None, None))
@@ -461,8 +461,8 @@ display(Markdown(f"Sweep: {len(sweep_table)} (input, L) points over {len(sweep_t
                  f"the others reused from the panels; {sweep_seconds / 60:.1f} min."))
 
 # %%
-for model in probing.BASE_MODELS:
-    for inp in probing.INPUTS:
+for model in sae_probing.BASE_MODELS:
+    for inp in sae_probing.INPUTS:
         curves = {"activations": {L: sweep_table[result_key(model, "activations", L)] for L in sweep_lengths}}
         for name in config.saes:
             curves[name] = {L: sweep_table[result_key(model, inp, L, name, max(sweep_ks))] for L in sweep_lengths}
@@ -478,7 +478,7 @@ for model in probing.BASE_MODELS:
 # %%
 sweep_claims = {}
 rows = "| base model | L | " + " | ".join(f"{c}. {CLAIMS[c]}" for c in CLAIMS) + " |\n|---|---|" + "---|" * len(CLAIMS) + "\n"
-for model in probing.BASE_MODELS:
+for model in sae_probing.BASE_MODELS:
     for L in sweep_lengths:
         verdicts = judge(sweep_table, model, L, sweep_ks)
         sweep_claims[f"{model}/L{L}"] = {str(c): v[0] for c, v in verdicts.items()}
@@ -486,7 +486,7 @@ for model in probing.BASE_MODELS:
             (VERDICT[verdicts[c][0]] + " (" + verdicts[c][1].split(";")[0] + ")" if c in (1, 2) else VERDICT[verdicts[c][0]])
             if c in verdicts else "—" for c in CLAIMS) + " |\n"
 display(Markdown(rows))
-lead_at = {model: [L for L in sweep_lengths if sweep_claims[f"{model}/L{L}"].get("1")] for model in probing.BASE_MODELS}
+lead_at = {model: [L for L in sweep_lengths if sweep_claims[f"{model}/L{L}"].get("1")] for model in sae_probing.BASE_MODELS}
 
 # %% [markdown]
 # ## A fair comparison: who gets the rotation $p$?
@@ -503,7 +503,7 @@ lead_at = {model: [L for L in sweep_lengths if sweep_claims[f"{model}/L{L}"].get
 #   information the equivariant SAE's decoder receives, handed to every probe);
 # - **the equivariant SAE must estimate $p$** (`estimated_p`): it decodes with
 #   $\hat p = \arg\min_q \lVert \psi(x) - M^q D(E(\psi(x)))\rVert$, the rotation its own model
-#   explains best, chosen from the activation alone ({py:func}`esae.probing.estimate_rotation`: no
+#   explains best, chosen from the activation alone ({py:func}`esae.sae_probing.estimate_rotation`: no
 #   label, no image); the other SAEs as in the paper's reading.
 #
 # Claim 1 is then re-judged exactly as in the sweep (every group and $K$, XGBoost).
@@ -513,24 +513,24 @@ check_int_list("fair_lengths", fair_lengths, 1, 256)
 if not set(fair_lengths) <= set(sweep_lengths):
     raise ValueError(f"fair_lengths must be drawn from sweep_lengths {sweep_lengths} (the paper's reading comes from the "
                      f"sweep), got {fair_lengths}")
-FAIR = probing.READINGS[1:]
+FAIR = sae_probing.READINGS[1:]
 fair_table: dict[str, dict[str, dict]] = {reading: {} for reading in FAIR}  # reading -> result key -> group means
 p_hat_accuracy: dict[str, float] = {}
 fair_start = time.perf_counter()
-for model in probing.BASE_MODELS:
+for model in sae_probing.BASE_MODELS:
     sae_set = sae_sets.get(model) or pipeline.load_saes(base_configs[model], sae_configs, fit_configs, dev)
-    inputs = probing.model_inputs(nets[model], sae_set, train_set, test_set, dev)
+    inputs = sae_probing.model_inputs(nets[model], sae_set, train_set, test_set, dev)
     ytr, yte = inputs.labels_train[:, sweep_tasks], inputs.labels_test[:, sweep_tasks]
     for k in sweep_ks:
         for name in config.saes:
             sae = inputs.saes[(name, k)]
-            encoded = (probing.encode(sae, torch.from_numpy(inputs.acts_train)),
-                       probing.encode(sae, torch.from_numpy(inputs.acts_test)), probing.sae_decoder(sae))
+            encoded = (sae_probing.encode(sae, torch.from_numpy(inputs.acts_train)),
+                       sae_probing.encode(sae, torch.from_numpy(inputs.acts_test)), sae_probing.sae_decoder(sae))
             for reading in FAIR:
                 if reading == "estimated_p" and name != "equivariant":
                     continue  # the rivals are unchanged under this reading
-                inp = probing.reconstruction_input(sae, inputs.acts_train, inputs.acts_test, inputs.p_train, inputs.p_test,
-                                                   reading, encoded=encoded)
+                inp = sae_probing.reconstruction_input(sae, inputs.acts_train, inputs.acts_test, inputs.p_train, inputs.p_test,
+                                                       reading, encoded=encoded)
                 if reading == "estimated_p":
                     p_hat_accuracy[f"{model}/k{k}"] = float(np.mean(inp["decoder_rows"][1] == inputs.p_test))
                 for L in fair_lengths:
@@ -543,8 +543,8 @@ for model in probing.BASE_MODELS:
 fair_seconds = time.perf_counter() - fair_start
 # each reading's full table: the paper's reading (the sweep) with the fair reading's entries in place
 reading_tables = {"paper": sweep_table, **{r: {**sweep_table, **fair_table[r]} for r in FAIR}}
-fair_claim1 = {r: {f"{m}/L{L}": probing.claim_outperforms(t, m, L, sweep_ks)["holds"]
-                   for m in probing.BASE_MODELS for L in fair_lengths} for r, t in reading_tables.items()}
+fair_claim1 = {r: {f"{m}/L{L}": sae_probing.claim_outperforms(t, m, L, sweep_ks)["holds"]
+                   for m in sae_probing.BASE_MODELS for L in fair_lengths} for r, t in reading_tables.items()}
 display(Markdown(f"{sum(len(t) for t in fair_table.values())} (input, L) points probed on {len(sweep_tasks)} tasks in "
                  f"{fair_seconds / 60:.1f} min. The estimated p̂ equals the true p on the test images for "
                  + ", ".join(f"{key.upper()} {v:.1%}" for key, v in p_hat_accuracy.items()) + "."))
@@ -566,7 +566,7 @@ def f1_cells(table: dict, key: str) -> str:
 
 
 rows = "| base model | L | SAE | " + " | ".join(READING_NAMES[r] for r in reading_tables) + " |\n|---|---|---|" + "---|" * len(reading_tables) + "\n"
-for model in probing.BASE_MODELS:
+for model in sae_probing.BASE_MODELS:
     for L in fair_lengths:
         for name in config.saes:
             key = result_key(model, "reconstructions", L, name, k_fair)
@@ -582,10 +582,10 @@ display(Markdown(rows))
 # %% tags=["hide-input"]
 fair_margins = {}
 rows = "| base model | L | reading | claim 1 | " + " | ".join(f"margin {g}" for g in GROUP_KEYS) + " |\n|---|---|---|---|" + "---|" * len(GROUP_KEYS) + "\n"
-for model in probing.BASE_MODELS:
+for model in sae_probing.BASE_MODELS:
     for L in fair_lengths:
         for r, t in reading_tables.items():
-            c = probing.claim_outperforms(t, model, L, sweep_ks)
+            c = sae_probing.claim_outperforms(t, model, L, sweep_ks)
             fair_margins.setdefault(r, {})[f"{model}/L{L}"] = c["margins"]
             rows += (f"| {model} | {L} | {READING_NAMES[r]} | {VERDICT[c['holds']]} ({c['n_held']} of {c['n_cells']} cells) | "
                      + " | ".join(f"{c['margins'].get(f'k{k_fair}/{g}', float('nan')):+.3f}" for g in GROUP_KEYS) + " |\n")
@@ -594,14 +594,14 @@ display(Markdown(rows))
 # %% [markdown]
 # Which of the equivariant SAE's leads survive? A *lead* is a (base model, $L$, $K$, group) cell
 # where, under the paper's reading, the equivariant SAE's F1 exceeds the better of regular and wide
-# by more than {py:data}`esae.probing.TIE` (0.02); it survives a fair reading when its margin there
+# by more than {py:data}`esae.sae_probing.TIE` (0.02); it survives a fair reading when its margin there
 # is still above 0.02.
 
 # %% tags=["hide-input"]
 paper_leads = [f"{cell}/{m}" for cell in fair_margins["paper"] for m, v in fair_margins["paper"][cell].items()
-               if v > probing.TIE]
-survive = {r: {"kept": [c for c in paper_leads if fair_margins[r][c.rsplit("/", 2)[0]][c.split("/", 2)[2]] > probing.TIE],
-               "lost": [c for c in paper_leads if fair_margins[r][c.rsplit("/", 2)[0]][c.split("/", 2)[2]] <= probing.TIE]}
+               if v > sae_probing.TIE]
+survive = {r: {"kept": [c for c in paper_leads if fair_margins[r][c.rsplit("/", 2)[0]][c.split("/", 2)[2]] > sae_probing.TIE],
+               "lost": [c for c in paper_leads if fair_margins[r][c.rsplit("/", 2)[0]][c.split("/", 2)[2]] <= sae_probing.TIE]}
            for r in FAIR}
 
 
@@ -641,7 +641,7 @@ display(Markdown(f"Leads under the paper's reading: **{len(paper_leads)}** cells
 def claim_cells(table, model: str, L: int, ks) -> dict[int, dict[str, float]]:
     """Claims 1-5 at ``(model, L)`` as signed differences per cell, positive where the claim holds there:
     the quantities :func:`judge` compares, for the test over seeds (``esae.verdicts.seed_test``)."""
-    return probing.result2_cells(table, model, L, ks, config.saes)
+    return sae_probing.result2_cells(table, model, L, ks, config.saes)
 
 
 seed_list = pipeline.seeds(upstream["03_base_models"])
@@ -650,15 +650,15 @@ seeds_start = time.perf_counter()
 for i, s in enumerate(seed_list[1:], start=1):
     up_s = pipeline.seed_configs(upstream["03_base_models"], upstream["04_fitting_m"], upstream["05_equivariant_sae"], i,
                                  layout)
-    cfg_s = probing.ProbingConfig(**{**config.__dict__, "probes": ("xgboost",), "seed": config.seed + i})
-    train_s, test_s = probing.probing_sets(cfg_s.n_train, cfg_s.n_test, cfg_s.seed, layout)
+    cfg_s = sae_probing.ProbingConfig(**{**config.__dict__, "probes": ("xgboost",), "seed": config.seed + i})
+    train_s, test_s = sae_probing.probing_sets(cfg_s.n_train, cfg_s.n_test, cfg_s.seed, layout)
     seed_tables[s] = sweep(pipeline.base_models(up_s.base, dev),
                            lambda model: pipeline.load_saes(up_s.base[model], up_s.saes, up_s.fits, dev), train_s, test_s,
                            cfg_s, {})
 seeds_seconds = time.perf_counter() - seeds_start
 seeds_claims = {}  # "<model>/L<L>" -> {claim: holds | fails | within noise | untested}
 if len(seed_list) > 1:
-    for model in probing.BASE_MODELS:
+    for model in sae_probing.BASE_MODELS:
         for L in sweep_lengths:
             cells = [claim_cells(seed_tables[s], model, L, sweep_ks) for s in seed_list]
             seeds_claims[f"{model}/L{L}"] = {str(c): esae.verdicts.seed_test([cl.get(c, {}) for cl in cells]) for c in CLAIMS}
@@ -681,12 +681,12 @@ sweep_stats = {key: {g: esae.beyond.mean_std([seed_tables[s][key][g] for s in se
 # %%
 fig3_seeds = {inp: {k: {name: {g: float(np.mean([seed_tables[s][result_key(FIG3.model, inp, FIG3.L, name, k)][g]
                                                 for s in seed_list])) for g in GROUP_KEYS}
-                        for name in config.saes} for k in FIG3.ks} for inp in probing.INPUTS}
+                        for name in config.saes} for k in FIG3.ks} for inp in sae_probing.INPUTS}
 fig3_errors = None
 if len(seed_list) > 1 and "regular" in config.saes:
     fig3_errors = {inp: {k: {name: {g: esae.beyond.mean_std(
         [seed_tables[s][result_key(FIG3.model, inp, FIG3.L, name, k)][g] - seed_tables[s][result_key(FIG3.model, inp, FIG3.L, "regular", k)][g]
-         for s in seed_list])["std"] for g in GROUP_KEYS} for name in config.saes} for k in FIG3.ks} for inp in probing.INPUTS}
+         for s in seed_list])["std"] for g in GROUP_KEYS} for name in config.saes} for k in FIG3.ks} for inp in sae_probing.INPUTS}
 fig = esae.plots.probing_differences(fig3_seeds, "regular", errors=fig3_errors)
 esae.figures.show(fig, "fig-06-figure3-seeds", f"{FIG3.model.upper()}, L = {FIG3.L}: each SAE's XGBoost F1 minus the regular "
                   f"SAE's, per task group, mean over {len(seed_list)} seed(s) (base model, M, SAEs and probing split "
@@ -707,11 +707,11 @@ esae.figures.show(fig, "fig-06-figure3-seeds", f"{FIG3.model.upper()}, L = {FIG3
 
 # %%
 orbit_test = saes.orbit_acts(nets[FIG3.model], test_set.images, device=dev).float().cpu()
-p_test = probing.rotations_from_canonical(test_set)
+p_test = sae_probing.rotations_from_canonical(test_set)
 orbit_rows = {}
 for k in FIG3.ks:
     for name in config.saes:
-        orbit_rows[(name, k)] = probing.orbit_reconstruction_stats(sae_sets[FIG3.model][(name, k)], orbit_test, p_test)
+        orbit_rows[(name, k)] = sae_probing.orbit_reconstruction_stats(sae_sets[FIG3.model][(name, k)], orbit_test, p_test)
 rows = "| SAE | K | R² of the reconstruction vs ψ(x) | latent change across the orbit |\n|---|---|---|---|\n"
 for (name, k), st in orbit_rows.items():
     rows += f"| {name} | {k} | {st['r2_own']:.3f} | {st['latent_orbit_change']:.3f} |\n"
@@ -730,14 +730,14 @@ L_short = min(sweep_lengths)
 compare_at = {FIG3.L: (FIG3.ks, FIG3.tasks_per_group), L_short: (tuple(sweep_ks), sweep_tasks_per_group)}
 if compare_layouts:
     start = time.perf_counter()
-    tr_o, te_o = probing.probing_sets(config.n_train, config.n_test, config.seed, other_layout)
+    tr_o, te_o = sae_probing.probing_sets(config.n_train, config.n_test, config.seed, other_layout)
     base_o, fits_o, saes_o = stage_configs(other_layout)
-    inputs_o = probing.model_inputs(pipeline.base_model(base_o[FIG3.model], dev)[0],
-                                    pipeline.load_saes(base_o[FIG3.model], saes_o, fits_o, dev), tr_o, te_o, dev)
-    cfg_o = probing.ProbingConfig(**{**config.__dict__, "probes": ("xgboost",)})
+    inputs_o = sae_probing.model_inputs(pipeline.base_model(base_o[FIG3.model], dev)[0],
+                                        pipeline.load_saes(base_o[FIG3.model], saes_o, fits_o, dev), tr_o, te_o, dev)
+    cfg_o = sae_probing.ProbingConfig(**{**config.__dict__, "probes": ("xgboost",)})
     other_table = {}
     for L, (ks_, per_group) in compare_at.items():
-        for key, sc in pipeline.probe_panel(inputs_o, probing.Panel(FIG3.model, L, ks_, per_group), cfg_o).items():
+        for key, sc in pipeline.probe_panel(inputs_o, sae_probing.Panel(FIG3.model, L, ks_, per_group), cfg_o).items():
             other_table[key] = probing.summarize(sc)["xgboost"]
     del inputs_o
     k_show = max(FIG3.ks)
@@ -787,7 +787,7 @@ json_out["fair"] = {"lengths": list(fair_lengths), "ks": list(sweep_ks), "tasks"
                     "f1": {r: {k: v for k, v in t.items() if "/reconstructions/" in k and any(k.endswith(f"/L{L}") for L in fair_lengths)}
                            for r, t in reading_tables.items()},
                     "claim1": fair_claim1, "margins": fair_margins, "p_hat_accuracy": p_hat_accuracy,
-                    "tie": probing.TIE, "leads": paper_leads, "survive": survive}
+                    "tie": sae_probing.TIE, "leads": paper_leads, "survive": survive}
 esae.verdicts.attach("06_probing", json_out)  # the list the summary page reads
 esae.results.write_results(profile, "06_probing", json_out)
 
@@ -796,8 +796,8 @@ def mean_f1(table, inp, name, group="all"):
     return float(np.mean([table[result_key(FIG3.model, inp, FIG3.L, name, k)][group] for k in FIG3.ks]))
 
 
-fig3_means = {(inp, name): mean_f1(xgb, inp, name) for inp in probing.INPUTS for name in config.saes}
-ranking = {inp: sorted(config.saes, key=lambda n: -fig3_means[(inp, n)]) for inp in probing.INPUTS}
+fig3_means = {(inp, name): mean_f1(xgb, inp, name) for inp in sae_probing.INPUTS for name in config.saes}
+ranking = {inp: sorted(config.saes, key=lambda n: -fig3_means[(inp, n)]) for inp in sae_probing.INPUTS}
 act_all = xgb[result_key(FIG3.model, "activations", FIG3.L)]["all"]
 lines = [
     f"- **Setup.** Layout {layout}; {len(train_set):,} probing and {len(test_set):,} test images; {len(scores)} probed "
@@ -829,7 +829,7 @@ for r in FAIR:
         f"{', '.join(held_paper) or 'no (model, L)'} of the fair lengths; under this reading it holds at "
         f"{', '.join(c for c, ok in fair_claim1[r].items() if ok) or 'none'} (kept: {', '.join(kept) or 'none'}). Of the "
         f"{len(paper_leads)} (model, L, K, group) cells where the equivariant SAE led regular and wide by more than "
-        f"{probing.TIE}, {len(survive[r]['kept'])} still do; lost: {by_group(survive[r]['lost'])}." + (f" CNN SPO at L = {min(fair_lengths)}, K = {k_fair}: equivariant "
+        f"{sae_probing.TIE}, {len(survive[r]['kept'])} still do; lost: {by_group(survive[r]['lost'])}." + (f" CNN SPO at L = {min(fair_lengths)}, K = {k_fair}: equivariant "
                           f"{reading_tables[r][result_key('cnn', 'reconstructions', min(fair_lengths), 'equivariant', k_fair)]['SPO']:.3f}"
                           f" vs regular {reading_tables[r][result_key('cnn', 'reconstructions', min(fair_lengths), 'regular', k_fair)]['SPO']:.3f}"
                           f" (paper's reading: {reading_tables['paper'][result_key('cnn', 'reconstructions', min(fair_lengths), 'equivariant', k_fair)]['SPO']:.3f}"
@@ -839,14 +839,14 @@ if p_hat_accuracy:
     lines.append("- **Estimating p.** p̂ from the activation alone equals the true p on "
                  + ", ".join(f"{key.upper()} {v:.1%}" for key, v in p_hat_accuracy.items()) + " of the test images.")
 if len(seed_list) > 1:
-    sure = {m: [L for L in sweep_lengths if seeds_claims[f"{m}/L{L}"]["1"] == "holds"] for m in probing.BASE_MODELS}
-    noise = {m: [L for L in sweep_lengths if seeds_claims[f"{m}/L{L}"]["1"] == "within noise"] for m in probing.BASE_MODELS}
+    sure = {m: [L for L in sweep_lengths if seeds_claims[f"{m}/L{L}"]["1"] == "holds"] for m in sae_probing.BASE_MODELS}
+    noise = {m: [L for L in sweep_lengths if seeds_claims[f"{m}/L{L}"]["1"] == "within noise"] for m in sae_probing.BASE_MODELS}
     lines.append(f"- **Over {len(seed_list)} seeds** (base model, M, SAEs and probing split re-seeded; the sweep's "
                  f"{len(sweep_tasks)} tasks), claim 1 holds beyond two standard errors "
                  + "; ".join(f"for the {m.upper()} at L ∈ {{{', '.join(map(str, sure[m]))}}}" if sure[m] else
-                             f"for the {m.upper()} at no L" for m in probing.BASE_MODELS)
+                             f"for the {m.upper()} at no L" for m in sae_probing.BASE_MODELS)
                  + " and is within noise " + "; ".join(f"for the {m.upper()} at L ∈ {{{', '.join(map(str, noise[m]))}}}"
-                                                      if noise[m] else f"for the {m.upper()} at no L" for m in probing.BASE_MODELS)
+                                                      if noise[m] else f"for the {m.upper()} at no L" for m in sae_probing.BASE_MODELS)
                  + f". The 180-task panels of Figures 3 and 7 are seed 0 alone; the extra seeds' probes took "
                  f"{seeds_seconds / 60:.1f} min in this run.")
 k_mid = 16 if ("equivariant", 16) in orbit_rows else FIG3.ks[0]

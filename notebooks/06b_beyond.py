@@ -67,7 +67,7 @@ digits_sae_epochs: int = 48  # epochs of the digits regular, wide and two-layer 
 digits_invariant_epochs: int = 48  # epochs of the digits invariant SAE
 digits_lengths: list = [1, 4, 16]  # truncation lengths L of the digits probes
 digits_orientation_tasks: int = 8  # digit × orientation tasks probed, evenly spread over the 40 (0 means all)
-fair_readings: list = ["onehot_p", "estimated_p"]  # fair readings of RESULT 2 probed besides the paper's (esae.probing.READINGS); [] skips them
+fair_readings: list = ["onehot_p", "estimated_p"]  # fair readings of RESULT 2 probed besides the paper's (esae.sae_probing.READINGS); [] skips them
 
 # %% tags=["hide-input"]
 import time
@@ -81,7 +81,7 @@ from IPython.display import Markdown, display
 
 import esae
 from esae import autoencoders as ae
-from esae import beyond, digits, pipeline, probing, shapes
+from esae import beyond, digits, pipeline, probing, sae_probing, shapes
 from esae.beyond import fmt, mean_std, verdict
 
 esae.params.check_profile(profile)
@@ -89,8 +89,8 @@ esae.params.check_run("06b_beyond", profile)  # refuse sizes other than the prof
 dev = esae.runtime.resolve_device(device)
 chapter_start = time.perf_counter()
 seeds = [seed + s for s in range(n_seeds)]
-if isinstance(fair_readings, str) or any(r not in probing.READINGS[1:] for r in fair_readings):
-    raise ValueError(f"fair_readings must be a list drawn from {', '.join(probing.READINGS[1:])}, got {fair_readings!r}")
+if isinstance(fair_readings, str) or any(r not in sae_probing.READINGS[1:] for r in fair_readings):
+    raise ValueError(f"fair_readings must be a list drawn from {', '.join(sae_probing.READINGS[1:])}, got {fair_readings!r}")
 READINGS = ("paper", *dict.fromkeys(fair_readings))  # every seed of the comparison is probed under these
 
 
@@ -418,7 +418,7 @@ display(Markdown(probe_md(pr_digits, digits_lengths, FAMS) + "\n\nEquivariant �
 #   gets $p$ as four one-hot columns next to the truncated reconstruction;
 # - **the equivariant SAE estimates $p$** (`estimated_p`): it decodes with
 #   $\hat p = \arg\min_q \lVert x - M^q D(E(x))\rVert$, chosen from the activation alone
-#   ({py:func}`esae.probing.estimate_rotation`, no labels); the rivals as in the paper's reading.
+#   ({py:func}`esae.sae_probing.estimate_rotation`, no labels); the rivals as in the paper's reading.
 #
 # The margin is F1(equivariant) − the better of regular and wide, mean over K, per seed.
 

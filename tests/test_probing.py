@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from esae import probing
+from esae import probing, sae_probing
 from esae.probing import PROBES, ProbeConfig
 
 FAST = ProbeConfig(xgb_estimators=20)  # the protocol's settings except a shorter boosting run
@@ -203,16 +203,16 @@ def test_task_subsets_and_chapter_config():
     sub = probing.select_tasks(groups, 4)
     assert [groups[i] for i in sub] == ["S"] * 4 + ["SO"] * 4 + ["SP"] * 4 + ["SPO"] * 4
     assert sub[0] == 0 and sub[3] == 7  # evenly spread, ends included
-    cfg = probing.ProbingConfig(figure3_ks=[8, 16], figure7_panels=["mlp/L8", "cnn/L32"], figure7_ks=[32],
-                                figure7_tasks_per_group=5)
+    cfg = sae_probing.ProbingConfig(figure3_ks=[8, 16], figure7_panels=["mlp/L8", "cnn/L32"], figure7_ks=[32],
+                                    figure7_tasks_per_group=5)
     panels = cfg.panels()
     assert [(p.name, p.ks, p.tasks_per_group) for p in panels] == [("cnn/L32", (8, 16, 32), 0), ("mlp/L8", (32,), 5)]
     with pytest.raises(ValueError, match="each panel must look like '<model>/L<length>'"):
-        probing.ProbingConfig(figure7_panels=["resnet/L8"])
+        sae_probing.ProbingConfig(figure7_panels=["resnet/L8"])
     with pytest.raises(ValueError, match="each entry of saes must be one of"):
-        probing.ProbingConfig(saes=["regular", "huge"])
+        sae_probing.ProbingConfig(saes=["regular", "huge"])
     with pytest.raises(ValueError, match=r"n_train must be an int >= 20, got 5"):
-        probing.ProbingConfig(n_train=5)
+        sae_probing.ProbingConfig(n_train=5)
 
 
 def test_orbit_reconstruction_stats_tells_own_from_orbit_mean():
@@ -233,9 +233,9 @@ def test_orbit_reconstruction_stats_tells_own_from_orbit_mean():
         def encode(self, v):
             return torch.stack([v.roll(2 * p, dims=1) for p in range(4)]).mean(0)
 
-    own = probing.orbit_reconstruction_stats(Identity(), orbit)
+    own = sae_probing.orbit_reconstruction_stats(Identity(), orbit)
     assert own["r2_own"] == pytest.approx(1.0) and own["latent_orbit_change"] > 0.5
-    inv = probing.orbit_reconstruction_stats(OrbitMean(), orbit)
+    inv = sae_probing.orbit_reconstruction_stats(OrbitMean(), orbit)
     assert inv["r2_orbit_mean"] == pytest.approx(1.0) and inv["latent_orbit_change"] == pytest.approx(0.0, abs=1e-6)
     assert inv["r2_own"] == pytest.approx(own["r2_mean_vs_own"], abs=1e-5)
 
@@ -267,15 +267,15 @@ def _table(values):
 def test_claims_of_result2_are_tested_separately_as_stated():
     table = _table({("equivariant", 8): 0.80, ("regular", 8): 0.70, ("wide", 8): 0.75, ("two_layer", 8): 0.60,
                     ("equivariant", 32): 0.90, ("regular", 32): 0.95, ("wide", 32): 0.80, ("two_layer", 32): 0.89})
-    c1 = probing.claim_outperforms(table, "cnn", 32, [8, 32])
+    c1 = sae_probing.claim_outperforms(table, "cnn", 32, [8, 32])
     assert c1["n_cells"] == 10 and c1["n_held"] == 5 and c1["holds"] is False  # regular wins at K = 32
     assert c1["margins"]["k8/S"] == pytest.approx(0.05)
-    c2 = probing.claim_two_layer_only_at(table, "cnn", 32, [8, 32])
+    c2 = sae_probing.claim_two_layer_only_at(table, "cnn", 32, [8, 32])
     assert c2["holds"] is True and c2["gaps"]["k32/all"] == pytest.approx(0.01)
-    assert probing.claim_two_layer_only_at(table, "cnn", 32, [8])["holds"] is None  # one K: not testable
+    assert sae_probing.claim_two_layer_only_at(table, "cnn", 32, [8])["holds"] is None  # one K: not testable
     table[probing.result_key("cnn", "reconstructions", 32, "two_layer", 8)] = {g: 0.79 for g in probing.GROUP_KEYS}
-    assert probing.claim_two_layer_only_at(table, "cnn", 32, [8, 32])["holds"] is False  # matched at K = 8 too
-    assert probing.claim_outperforms({}, "cnn", 32, [8])["holds"] is None
+    assert sae_probing.claim_two_layer_only_at(table, "cnn", 32, [8, 32])["holds"] is False  # matched at K = 8 too
+    assert sae_probing.claim_outperforms({}, "cnn", 32, [8])["holds"] is None
 
 
 def test_result2_judge_and_its_cells_agree_on_every_claim():
@@ -288,16 +288,16 @@ def test_result2_judge_and_its_cells_agree_on_every_claim():
                         ("invariant", 8): 0.7, ("equivariant", 32): 0.95, ("regular", 32): 0.9, ("wide", 32): 0.9,
                         ("two_layer", 32): 0.99, ("invariant", 32): 0.8}.items():
         table[probing.result_key("cnn", "latents", 32, sae, k)] = {g: (v if g == "S" else v - 0.3) for g in probing.GROUP_KEYS}
-    verdicts = probing.judge_result2(table, "cnn", 32, [8, 32])
-    cells = probing.result2_cells(table, "cnn", 32, [8, 32])
-    assert set(verdicts) == set(cells) == set(probing.RESULT2_CLAIMS)
+    verdicts = sae_probing.judge_result2(table, "cnn", 32, [8, 32])
+    cells = sae_probing.result2_cells(table, "cnn", 32, [8, 32])
+    assert set(verdicts) == set(cells) == set(sae_probing.RESULT2_CLAIMS)
     assert [verdicts[c][0] for c in (1, 2, 3, 4, 5)] == [False, True, False, True, False]  # 5: the lead shrinks
     for c in (1, 2, 3, 4, 5):
         assert verdicts[c][0] == all(v > 0 for v in cells[c].values()), c
     assert cells[3] == {"k8": pytest.approx(-0.05), "k32": pytest.approx(-0.04)}  # two-layer beats it on S
     assert cells[5]["growth"] == pytest.approx(0.09 - 0.10)
-    no_two_layer = [s for s in probing.SAE_NAMES if s != "two_layer"]
-    assert set(probing.judge_result2(table, "cnn", 32, [8, 32], no_two_layer)) == {1, 3, 4}
+    no_two_layer = [s for s in sae_probing.SAE_NAMES if s != "two_layer"]
+    assert set(sae_probing.judge_result2(table, "cnn", 32, [8, 32], no_two_layer)) == {1, 3, 4}
 
 
 # ----------------------------------------------------------------------------- fair readings (who gets p)
@@ -306,18 +306,18 @@ def test_rotation_one_hot_follows_the_rotation_of_the_image():
     from esae import shapes
 
     ds = shapes.make_dataset(40, 3, layout="upright", pool="probe", jitter=1.0)
-    p = probing.rotations_from_canonical(ds)
-    hot = probing.rotation_one_hot(p)
+    p = sae_probing.rotations_from_canonical(ds)
+    hot = sae_probing.rotation_one_hot(p)
     assert hot.shape == (40, 4) and hot.dtype == np.float32
     assert np.array_equal(hot.sum(1), np.ones(40)) and np.array_equal(hot.argmax(1), p)
     for k in range(1, 4):  # rotating every image by g^k turns p into p + k: the one-hot rolls by k
-        turned = probing.rotations_from_canonical(shapes.rotate(ds, k))
+        turned = sae_probing.rotations_from_canonical(shapes.rotate(ds, k))
         assert np.array_equal(turned, (p + k) % 4)
-        assert np.array_equal(probing.rotation_one_hot(turned), np.roll(hot, k, axis=1))
+        assert np.array_equal(sae_probing.rotation_one_hot(turned), np.roll(hot, k, axis=1))
     with pytest.raises(ValueError, match=r"p must be \(n,\) ints in 0..3"):
-        probing.rotation_one_hot(np.array([0, 4]))
+        sae_probing.rotation_one_hot(np.array([0, 4]))
     with pytest.raises(ValueError, match=r"p must be \(n,\) ints in 0..3"):
-        probing.rotation_one_hot(np.array([0.5]))
+        sae_probing.rotation_one_hot(np.array([0.5]))
 
 
 def test_extra_columns_reach_every_probe_and_change_the_cache_entry(monkeypatch):
@@ -329,7 +329,7 @@ def test_extra_columns_reach_every_probe_and_change_the_cache_entry(monkeypatch)
     ytr = np.stack([ptr == 1, ztr[:, 0] > 0], 1)  # task 0 is p itself: only the extra columns tell it
     yte = np.stack([pte == 1, zte[:, 0] > 0], 1)
     W, b = rng.normal(size=(6, 5)).astype(np.float32), np.zeros(5, np.float32)
-    extra = (probing.rotation_one_hot(ptr), probing.rotation_one_hot(pte))
+    extra = (sae_probing.rotation_one_hot(ptr), sae_probing.rotation_one_hot(pte))
     seen = []
     real = probing.fit_and_score
 
@@ -391,17 +391,17 @@ def test_estimated_rotation_recovers_the_true_one_on_clean_orbits(clean_equivari
     canonical = exact.encode(acts[:, 0])  # each orbit's canonical member under the SAE's own rule
     p = np.tile(np.arange(4), len(canonical))
     x = torch.stack([exact.transform(canonical, q) for q in range(4)], 1).reshape(-1, 16)  # row 4 i + p = M^p c_i
-    p_hat = probing.estimate_rotation(exact, x, batch_size=128)
+    p_hat = sae_probing.estimate_rotation(exact, x, batch_size=128)
     assert p_hat.shape == p.shape and p_hat.dtype == np.int64
     assert np.array_equal(p_hat, p)
-    err = probing.rotation_errors(exact, x)
+    err = sae_probing.rotation_errors(exact, x)
     assert err.shape == (len(x), 4) and np.allclose(err[np.arange(len(x)), p], 0, atol=1e-8)
     # a trained (so only approximately invariant) SAE on the same kind of orbits: far above chance (1/4)
     sae, orbit = clean_equivariant_sae
-    trained = probing.estimate_rotation(sae, orbit.reshape(-1, 16))
+    trained = sae_probing.estimate_rotation(sae, orbit.reshape(-1, 16))
     assert np.mean(trained == np.tile(np.arange(4), len(orbit))) > 0.6
     with pytest.raises(ValueError, match="sae must be an equivariant SAE"):
-        probing.estimate_rotation(torch.nn.Identity(), x)
+        sae_probing.estimate_rotation(torch.nn.Identity(), x)
 
 
 def test_reconstruction_inputs_of_each_reading(clean_equivariant_sae):
@@ -410,18 +410,18 @@ def test_reconstruction_inputs_of_each_reading(clean_equivariant_sae):
     sae, orbit = clean_equivariant_sae
     x = orbit[:50].reshape(-1, orbit.shape[-1]).numpy()
     p = np.tile(np.arange(4), 50)
-    paper = probing.reconstruction_input(sae, x, x, p, p, "paper")
+    paper = sae_probing.reconstruction_input(sae, x, x, p, p, "paper")
     assert paper["decoder"][0].shape == (4, sae.W_dec.shape[0], 16) and paper["extra"] is None
     assert all(np.array_equal(r, p) for r in paper["decoder_rows"])
-    onehot = probing.reconstruction_input(sae, x, x, p, p, "onehot_p")
-    assert np.array_equal(onehot["extra"][0], probing.rotation_one_hot(p)) and np.array_equal(onehot["decoder_rows"][0], p)
-    est = probing.reconstruction_input(sae, x, x, p, p, "estimated_p")
-    assert np.array_equal(est["decoder_rows"][1], probing.estimate_rotation(sae, x)) and est["extra"] is None
+    onehot = sae_probing.reconstruction_input(sae, x, x, p, p, "onehot_p")
+    assert np.array_equal(onehot["extra"][0], sae_probing.rotation_one_hot(p)) and np.array_equal(onehot["decoder_rows"][0], p)
+    est = sae_probing.reconstruction_input(sae, x, x, p, p, "estimated_p")
+    assert np.array_equal(est["decoder_rows"][1], sae_probing.estimate_rotation(sae, x)) and est["extra"] is None
     regular = saes._to_inference(saes.build_training_sae(saes.SAETrainConfig(name="regular", k=4, d_in=16, expansion=4)))
-    plain = probing.reconstruction_input(regular, x, x, p, p, "estimated_p")
+    plain = sae_probing.reconstruction_input(regular, x, x, p, p, "estimated_p")
     assert plain["decoder_rows"] is None and plain["decoder"][0].shape[0] == 1  # no p for an SAE without M
     with pytest.raises(ValueError, match="reading must be one of 'paper', 'onehot_p', 'estimated_p', got 'oracle'"):
-        probing.reconstruction_input(sae, x, x, p, p, "oracle")
+        sae_probing.reconstruction_input(sae, x, x, p, p, "oracle")
 
 
 def test_xgboost_api_and_multi_target_fits_predict_like_the_wrapper():
@@ -445,13 +445,13 @@ def test_xgboost_api_and_multi_target_fits_predict_like_the_wrapper():
 
 
 def test_panels_parse_and_bad_panels_name_the_expected_form():
-    assert probing.parse_panel("cnn/L32") == ("cnn", 32)
-    assert probing.parse_panel("mlp/L1") == ("mlp", 1)
+    assert sae_probing.parse_panel("cnn/L32") == ("cnn", 32)
+    assert sae_probing.parse_panel("mlp/L1") == ("mlp", 1)
     for bad in ("cnn/32", "vit/L8", "cnn", "cnn/Lx", "mlp/L-3"):
         with pytest.raises(ValueError, match=r"each panel must look like '<model>/L<length>' with model in mlp, cnn .*got "
                                              + repr(bad)):
-            probing.parse_panel(bad)
+            sae_probing.parse_panel(bad)
     with pytest.raises(ValueError, match=r"the truncation length of panel 'cnn/L0' must be"):
-        probing.parse_panel("cnn/L0")
+        sae_probing.parse_panel("cnn/L0")
     with pytest.raises(ValueError, match=r"the truncation length of panel 'mlp/L300' must be"):
-        probing.parse_panel("mlp/L300")
+        sae_probing.parse_panel("mlp/L300")
