@@ -136,7 +136,7 @@ def train_jumprelu(data: Tensor, cfg: TrainConfig, device: torch.device | str = 
 @torch.no_grad()
 def unit_decoder_rows(sae: JumpReLUSAE) -> JumpReLUSAE:
     """The same function in Gemma Scope's parametrisation: every decoder row rescaled to unit
-    norm, its norm moved into the encoder column, ``b_enc`` and θ (:func:`rescale_features`).
+    norm, its norm moved into the encoder column, ``b_enc`` and θ (:func:`~esae.sae_match.rescale_features`).
     With raw-unit inputs this leaves θ and ``b_enc`` carrying the residual stream's scale, as in
     the released Gemma Scope SAEs. Rows that are exactly zero are left alone."""
     sae = _check_jumprelu(sae)

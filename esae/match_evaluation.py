@@ -33,7 +33,7 @@ PARTS = ("W_dec", "W_enc", "b_enc")
 
 
 def _part_slices(d: int) -> dict[str, slice]:
-    """Where each parameter sits in an ``"all"`` feature vector of :func:`feature_vectors`."""
+    """Where each parameter sits in an ``"all"`` feature vector of :func:`~esae.sae_match.feature_vectors`."""
     return {"W_dec": slice(0, d), "W_enc": slice(d, 2 * d), "b_enc": slice(2 * d, 2 * d + 1)}
 
 
@@ -141,7 +141,7 @@ METHODS = ("folded", "unfolded", "unfolded_decoder", "folded_decoder", "folded_e
 @dataclass
 class LayerMatches:
     """Everything chapter 7 matches for a stack of SAEs at ``layers``: the SAEs, their folded
-    versions, and ``matches[method]`` (one :class:`Match` per adjacent pair) for every method of
+    versions, and ``matches[method]`` (one :class:`~esae.sae_match.Match` per adjacent pair) for every method of
     :data:`MATCH_KINDS` and, when training activations were given, ``"data_based"``."""
 
     layers: list[int]
@@ -169,7 +169,7 @@ class LayerMatches:
 def match_stack(saes: Sequence[JumpReLUSAE], layers: Sequence[int], cache_key=None, train_acts: Tensor | None = None,
                 solver: str = "exact", k: int = 8, store: Store | None = None) -> LayerMatches:
     """Fold every SAE and match every adjacent pair by every method of :data:`MATCH_KINDS`
-    (``solver``/``k`` as in :func:`match`) and, with ``train_acts`` (L, N, d) indexed like
+    (``solver``/``k`` as in :func:`~esae.sae_match.match`) and, with ``train_acts`` (L, N, d) indexed like
     ``layers``, by :func:`data_match` on the SAEs' activations over those tokens. With
     ``cache_key`` (anything that identifies the SAEs) and a ``store`` (e.g. :mod:`esae.cache`)
     each pair's matches are kept as soon as they are computed, so an interrupted run keeps the pairs it finished."""
@@ -362,7 +362,7 @@ def persistence(lm: LayerMatches, acts: Tensor, max_distance: int, starts: Seque
     layer with room): ``agreement`` (fraction of features the two send to the same partner),
     ``cofire_composed`` / ``cofire_direct`` (matching score of each on held-out ``acts``) and
     ``cofire_chance`` (that of a random permutation between the same two layers). Direct
-    matches use ``solver`` and ``k`` as in :func:`match`."""
+    matches use ``solver`` and ``k`` as in :func:`~esae.sae_match.match`."""
     from esae.runtime import progress
 
     n = len(lm.saes)

@@ -180,7 +180,7 @@ def identify_features(sae: JumpReLUSAE, dictionary: Tensor, min_cosine: float = 
 def synthetic_layers(cfg: SyntheticLayersConfig, device: torch.device | str = "cpu",
                      store: Store | None = None) -> SyntheticLayers:
     """Generate the synthetic layers of ``cfg``, train one JumpReLU SAE per layer with sae-lens
-    (:func:`train_jumprelu`, seeded per layer) and identify which true feature each SAE feature
+    (:func:`~esae.jumprelu.train_jumprelu`, seeded per layer) and identify which true feature each SAE feature
     represents. The SAEs are kept in ``store`` (e.g. :mod:`esae.cache`) keyed by ``cfg``."""
 
     layers = _layer_generators(cfg)

@@ -422,7 +422,7 @@ def probe_scores(x_train, labels_train, x_test, labels_test, *, L: int,
     ``decoder_rows = (rows_train, rows_test)`` say which map each image goes through (the
     equivariant SAE's ``M^p D`` with each image's ``p``). ``extra = (e_train (n_train, e), e_test
     (n_test, e))`` are columns appended to every task's probe input after truncation and
-    reconstruction, never truncated themselves (e.g. :func:`rotation_one_hot`: the rotation ``p``
+    reconstruction, never truncated themselves (e.g. :func:`~esae.sae_probing.rotation_one_hot`: the rotation ``p``
     the equivariant SAE's decoder receives, handed to another SAE's probe for a fair comparison).
     Truncation uses the training split only. ``n_jobs``
     workers fit tasks in parallel (-1: every core). With a ``store`` (e.g. :mod:`esae.cache`), each

@@ -151,7 +151,7 @@ def sae_decoder(sae) -> tuple[np.ndarray, np.ndarray]:
 
     ``G = 1`` for an ordinary SAE (``D``). For an equivariant SAE the reconstruction of
     ``ψ(g^p c)``, a rotation of the canonical image ``c``, is ``M^p D(z)``: one map per group
-    element ``p``, each read off with :func:`affine_decoder`; each probed image then goes through
+    element ``p``, each read off with :func:`~esae.probing.affine_decoder`; each probed image then goes through
     the map of its own ``p`` (:func:`rotations_from_canonical`)."""
     n_latents, device = sae.W_dec.shape[0], sae.W_dec.device
     if not is_equivariant(sae):
@@ -224,7 +224,7 @@ def estimate_rotation(sae, acts, batch_size: int = 2048) -> np.ndarray:
 
 def reconstruction_input(sae, acts_train, acts_test, p_train, p_test, reading: str = "paper", *,
                          encoded: tuple | None = None) -> dict:
-    """The keyword arguments of :func:`probe_scores` for the truncated reconstructions of ``sae``
+    """The keyword arguments of :func:`~esae.probing.probe_scores` for the truncated reconstructions of ``sae``
     under ``reading`` (:data:`READINGS`): ``x_train``, ``x_test`` (latents ``(n, F)``), ``decoder``,
     ``decoder_rows`` and ``extra``. ``acts_*`` ``(n, d)`` are the base activations, ``p_*`` ``(n,)``
     each image's true rotation from its orbit's canonical image; ``encoded = (z_train, z_test,
@@ -277,8 +277,9 @@ def probe_panel(inputs: ModelInputs, panel: Panel, config: ProbingConfig,
                 store: Store | None = None) -> dict[str, ProbeScores]:
     """Probe, on the panel's tasks, the base activations and, for each SAE in ``config.saes`` and
     each K of the panel, its truncated latents and truncated reconstructions at the panel's ``L``.
-    Returns :class:`ProbeScores` (with ``.groups`` and ``.tasks`` set) keyed by :func:`result_key`;
-    each probe's scores are kept in ``store`` when given (:func:`probe_scores`)."""
+    Returns :class:`~esae.probing.ProbeScores` (with ``.groups`` and ``.tasks`` set) keyed by
+    :func:`~esae.probing.result_key`; each probe's scores are kept in ``store`` when given
+    (:func:`~esae.probing.probe_scores`)."""
     tasks = select_tasks(inputs.groups, panel.tasks_per_group)
     groups = [inputs.groups[i] for i in tasks]
     ytr, yte = inputs.labels_train[:, tasks], inputs.labels_test[:, tasks]
