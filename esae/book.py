@@ -12,7 +12,8 @@ own result file is still what that execution wrote, is not executed again.
 Every parameter is validated before a kernel starts (:func:`esae.params.resolved_parameters`).
 A bad profile or a failing chapter ends the command with one or two lines on the terminal
 (chapter, parameter, what is allowed; the path of the failed notebook, which keeps the full
-traceback) and exit status 1 or 2. ``python -m esae.book params 04 --profile smoke`` writes a
+traceback; for a kernel that died mid-cell, the signal, the cell and the kernel's own stderr)
+and exit status 1 or 2. ``python -m esae.book params 04 --profile smoke`` writes a
 chapter's parameters as flat YAML for ``papermill -f``.
 """
 
@@ -38,14 +39,17 @@ from esae.temporaries import owned_prefix, sweep, system_temp
 
 STAMP_KEY = "esae"
 FAILED = "failed"  # book/chapters/failed/<stem>.ipynb: the last failed execution, traceback included
+KERNEL_DIED = "the kernel died"  # ChapterFailed.ename when the kernel ended mid-cell
 
 
 class ChapterFailed(RuntimeError):
     """A chapter stopped with an error; ``str()`` is one line (chapter, profile, the error's
     last line) and :attr:`notebook` keeps the executed notebook with the full traceback."""
 
-    def __init__(self, stem: str, profile: str, ename: str, evalue: str, notebook: Path | None):
+    def __init__(self, stem: str, profile: str, ename: str, evalue: str, notebook: Path | None,
+                 kernel_log: Path | None = None):
         self.stem, self.profile, self.ename, self.evalue, self.notebook = stem, profile, ename, evalue, notebook
+        self.kernel_log = kernel_log  # a dead kernel's own stderr and stdout, when it wrote any
         last = " ".join(str(evalue).strip().splitlines()[-1:]) if str(evalue).strip() else ""
         super().__init__(f"{stem} ({profile}) failed: {ename}: {last}" if last else f"{stem} ({profile}) failed: {ename}")
 
@@ -66,6 +70,7 @@ def sweep_stale_temporaries(out_dir: Path | None = None, root: Path | None = Non
     out_dir = out_dir or (root or repo_root()) / "book" / "chapters"
     removed = sweep(out_dir, ".", ".ipynb", name=r"[0-9][0-9][a-z]?_.*")
     removed += sweep(system_temp(), "esae-src-", ".ipynb")
+    removed += sweep(system_temp(), "esae-kernel-", ".log")
     removed += sweep_stale()
     for name in ([profile] if profile else []):
         removed += sweep(results_dir(name), ".", ".json")
@@ -122,7 +127,7 @@ class Progress:
 
     def __init__(self, stem: str, cells: list, estimate: float | None):
         self.stem, self.estimate, self.start = stem, estimate, time.perf_counter()
-        self.done, self.section = 0, ""
+        self.done, self.section, self.running = 0, "", None
         self.set_cells(cells)
 
     def set_cells(self, cells: list) -> None:
@@ -131,6 +136,7 @@ class Progress:
         # papermill adds its injected-parameters cell after the defaults
         self.total = sum(c.get("cell_type") == "code" for c in cells) + (
             "parameters" in tags and "injected-parameters" not in tags)
+        self._code = [c.get("cell_type") == "code" for c in cells]
         self._sections, heading = [], ""
         for cell in cells:  # the section each cell lies in
             if cell.get("cell_type") == "markdown":
@@ -140,8 +146,15 @@ class Progress:
             self._sections.append(heading)
 
     def cell_started(self, index: int) -> None:
+        self.running = index
         if 0 <= index < len(self._sections):
             self.section = self._sections[index]
+
+    def where(self) -> str:
+        """``cell 13 of 40 (The sparsity frontier)``: the code cell running now."""
+        section = f" ({self.section})" if self.section else ""
+        index = self.running if self.running is not None else 0
+        return f"cell {sum(self._code[:index + 1])} of {self.total}{section}"
 
     def cell_finished(self, cell) -> None:
         if cell.get("cell_type") == "code":
@@ -256,6 +269,7 @@ def execute_chapter(stem: str, profile: str, *, out_dir: Path | None = None,
     import jupytext
     import nbformat
     import papermill
+    from nbclient.exceptions import DeadKernelError
 
     check_profile(profile)
     root = root or repo_root()
@@ -281,6 +295,8 @@ def execute_chapter(stem: str, profile: str, *, out_dir: Path | None = None,
     fd, tmp_out = tempfile.mkstemp(prefix=owned_prefix(f".{stem}-"), suffix=".ipynb", dir=out_dir)
     os.close(fd)
     failed = out_dir / FAILED / f"{stem}.ipynb"
+    fd, kernel_log = tempfile.mkstemp(prefix=owned_prefix("esae-kernel-"), suffix=".log", dir=system_temp())
+    kernel = _KernelWatch(os.fdopen(fd, "wb"))
     env_before = dict(os.environ)
     try:
         # figures must reach the notebook: the kernel uses the inline backend even when the
@@ -295,7 +311,8 @@ def execute_chapter(stem: str, profile: str, *, out_dir: Path | None = None,
             with _interrupt_reaches_kernel(), _quiet_papermill(), _reporting(progress, progress_every):
                 papermill.execute_notebook(str(source_path), tmp_out, parameters=params, kernel_name="python3",
                                            cwd=str(root), progress_bar=False, log_output=False,
-                                           engine_name=_ENGINE, extra_arguments=["--IPKernelApp.log_level=ERROR"])
+                                           engine_name=_ENGINE, extra_arguments=["--IPKernelApp.log_level=ERROR"],
+                                           kernel_manager_class=kernel.manager_class())
         except KeyboardInterrupt:
             # the kernel got the SIGINT too, but papermill's shutdown may kill it before its own
             # cleanup ran: once it has ended, remove the temporaries it owned
@@ -303,12 +320,18 @@ def execute_chapter(stem: str, profile: str, *, out_dir: Path | None = None,
             sweep_stale_temporaries(out_dir, root, profile)
             raise
         except papermill.PapermillExecutionError as err:
-            kept = None
-            if Path(tmp_out).is_file() and Path(tmp_out).stat().st_size:
-                failed.parent.mkdir(exist_ok=True)
-                os.replace(tmp_out, failed)
-                kept = failed
+            kept = _keep(Path(tmp_out), failed)
+            failed.with_suffix(".kernel.log").unlink(missing_ok=True)  # from an earlier dead kernel
             raise ChapterFailed(stem, profile, err.ename, err.evalue, kept) from None
+        except DeadKernelError:
+            # the kernel ended mid-cell (killed for memory, a crash in native code): say which cell
+            # and how, keep what ran and what the kernel last wrote
+            kept = _keep(Path(tmp_out), failed)
+            kernel.log.close()
+            failed.with_suffix(".kernel.log").unlink(missing_ok=True)
+            log = _keep(Path(kernel_log), failed.with_suffix(".kernel.log"))
+            raise ChapterFailed(stem, profile, KERNEL_DIED,
+                                f"{kernel.ending()} while running {progress.where()}", kept, log) from None
         seconds = time.perf_counter() - start
         nb = nbformat.read(tmp_out, as_version=4)
         fold_parameters(nb, profile)
@@ -317,14 +340,65 @@ def execute_chapter(stem: str, profile: str, *, out_dir: Path | None = None,
         nbformat.write(nb, tmp_out)
         os.replace(tmp_out, output)
         failed.unlink(missing_ok=True)
+        failed.with_suffix(".kernel.log").unlink(missing_ok=True)
     finally:
         os.environ.clear()
         os.environ.update(env_before)
         Path(tmp_out).unlink(missing_ok=True)
         source_path.unlink(missing_ok=True)
+        kernel.log.close()
+        Path(kernel_log).unlink(missing_ok=True)
     run = ChapterRun(stem, output, seconds, False)
     record_timings(profile, [run])  # per chapter, so the summary page (run last) can read them
     return run
+
+
+def _keep(path: Path, to: Path) -> Path | None:
+    """Move ``path`` to ``to`` (made atomically) if it holds anything; ``to`` or ``None``."""
+    if not (path.is_file() and path.stat().st_size):
+        return None
+    to.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(path, to)
+    return to
+
+
+class _KernelWatch:
+    """The kernel's own stdout and stderr go to ``log`` rather than the terminal (what a cell
+    prints reaches the notebook through ipykernel; what reaches these descriptors is what the
+    kernel writes outside a cell, such as a native library's message when it aborts at shutdown,
+    which would break the runner's one- or two-line report), and its process is kept to say how
+    it ended if it dies."""
+
+    def __init__(self, log):
+        self.log, self.process = log, None
+
+    def manager_class(self) -> type:
+        from jupyter_client.manager import AsyncKernelManager
+
+        watch = self
+
+        class KernelManager(AsyncKernelManager):
+            async def start_kernel(self, **kw):
+                kw.setdefault("stdout", watch.log)
+                kw.setdefault("stderr", watch.log)
+                await super().start_kernel(**kw)
+                watch.process = getattr(self.provisioner, "process", None)
+
+        return KernelManager
+
+    def ending(self) -> str:
+        """``killed by signal 9 (SIGKILL, what the out-of-memory killer sends)``, ``exit status 1``, ..."""
+        code = None
+        if self.process is not None:
+            with contextlib.suppress(Exception):
+                code = self.process.wait(timeout=5)
+        if code is None:
+            return "it stopped answering"
+        if code < 0:
+            name = signal.Signals(-code).name if -code in signal.valid_signals() else str(-code)
+            why = ", what the out-of-memory killer sends" if -code == signal.SIGKILL else ""
+            return f"killed by signal {-code} ({name}{why})"
+        return f"exit status {code}"
 
 
 _ENGINE = "esae-progress"
@@ -604,7 +678,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except ChapterFailed as err:
         print(f"[esae] {err}", file=sys.stderr)
-        if err.notebook is not None:
+        if err.ename == KERNEL_DIED:
+            kept = [f"the cells it ran in {_shown(err.notebook)}" if err.notebook else "",
+                    f"what the kernel last wrote in {_shown(err.kernel_log)}" if err.kernel_log else ""]
+            if any(kept):
+                print(f"[esae] {'; '.join(k for k in kept if k)}", file=sys.stderr)
+        elif err.notebook is not None:
             print(f"[esae] full traceback in {_shown(err.notebook)}", file=sys.stderr)
         return 1
     except subprocess.CalledProcessError as err:

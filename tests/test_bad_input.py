@@ -17,6 +17,7 @@ import pytest
 
 from esae import book, params
 from esae.runtime import repo_root
+from esae.temporaries import system_temp
 
 ROOT = repo_root()
 
@@ -153,14 +154,28 @@ device: str = "auto"  # device
 n_samples: int = 100  # samples
 
 # %%
+import sys
+
+# what a native library writes to the kernel's own stderr (as libzmq's abort message at shutdown)
+print("Assertion failed: noise from outside the notebook", file=sys.__stderr__, flush=True)
+
+# %%
 raise ValueError(f"n_samples must be an int >= 10**9, got {n_samples}")
 '''
+
+DYING = FAILING.replace('raise ValueError(f"n_samples must be an int >= 10**9, got {n_samples}")',
+                        "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)")
+
+
+def _kernel_logs() -> set[str]:
+    return {p.name for p in system_temp().glob("esae-kernel-*.log")}
 
 
 @pytest.mark.slow
 def test_failing_chapter_prints_two_lines_and_keeps_the_failed_notebook(sandbox, monkeypatch):
     """An error inside the kernel: one line with the chapter and the error, one with the path of
-    the executed notebook that holds the full traceback; the previous copy and results stay."""
+    the executed notebook that holds the full traceback; the previous copy and results stay, and
+    what the kernel writes to its own stderr stays off the terminal."""
     root = sandbox / "root"
     (root / "notebooks").mkdir(parents=True)
     (root / "notebooks" / "01_groups.py").write_text(FAILING)
@@ -169,18 +184,49 @@ def test_failing_chapter_prints_two_lines_and_keeps_the_failed_notebook(sandbox,
     out.mkdir(parents=True)
     (out / "01_groups.ipynb").write_text("previous")
     monkeypatch.setenv("ESAE_ROOT", str(root))
-    before = _snapshot(sandbox)
+    before, logs = _snapshot(sandbox), _kernel_logs()
     proc = _run("run", "01", "--profile", "smoke")
     assert proc.returncode == 1
     errors = proc.stderr.strip().splitlines()
     assert errors == ["[esae] 01_groups (smoke) failed: ValueError: n_samples must be an int >= 10**9, got 150",
                       "[esae] full traceback in book/chapters/failed/01_groups.ipynb"], proc.stderr
-    assert "Traceback" not in proc.stdout
+    assert "Traceback" not in proc.stdout and "noise" not in proc.stdout
     failed = out / "failed" / "01_groups.ipynb"
     assert "n_samples must be an int" in failed.read_text()
     after = _snapshot(sandbox)
     assert after.pop("root/book/chapters/failed/01_groups.ipynb")
     assert after == before
+    assert _kernel_logs() <= logs  # the kernel's stderr file is removed
+
+
+@pytest.mark.slow
+def test_dead_kernel_prints_two_lines_naming_the_cell_and_the_signal(sandbox, monkeypatch):
+    """The kernel killed mid-cell (as the out-of-memory killer does): one line with the chapter,
+    the signal and the cell, one with what was kept; no traceback, the previous copy and results stay."""
+    root = sandbox / "root"
+    (root / "notebooks").mkdir(parents=True)
+    (root / "notebooks" / "01_groups.py").write_text(DYING)
+    (sandbox / "params" / "smoke.yaml").write_text("common: {seed: 0, device: auto}\n01_groups: {n_samples: 150}\n")
+    out = root / "book" / "chapters"
+    out.mkdir(parents=True)
+    (out / "01_groups.ipynb").write_text("previous")
+    monkeypatch.setenv("ESAE_ROOT", str(root))
+    before, logs = _snapshot(sandbox), _kernel_logs()
+    proc = _run("run", "01", "--profile", "smoke")
+    assert proc.returncode == 1
+    errors = proc.stderr.strip().splitlines()
+    assert errors == ["[esae] 01_groups (smoke) failed: the kernel died: killed by signal 9 (SIGKILL, what the "
+                      "out-of-memory killer sends) while running cell 4 of 4",
+                      "[esae] the cells it ran in book/chapters/failed/01_groups.ipynb; what the kernel last "
+                      "wrote in book/chapters/failed/01_groups.kernel.log"], proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+    log = out / "failed" / "01_groups.kernel.log"
+    assert "noise from outside the notebook" in log.read_text()
+    after = _snapshot(sandbox)
+    assert after.pop("root/book/chapters/failed/01_groups.ipynb")
+    assert after.pop("root/book/chapters/failed/01_groups.kernel.log")
+    assert after == before
+    assert _kernel_logs() <= logs
 
 
 @pytest.mark.parametrize("param, allowed", [("sae_dtype", "'auto', 'float32', 'bfloat16'"),
