@@ -51,7 +51,7 @@ def workload(scale: int = 1) -> dict[str, float]:
     os.environ.setdefault("ESAE_PROGRESS", "0")
     import esae  # noqa: F401  (first: the runtime's thread policy, unless switched off)
     import torch
-    from esae import autoencoders, equivariance, sae_stack, saes
+    from esae import autoencoders, equivariance, orbits, sae_stack, sae_training
 
     out: dict[str, float] = {}
     configs = [autoencoders.TrainConfig(kind="mlp", n_train=256 * scale, n_heldout=64, n_epochs=2),
@@ -63,7 +63,7 @@ def workload(scale: int = 1) -> dict[str, float]:
         autoencoders.train(c, train_set=train, heldout=heldout)
     out["base models"] = time.perf_counter() - start
 
-    acts, _ = saes.synthetic_orbit(1024 * scale, 256, n_atoms=512, active=8, seed=0)
+    acts, _ = orbits.synthetic_orbit(1024 * scale, 256, n_atoms=512, active=8, seed=0)
     x, rotated = acts[:, 0], acts[:, 1:].transpose(0, 1).contiguous()
     start = time.perf_counter()
     for constraint in ("penalty", "exact"):
@@ -71,11 +71,11 @@ def workload(scale: int = 1) -> dict[str, float]:
                                                               schedule="cosine"))
     out["M fits"] = time.perf_counter() - start
 
-    sae_configs = [saes.SAETrainConfig(name="regular", k=k, n_epochs=1, batch_size=64) for k in (8, 16, 32)]
+    sae_configs = [sae_training.SAETrainConfig(name="regular", k=k, n_epochs=1, batch_size=64) for k in (8, 16, 32)]
     small = acts[:1024 * scale]
     start = time.perf_counter()
     sae_stack.train_stacked(sae_configs, small)
-    saes.train_sae(sae_configs[0], small)
+    sae_training.train_sae(sae_configs[0], small)
     out["SAEs"] = time.perf_counter() - start
     out["total"] = sum(out.values())
     out["torch_threads"] = torch.get_num_threads()

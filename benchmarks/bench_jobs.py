@@ -31,7 +31,7 @@ import esae  # noqa: E402, F401  (before torch: the runtime's OpenMP policy)
 import torch  # noqa: E402
 
 from esae import autoencoders as ae  # noqa: E402
-from esae import runtime, sae_stack, saes  # noqa: E402
+from esae import orbits, runtime, sae_stack, sae_training  # noqa: E402
 
 
 def base_model_job(kind: str, n_train: int) -> None:
@@ -39,8 +39,8 @@ def base_model_job(kind: str, n_train: int) -> None:
 
 
 def sae_set_job(batch: int, n: int) -> None:
-    acts, _ = saes.synthetic_orbit(n, 256, n_atoms=2048, active=16, seed=0)
-    configs = [saes.SAETrainConfig(name=name, k=k, n_epochs=3 if name == "invariant" else 1, batch_size=batch, lr=3e-3)
+    acts, _ = orbits.synthetic_orbit(n, 256, n_atoms=2048, active=16, seed=0)
+    configs = [sae_training.SAETrainConfig(name=name, k=k, n_epochs=3 if name == "invariant" else 1, batch_size=batch, lr=3e-3)
                for name in ("regular", "wide", "two_layer", "invariant") for k in (8, 16, 32)]
     sae_stack.train_stacked(configs, acts)
 

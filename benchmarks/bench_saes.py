@@ -2,7 +2,7 @@
 
 **Stacked vs separate** (:func:`esae.sae_stack.train_stacked`): the 12 SAEs of one base model
 (regular, wide, two-layer, invariant × K = 8, 16, 32) trained together on one stream against the
-same 12 trained one after another with :func:`esae.saes.train_sae` (today's path), at batch 64 and
+same 12 trained one after another with :func:`esae.sae_training.train_sae` (today's path), at batch 64 and
 1024, alternating the two and keeping each one's best repeat; samples/s counts the samples every
 SAE sees (12 × steps × batch / wall time, setup included); the same ratio by the CPU time the
 process spent (all threads: on a shared machine wall time also measures the share of the cores
@@ -13,7 +13,7 @@ relative to the largest weight of that tensor.
 
 **Single SAE vs plain sae-lens** (skip with ``--no-single``): for each batch size, trains (a) sae-lens's own ``TopKTrainingSAE`` with ``SAETrainer.fit()``
 — the dense TopK pass, nothing of ours — and (b) the same architecture through
-``esae.saes.train_sae`` (the same trainer, our sparse training pass), on the same synthetic
+``esae.sae_training.train_sae`` (the same trainer, our sparse training pass), on the same synthetic
 orbit activations (d = 256, 2,048 latents), alternating the two and keeping each one's best
 repeat. Also times our two-layer, invariant and wide SAEs, and the machine's dense matmul rate
 (a 2048³ float32 matmul), to report the fraction of it each training run reaches:
@@ -56,7 +56,7 @@ from sae_lens.config import SAETrainerConfig  # noqa: E402
 from sae_lens.saes.topk_sae import TopKTrainingSAE, TopKTrainingSAEConfig  # noqa: E402
 from sae_lens.training.sae_trainer import SAETrainer  # noqa: E402
 
-from esae import sae_stack, saes  # noqa: E402
+from esae import orbits, sae_stack, sae_training  # noqa: E402
 
 D, EXPANSION, K = 256, 8, 32
 
@@ -82,7 +82,7 @@ def plain_sae_lens(acts: torch.Tensor, batch: int, steps: int, device: torch.dev
     """Samples/s of sae-lens's TopKTrainingSAE trained with SAETrainer.fit()."""
     torch.manual_seed(0)
     sae = TopKTrainingSAE(TopKTrainingSAEConfig(d_in=D, d_sae=D * EXPANSION, k=K, device=str(device)))
-    batches = saes.orbit_batches(acts, batch, pairs=False, generator=torch.Generator().manual_seed(0))
+    batches = sae_training.orbit_batches(acts, batch, pairs=False, generator=torch.Generator().manual_seed(0))
     cfg = SAETrainerConfig(total_training_samples=steps * batch, train_batch_size_samples=batch, lr=1e-3,
                            lr_end=1e-3, device=str(device))
     trainer = SAETrainer(cfg, sae, batches)
@@ -95,8 +95,8 @@ def plain_sae_lens(acts: torch.Tensor, batch: int, steps: int, device: torch.dev
 
 def ours(acts: torch.Tensor, name: str, batch: int, steps: int, device: torch.device) -> float:
     epochs = max(1, -(-steps // (acts.shape[0] // batch)))
-    cfg = saes.SAETrainConfig(name=name, k=K, n_epochs=epochs, batch_size=batch, lr=1e-3)
-    return saes.train_sae(cfg, acts, device).history["samples_per_s"]
+    cfg = sae_training.SAETrainConfig(name=name, k=K, n_epochs=epochs, batch_size=batch, lr=1e-3)
+    return sae_training.train_sae(cfg, acts, device).history["samples_per_s"]
 
 
 def flops_per_sample(name: str, device: torch.device, k: int = K) -> tuple[float, float]:
@@ -119,9 +119,9 @@ def flops_per_sample(name: str, device: torch.device, k: int = K) -> tuple[float
 NAMES, KS = ("regular", "wide", "two_layer", "invariant"), (8, 16, 32)
 
 
-def twelve(batch: int, epochs: int) -> list[saes.SAETrainConfig]:
+def twelve(batch: int, epochs: int) -> list[sae_training.SAETrainConfig]:
     """The 12 SAEs chapter 5 trains per base model, at one batch size."""
-    return [saes.SAETrainConfig(name=n, k=k, n_epochs=epochs, batch_size=batch, lr=1e-3) for n in NAMES for k in KS]
+    return [sae_training.SAETrainConfig(name=n, k=k, n_epochs=epochs, batch_size=batch, lr=1e-3) for n in NAMES for k in KS]
 
 
 def timed(fn):
@@ -148,7 +148,7 @@ def stacked_vs_separate(acts: torch.Tensor, device: torch.device, quick: bool, r
         steps = epochs * (acts.shape[0] // batch)
         best_sep = best_stack = cpu_sep = cpu_stack = float("inf")
         for _ in range(repeats):  # alternate, keep each one's best: the machine is shared and noisy
-            separate, t_sep, c_sep = timed(lambda: [saes.train_sae(c, acts, device) for c in configs])
+            separate, t_sep, c_sep = timed(lambda: [sae_training.train_sae(c, acts, device) for c in configs])
             stacked, t_stack, c_stack = timed(lambda: sae_stack.train_stacked(configs, acts, device))
             best_sep, best_stack = min(best_sep, t_sep), min(best_stack, t_stack)
             cpu_sep, cpu_stack = min(cpu_sep, c_sep), min(cpu_stack, c_stack)
@@ -220,7 +220,7 @@ def touched_rows(acts: torch.Tensor, device: torch.device, quick: bool, repeats:
     print()
 
 
-def chapter5_stream(model: str) -> tuple[torch.Tensor, list[saes.SAETrainConfig]]:
+def chapter5_stream(model: str) -> tuple[torch.Tensor, list[sae_training.SAETrainConfig]]:
     """Chapter 5's training orbit activations of base model ``model`` under the default profile (from
     the cache chapter 3 fills) and its 12 SAE configs."""
     from esae import cache, params, pipeline
@@ -236,7 +236,7 @@ def chapter5_stream(model: str) -> tuple[torch.Tensor, list[saes.SAETrainConfig]
     return pipeline.sae_context(base).acts(configs[0].canonical), configs
 
 
-def dead_phase(model: str, acts: torch.Tensor, configs: list[saes.SAETrainConfig], batch: int, warm_epochs: int,
+def dead_phase(model: str, acts: torch.Tensor, configs: list[sae_training.SAETrainConfig], batch: int, warm_epochs: int,
                blocks: int = 4, steps: int = 15) -> None:
     """Chapter 5's 12 SAEs (``configs``) of base model ``model`` on its activations ``acts``
     (:func:`chapter5_stream`), stacked at ``batch`` (batch 64: the paper's constant learning
@@ -254,7 +254,7 @@ def dead_phase(model: str, acts: torch.Tensor, configs: list[saes.SAETrainConfig
     group = [replace(c, n_epochs=epochs, **schedule) for c in configs]
     stacks = [sae_stack._Stack([group[i] for i in members], acts, torch.device("cpu"))
               for members in sae_stack.plan(group).stacks]
-    batches = saes.orbit_batches(acts, batch, pairs=True, generator=torch.Generator().manual_seed(group[0].seed))
+    batches = sae_training.orbit_batches(acts, batch, pairs=True, generator=torch.Generator().manual_seed(group[0].seed))
 
     def run(n: int) -> None:
         for _ in range(n):
@@ -311,7 +311,7 @@ def main() -> None:
         return
     device = torch.device(args.device)
     repeats = 1 if args.quick else 2
-    acts, _ = saes.synthetic_orbit(8192, D, n_atoms=2048, active=16, seed=0)
+    acts, _ = orbits.synthetic_orbit(8192, D, n_atoms=2048, active=16, seed=0)
     acts = acts.to(device)
     print(f"machine: {platform.platform()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, device {device}")

@@ -2,7 +2,8 @@
 
 Modules, each named for what it holds: ``groups`` (C4 and its action, chapter 1),
 ``shapes`` (the dataset, chapter 2), ``autoencoders`` (base models, chapter 3),
-``orbits`` (a model's activations over the orbits of its inputs), ``equivariance`` (fitting M, chapter 4), ``saes`` (the SAEs, chapter 5), ``probing``
+``orbits`` (a model's activations over the orbits of its inputs), ``equivariance`` (fitting M, chapter 4), ``saes`` (the SAE architectures, chapter 5),
+``sae_training``, ``sae_evaluation``, ``sae_kernels`` and ``sae_stack`` (training and using them), ``probing``
 and ``sae_probing`` (chapter 6), ``sae_match`` (the method), ``jumprelu`` (SAEs in Gemma Scope's units), ``match_ground_truth``,
 ``match_evaluation`` and ``language_models`` (chapter 7), with ``checks``, ``metrics``, ``runtime`` and
 ``plots``: the science layer, which never reads a profile or the cache. ``pipeline`` holds the book's stages,
@@ -36,8 +37,8 @@ from esae import runtime  # noqa: F401, I001
 __version__ = "0.1.0"
 __all__ = ["autoencoders", "beyond", "cache", "checks", "digits", "equivariance", "export", "figures", "groups",
            "jumprelu", "language_models", "match_evaluation", "match_ground_truth", "metrics", "orbits", "params",
-           "pipeline", "plots", "probing", "results", "runtime", "sae_match", "sae_probing", "saes", "shapes", "summary",
-           "verdicts"]
+           "pipeline", "plots", "probing", "results", "runtime", "sae_evaluation", "sae_kernels", "sae_match", "sae_probing",
+           "sae_stack", "sae_training", "saes", "shapes", "summary", "verdicts"]
 
 
 def __getattr__(name: str) -> Any:

@@ -168,9 +168,9 @@ def fit_m_on_orbits(train: Tensor, test: Tensor, config: ComparisonConfig = Comp
 
 
 def sae_configs(config: ComparisonConfig, d_in: int) -> dict[tuple[str, int], Any]:
-    """The :class:`esae.saes.SAETrainConfig` of every trained SAE, keyed by ``(name, k)``: the names
+    """The :class:`esae.sae_training.SAETrainConfig` of every trained SAE, keyed by ``(name, k)``: the names
     of ``config.saes`` with ``equivariant`` replaced by ``invariant`` (its trained part)."""
-    from esae.saes import SAETrainConfig
+    from esae.sae_training import SAETrainConfig
 
     names = [("invariant" if n == "equivariant" else n) for n in config.saes]
     out = {}
@@ -213,7 +213,8 @@ def frontier(sae_set: dict[tuple[str, int], Any], orbit: Tensor,
     ``l0``, ``l1``, ``explained_variance`` and ``spliced`` = ``spliced_loss(x̂)`` of the
     reconstructions ``x̂`` ``(4 n, d)`` in that row order (None without ``spliced_loss``). Keys
     ``"<name>/k<K>"``; ``"base"`` holds ``spliced_loss`` of the activations themselves."""
-    from esae.saes import EquivariantTopKSAE, evaluate
+    from esae.sae_evaluation import evaluate
+    from esae.saes import EquivariantTopKSAE
 
     n, order, d = orbit.shape
     flat = orbit.reshape(-1, d)

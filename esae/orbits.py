@@ -6,20 +6,23 @@ action on inputs, ``act(p, inputs) -> inputs`` for ``p = 0..order − 1``. The d
 C4 on images: ``torch.rot90`` by ``p × 90°`` counter-clockwise on the last two axes
 (:meth:`esae.groups.CyclicGroup.act`), so images ``(n, C, H, H)`` of any channel count and size
 work as they are. :func:`orbit` returns ``(n, order, d)`` with ``[i, p] = ψ(g^p x_i)``; that is
-what :func:`esae.saes.train_sae` trains on, and :func:`esae.equivariance.orbit_activations`
+what :func:`esae.sae_training.train_sae` trains on, and :func:`esae.equivariance.orbit_activations`
 splits it into the ``(acts, acts_rotated)`` pair :func:`esae.equivariance.fit_m` fits M on.
 
 The book's own base autoencoders (:mod:`esae.autoencoders`) are accepted in place of the
-callable: their ``encode`` is used, exactly as chapters 4 and 5 do.
+callable: their ``encode`` is used, exactly as chapters 4 and 5 do. :func:`synthetic_orbit` makes
+orbit activations with an exactly known M, for tests and benchmarks.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 
-from esae.checks import check_int
+from esae.checks import check_choice, check_int
 
 Tensor = torch.Tensor
 Activations = Callable[[Tensor], Tensor]
@@ -97,3 +100,34 @@ def orbit(model: Activations | torch.nn.Module, inputs: Tensor, order: int = 4, 
             raise ValueError(f"act({p}, inputs) must return inputs of shape {tuple(inputs.shape)}, got {shape}")
         per_power.append(activations_of(model, moved, batch_size=batch_size, device=device))
     return torch.stack(per_power, 1)
+
+
+def synthetic_orbit(n: int, d: int = 256, *, n_atoms: int = 512, active: int = 8, invariant_dims: int | None = None,
+                    order: int = 4, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """Synthetic orbit activations with an exactly known M, for tests and benchmarks.
+
+    M ``(d, d)`` is an orthogonal representation of C_order (order 2 or 4): ``Q R Qᵀ`` with R the
+    identity on the first ``invariant_dims`` (default d/4) coordinates and 2×2 rotations by
+    360°/order elsewhere. Canonical activations are sums of ``active`` of ``n_atoms`` random
+    dictionary atoms with positive magnitudes; ``acts[i, p] = M^p acts[i, 0]``. Returns
+    ``(acts (n, order, d), M)``."""
+    check_int("n", n, 1)
+    check_int("d", d, 2)
+    check_choice("order", order, (2, 4))
+    invariant_dims = d // 4 if invariant_dims is None else invariant_dims
+    check_int("invariant_dims", invariant_dims, 0, d)
+    if (d - invariant_dims) % 2:
+        raise ValueError(f"d - invariant_dims must be even (2×2 rotation blocks), got {d - invariant_dims}")
+    check_int("active", active, 1, n_atoms)
+    gen = torch.Generator().manual_seed(seed)
+    angle = 2 * math.pi / order
+    block = torch.tensor([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
+    r = torch.block_diag(torch.eye(invariant_dims), *[block] * ((d - invariant_dims) // 2))
+    q, _ = torch.linalg.qr(torch.randn(d, d, generator=gen))
+    m = q @ r @ q.t()
+    atoms = F.normalize(torch.randn(n_atoms, d, generator=gen), dim=-1)
+    chosen = torch.rand(n, n_atoms, generator=gen).topk(active, dim=-1).indices
+    mags = torch.rand(n, active, generator=gen) + 0.5
+    canonical = F.embedding_bag(chosen, atoms, mode="sum", per_sample_weights=mags)
+    acts = torch.stack([canonical @ torch.linalg.matrix_power(m, p).t() for p in range(order)], 1)
+    return acts, m

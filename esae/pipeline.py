@@ -5,7 +5,7 @@ kept in :mod:`esae.cache` by that config: the one module that knows the cache.
   (:func:`base_model`, :func:`base_models`);
 - M (chapter 4): the base model's ``TrainConfig`` and a :class:`esae.equivariance.FitConfig` per
   variant → ``fitted_m`` (:func:`fit`, :func:`fitted_m`);
-- SAEs (chapter 5): the base ``TrainConfig``, a :class:`esae.saes.SAETrainConfig` per SAE, and the
+- SAEs (chapter 5): the base ``TrainConfig``, a :class:`esae.sae_training.SAETrainConfig` per SAE, and the
   ``FitConfig`` of M for the equivariant SAE → ``sae``, ``sae_equivariant`` (:func:`saes`,
   :func:`load_saes`, :func:`sae`);
 - probe scores (chapter 6): the probed arrays, ``L`` and the probe's settings → ``probe_scores``
@@ -55,7 +55,7 @@ from esae.shapes import LAYOUTS, ShapesDataset
 if TYPE_CHECKING:
     from sae_lens import SAE
 
-    from esae.saes import SAETrainConfig, TrainResult
+    from esae.sae_training import SAETrainConfig, TrainResult
 
 Tensor = torch.Tensor
 SAE_CACHE_VERSION = 4  # part of every SAE's cache key; 3: the stacked trainer's row gradients; 4: trained single-threaded
@@ -135,9 +135,10 @@ def sae_configs(p05: Mapping[str, Any], layout: str) -> dict[tuple[str, int], SA
     two_layer, invariant) and every K in ``ks``, from its parameters ``p05``
     (:data:`SAE_PARAMETERS`); the invariant SAE trains for ``invariant_epochs``, the others for
     ``n_epochs``, toward the canonical image of dataset ``layout``
-    (:func:`esae.saes.canonical_for_layout`)."""
+    (:func:`esae.sae_training.canonical_for_layout`)."""
     from esae.checks import check_int_list
-    from esae.saes import TRAINED_NAMES, SAETrainConfig, canonical_for_layout
+    from esae.sae_training import SAETrainConfig, canonical_for_layout
+    from esae.saes import TRAINED_NAMES
 
     _need(p05, SAE_PARAMETERS, "05_equivariant_sae")
     check_int_list("ks", p05["ks"], 1)
@@ -316,7 +317,7 @@ class SAEContext:
 
     def acts(self, canonical: str) -> Tensor:
         """Training orbit activations ``(n, 4, d)``, entry ``[i, 0]`` the invariant SAE's target."""
-        from esae.saes import canonical_orbit, orbit_acts, target_rotation
+        from esae.sae_training import canonical_orbit, orbit_acts, target_rotation
 
         if self._acts is None:
             self._acts = orbit_acts(self.net, self.dataset.images, device=self.device)
@@ -341,7 +342,8 @@ def _sae_key(ctx: SAEContext, config: SAETrainConfig) -> dict[str, Any]:
 
 def _trained(ctx: SAEContext, config: SAETrainConfig,
              together: dict[SAETrainConfig, TrainResult] | None = None) -> TrainResult:
-    from esae.saes import TrainResult, load_sae, train_sae
+    from esae.sae_training import TrainResult, train_sae
+    from esae.saes import load_sae
 
     result: list[TrainResult] = []
 
@@ -409,7 +411,8 @@ def saes(base: autoencoders.TrainConfig, configs: Mapping[tuple[str, int], SAETr
     training config, the base model's weights and the training images). Each invariant SAE also
     gives an equivariant one, ``("equivariant", k)``, with chapter 4's M (:func:`fitted_m` of
     ``fits``), carrying the invariant SAE's history."""
-    from esae.saes import SAE_NAMES, TrainResult
+    from esae.sae_training import TrainResult
+    from esae.saes import SAE_NAMES
 
     ctx = sae_context(base, device)
     out = _trained_all(ctx, configs)
@@ -426,7 +429,7 @@ def load_saes(base: autoencoders.TrainConfig, configs: Mapping[tuple[str, int], 
     invariant, equivariant (eval mode, on ``device``). Each exposes ``encode (n, 256) -> (n, F)``,
     ``decode (n, F) -> (n, 256)`` and ``W_dec (F, 256)``; the equivariant ones also ``m (256, 256)``
     and ``reconstruct(x, p)`` (``p``: the input's rotation from its orbit's canonical image,
-    :func:`esae.saes.target_rotation`)."""
+    :func:`esae.sae_training.target_rotation`)."""
     return {key: result.sae for key, result in saes(base, configs, fits, device).items()}
 
 

@@ -166,9 +166,9 @@ def rotations_from_canonical(dataset) -> np.ndarray:
     """``p`` ``(n,)`` with each image ``x = g^p c`` for ``c`` the canonical representative of its orbit:
     under the ``upright`` layout the generated image, so ``p`` is the sample's known rotation
     (``dataset.rotations``); under ``independent`` the member with the smallest label code
-    (chapter 5, ``esae.saes.canonical_rotation``, which returns the ``c``-side rotation; ``p`` is
+    (chapter 5, ``esae.sae_training.canonical_rotation``, which returns the ``c``-side rotation; ``p`` is
     its inverse)."""
-    from esae.saes import canonical_rotation
+    from esae.sae_training import canonical_rotation
 
     if getattr(dataset, "rotations", None) is not None:
         return np.asarray(dataset.rotations, dtype=np.int64).copy()

@@ -7,13 +7,13 @@ regular, wide, two-layer and invariant SAEs at every K — all on the same strea
 activations. :func:`train_stacked` trains them together:
 
 - **One stream.** With the same ``seed`` and ``batch_size`` every separate run already draws the
-  same sample order (:func:`esae.saes.orbit_batches`: one permutation and one rotation per image
+  same sample order (:func:`esae.sae_training.orbit_batches`: one permutation and one rotation per image
   per epoch, whatever the SAE). The stacked run draws that stream once and hands each batch to
   every SAE still training (the invariant SAE may train for more epochs than the others; it sees
   the same batches, and continues the stream where they stop). Inputs, targets, initial weights
-  (:func:`esae.saes.build_training_sae`, seeded), the decoder-bias start, the learning-rate
+  (:func:`esae.sae_training.build_training_sae`, seeded), the decoder-bias start, the learning-rate
   schedule, gradient clipping, the AuxK loss and the dead-latent window are those of
-  :func:`esae.saes.train_sae` — the sample order is *identical* to separate runs, not just alike.
+  :func:`esae.sae_training.train_sae` — the sample order is *identical* to separate runs, not just alike.
 - **Stacks.** SAEs that differ only in K (same architecture, same shapes) become one stack: their
   weights are ``(S, ...)`` tensors, the encoder runs as one batched matmul, TopK is taken once at
   the largest K (sorted, so SAE s keeps the first ``k_s`` of them via a per-SAE mask), and the
@@ -41,10 +41,10 @@ activations. :func:`train_stacked` trains them together:
   computed, only where sums land.
 - **sae-lens stays the home.** Each SAE is built as a sae-lens training SAE, its slice of the
   stack trained, copied back, given sae-lens's end-of-training metadata and converted to the
-  inference SAE sae-lens saves (:func:`esae.saes._to_inference`): the result saves and reloads
+  inference SAE sae-lens saves (:func:`esae.sae_training._to_inference`): the result saves and reloads
   through ``sae_lens.SAE.load_from_disk`` like a separately trained one. The AuxK loss follows
   sae-lens's definition (the top ``d_in // 2`` dead latents model the residual, scaled by
-  ``min(n_dead / (d_in // 2), 1)``), as :class:`esae.saes._SparseTopKTraining` does.
+  ``min(n_dead / (d_in // 2), 1)``), as :class:`esae.sae_kernels._SparseTopKTraining` does.
 
 **Equality with separate runs.** The arithmetic is the same, the order of floating-point sums is
 not (batched vs single matmuls, TopK sorted vs unsorted, the flattened sparse kernels, fused vs
@@ -80,8 +80,8 @@ from sae_lens.saes.topk_sae import TopKTrainingSAE
 from sae_lens.training.optim import get_lr_scheduler
 
 from esae.runtime import check_cpu_policy, progress
-from esae.saes import (SAETrainConfig, TrainResult, _sampled_rows_dot, _segment_rows, _to_inference, build_training_sae,
-                       orbit_batches)
+from esae.sae_kernels import _sampled_rows_dot, _segment_rows
+from esae.sae_training import SAETrainConfig, TrainResult, _to_inference, build_training_sae, orbit_batches
 
 Tensor = torch.Tensor
 
@@ -110,7 +110,7 @@ _TOUCHED_BELOW = 0.25  # clipping and zeroing go over the touched rows only when
 
 
 def _groups(flat: Tensor, n_rows: int, compact: bool) -> _Groups:
-    """:func:`esae.saes._latent_groups` over ``n_rows`` weight rows; counts by ``index_add_``
+    """:func:`esae.sae_kernels._latent_groups` over ``n_rows`` weight rows; counts by ``index_add_``
     (``bincount`` reads the maximum back to size its output). With ``compact`` (the CPU path: one
     host read), only the rows that occur are kept when they are fewer than ``_COMPACT_BELOW`` of
     all (a gradient of ``A`` rows, added with ``index_add_``); otherwise the groups are dense (a
@@ -215,7 +215,7 @@ class _StackedGather(torch.autograd.Function):
     the biases ``(S, F)``; the encoder weights ``w_t`` ``(S·F, m)`` (stored transposed, rows =
     latents; ``flat`` ``(S·B, J)``: the rows picked) get their gradient rows through ``sink``.
     Backward touches only the selected latents (the stacked version of
-    :class:`esae.saes._TopKGather`)."""
+    :class:`esae.sae_kernels._TopKGather`)."""
 
     @staticmethod
     def forward(ctx, h: Tensor, bias: Tensor, picked: Tensor, w_t: Tensor, flat: Tensor, groups: _Groups,
@@ -242,7 +242,7 @@ class _StackedGather(torch.autograd.Function):
 class _StackedDecode(torch.autograd.Function):
     """``out[r] = Σ_j vals[r, j] W[flat[r, j]]`` ``(S·B, d)`` for ``vals``, ``flat`` ``(S·B, J)``
     and the stacked dictionary ``w_rows`` ``(S·F, d)``: one sparse decode over the flattened
-    stack (:class:`esae.saes._SparseDecode`), the dictionary's gradient rows through ``sink``."""
+    stack (:class:`esae.sae_kernels._SparseDecode`), the dictionary's gradient rows through ``sink``."""
 
     @staticmethod
     def forward(ctx, vals: Tensor, w_rows: Tensor, flat: Tensor, groups: _Groups, sink: _RowGrad) -> Tensor:
@@ -264,7 +264,7 @@ class _StackedDecode(torch.autograd.Function):
 # ---------------------------------------------------------------------------------------------
 
 def trainer_config(config: SAETrainConfig, n_images: int, device: torch.device | str) -> SAETrainerConfig:
-    """The sae-lens trainer configuration :func:`esae.saes.train_sae` uses for ``config`` on
+    """The sae-lens trainer configuration :func:`esae.sae_training.train_sae` uses for ``config`` on
     ``n_images`` training images (learning-rate schedule, dead-latent and sparsity windows)."""
     steps_per_epoch = n_images // config.batch_size
     if steps_per_epoch == 0:
@@ -530,7 +530,7 @@ def train_stacked(configs: Sequence[SAETrainConfig], acts: Tensor, device: torch
                   desc: str | None = None, sync_free: bool | None = None) -> list[TrainResult]:
     """Train every SAE of ``configs`` together on orbit activations ``acts`` ``(n, G, d_in)``
     (``acts[i, p] = ψ(g^p x_i)``, entry ``[i, 0]`` the invariant SAE's target): the results, in
-    the order of ``configs``, equal :func:`esae.saes.train_sae`'s for each config up to float
+    the order of ``configs``, equal :func:`esae.sae_training.train_sae`'s for each config up to float
     round-off (see the module docstring for what is identical and what is not).
 
     All configs must share ``seed``, ``batch_size`` and ``canonical`` (they share one sample

@@ -57,7 +57,7 @@ from IPython.display import Markdown, display
 import esae
 from esae import autoencoders, equivariance as eq, pipeline
 from esae.groups import power_error
-from esae.saes import data_basis
+from esae.sae_evaluation import data_basis
 
 esae.params.check_profile(profile)
 esae.params.check_run("04_fitting_m", profile)  # refuse sizes other than the profile's under its name

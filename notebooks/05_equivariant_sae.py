@@ -68,7 +68,7 @@ import torch
 from IPython.display import Markdown, display
 
 import esae
-from esae import pipeline, saes
+from esae import pipeline, sae_evaluation, sae_training, saes
 from esae.autoencoders import heldout_set
 from esae.params import check_float, check_int, check_int_list, check_profile, check_run
 
@@ -162,14 +162,14 @@ display(Markdown(
 # reading) that is exactly what a sample offers: every sample is $g^p x$ with $x$ generated with
 # its shapes upright, and $p$ is known by construction. So the invariant SAE's target is simply
 # the generated image's activation $\psi(x)$ — no rule is needed to choose it
-# (`saes.target_rotation`), and an encoder can recognise it, since only the upright member of an
+# (`sae_training.target_rotation`), and an encoder can recognise it, since only the upright member of an
 # orbit has all its shapes upright (except for the 16 label sets made only of rectangles and
 # diagonals, whose half turn is upright too: 0.4 % of them).
 #
 # Under the other reading (**independent**, each quadrant drawn in its own random orientation) the
 # four rotations of a generated image are equally likely generated images and nothing would tell
 # an encoder which rotation to undo; there this book falls back to the member with the smallest
-# label code (`saes.canonical_rotation`). The compact table at the end of the chapter shows what
+# label code (`sae_training.canonical_rotation`). The compact table at the end of the chapter shows what
 # changes under that reading.
 
 # %% [markdown]
@@ -250,13 +250,13 @@ esae.figures.show(fig, "fig-05-training", f"Training loss of each SAE at K = {k_
 heldout = heldout_set(base_configs["mlp"])
 n_used = min(n_eval, len(heldout.images))
 eval_images = heldout.images[:n_used]
-canonical = saes.target_rotation(heldout[:n_used], configs[("invariant", ks[0])].canonical)
+canonical = sae_training.target_rotation(heldout[:n_used], configs[("invariant", ks[0])].canonical)
 # entry [i, p]: rotation p of the canonical member of image i's orbit (images and activations)
-orbit_images = saes.canonical_orbit(torch.stack([esae.groups.rotate(eval_images, p) for p in range(4)], 1), canonical)
-eval_acts = {model: saes.canonical_orbit(saes.orbit_acts(nets[model], eval_images, device=dev), canonical)
+orbit_images = sae_training.canonical_orbit(torch.stack([esae.groups.rotate(eval_images, p) for p in range(4)], 1), canonical)
+eval_acts = {model: sae_training.canonical_orbit(sae_training.orbit_acts(nets[model], eval_images, device=dev), canonical)
              for model in saes.BASE_MODELS}
 
-spread = {model: {name: saes.orbit_spread(trained[model][(name, k)].sae, eval_acts[model])
+spread = {model: {name: sae_evaluation.orbit_spread(trained[model][(name, k)].sae, eval_acts[model])
                   for name in ("two_layer", "invariant") for k in [k_mid]}
           for model in saes.BASE_MODELS}
 rows = "| base model | two-layer SAE | invariant SAE |\n|---|---|---|\n"
@@ -282,11 +282,11 @@ display(Markdown(
 fits = {}
 for model in saes.BASE_MODELS:
     inv_sae = trained[model][("invariant", k_mid)].sae
-    fits[model] = saes.invariant_fit(inv_sae, eval_acts[model])
+    fits[model] = sae_evaluation.invariant_fit(inv_sae, eval_acts[model])
     acts_flat = eval_acts[model].reshape(-1, eval_acts[model].shape[-1])
-    fits[model]["ev_with_m"] = saes.evaluate(saes.EquivariantTopKSAE.from_invariant(inv_sae, ms[model].to(dev)),
+    fits[model]["ev_with_m"] = sae_evaluation.evaluate(saes.EquivariantTopKSAE.from_invariant(inv_sae, ms[model].to(dev)),
                                              acts_flat, torch.arange(4).repeat(n_used))["explained_variance"]
-    fits[model]["ev_without_m"] = saes.evaluate(inv_sae, acts_flat)["explained_variance"]
+    fits[model]["ev_without_m"] = sae_evaluation.evaluate(inv_sae, acts_flat)["explained_variance"]
 rows = ("| base model | $R^2$ vs its target | $R^2$ vs orbit mean | explained variance without $M$ | with $M^p$ |\n"
         "|---|---|---|---|---|\n")
 for model, f in fits.items():
@@ -324,7 +324,7 @@ display(Markdown(rows + "\n" + " ".join(
 # nothing moves Adam's iterate from its identity start, so any component of a dictionary vector
 # there — such as the untrained random rows of latents that never fire — would look invariant. We
 # therefore score each vector's projection onto the span holding 99.9 % of the held-out
-# activations' variance (`saes.data_basis`), and only features that fire on held-out inputs.
+# activations' variance (`sae_evaluation.data_basis`), and only features that fire on held-out inputs.
 # {numref}`fig-05-scores` shows the scores.
 
 # %% tags=["hide-input"]
@@ -332,14 +332,14 @@ scores, fractions, live, spans = {}, {}, {}, {}
 for model in saes.BASE_MODELS:
     m = ms[model].to(dev)
     flat = eval_acts[model].reshape(-1, eval_acts[model].shape[-1]).to(dev)
-    basis = saes.data_basis(flat)
+    basis = sae_evaluation.data_basis(flat)
     spans[model] = basis.shape[0]
     for name in ("equivariant", "regular"):
         sae = trained[model][(name, feature_k)].sae
         w = sae.W_dec.detach()
-        live[(model, name)] = saes.latent_statistics(sae, flat)["frequency"] > 0
-        scores[(model, name)] = saes.feature_scores(w, m, basis).cpu()
-        fractions[(model, name)] = saes.invariant_fraction(w, m, basis=basis).cpu()
+        live[(model, name)] = sae_evaluation.latent_statistics(sae, flat)["frequency"] > 0
+        scores[(model, name)] = sae_evaluation.feature_scores(w, m, basis).cpu()
+        fractions[(model, name)] = sae_evaluation.invariant_fraction(w, m, basis=basis).cpu()
 
 fig, axes = plt.subplots(1, 2, figsize=(10.5, 3.4))
 for ax, model in zip(axes, saes.BASE_MODELS):
@@ -361,7 +361,7 @@ rows = ("| base model | SAE | live features | invariant | equivariant | median c
         "| agreement with $w_{+1} \\ge 1/2$ |\n|---|---|---|---|---|---|---|\n")
 for (model, name), s_ in scores.items():
     alive = live[(model, name)]
-    inv = saes.classify_features(s_, invariance_threshold) & alive
+    inv = sae_evaluation.classify_features(s_, invariance_threshold) & alive
     classified[(model, name)] = inv
     n_live = int(alive.sum())
     agree = float((inv[alive] == (fractions[(model, name)][alive] >= 0.5)).float().mean()) if n_live else float("nan")
@@ -387,7 +387,7 @@ drawn, drawn_pictures = {}, {}
 for model in saes.BASE_MODELS:
     sae = trained[model][("equivariant", feature_k)].sae
     canonical_acts = eval_acts[model][:, 0]
-    stats = saes.latent_statistics(sae, canonical_acts)
+    stats = sae_evaluation.latent_statistics(sae, canonical_acts)
     inv = classified[(model, "equivariant")]
     chosen = []
     for want_invariant in (True, False):
@@ -398,7 +398,7 @@ for model in saes.BASE_MODELS:
         print(f"{model}: no active features to draw")
         continue
     latents = [j for j, _ in chosen]
-    pictures = saes.feature_images(sae, nets[model].decode, latents, stats["mean_active"][latents])
+    pictures = sae_evaluation.feature_images(sae, nets[model].decode, latents, stats["mean_active"][latents])
     examples = orbit_images[:, 0][stats["top_row"][latents]]  # canonical images, the rows of canonical_acts
     labels = [f"{'inv' if flag else 'equi'} #{j}\ncos {float(scores[(model, 'equivariant')][j]):.2f}"
               for j, flag in chosen]
@@ -485,9 +485,9 @@ powers = torch.arange(4).repeat(n_used)  # row i*4 + p holds rotation p of image
 flat_images = orbit_images.reshape(-1, *eval_images.shape[1:])
 for model in saes.BASE_MODELS:
     acts = eval_acts[model].reshape(-1, eval_acts[model].shape[-1])
-    base_mse[model] = saes.spliced_mse(nets[model].decode, acts.to(dev), flat_images.to(dev))
+    base_mse[model] = sae_evaluation.spliced_mse(nets[model].decode, acts.to(dev), flat_images.to(dev))
     for (name, k), result in trained[model].items():
-        metrics[f"{model}/{name}/k{k}"] = saes.evaluate(result.sae, acts, powers, decode=nets[model].decode,
+        metrics[f"{model}/{name}/k{k}"] = sae_evaluation.evaluate(result.sae, acts, powers, decode=nets[model].decode,
                                                         images=flat_images)
 
 rows = "| base model | SAE | K | L0 | L1 | dead | explained variance | spliced MSE |\n|---|---|---|---|---|---|---|---|\n"
@@ -543,15 +543,15 @@ def evaluate_all(base_cfgs: dict, trained_sets: dict, nets_: dict) -> dict:
     lay = base_cfgs["mlp"].layout
     held = heldout_set(base_cfgs["mlp"])[:n_used]
     cfg = pipeline.sae_configs(sae_parameters, lay)[("invariant", ks[0])]
-    rot = saes.target_rotation(held, cfg.canonical)
-    imgs = saes.canonical_orbit(torch.stack([esae.groups.rotate(held.images, p) for p in range(4)], 1), rot)
+    rot = sae_training.target_rotation(held, cfg.canonical)
+    imgs = sae_training.canonical_orbit(torch.stack([esae.groups.rotate(held.images, p) for p in range(4)], 1), rot)
     flat_imgs = imgs.reshape(-1, *held.images.shape[1:])
     out = {}
     for model in saes.BASE_MODELS:
-        acts = saes.canonical_orbit(saes.orbit_acts(nets_[model], held.images, device=dev), rot)
+        acts = sae_training.canonical_orbit(sae_training.orbit_acts(nets_[model], held.images, device=dev), rot)
         acts = acts.reshape(-1, acts.shape[-1])
         for (name, k), result in trained_sets[model].items():
-            out[f"{model}/{name}/k{k}"] = saes.evaluate(result.sae, acts, powers, decode=nets_[model].decode,
+            out[f"{model}/{name}/k{k}"] = sae_evaluation.evaluate(result.sae, acts, powers, decode=nets_[model].decode,
                                                         images=flat_imgs)
     return out
 

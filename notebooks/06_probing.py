@@ -64,7 +64,7 @@ import torch
 from IPython.display import Markdown, display
 
 import esae
-from esae import autoencoders, pipeline, probing, sae_probing, saes, shapes
+from esae import autoencoders, pipeline, probing, sae_probing, sae_training, shapes
 from esae.params import check_int, check_int_list
 from esae.probing import GROUP_KEYS, GROUPS, result_key
 
@@ -706,7 +706,7 @@ esae.figures.show(fig, "fig-06-figure3-seeds", f"{FIG3.model.upper()}, L = {FIG3
 # equivariant SAE's encoder to be invariant).
 
 # %%
-orbit_test = saes.orbit_acts(nets[FIG3.model], test_set.images, device=dev).float().cpu()
+orbit_test = sae_training.orbit_acts(nets[FIG3.model], test_set.images, device=dev).float().cpu()
 p_test = sae_probing.rotations_from_canonical(test_set)
 orbit_rows = {}
 for k in FIG3.ks:

@@ -21,12 +21,12 @@
 # the book did not train:
 #
 # 1. the activations of every rotation of the inputs ({py:func}`esae.equivariance.orbit_activations`,
-#    {py:func}`esae.saes.orbit_acts`, both built on {py:func}`esae.orbits.orbit`);
+#    {py:func}`esae.sae_training.orbit_acts`, both built on {py:func}`esae.orbits.orbit`);
 # 2. the matrix $M$ of chapter 4 ({py:func}`esae.equivariance.fit_m`) and its $R^2$ per power
 #    ({py:func}`esae.equivariance.r2`);
-# 3. an invariant SAE made equivariant by $M$ (chapter 5: {py:func}`esae.saes.train_sae`,
+# 3. an invariant SAE made equivariant by $M$ (chapter 5: {py:func}`esae.sae_training.train_sae`,
 #    {py:meth}`esae.saes.EquivariantTopKSAE.from_invariant`), against a regular TopK SAE;
-# 4. which features are invariant ({py:func}`esae.saes.feature_scores`).
+# 4. which features are invariant ({py:func}`esae.sae_evaluation.feature_scores`).
 #
 # **The model.** A small convolutional classifier of 3×32×32 colour images of eight chiral
 # characters (F G J L P R 4 7), drawn upright in a random colour, size and position. It is trained
@@ -63,7 +63,7 @@ from IPython.display import Markdown, display
 from torch import nn
 
 from esae import equivariance as eq
-from esae import saes
+from esae import sae_evaluation, sae_training, saes
 
 esae.params.check_profile(profile)
 esae.params.check_run("07b_your_model", profile)  # refuse sizes other than the profile's under its name
@@ -186,20 +186,20 @@ display(Markdown("Held-out pooled $R^2$ of $M^p\\psi(x)$ against $\\psi(g^p x)$,
 # `sae_lens.SAE.load_from_disk` after `import esae`.
 
 # %%
-orbit_train = saes.orbit_acts(psi, train_images)
-orbit_test = saes.orbit_acts(psi, test_images)
+orbit_train = sae_training.orbit_acts(psi, train_images)
+orbit_test = sae_training.orbit_acts(psi, test_images)
 d = orbit_train.shape[2]
 common = dict(k=k, d_in=d, expansion=expansion, d_hidden=2 * d, n_epochs=sae_epochs, batch_size=batch_size, lr=lr,
               seed=seed)
-trained = {name: saes.train_sae(saes.SAETrainConfig(name=name, **common), orbit_train, dev)
+trained = {name: sae_training.train_sae(sae_training.SAETrainConfig(name=name, **common), orbit_train, dev)
            for name in ("regular", "invariant")}
 equivariant = saes.EquivariantTopKSAE.from_invariant(trained["invariant"].sae, fits["trained"].m.to(dev))
 
 p_test = torch.arange(n_test) % 4  # each held-out image in one rotation
 x_test = orbit_test[torch.arange(n_test), p_test].to(dev)
-metrics = {"regular": saes.evaluate(trained["regular"].sae, x_test),
-           "equivariant": saes.evaluate(equivariant, x_test, p_test.to(dev))}
-target_fit = saes.invariant_fit(trained["invariant"].sae, orbit_test)
+metrics = {"regular": sae_evaluation.evaluate(trained["regular"].sae, x_test),
+           "equivariant": sae_evaluation.evaluate(equivariant, x_test, p_test.to(dev))}
+target_fit = sae_evaluation.invariant_fit(trained["invariant"].sae, orbit_test)
 display(Markdown(
     f"Held-out rotated activations, {trained['regular'].sae.cfg.d_sae} latents, K = {k}:\n\n"
     "| SAE | explained variance | L0 | dead latents | training (s) |\n|---|---|---|---|---|\n"
@@ -214,22 +214,22 @@ display(Markdown(
 # ## Which features are invariant
 #
 # As in chapter 5, each decoder row $d$ is scored by $\cos(d, M d)$ inside the span the
-# activations occupy ({py:func}`esae.saes.data_basis`), counting only features that fire on
+# activations occupy ({py:func}`esae.sae_evaluation.data_basis`), counting only features that fire on
 # held-out images; a score of at least `invariance_threshold` means most of the feature is
 # unchanged by rotation.
 
 # %%
-basis = saes.data_basis(train_acts)
+basis = sae_evaluation.data_basis(train_acts)
 with torch.no_grad():
     scores, alive = {}, {}
     for name, sae in {"equivariant": equivariant, "regular": trained["regular"].sae}.items():
-        scores[name] = saes.feature_scores(sae.W_dec.cpu(), fits["trained"].m, basis)
-        alive[name] = saes.latent_statistics(sae, x_test)["frequency"] > 0
+        scores[name] = sae_evaluation.feature_scores(sae.W_dec.cpu(), fits["trained"].m, basis)
+        alive[name] = sae_evaluation.latent_statistics(sae, x_test)["frequency"] > 0
 shown = {name: s[alive[name]] for name, s in scores.items()}
 fig = esae.plots.score_histogram(shown, threshold=invariance_threshold, xlabel="cos(d, M d)")
 esae.figures.show(fig, "fig-07b-scores", "Feature scores cos(d, Md) of the live features of the equivariant and "
                   "the regular SAE on the trained network; the dashed line is the invariance threshold.")
-invariant_share = {name: float(saes.classify_features(s, invariance_threshold).float().mean()) for name, s in shown.items()}
+invariant_share = {name: float(sae_evaluation.classify_features(s, invariance_threshold).float().mean()) for name, s in shown.items()}
 display(Markdown(" · ".join(f"{name}: {int(alive[name].sum())} live features, {invariant_share[name]:.0%} invariant"
                             for name in shown)))
 

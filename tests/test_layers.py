@@ -11,7 +11,7 @@ from esae.runtime import repo_root
 
 SCIENCE = ("assignment", "autoencoders", "beyond", "checks", "digits", "equivariance", "groups", "jumprelu",
            "language_models", "match_evaluation", "match_ground_truth", "metrics", "orbits", "probing", "sae_match",
-           "sae_probing", "sae_stack", "saes", "shapes")
+           "sae_evaluation", "sae_kernels", "sae_probing", "sae_stack", "sae_training", "saes", "shapes")
 BOOK_AND_PIPELINE = ("params", "cache", "results", "book", "pipeline", "summary", "browser_check", "export",
                      "verdicts", "figures")
 NEUTRAL = ("__init__", "__main__", "runtime", "plots", "temporaries")

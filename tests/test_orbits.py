@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from esae import equivariance as eq
-from esae import orbits, saes
+from esae import orbits, sae_evaluation, sae_training, saes
 from esae.groups import rotate
 
 
@@ -32,7 +32,7 @@ def test_orbit_of_a_callable_on_colour_images():
     a, rotated = eq.orbit_activations(net, x)
     assert a.shape == (40, 48) and rotated.shape == (3, 40, 48)
     assert torch.equal(rotated[0], acts[:, 1]) and torch.equal(a, acts[:, 0])
-    assert torch.equal(saes.orbit_acts(net, x), acts)
+    assert torch.equal(sae_training.orbit_acts(net, x), acts)
 
 
 def test_feature_maps_are_flattened_and_a_custom_action_is_used():
@@ -83,18 +83,18 @@ def test_fit_m_and_invariant_sae_on_a_model_the_book_does_not_use():
     assert fitted["pooled_mean"] > identity["pooled_mean"] + 0.2
     assert set(fitted["pooled"]) == {1, 2, 3, 4}
 
-    acts = saes.orbit_acts(net, train)
-    config = saes.SAETrainConfig(name="invariant", k=8, d_in=48, expansion=4, d_hidden=64, n_epochs=3,
+    acts = sae_training.orbit_acts(net, train)
+    config = sae_training.SAETrainConfig(name="invariant", k=8, d_in=48, expansion=4, d_hidden=64, n_epochs=3,
                                  batch_size=64, lr=3e-3)
-    result = saes.train_sae(config, acts)
+    result = sae_training.train_sae(config, acts)
     invariant = result.sae
     assert isinstance(invariant, saes.TwoLayerTopKSAE) and invariant.cfg.d_sae == 192
     assert result.history["mse"][-1] < result.history["mse"][0]
     equivariant = saes.EquivariantTopKSAE.from_invariant(invariant, fit.m)
-    test_orbit = saes.orbit_acts(net, test)
+    test_orbit = sae_training.orbit_acts(net, test)
     p = torch.arange(len(test)) % 4
     x = test_orbit[torch.arange(len(test)), p]
-    metrics = saes.evaluate(equivariant, x, p)
+    metrics = sae_evaluation.evaluate(equivariant, x, p)
     assert metrics["l0"] <= 8 and metrics["dead"] < 1.0
     # (noise images: no orbit member is identifiable as upright, so reconstruction quality is not
     # asserted here; the book page uses upright glyphs where it is)
@@ -102,5 +102,5 @@ def test_fit_m_and_invariant_sae_on_a_model_the_book_does_not_use():
     with torch.no_grad():
         expected = eq.transform(invariant.decode(invariant.encode(x[one])), fit.m, 1)
         assert torch.allclose(equivariant.reconstruct(x[one], 1), expected, atol=1e-4)
-    scores = saes.feature_scores(equivariant.W_dec, equivariant.m, saes.data_basis(a_train))
+    scores = sae_evaluation.feature_scores(equivariant.W_dec, equivariant.m, sae_evaluation.data_basis(a_train))
     assert scores.shape == (192,) and bool(((scores >= -1 - 1e-5) & (scores <= 1 + 1e-5)).all())

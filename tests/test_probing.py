@@ -352,14 +352,14 @@ def test_extra_columns_reach_every_probe_and_change_the_cache_entry(monkeypatch)
 @pytest.fixture(scope="module")
 def clean_equivariant_sae():
     """An invariant SAE trained on synthetic orbits with an exactly known M, made equivariant with it."""
-    from esae import saes
+    from esae import orbits, sae_training, saes
 
     torch.manual_seed(0)
-    acts, m = saes.synthetic_orbit(1024, 16, n_atoms=48, active=3, seed=1)
-    cfg = saes.SAETrainConfig(name="invariant", k=4, d_in=16, expansion=4, d_hidden=24, n_epochs=15, batch_size=128,
+    acts, m = orbits.synthetic_orbit(1024, 16, n_atoms=48, active=3, seed=1)
+    cfg = sae_training.SAETrainConfig(name="invariant", k=4, d_in=16, expansion=4, d_hidden=24, n_epochs=15, batch_size=128,
                               lr=3e-3)
-    invariant = saes.train_sae(cfg, acts).sae
-    held, _ = saes.synthetic_orbit(200, 16, n_atoms=48, active=3, seed=1)  # same dictionary and M, the first 200 orbits
+    invariant = sae_training.train_sae(cfg, acts).sae
+    held, _ = orbits.synthetic_orbit(200, 16, n_atoms=48, active=3, seed=1)  # same dictionary and M, the first 200 orbits
     return saes.EquivariantTopKSAE.from_invariant(invariant, m), held
 
 
@@ -384,9 +384,9 @@ class _ExactEquivariant:
 
 
 def test_estimated_rotation_recovers_the_true_one_on_clean_orbits(clean_equivariant_sae):
-    from esae import saes
+    from esae import orbits
 
-    acts, m = saes.synthetic_orbit(300, 16, n_atoms=48, active=3, seed=4)
+    acts, m = orbits.synthetic_orbit(300, 16, n_atoms=48, active=3, seed=4)
     exact = _ExactEquivariant(m)
     canonical = exact.encode(acts[:, 0])  # each orbit's canonical member under the SAE's own rule
     p = np.tile(np.arange(4), len(canonical))
@@ -405,7 +405,7 @@ def test_estimated_rotation_recovers_the_true_one_on_clean_orbits(clean_equivari
 
 
 def test_reconstruction_inputs_of_each_reading(clean_equivariant_sae):
-    from esae import saes
+    from esae import sae_training
 
     sae, orbit = clean_equivariant_sae
     x = orbit[:50].reshape(-1, orbit.shape[-1]).numpy()
@@ -417,7 +417,7 @@ def test_reconstruction_inputs_of_each_reading(clean_equivariant_sae):
     assert np.array_equal(onehot["extra"][0], sae_probing.rotation_one_hot(p)) and np.array_equal(onehot["decoder_rows"][0], p)
     est = sae_probing.reconstruction_input(sae, x, x, p, p, "estimated_p")
     assert np.array_equal(est["decoder_rows"][1], sae_probing.estimate_rotation(sae, x)) and est["extra"] is None
-    regular = saes._to_inference(saes.build_training_sae(saes.SAETrainConfig(name="regular", k=4, d_in=16, expansion=4)))
+    regular = sae_training._to_inference(sae_training.build_training_sae(sae_training.SAETrainConfig(name="regular", k=4, d_in=16, expansion=4)))
     plain = sae_probing.reconstruction_input(regular, x, x, p, p, "estimated_p")
     assert plain["decoder_rows"] is None and plain["decoder"][0].shape[0] == 1  # no p for an SAE without M
     with pytest.raises(ValueError, match="reading must be one of 'paper', 'onehot_p', 'estimated_p', got 'oracle'"):

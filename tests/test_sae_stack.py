@@ -8,7 +8,7 @@ import torch
 from sae_lens import SAE
 from torch.overrides import TorchFunctionMode
 
-from esae import sae_stack, saes
+from esae import orbits, sae_kernels, sae_stack, sae_training
 
 D = 32
 NAMES = ("regular", "wide", "two_layer", "invariant")
@@ -26,14 +26,14 @@ MAX_TOL = 1e-3
 
 @pytest.fixture(scope="module")
 def acts():
-    orbit, _ = saes.synthetic_orbit(256, D, n_atoms=64, active=4, seed=1)
+    orbit, _ = orbits.synthetic_orbit(256, D, n_atoms=64, active=4, seed=1)
     return orbit
 
 
 def configs(**kw):
     common = dict(d_in=D, d_hidden=64, n_epochs=2, batch_size=32, lr=1e-3, dead_window=64, seed=3)
     common.update(kw)
-    out = [saes.SAETrainConfig(name=n, k=k, **common) for n in NAMES for k in (4, 8)]
+    out = [sae_training.SAETrainConfig(name=n, k=k, **common) for n in NAMES for k in (4, 8)]
     return [replace(c, n_epochs=3) if c.name == "invariant" else c for c in out]
 
 
@@ -48,7 +48,7 @@ def relative_differences(a: SAE, b: SAE) -> tuple[float, float]:
 @pytest.fixture(scope="module")
 def trained(acts):
     cfgs = configs()
-    return cfgs, sae_stack.train_stacked(cfgs, acts), [saes.train_sae(c, acts) for c in cfgs]
+    return cfgs, sae_stack.train_stacked(cfgs, acts), [sae_training.train_sae(c, acts) for c in cfgs]
 
 
 def test_stacked_equals_separate(trained):
@@ -210,7 +210,7 @@ def test_adam_on_row_gradients_matches_torch_adam():
         assert groups.active is not None
         source = torch.randn(3, width, generator=gen) * 5
         weights = torch.randn(3, 4, generator=gen)
-        sink.add(groups, saes._segment_rows(source, groups, weights))
+        sink.add(groups, sae_kernels._segment_rows(source, groups, weights))
         dense = torch.zeros(n_lat, width)
         dense.index_add_(0, idx.flatten(), weights.flatten()[:, None] * source.repeat_interleave(4, 0))
         ref.grad = dense.view_as(ref)

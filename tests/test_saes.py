@@ -1,6 +1,9 @@
-"""The SAEs of chapter 5 (esae.saes), on synthetic activations with a known M — never the base models."""
+"""The SAEs of chapter 5 (esae.saes and the modules that train and use them: sae_kernels, sae_training,
+sae_evaluation), on synthetic activations with a known M — never the base models."""
 
-import importlib
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -9,20 +12,21 @@ import torch
 from sae_lens.saes.sae import TrainStepInput
 from sae_lens.saes.topk_sae import TopKSAE, TopKTrainingSAE, TopKTrainingSAEConfig
 
-from esae import saes
+from esae import orbits, sae_evaluation, sae_kernels, sae_training, saes
+from esae.runtime import repo_root
 
 D, EXPANSION, HIDDEN, K = 16, 4, 24, 4  # small sizes: 64 latents (256 for the wide SAE)
 
 
 def config(name, k=K, **kw):
-    return saes.SAETrainConfig(name=name, k=k, d_in=D, expansion=EXPANSION, d_hidden=HIDDEN, **kw)
+    return sae_training.SAETrainConfig(name=name, k=k, d_in=D, expansion=EXPANSION, d_hidden=HIDDEN, **kw)
 
 
 def inference_sae(name, seed=0, m=None):
     """An untrained inference SAE of each kind, as training would produce it."""
-    sae = saes._to_inference(saes.build_training_sae(config("invariant" if name == "equivariant" else name, seed=seed)))
+    sae = sae_training._to_inference(sae_training.build_training_sae(config("invariant" if name == "equivariant" else name, seed=seed)))
     if name == "equivariant":
-        sae = saes.EquivariantTopKSAE.from_invariant(sae, saes.synthetic_orbit(8, D)[1] if m is None else m)
+        sae = saes.EquivariantTopKSAE.from_invariant(sae, orbits.synthetic_orbit(8, D)[1] if m is None else m)
     return sae
 
 
@@ -33,7 +37,7 @@ def step_input(sae_in, dead=None):
 
 @pytest.fixture(scope="module")
 def orbit():
-    return saes.synthetic_orbit(1024, D, n_atoms=48, active=3, seed=1)
+    return orbits.synthetic_orbit(1024, D, n_atoms=48, active=3, seed=1)
 
 
 # --- TopK ----------------------------------------------------------------------------------------
@@ -50,7 +54,7 @@ def test_topk_keeps_exactly_k_latents(name):
 
 @pytest.mark.parametrize("name", ["regular", "two_layer"])
 def test_training_pass_keeps_k_latents(name):
-    sae = saes.build_training_sae(config(name))
+    sae = sae_training.build_training_sae(config(name))
     with torch.no_grad():
         sae.b_enc.add_(100.0)
     acts = sae.training_forward_pass(step_input(torch.randn(20, D))).feature_acts.to_dense()
@@ -63,12 +67,12 @@ def test_training_pass_keeps_k_latents(name):
 @pytest.mark.parametrize("with_dead", [False, True])
 def test_sparse_pass_matches_sae_lens_dense_pass(name, with_dead):
     torch.manual_seed(0)
-    fast = saes.build_training_sae(config(name)).to(torch.float64)
+    fast = sae_training.build_training_sae(config(name)).to(torch.float64)
     if name == "regular":
         ref = TopKTrainingSAE(TopKTrainingSAEConfig(d_in=D, d_sae=D * EXPANSION, k=K)).to(torch.float64)
     else:  # the same class, through sae-lens's generic (dense) TrainingSAE.training_forward_pass
-        ref = saes.build_training_sae(config(name)).to(torch.float64)
-        ref.training_forward_pass = lambda s, r=ref: super(saes._SparseTopKTraining, r).training_forward_pass(s)
+        ref = sae_training.build_training_sae(config(name)).to(torch.float64)
+        ref.training_forward_pass = lambda s, r=ref: super(sae_kernels._SparseTopKTraining, r).training_forward_pass(s)
     ref.load_state_dict(fast.state_dict())
     x = torch.randn(32, D, dtype=torch.float64)
     dead = torch.rand(D * EXPANSION) < 0.4 if with_dead else None
@@ -90,23 +94,23 @@ def test_sparse_pass_matches_sae_lens_dense_pass(name, with_dead):
 
 @pytest.mark.parametrize("sddmm", [True, False], ids=["sampled_addmm", "dense_gather"])
 def test_sparse_kernels_gradcheck(sddmm, monkeypatch):
-    monkeypatch.setattr(saes, "_SDDMM_DEVICES", ("cpu",) if sddmm else ())
+    monkeypatch.setattr(sae_kernels, "_SDDMM_DEVICES", ("cpu",) if sddmm else ())
     torch.manual_seed(0)
     h = torch.randn(6, 5, dtype=torch.float64, requires_grad=True)
     w = torch.randn(5, 9, dtype=torch.float64, requires_grad=True)
     b = torch.randn(9, dtype=torch.float64, requires_grad=True)
     with torch.no_grad():
         idx = torch.addmm(b, h, w).topk(3).indices
-    groups = saes._latent_groups(idx, 9)
+    groups = sae_kernels._latent_groups(idx, 9)
     assert torch.autograd.gradcheck(
-        lambda h, w, b: saes._TopKGather.apply(h, w, b, torch.addmm(b, h, w).detach(), None, idx, groups), (h, w, b))
+        lambda h, w, b: sae_kernels._TopKGather.apply(h, w, b, torch.addmm(b, h, w).detach(), None, idx, groups), (h, w, b))
     norms = torch.rand(9, dtype=torch.float64) + 0.5
     assert torch.autograd.gradcheck(
-        lambda h, w, b: saes._TopKGather.apply(h, w, b, (torch.addmm(b, h, w) * norms).detach(), norms, idx, groups),
+        lambda h, w, b: sae_kernels._TopKGather.apply(h, w, b, (torch.addmm(b, h, w) * norms).detach(), norms, idx, groups),
         (h, w, b))
     vals = torch.randn(6, 3, dtype=torch.float64, requires_grad=True)
     w_dec = torch.randn(9, 4, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda v, wd: saes.sparse_decode(v, idx, wd), (vals, w_dec))
+    assert torch.autograd.gradcheck(lambda v, wd: sae_kernels.sparse_decode(v, idx, wd), (vals, w_dec))
 
 
 # --- save / load through sae-lens -------------------------------------------------------------------
@@ -132,7 +136,7 @@ def test_save_load_round_trip_is_exact(name, tmp_path):
 
 def test_trained_sae_round_trip_and_unit_norm_dictionary(orbit, tmp_path):
     acts, _ = orbit
-    trained = saes.train_sae(config("two_layer", n_epochs=1, batch_size=128), acts).sae
+    trained = sae_training.train_sae(config("two_layer", n_epochs=1, batch_size=128), acts).sae
     torch.testing.assert_close(trained.W_dec.norm(dim=-1), torch.ones(trained.cfg.d_sae))
     trained.save_model(tmp_path)
     back = saes.load_sae(tmp_path)
@@ -145,7 +149,7 @@ def test_trained_sae_round_trip_and_unit_norm_dictionary(orbit, tmp_path):
 
 def test_orbit_batches_pair_rotated_inputs_with_canonical_targets(orbit):
     acts, _ = orbit
-    batches = saes.orbit_batches(acts, 100, pairs=True, generator=torch.Generator().manual_seed(0))
+    batches = sae_training.orbit_batches(acts, 100, pairs=True, generator=torch.Generator().manual_seed(0))
     batch = next(batches)
     assert batch.shape == (100, 2, D)
     canonical = acts[:, 0]
@@ -156,13 +160,13 @@ def test_orbit_batches_pair_rotated_inputs_with_canonical_targets(orbit):
     assert (dist.min(1).values < 1e-6).all()
     rotated = dist.argmin(1)
     assert (rotated != 0).any()  # and rotations other than the identity do occur
-    plain = next(saes.orbit_batches(acts, 100, pairs=False, generator=torch.Generator().manual_seed(0)))
+    plain = next(sae_training.orbit_batches(acts, 100, pairs=False, generator=torch.Generator().manual_seed(0)))
     assert plain.shape == (100, D)
 
 
 def test_invariance_loss_uses_the_canonical_target(orbit):
     acts, _ = orbit
-    sae = saes.build_training_sae(config("invariant"))
+    sae = sae_training.build_training_sae(config("invariant"))
     x, target = acts[:64, 1], acts[:64, 0]
     loss = sae.training_forward_pass(step_input(torch.stack([x, target], 1))).losses["mse_loss"]
     with torch.no_grad():
@@ -174,7 +178,7 @@ def test_invariance_loss_uses_the_canonical_target(orbit):
 
 
 def test_equivariant_reconstruction_applies_m_to_the_power_p():
-    _, m = saes.synthetic_orbit(8, D, seed=3)
+    _, m = orbits.synthetic_orbit(8, D, seed=3)
     sae = inference_sae("equivariant", m=m)
     x = torch.randn(12, D)
     canonical = sae.decode(sae.encode(x))
@@ -186,9 +190,9 @@ def test_equivariant_reconstruction_applies_m_to_the_power_p():
     for i, p in enumerate(powers.tolist()):
         torch.testing.assert_close(per_row[i], canonical[i] @ torch.linalg.matrix_power(m, p % 4).t())
     torch.testing.assert_close(sae.dictionary(1), sae.W_dec @ m.t())
-    torch.testing.assert_close(saes.reconstruct(sae, x, 2), sae.reconstruct(x, 2))
+    torch.testing.assert_close(sae_evaluation.reconstruct(sae, x, 2), sae.reconstruct(x, 2))
     with pytest.raises(ValueError, match="p .* is required"):
-        saes.reconstruct(sae, x)
+        sae_evaluation.reconstruct(sae, x)
     with pytest.raises(ValueError, match=r"p must be an int or a tensor of shape \(12,\)"):
         sae.reconstruct(x, torch.tensor([1, 2]))
     with pytest.raises(ValueError, match=r"m must have shape \(16, 16\)"):
@@ -197,20 +201,20 @@ def test_equivariant_reconstruction_applies_m_to_the_power_p():
 
 def test_canonical_orbit_reindexes_each_orbit_from_its_canonical_member():
     orbit = torch.arange(3)[:, None] * 10 + torch.arange(4)[None]  # entry [i, q] = 10 i + q
-    out = saes.canonical_orbit(orbit, np.array([0, 1, 3]))
+    out = sae_training.canonical_orbit(orbit, np.array([0, 1, 3]))
     assert out.tolist() == [[0, 1, 2, 3], [11, 12, 13, 10], [23, 20, 21, 22]]
     with pytest.raises(ValueError, match=r"rotation must have shape \(3,\)"):
-        saes.canonical_orbit(orbit, np.array([0, 1]))
+        sae_training.canonical_orbit(orbit, np.array([0, 1]))
 
 
 def test_canonical_rotation_picks_one_member_per_orbit():
     shapes = pytest.importorskip("esae.shapes")  # chapter 2's dataset (issue 3)
     data = shapes.make_dataset(60, seed=0)
-    c = saes.canonical_rotation(data.shapes, data.orientations)
+    c = sae_training.canonical_rotation(data.shapes, data.orientations)
     canon = [shapes.rotate(data[i:i + 1], int(c[i])) for i in range(len(data))]
     for k in range(1, 4):  # from whichever member of the orbit we start, the same image comes out
         turned = shapes.rotate(data, k)
-        c_k = saes.canonical_rotation(turned.shapes, turned.orientations)
+        c_k = sae_training.canonical_rotation(turned.shapes, turned.orientations)
         for i in range(len(data)):
             again = shapes.rotate(turned[i:i + 1], int(c_k[i]))
             assert torch.equal(again.images, canon[i].images)
@@ -233,7 +237,7 @@ def test_canonical_rotation_picks_one_member_per_orbit():
 ])
 def test_bad_configuration_gives_a_clear_error(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        saes.SAETrainConfig(**kwargs)
+        sae_training.SAETrainConfig(**kwargs)
 
 
 def test_bad_sae_lens_configs_give_clear_errors():
@@ -242,9 +246,9 @@ def test_bad_sae_lens_configs_give_clear_errors():
     with pytest.raises(ValueError, match=r"d_hidden must be an int >= 1, got -3"):
         saes.TwoLayerTopKTrainingSAEConfig(d_in=D, d_sae=64, k=4, d_hidden=-3)
     with pytest.raises(ValueError, match="batch_size must be at most the number of training images"):
-        saes.train_sae(config("regular", batch_size=64), torch.randn(10, 4, D))
+        sae_training.train_sae(config("regular", batch_size=64), torch.randn(10, 4, D))
     with pytest.raises(ValueError, match=r"acts must be \(n, G, 16\) orbit activations"):
-        saes.train_sae(config("regular"), torch.randn(10, D))
+        sae_training.train_sae(config("regular"), torch.randn(10, D))
 
 
 # --- training ------------------------------------------------------------------------------------
@@ -252,7 +256,7 @@ def test_bad_sae_lens_configs_give_clear_errors():
 @pytest.mark.parametrize("name", saes.TRAINED_NAMES)
 def test_short_training_lowers_the_loss(name, orbit):
     acts, _ = orbit
-    result = saes.train_sae(config(name, n_epochs=20, batch_size=128, lr=3e-3), acts)
+    result = sae_training.train_sae(config(name, n_epochs=20, batch_size=128, lr=3e-3), acts)
     mse = torch.tensor(result.history["mse"])
     assert result.history["steps"] == 20 * (1024 // 128) == len(mse)
     assert mse[-8:].mean() < 0.8 * mse[:8].mean()  # the last epoch against the first
@@ -261,10 +265,10 @@ def test_short_training_lowers_the_loss(name, orbit):
 
 def test_m_turns_the_invariant_sae_equivariant(orbit):
     acts, m = orbit
-    invariant = saes.train_sae(config("invariant", n_epochs=15, batch_size=128, lr=3e-3), acts).sae
+    invariant = sae_training.train_sae(config("invariant", n_epochs=15, batch_size=128, lr=3e-3), acts).sae
     equivariant = saes.EquivariantTopKSAE.from_invariant(invariant, m)
     x, p = acts.reshape(-1, D), torch.arange(4).repeat(acts.shape[0])
-    inv, eq = saes.evaluate(invariant, x, p), saes.evaluate(equivariant, x, p)
+    inv, eq = sae_evaluation.evaluate(invariant, x, p), sae_evaluation.evaluate(equivariant, x, p)
     # without M the invariant SAE returns canonical activations: poor on rotated inputs
     assert eq["explained_variance"] > inv["explained_variance"] + 0.2
     assert eq["l0"] == inv["l0"] and eq["l1"] == inv["l1"]  # same encoder, same latents
@@ -282,7 +286,7 @@ def test_evaluate_metrics(orbit):
     x = acts[:200, 0]
     images = x.view(-1, 1, 4, 4)
     decode = lambda a: a.view(-1, 1, 4, 4)  # noqa: E731 - a "base decoder" that just reshapes
-    metrics = saes.evaluate(sae, x, decode=decode, images=images, batch_size=64)
+    metrics = sae_evaluation.evaluate(sae, x, decode=decode, images=images, batch_size=64)
     z = sae.encode(x)
     recon = sae.decode(z)
     assert metrics["l0"] == pytest.approx(float((z != 0).sum(-1).float().mean()))
@@ -291,10 +295,10 @@ def test_evaluate_metrics(orbit):
     assert metrics["explained_variance"] == pytest.approx(
         1 - float((x - recon).pow(2).sum() / (x - x.mean(0)).pow(2).sum()), rel=1e-5)
     assert metrics["spliced_mse"] == pytest.approx(float((recon - x).pow(2).mean()), rel=1e-5)
-    assert saes.spliced_mse(decode, x, images) == 0.0
-    assert saes.evaluate(sae, x)["spliced_mse"] is None
+    assert sae_evaluation.spliced_mse(decode, x, images) == 0.0
+    assert sae_evaluation.evaluate(sae, x)["spliced_mse"] is None
     with pytest.raises(ValueError, match="images are required"):
-        saes.evaluate(sae, x, decode=decode)
+        sae_evaluation.evaluate(sae, x, decode=decode)
 
 
 def test_feature_scores_separate_invariant_from_rotating_directions():
@@ -305,32 +309,32 @@ def test_feature_scores_separate_invariant_from_rotating_directions():
     w_dec[0, 1] = 1.0                      # inside the fixed subspace: invariant
     w_dec[1, 6] = 1.0                      # inside a rotation plane: moves to an orthogonal direction
     w_dec[2, 0], w_dec[2, 8] = 0.8, 0.6    # 64% of its energy invariant
-    scores = saes.feature_scores(w_dec, m)
+    scores = sae_evaluation.feature_scores(w_dec, m)
     torch.testing.assert_close(scores, torch.tensor([1.0, 0.0, 0.64]))
-    torch.testing.assert_close(saes.invariant_fraction(w_dec, m), torch.tensor([1.0, 0.0, 0.64]))
-    assert saes.classify_features(scores, 0.5).tolist() == [True, False, True]
+    torch.testing.assert_close(sae_evaluation.invariant_fraction(w_dec, m), torch.tensor([1.0, 0.0, 0.64]))
+    assert sae_evaluation.classify_features(scores, 0.5).tolist() == [True, False, True]
     # a component in a direction the data never visits, where M stays at its identity start,
     # would fake invariance; projected onto the data's span the score is the true one
     m_fit = m.clone()
     m_fit[12:, :], m_fit[:, 12:] = 0.0, 0.0
     m_fit[12:, 12:] = torch.eye(4)
     acts = torch.randn(500, D) * torch.cat([torch.ones(12), torch.zeros(4)])
-    basis = saes.data_basis(acts)
+    basis = sae_evaluation.data_basis(acts)
     assert basis.shape == (12, D)
     rotating_plus_unused = torch.zeros(1, D)
     rotating_plus_unused[0, 6], rotating_plus_unused[0, 14] = 0.6, 0.8
-    assert saes.feature_scores(rotating_plus_unused, m_fit).item() == pytest.approx(0.64)
-    assert saes.feature_scores(rotating_plus_unused, m_fit, basis).item() == pytest.approx(0.0, abs=1e-6)
-    assert saes.invariant_fraction(rotating_plus_unused, m_fit, basis=basis).item() == pytest.approx(0.0, abs=1e-6)
+    assert sae_evaluation.feature_scores(rotating_plus_unused, m_fit).item() == pytest.approx(0.64)
+    assert sae_evaluation.feature_scores(rotating_plus_unused, m_fit, basis).item() == pytest.approx(0.0, abs=1e-6)
+    assert sae_evaluation.invariant_fraction(rotating_plus_unused, m_fit, basis=basis).item() == pytest.approx(0.0, abs=1e-6)
     with pytest.raises(ValueError, match="threshold must be a number in"):
-        saes.classify_features(scores, 2.0)
+        sae_evaluation.classify_features(scores, 2.0)
 
 
 def test_feature_images_rotate_with_m():
-    _, m = saes.synthetic_orbit(8, D, seed=2)
+    _, m = orbits.synthetic_orbit(8, D, seed=2)
     sae = inference_sae("equivariant", m=m)
     decode = lambda a: a.view(-1, 1, 4, 4) * 2  # noqa: E731 - linear decoder
-    images = saes.feature_images(sae, decode, [0, 5], torch.tensor([1.0, 2.0]))
+    images = sae_evaluation.feature_images(sae, decode, [0, 5], torch.tensor([1.0, 2.0]))
     assert images.shape == (2, 4, 1, 4, 4)
     # with a linear decoder the image is the decoded transformed feature itself
     expected = decode((torch.tensor([1.0, 2.0])[:, None] * sae.W_dec[[0, 5]]) @ sae.m_power(3).t())
@@ -338,24 +342,43 @@ def test_feature_images_rotate_with_m():
 
 
 def test_synthetic_orbit_is_an_exact_representation():
-    acts, m = saes.synthetic_orbit(20, D, seed=0)
+    acts, m = orbits.synthetic_orbit(20, D, seed=0)
     torch.testing.assert_close(torch.linalg.matrix_power(m, 4), torch.eye(D), atol=1e-5, rtol=0)
     torch.testing.assert_close(acts[:, 1], acts[:, 0] @ m.t())
     with pytest.raises(ValueError, match="d - invariant_dims must be even"):
-        saes.synthetic_orbit(4, D, invariant_dims=3)
+        orbits.synthetic_orbit(4, D, invariant_dims=3)
 
 
-# --- sae-lens registry (kept last: it reloads the module) ---------------------------------------------
+# --- sae-lens registry ----------------------------------------------------------------------------------
+
+REIMPORT = """
+import importlib, sys
+import sae_lens
+from esae import orbits, saes
+from esae.sae_training import SAETrainConfig, _to_inference, build_training_sae
+
+cfg = SAETrainConfig(name="two_layer", k=4, d_in=16, expansion=4, d_hidden=24)
+two = _to_inference(build_training_sae(cfg))
+two.save_model(sys.argv[1] + "/two")
+saes.EquivariantTopKSAE.from_invariant(two, orbits.synthetic_orbit(8, 16)[1]).save_model(sys.argv[1] + "/eq")
+reloaded = importlib.reload(saes)
+reloaded.ensure_registered()  # idempotent
+importlib.import_module("esae.saes")
+assert type(sae_lens.SAE.load_from_disk(sys.argv[1] + "/two")) is reloaded.TwoLayerTopKSAE
+assert type(sae_lens.SAE.load_from_disk(sys.argv[1] + "/eq")) is reloaded.EquivariantTopKSAE
+assert sae_lens.registry.get_sae_training_class("two_layer_topk")[0] is reloaded.TwoLayerTopKTrainingSAE
+print("ok")
+"""
+
 
 def test_registration_survives_reimport(tmp_path):
-    inference_sae("two_layer").save_model(tmp_path / "two")
-    inference_sae("equivariant").save_model(tmp_path / "eq")
-    reloaded = importlib.reload(saes)
-    reloaded.ensure_registered()  # idempotent
-    importlib.import_module("esae.saes")
-    assert type(sae_lens.SAE.load_from_disk(tmp_path / "two")) is reloaded.TwoLayerTopKSAE
-    assert type(sae_lens.SAE.load_from_disk(tmp_path / "eq")) is reloaded.EquivariantTopKSAE
-    assert sae_lens.registry.get_sae_training_class("two_layer_topk")[0] is reloaded.TwoLayerTopKTrainingSAE
+    """Reloading esae.saes (an edited module in a notebook session) re-registers its classes in place
+    of the stale ones. In a fresh process: the reload would leave the other modules of this session
+    holding the old classes."""
+    env = {**os.environ, "PYTHONPATH": str(repo_root())}
+    proc = subprocess.run([sys.executable, "-c", REIMPORT, str(tmp_path)], capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
 
 
 def test_foreign_class_under_our_name_is_refused():
@@ -373,12 +396,12 @@ def test_invariant_targets_under_upright_are_the_generated_images_activations():
     net = autoencoders.build("mlp").eval()
     data = shapes.make_dataset(24, 5, layout="upright")
     assert len(set(data.rotations.tolist())) > 1
-    targets = saes.training_targets(net, data, "generated")
+    targets = sae_training.training_targets(net, data, "generated")
     generated = autoencoders.activations(net, data.canonical().images)
     torch.testing.assert_close(targets[:, 0], generated)
     # [i, p] is the generated image rotated by p; the sample itself sits at its own rotation
     own = autoencoders.activations(net, data.images)
     torch.testing.assert_close(targets[torch.arange(24), torch.as_tensor(data.rotations)], own)
-    np.testing.assert_array_equal(saes.target_rotation(data, "generated"), (-data.rotations) % 4)
+    np.testing.assert_array_equal(sae_training.target_rotation(data, "generated"), (-data.rotations) % 4)
     indep = shapes.make_dataset(8, 5, layout="independent")
-    np.testing.assert_array_equal(saes.target_rotation(indep, "generated"), np.zeros(8))
+    np.testing.assert_array_equal(sae_training.target_rotation(indep, "generated"), np.zeros(8))
