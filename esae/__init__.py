@@ -5,7 +5,7 @@ Modules, each named for what it holds: ``groups`` (C4 and its action, chapter 1)
 ``orbits`` (a model's activations over the orbits of its inputs), ``equivariance`` (fitting M, chapter 4), ``saes`` (the SAE architectures, chapter 5),
 ``sae_training``, ``sae_evaluation``, ``sae_kernels`` and ``sae_stack`` (training and using them), ``probing``
 and ``sae_probing`` (chapter 6), ``sae_match`` (the method), ``jumprelu`` (SAEs in Gemma Scope's units), ``match_ground_truth``,
-``match_evaluation`` and ``language_models`` (chapter 7), with ``checks``, ``metrics``, ``runtime`` and
+``match_evaluation``, ``language_models`` and ``lm_loss`` (chapter 7), with ``checks``, ``metrics``, ``runtime`` and
 ``plots``: the science layer, which never reads a profile or the cache. ``pipeline`` holds the book's stages,
 cached by their configs; ``params``, ``results``, ``verdicts``, ``figures``, ``summary`` and ``book`` turn profiles into executed chapters.
 
@@ -36,7 +36,7 @@ from esae import runtime  # noqa: F401, I001
 
 __version__ = "0.1.0"
 __all__ = ["autoencoders", "beyond", "cache", "checks", "digits", "equivariance", "export", "figures", "groups",
-           "jumprelu", "language_models", "match_evaluation", "match_ground_truth", "metrics", "orbits", "params",
+           "jumprelu", "language_models", "lm_loss", "match_evaluation", "match_ground_truth", "metrics", "orbits", "params",
            "pipeline", "plots", "probing", "results", "runtime", "sae_evaluation", "sae_kernels", "sae_match", "sae_probing",
            "sae_stack", "sae_training", "saes", "shapes", "summary", "verdicts"]
 

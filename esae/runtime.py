@@ -113,7 +113,7 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 
 MATMUL_DTYPES = ("auto", "float32", "bfloat16")
-HEAD_DTYPES = (*MATMUL_DTYPES, "int8")  # chapter 7's vocabulary head (esae.language_models.head_dtype)
+HEAD_DTYPES = (*MATMUL_DTYPES, "int8")  # chapter 7's vocabulary head (esae.lm_loss.head_dtype)
 
 
 @functools.lru_cache(maxsize=None)

@@ -92,7 +92,7 @@ from IPython.display import Markdown, display
 import esae
 import esae.assignment
 from esae import language_models as lms
-from esae import jumprelu, match_evaluation, match_ground_truth, pipeline
+from esae import jumprelu, lm_loss, match_evaluation, match_ground_truth, pipeline
 from esae import sae_match as sm
 from esae.params import check_choice, check_float, check_int, check_int_list
 
@@ -529,7 +529,7 @@ display(Markdown(
 # vocabulary head (42 GFLOP per window: about 0.24 CPU s on a CPU with bfloat16 units, near their
 # peak; in float32 about 0.4 s at 110 GFLOP/s) and the blocks after the edit (about 0.019 CPU s
 # per window and block, float32). On a CPU without bfloat16 units `"auto"` runs the head in int8
-# ({py:func}`esae.language_models.head_dtype`): oneDNN's int8 products for every logit, then
+# ({py:func}`esae.lm_loss.head_dtype`): oneDNN's int8 products for every logit, then
 # every logit within 10 nats of its row's best recomputed in float32 (about 1,300 of 262,144),
 # so the log-sum-exp is float32's where it matters: the head 1.5× faster than in float32, a whole
 # pass 1.4×, per-token losses within 10⁻³ nats of float32's (int8 alone was 0.16 nats off;
@@ -545,8 +545,8 @@ loss_variants = [m for m in ("folded", "unfolded", "unfolded_decoder", "data_bas
                                                                                                          "layer_drop"]
 stride_pairs = list(range(0, len(pairs), loss_pair_stride))
 pairs_by_variant = {v: (range(len(pairs)) if v in loss_every_pair else stride_pairs) for v in loss_variants}
-head_dtype = lms.head_dtype(loss_head_dtype, dev, name="loss_head_dtype")
-loss = lms.delta_losses(model_obj, acts.loss_ids, stack, loss_variants, decoding=decoding,
+head_dtype = lm_loss.head_dtype(loss_head_dtype, dev, name="loss_head_dtype")
+loss = lm_loss.delta_losses(model_obj, acts.loss_ids, stack, loss_variants, decoding=decoding,
                         pairs_by_variant=pairs_by_variant, head_dtype=head_dtype, check_head=True, seed=seed)
 lpairs = [p for p in pairs if p in loss.delta]  # pairs with any ΔL
 on = lambda *vs: [p for p in lpairs if all(v in loss.delta[p] for v in vs)]  # pairs where all of vs were measured
@@ -578,7 +578,7 @@ beats_drop = sum(loss.delta[p]["folded"] < loss.delta[p]["layer_drop"] for p in 
 every = [labels[v] for v in loss_variants if len(on(v)) == len(pairs)]
 strided = [labels[v] for v in loss_variants if len(on(v)) < len(pairs)]
 hc = loss.head_check
-head_label = {"int8": f"int8 (float32 within {lms.HEAD_MARGIN:g} nats of each row's best logit)"}.get(loss.head_dtype,
+head_label = {"int8": f"int8 (float32 within {lm_loss.HEAD_MARGIN:g} nats of each row's best logit)"}.get(loss.head_dtype,
                                                                                                         loss.head_dtype)
 display(Markdown(
     f"Clean loss **{loss.clean:.3f}** nats per token; ΔL on **{loss.n_tokens:,}** held-out predictions "

@@ -10,7 +10,7 @@ import pytest
 from esae.runtime import repo_root
 
 SCIENCE = ("assignment", "autoencoders", "beyond", "checks", "digits", "equivariance", "groups", "jumprelu",
-           "language_models", "match_evaluation", "match_ground_truth", "metrics", "orbits", "probing", "sae_match",
+           "language_models", "lm_loss", "match_evaluation", "match_ground_truth", "metrics", "orbits", "probing", "sae_match",
            "sae_evaluation", "sae_kernels", "sae_probing", "sae_stack", "sae_training", "saes", "shapes")
 BOOK_AND_PIPELINE = ("params", "cache", "results", "book", "pipeline", "summary", "browser_check", "export",
                      "verdicts", "figures")

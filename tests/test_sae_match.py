@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from sae_lens import JumpReLUSAE, StandardSAE, StandardSAEConfig
 
 from esae import language_models as lms
-from esae import jumprelu, match_evaluation, match_ground_truth
+from esae import jumprelu, lm_loss, match_evaluation, match_ground_truth
 from esae import sae_match as sm
 from esae.runtime import repo_root
 
@@ -217,17 +217,17 @@ def tiny():
 
 def test_identity_hook_leaves_the_loss_unchanged(tiny):
     model, ids = tiny
-    clean = lms.next_token_losses(model, ids)
+    clean = lm_loss.next_token_losses(model, ids)
     with torch.no_grad():
         logits = model(ids).logits
     ref = F.cross_entropy(logits[:, 1:-1].flatten(0, 1), ids[:, 2:].flatten(), reduction="none").view(3, -1)
     torch.testing.assert_close(clean, ref, rtol=1e-5, atol=1e-5)
     for layer in range(len(lms.blocks(model))):
-        assert torch.equal(lms.next_token_losses(model, ids, layer=layer, edit=lambda x_in, x_out: x_out), clean)
-    dropped = lms.next_token_losses(model, ids, layer=2, edit=lambda x_in, x_out: x_in)
+        assert torch.equal(lm_loss.next_token_losses(model, ids, layer=layer, edit=lambda x_in, x_out: x_out), clean)
+    dropped = lm_loss.next_token_losses(model, ids, layer=2, edit=lambda x_in, x_out: x_in)
     assert not torch.equal(dropped, clean)
     with pytest.raises(ValueError, match="layer and edit must be given together"):
-        lms.next_token_losses(model, ids, layer=1)
+        lm_loss.next_token_losses(model, ids, layer=1)
 
 
 def test_residuals_are_block_outputs_without_bos(tiny):

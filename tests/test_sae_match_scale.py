@@ -10,7 +10,7 @@ from scipy.optimize import linear_sum_assignment
 
 from esae import assignment
 from esae import language_models as lms
-from esae import jumprelu, match_evaluation, match_ground_truth
+from esae import jumprelu, lm_loss, match_evaluation, match_ground_truth
 from esae import sae_match as sm
 
 
@@ -101,12 +101,12 @@ def test_data_match_recovers_a_planted_permutation(solver):
 def test_bootstrap_interval_contains_the_mean_and_narrows_with_more_windows():
     g = torch.Generator().manual_seed(0)
     few, many = torch.randn(8, generator=g) + 1, torch.randn(200, generator=g) + 1
-    lo, hi = lms.bootstrap_mean_ci(few)
+    lo, hi = lm_loss.bootstrap_mean_ci(few)
     assert lo <= float(few.mean()) <= hi
-    lo2, hi2 = lms.bootstrap_mean_ci(many)
+    lo2, hi2 = lm_loss.bootstrap_mean_ci(many)
     assert hi2 - lo2 < hi - lo
     with pytest.raises(ValueError, match="level must be a number in"):
-        lms.bootstrap_mean_ci(few, level=1.5)
+        lm_loss.bootstrap_mean_ci(few, level=1.5)
 
 
 def test_delta_losses_report_intervals_and_token_counts():
@@ -118,7 +118,7 @@ def test_delta_losses_report_intervals_and_token_counts():
     stack = match_evaluation.match_stack(saes, [0, 1, 2, 3], train_acts=acts)
     assert stack.methods == ["folded", "unfolded", "unfolded_decoder", "folded_decoder", "folded_encoder",
                              "data_based"]
-    loss = lms.delta_losses(model, ids, stack, ["folded", "data_based", "own", "layer_drop"], decoding="original",
+    loss = lm_loss.delta_losses(model, ids, stack, ["folded", "data_based", "own", "layer_drop"], decoding="original",
                             pairs=[1], head_dtype=torch.bfloat16)
     assert list(loss.delta) == ["1-2"] and loss.n_tokens == 5 * 22 and loss.n_windows == 5
     for v, d in loss.delta["1-2"].items():
@@ -137,13 +137,13 @@ def test_delta_losses_resume_from_cached_states_like_a_full_hooked_pass():
             for t in range(4)]
     stack = match_evaluation.match_stack(saes, [0, 1, 2, 3], train_acts=lms.collect_residuals(model, ids))
     variants = ["folded", "own", "layer_drop"]
-    loss = lms.delta_losses(model, ids, stack, variants, batch_size=4)
-    clean = lms.next_token_losses(model, ids, batch_size=4)
+    loss = lm_loss.delta_losses(model, ids, stack, variants, batch_size=4)
+    clean = lm_loss.next_token_losses(model, ids, batch_size=4)
     assert loss.clean == pytest.approx(float(clean.mean()), rel=1e-6)
     for i, name in enumerate(stack.pairs):
         edits = match_evaluation.approximations(stack, i)
         for v in variants:
-            full = lms.next_token_losses(model, ids, layer=i + 1, edit=edits[v], batch_size=4)
+            full = lm_loss.next_token_losses(model, ids, layer=i + 1, edit=edits[v], batch_size=4)
             assert loss.delta[name][v] == pytest.approx(float((full - clean).double().mean()), rel=1e-4, abs=1e-6)
     assert all(type(b).__name__ != "_Replay" for b in lms.blocks(model))  # the real blocks are back
 
@@ -192,7 +192,7 @@ def test_head_log_sum_exp_without_shift_equals_cross_entropy_and_falls_back_on_o
     hidden[:3] *= 2000 / float((hidden[:3] @ weight.T).abs().max())  # logits up to ±2000: exp overflows
     targets = torch.randint(0, weight.shape[0], (12,), generator=g)
     expected = torch.nn.functional.cross_entropy(hidden @ weight.T, targets, reduction="none")
-    got = lms._token_losses(model, hidden, targets, vocab_block=64, head_dtype=head)
+    got = lm_loss._token_losses(model, hidden, targets, vocab_block=64, head_dtype=head)
     assert torch.isfinite(got).all()
     assert torch.allclose(got, expected, rtol=rtol, atol=atol)
 
@@ -204,8 +204,8 @@ def test_delta_losses_measure_each_variant_on_its_own_pairs_and_check_the_head()
             for t in range(4)]
     stack = match_evaluation.match_stack(saes, [0, 1, 2, 3], train_acts=lms.collect_residuals(model, ids))
     variants = ["folded", "own", "layer_drop"]
-    full = lms.delta_losses(model, ids, stack, variants, batch_size=4)
-    part = lms.delta_losses(model, ids, stack, variants, pairs_by_variant={"own": [1], "layer_drop": []},
+    full = lm_loss.delta_losses(model, ids, stack, variants, batch_size=4)
+    part = lm_loss.delta_losses(model, ids, stack, variants, pairs_by_variant={"own": [1], "layer_drop": []},
                             batch_size=4, head_dtype=torch.bfloat16, check_head=True)
     assert part.pairs == {"folded": ["0-1", "1-2", "2-3"], "own": ["1-2"], "layer_drop": []}
     assert {p: sorted(v) for p, v in part.delta.items()} == {"0-1": ["folded"], "1-2": ["folded", "own"],
@@ -213,12 +213,12 @@ def test_delta_losses_measure_each_variant_on_its_own_pairs_and_check_the_head()
     check = part.head_check
     assert (check["pair"], check["variant"], check["windows"]) == ("2-3", "folded", 4)
     assert check["bfloat16"] == pytest.approx(check["float32"], abs=0.05)
-    exact = lms.delta_losses(model, ids[:4], stack, ["folded"], pairs=[2]).delta["2-3"]["folded"]
+    exact = lm_loss.delta_losses(model, ids[:4], stack, ["folded"], pairs=[2]).delta["2-3"]["folded"]
     assert check["float32"] == pytest.approx(exact, rel=1e-4, abs=1e-6)
-    f32 = lms.delta_losses(model, ids, stack, variants, pairs_by_variant={"own": [1]}, batch_size=4)
+    f32 = lm_loss.delta_losses(model, ids, stack, variants, pairs_by_variant={"own": [1]}, batch_size=4)
     assert f32.delta["1-2"]["own"] == pytest.approx(full.delta["1-2"]["own"], rel=1e-5, abs=1e-7)
     with pytest.raises(ValueError, match="each key of pairs_by_variant must be one of the variants"):
-        lms.delta_losses(model, ids, stack, ["folded"], pairs_by_variant={"own": [0]})
+        lm_loss.delta_losses(model, ids, stack, ["folded"], pairs_by_variant={"own": [0]})
 
 
 def test_sketch_candidates_hold_the_optimum_and_give_the_exact_answer():
@@ -382,9 +382,9 @@ def test_int8_head_is_float32_where_the_logits_matter(cap):
     if cap:
         logits = torch.tanh(logits / cap) * cap
     expected = torch.nn.functional.cross_entropy(logits, targets, reduction="none")
-    got = lms._token_losses(model, hidden, targets, vocab_block=4096, head_dtype=torch.int8)
+    got = lm_loss._token_losses(model, hidden, targets, vocab_block=4096, head_dtype=torch.int8)
     hybrid = (got - expected).abs()
-    int8_alone = (lms._int8_log_sum_exp(model, hidden, 4096, cap, margin=-1e9) - torch.logsumexp(logits, 1)).abs()
+    int8_alone = (lm_loss._int8_log_sum_exp(model, hidden, 4096, cap, margin=-1e9) - torch.logsumexp(logits, 1)).abs()
     assert float(hybrid.max()) < 2e-3
     assert float(hybrid.mean()) < float(int8_alone.mean()) / 10  # the float32 recomputation is what makes it exact
 
@@ -396,7 +396,7 @@ def test_delta_losses_with_the_int8_head_check_it_against_float32():
     saes = [match_ground_truth.random_jumprelu(64, 32, seed=t, dtype="float32", apply_b_dec_to_input=False)
             for t in range(4)]
     stack = match_evaluation.match_stack(saes, [0, 1, 2, 3], train_acts=lms.collect_residuals(model, ids))
-    table = lms.delta_losses(model, ids, stack, ["folded"], pairs=[2], batch_size=4, head_dtype=torch.int8,
+    table = lm_loss.delta_losses(model, ids, stack, ["folded"], pairs=[2], batch_size=4, head_dtype=torch.int8,
                              check_head=True)
     assert table.head_dtype == "int8"
     assert table.head_check["int8"] == pytest.approx(table.head_check["float32"], abs=1e-4)
@@ -406,17 +406,17 @@ def test_head_dtype_follows_the_hardware_and_refuses_bad_choices(monkeypatch):
     from esae import runtime
 
     with pytest.raises(ValueError, match=r"loss_head_dtype must be one of auto, float32, bfloat16, int8, got 'half'"):
-        lms.head_dtype("half")
+        lm_loss.head_dtype("half")
     with pytest.raises(ValueError, match="loss_head_dtype 'int8' needs a CPU"):
-        lms.head_dtype("int8", "meta")
-    assert lms.head_dtype("float32", "meta") == torch.float32
+        lm_loss.head_dtype("int8", "meta")
+    assert lm_loss.head_dtype("float32", "meta") == torch.float32
     monkeypatch.setattr(runtime, "native_bfloat16", lambda device="cpu": True)
-    assert lms.head_dtype("auto") == torch.bfloat16
+    assert lm_loss.head_dtype("auto") == torch.bfloat16
     monkeypatch.setattr(runtime, "native_bfloat16", lambda device="cpu": False)
     monkeypatch.setattr(assignment, "int8_available", lambda: True)
-    assert lms.head_dtype("auto") == torch.int8
-    assert lms.head_dtype("auto", "meta") == torch.float32  # int8 is a CPU kernel
+    assert lm_loss.head_dtype("auto") == torch.int8
+    assert lm_loss.head_dtype("auto", "meta") == torch.float32  # int8 is a CPU kernel
     monkeypatch.setattr(assignment, "int8_available", lambda: False)
-    assert lms.head_dtype("auto") == torch.float32
+    assert lm_loss.head_dtype("auto") == torch.float32
     with pytest.raises(ValueError, match="this CPU lacks it"):
-        lms.head_dtype("int8")
+        lm_loss.head_dtype("int8")
