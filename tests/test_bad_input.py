@@ -171,19 +171,26 @@ def _kernel_logs() -> set[str]:
     return {p.name for p in system_temp().glob("esae-kernel-*.log")}
 
 
-@pytest.mark.slow
-def test_failing_chapter_prints_two_lines_and_keeps_the_failed_notebook(sandbox, monkeypatch):
-    """An error inside the kernel: one line with the chapter and the error, one with the path of
-    the executed notebook that holds the full traceback; the previous copy and results stay, and
-    what the kernel writes to its own stderr stays off the terminal."""
+def _chapter_root(sandbox: Path, monkeypatch, source: str) -> Path:
+    """A repository root whose only chapter, 01_groups, is ``source``, with a previous executed copy;
+    returns its output folder."""
     root = sandbox / "root"
     (root / "notebooks").mkdir(parents=True)
-    (root / "notebooks" / "01_groups.py").write_text(FAILING)
+    (root / "notebooks" / "01_groups.py").write_text(source)
     (sandbox / "params" / "smoke.yaml").write_text("common: {seed: 0, device: auto}\n01_groups: {n_samples: 150}\n")
     out = root / "book" / "chapters"
     out.mkdir(parents=True)
     (out / "01_groups.ipynb").write_text("previous")
     monkeypatch.setenv("ESAE_ROOT", str(root))
+    return out
+
+
+@pytest.mark.slow
+def test_failing_chapter_prints_two_lines_and_keeps_the_failed_notebook(sandbox, monkeypatch):
+    """An error inside the kernel: one line with the chapter and the error, one with the path of
+    the executed notebook that holds the full traceback; the previous copy and results stay, and
+    what the kernel writes to its own stderr stays off the terminal."""
+    out = _chapter_root(sandbox, monkeypatch, FAILING)
     before, logs = _snapshot(sandbox), _kernel_logs()
     proc = _run("run", "01", "--profile", "smoke")
     assert proc.returncode == 1
@@ -203,14 +210,7 @@ def test_failing_chapter_prints_two_lines_and_keeps_the_failed_notebook(sandbox,
 def test_dead_kernel_prints_two_lines_naming_the_cell_and_the_signal(sandbox, monkeypatch):
     """The kernel killed mid-cell (as the out-of-memory killer does): one line with the chapter,
     the signal and the cell, one with what was kept; no traceback, the previous copy and results stay."""
-    root = sandbox / "root"
-    (root / "notebooks").mkdir(parents=True)
-    (root / "notebooks" / "01_groups.py").write_text(DYING)
-    (sandbox / "params" / "smoke.yaml").write_text("common: {seed: 0, device: auto}\n01_groups: {n_samples: 150}\n")
-    out = root / "book" / "chapters"
-    out.mkdir(parents=True)
-    (out / "01_groups.ipynb").write_text("previous")
-    monkeypatch.setenv("ESAE_ROOT", str(root))
+    out = _chapter_root(sandbox, monkeypatch, DYING)
     before, logs = _snapshot(sandbox), _kernel_logs()
     proc = _run("run", "01", "--profile", "smoke")
     assert proc.returncode == 1
