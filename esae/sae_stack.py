@@ -17,7 +17,7 @@ activations. :func:`train_stacked` trains them together:
 - **Stacks.** SAEs that differ only in K (same architecture, same shapes) become one stack: their
   weights are ``(S, ...)`` tensors, the encoder runs as one batched matmul, TopK is taken once at
   the largest K (sorted, so SAE s keeps the first ``k_s`` of them via a per-SAE mask), and the
-  sparse decode / encoder-gather kernels of :mod:`esae.saes` run over the flattened stack
+  sparse decode / encoder-gather kernels of :mod:`esae.sae_kernels` run over the flattened stack
   (latent ``f`` of SAE ``s`` is row ``s·F + f``). The loss is the sum of the SAEs' losses, so
   each SAE gets exactly its own gradient; gradient clipping (norm 1, per SAE, as sae-lens's
   trainer does) and Adam (one optimizer over the stacked tensors; Adam is elementwise, so each
