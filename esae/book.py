@@ -295,6 +295,7 @@ def execute_chapter(stem: str, profile: str, *, out_dir: Path | None = None,
     fd, tmp_out = tempfile.mkstemp(prefix=owned_prefix(f".{stem}-"), suffix=".ipynb", dir=out_dir)
     os.close(fd)
     failed = out_dir / FAILED / f"{stem}.ipynb"
+    failed_log = failed.with_suffix(".kernel.log")  # a dead kernel's own output, kept beside its notebook
     fd, kernel_log = tempfile.mkstemp(prefix=owned_prefix("esae-kernel-"), suffix=".log", dir=system_temp())
     kernel = _KernelWatch(os.fdopen(fd, "wb"))
     env_before = dict(os.environ)
@@ -321,15 +322,15 @@ def execute_chapter(stem: str, profile: str, *, out_dir: Path | None = None,
             raise
         except papermill.PapermillExecutionError as err:
             kept = _keep(Path(tmp_out), failed)
-            failed.with_suffix(".kernel.log").unlink(missing_ok=True)  # from an earlier dead kernel
+            failed_log.unlink(missing_ok=True)  # from an earlier dead kernel
             raise ChapterFailed(stem, profile, err.ename, err.evalue, kept) from None
         except DeadKernelError:
             # the kernel ended mid-cell (killed for memory, a crash in native code): say which cell
             # and how, keep what ran and what the kernel last wrote
             kept = _keep(Path(tmp_out), failed)
             kernel.log.close()
-            failed.with_suffix(".kernel.log").unlink(missing_ok=True)
-            log = _keep(Path(kernel_log), failed.with_suffix(".kernel.log"))
+            failed_log.unlink(missing_ok=True)
+            log = _keep(Path(kernel_log), failed_log)
             raise ChapterFailed(stem, profile, KERNEL_DIED,
                                 f"{kernel.ending()} while running {progress.where()}", kept, log) from None
         seconds = time.perf_counter() - start
@@ -340,7 +341,7 @@ def execute_chapter(stem: str, profile: str, *, out_dir: Path | None = None,
         nbformat.write(nb, tmp_out)
         os.replace(tmp_out, output)
         failed.unlink(missing_ok=True)
-        failed.with_suffix(".kernel.log").unlink(missing_ok=True)
+        failed_log.unlink(missing_ok=True)
     finally:
         os.environ.clear()
         os.environ.update(env_before)
@@ -679,10 +680,10 @@ def main(argv: list[str] | None = None) -> int:
     except ChapterFailed as err:
         print(f"[esae] {err}", file=sys.stderr)
         if err.ename == KERNEL_DIED:
-            kept = [f"the cells it ran in {_shown(err.notebook)}" if err.notebook else "",
-                    f"what the kernel last wrote in {_shown(err.kernel_log)}" if err.kernel_log else ""]
-            if any(kept):
-                print(f"[esae] {'; '.join(k for k in kept if k)}", file=sys.stderr)
+            kept = ([f"the cells it ran in {_shown(err.notebook)}"] if err.notebook else []) + \
+                ([f"what the kernel last wrote in {_shown(err.kernel_log)}"] if err.kernel_log else [])
+            if kept:
+                print(f"[esae] {'; '.join(kept)}", file=sys.stderr)
         elif err.notebook is not None:
             print(f"[esae] full traceback in {_shown(err.notebook)}", file=sys.stderr)
         return 1
