@@ -19,11 +19,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-
-# sae-lens imports tqdm.auto, which warns in notebooks without ipywidgets; our bars handle that
-warnings.filterwarnings("ignore", message="IProgress not found")
-from sae_lens.saes.sae import TrainStepInput, TrainStepOutput  # noqa: E402
-from sae_lens.saes.topk_sae import TopKTrainingSAEConfig  # noqa: E402
+from sae_lens.saes.sae import TrainStepInput, TrainStepOutput
+from sae_lens.saes.topk_sae import TopKTrainingSAEConfig
 
 Tensor = torch.Tensor
 

@@ -27,20 +27,16 @@ scores), training many SAEs at once in :mod:`esae.sae_stack`.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from sae_lens import SAE, registry
+from sae_lens.saes.topk_sae import TopKSAE, TopKSAEConfig, TopKTrainingSAE, TopKTrainingSAEConfig
+from torch import nn
 
-# sae-lens imports tqdm.auto, which warns in notebooks without ipywidgets; our bars handle that
-warnings.filterwarnings("ignore", message="IProgress not found")
-from sae_lens import SAE, registry  # noqa: E402
-from sae_lens.saes.topk_sae import TopKSAE, TopKSAEConfig, TopKTrainingSAE, TopKTrainingSAEConfig  # noqa: E402
-from torch import nn  # noqa: E402
-
-from esae.checks import check_int  # noqa: E402
-from esae.sae_kernels import _SparseTopKTraining  # noqa: E402
+from esae.checks import check_int
+from esae.sae_kernels import _SparseTopKTraining
 
 Tensor = torch.Tensor
 
