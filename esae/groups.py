@@ -128,7 +128,7 @@ def power_error(matrix: Tensor, order: int = 4, basis: Tensor | None = None) -> 
         return float(err.norm() / eye.norm())
     if basis.ndim != 2 or basis.shape[1] != matrix.shape[0]:
         raise ValueError(f"basis must be (r, {matrix.shape[0]}) with orthonormal rows, got {tuple(basis.shape)}")
-    b = basis.to(matrix.dtype).T
+    b = basis.to(matrix).T  # M's dtype and device
     return float((err @ b).norm() / b.norm())
 
 

@@ -17,6 +17,7 @@ kept in :mod:`esae.cache` by that config: the one module that knows the cache.
 
 Every base model, fit of M, SAE and chapter-6b seed trains single-threaded on the CPU
 (:func:`training_threads`), so its weights do not depend on the core count or on who trained it;
+on a GPU (``device`` cuda) each is cached under a key of its own (:func:`trained_on`);
 chapters 3, 4, 5 and 6b compute their independent models side by side in worker processes first
 (:func:`prefetch_base_models`, :func:`prefetch_fits`, :func:`prefetch_saes`,
 :func:`prefetch_beyond_seeds`; ``jobs`` workers), chapter 7 its layer SAEs
@@ -192,9 +193,19 @@ def training_threads(device: torch.device | str) -> Iterator[None]:
         yield
 
 
-def base_model_key(config: TrainConfig) -> dict[str, Any]:
-    """The cache key of base model ``config`` (its config and the training's thread count)."""
-    return {"config": config, "threads": TRAIN_THREADS}
+def trained_on(device: torch.device | str) -> dict[str, str]:
+    """What a cache key adds for a training on ``device``: nothing on the CPU (every key of the
+    book's CPU runs stays as it was), the device type elsewhere — a GPU sums in other orders (its
+    matmul kernels, cuDNN's convolution backward, atomic adds), so its weights are not the CPU's
+    and must not stand in for them, nor the CPU's for them."""
+    kind = torch.device(device).type
+    return {} if kind == "cpu" else {"device": kind}
+
+
+def base_model_key(config: TrainConfig, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """The cache key of base model ``config`` trained on ``device`` (its config, the training's
+    thread count and, off the CPU, the device type: :func:`trained_on`)."""
+    return {"config": config, "threads": TRAIN_THREADS, **trained_on(device)}
 
 
 def base_model(config: TrainConfig, device: torch.device | str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
@@ -209,7 +220,7 @@ def base_model(config: TrainConfig, device: torch.device | str = "cpu") -> tuple
         state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
         return {"config": asdict(config), "state_dict": state, "history": history}
 
-    saved = cache.cached_torch("base_model", base_model_key(config), compute)
+    saved = cache.cached_torch("base_model", base_model_key(config, device), compute)
     model = build(config.kind)
     model.load_state_dict(saved["state_dict"])
     return model.to(device).eval(), saved["history"]
@@ -224,20 +235,24 @@ def base_models(configs: Mapping[str, TrainConfig], device: torch.device | str =
 # M (chapter 4)
 
 
-def fit_key(base: TrainConfig, fits: Mapping[str, FitConfig], variant: str) -> dict[str, Any]:
-    """The cache key (kind ``fitted_m``) of M fitted as ``fits[variant]`` says on base model ``base``
-    (with the fit's thread count: see :func:`training_threads`)."""
+def fit_key(base: TrainConfig, fits: Mapping[str, FitConfig], variant: str,
+            device: torch.device | str = "cpu") -> dict[str, Any]:
+    """The cache key (kind ``fitted_m``) of M fitted as ``fits[variant]`` says on base model ``base``,
+    both on ``device`` (with the fit's thread count: see :func:`training_threads`; off the CPU the
+    device type, :func:`trained_on`)."""
     check_choice("variant", variant, VARIANTS)
-    return {"base_model": base_model_key(base), "model": base.kind, "fit": fits[variant], "threads": TRAIN_THREADS}
+    return {"base_model": base_model_key(base, device), "model": base.kind, "fit": fits[variant],
+            "threads": TRAIN_THREADS, **trained_on(device)}
 
 
 def fit(base: TrainConfig, fits: Mapping[str, FitConfig], variant: str = "warm_start",
         device: torch.device | str = "cpu") -> FitResult:
     """M fitted as ``fits[variant]`` says (``fits`` from :func:`fit_configs`) to base model
     ``base``'s activations on its training images, with the held-out R² per epoch; the ``exact``
-    variant starts from the ``warm_start`` fit. Fitted single-threaded on the CPU, as every training
-    here (:func:`training_threads`); cached by the base model's and the fit's configs."""
-    key = fit_key(base, fits, variant)
+    variant starts from the ``warm_start`` fit. Fitted on ``device``, single-threaded on the CPU as
+    every training here (:func:`training_threads`); cached by the base model's and the fit's configs
+    (and a GPU's device type, :func:`trained_on`)."""
+    key = fit_key(base, fits, variant, device)
 
     def compute() -> dict:
         net = base_model(base, device)[0]
@@ -267,12 +282,12 @@ def prefetch_fits(wanted: Sequence[tuple[TrainConfig, Mapping[str, FitConfig], s
     Returns how many fits were computed here."""
     todo: dict[tuple, list[str]] = {}
     for base, fits, variant in wanted:
-        if cache.is_cached("fitted_m", fit_key(base, fits, variant)):
+        if cache.is_cached("fitted_m", fit_key(base, fits, variant, device)):
             continue
         group = "warm_start" if variant in ("warm_start", "exact") else variant
         chain = todo.setdefault((base, tuple(sorted(fits.items(), key=lambda kv: kv[0])), group), [])
         chain.extend(v for v in (("warm_start", "exact") if variant == "exact" else (variant,))
-                     if v not in chain and not cache.is_cached("fitted_m", fit_key(base, fits, v)))
+                     if v not in chain and not cache.is_cached("fitted_m", fit_key(base, fits, v, device)))
     calls = [(sum(dict(fits)[v].epochs for v in chain), partial(_fit_job, base, dict(fits), tuple(chain)))
              for (base, fits, _), chain in todo.items()]
     calls.sort(key=lambda c: -c[0])
@@ -332,7 +347,7 @@ def sae_context(base: TrainConfig, device: torch.device | str = "cpu") -> SAECon
     rotations = torch.as_tensor(dataset.rotations if dataset.rotations is not None else np.zeros(0, np.int64))
     key = {"model": base.kind, "base_model": _model_digest(net), "version": SAE_CACHE_VERSION, "layout": base.layout,
            "images": _digest(dataset.images, torch.as_tensor(dataset.shapes), torch.as_tensor(dataset.orientations),
-                             rotations)}
+                             rotations), **trained_on(device)}
     return SAEContext(net, dataset, base.kind, device, key)
 
 
@@ -444,7 +459,7 @@ def prefetch_base_models(configs: Sequence[autoencoders.TrainConfig], jobs: int 
     called one after another would leave it, only sooner. Nothing happens on a GPU, for fewer
     than two missing models, or when the cache is read-only: :func:`base_model` then trains (or
     reports) each one where it is asked for. Returns how many were trained here."""
-    missing = [c for c in dict.fromkeys(configs) if not cache.is_cached("base_model", base_model_key(c))]
+    missing = [c for c in dict.fromkeys(configs) if not cache.is_cached("base_model", base_model_key(c, device))]
     return _run_missing(missing, lambda c: partial(base_model, c), jobs, device, "base models")
 
 
@@ -460,10 +475,11 @@ def _run_missing(missing: list, make_call: Callable[[Any], Callable[[], Any]], j
     return len(missing)
 
 
-def _saes_cached(base: TrainConfig, configs: Mapping[tuple[str, int], SAETrainConfig]) -> bool:
-    if not cache.is_cached("base_model", base_model_key(base)):
+def _saes_cached(base: TrainConfig, configs: Mapping[tuple[str, int], SAETrainConfig],
+                 device: torch.device | str = "cpu") -> bool:
+    if not cache.is_cached("base_model", base_model_key(base, device)):
         return False
-    ctx = sae_context(base)
+    ctx = sae_context(base, device)
     return all(cache.is_cached("sae", _sae_key(ctx, c)) for c in configs.values())
 
 
@@ -478,7 +494,7 @@ def prefetch_saes(sets: Sequence[tuple[autoencoders.TrainConfig, Mapping[tuple[s
     :func:`esae.sae_stack.train_stacked`) — one set per worker process, as
     :func:`prefetch_base_models` does for base models. The equivariant SAEs (M attached to a
     trained invariant one) are left to :func:`saes`. Returns how many sets were trained here."""
-    missing = [(b, c) for b, c in sets if not _saes_cached(b, c)]
+    missing = [(b, c) for b, c in sets if not _saes_cached(b, c, device)]
     return _run_missing(missing, lambda bc: partial(_train_set, bc[0], dict(bc[1])), jobs, device, "SAE sets")
 
 
@@ -599,25 +615,27 @@ def _beyond_shapes_entry(train_config: TrainConfig, config, *, jitter: float, ta
     kind, extra = _readings_kind("beyond_shapes", tuple(readings))
     return kind, {"version": BEYOND_VERSION, "threads": TRAIN_THREADS, "jitter": jitter, "train": train_config,
                   "config": _comparison_key(config), "tasks": [int(i) for i in task_indices],
-                  "probe_sizes": [n_probe_train, n_probe_test], **extra}
+                  "probe_sizes": [n_probe_train, n_probe_test], **extra, **trained_on(device)}
 
 
 def _beyond_digits_entry(classifier_config, config, *, tasks, readings=("paper",),
                          device: torch.device | str = "cpu") -> tuple[str, dict]:
     kind, extra = _readings_kind("beyond_digits", tuple(readings))
     return kind, {"version": BEYOND_VERSION, "threads": TRAIN_THREADS, "classifier": classifier_config,
-                  "config": _comparison_key(config), "tasks": [t.name for t in tasks], **extra}
+                  "config": _comparison_key(config), "tasks": [t.name for t in tasks], **extra, **trained_on(device)}
 
 
 def beyond_shapes_seed(train_config: TrainConfig, config, *, jitter: float, task_indices, n_probe_train: int,
                        n_probe_test: int, readings=("paper",), device: torch.device | str = "cpu") -> dict[str, Any]:
     """:func:`esae.beyond.shapes_seed` (one seed of chapters 3–6 on jittered shapes), its plain
     numbers cached by everything that made them; computed single-threaded on the CPU
-    (:func:`training_threads`: the same numbers here or in a worker of :func:`prefetch_beyond_seeds`)."""
+    (:func:`training_threads`: the same numbers here or in a worker of :func:`prefetch_beyond_seeds`),
+    or on ``device`` under a key of its own (:func:`trained_on`)."""
     from esae import beyond
 
     kind, key = _beyond_shapes_entry(train_config, config, jitter=jitter, task_indices=task_indices,
-                                     n_probe_train=n_probe_train, n_probe_test=n_probe_test, readings=readings)
+                                     n_probe_train=n_probe_train, n_probe_test=n_probe_test, readings=readings,
+                                     device=device)
 
     def compute() -> dict[str, Any]:
         with training_threads(device):
@@ -635,7 +653,7 @@ def beyond_digits_seed(classifier_config, config, *, tasks, readings=("paper",),
     :func:`beyond_shapes_seed`."""
     from esae import beyond
 
-    kind, key = _beyond_digits_entry(classifier_config, config, tasks=tasks, readings=readings)
+    kind, key = _beyond_digits_entry(classifier_config, config, tasks=tasks, readings=readings, device=device)
 
     def compute() -> dict[str, Any]:
         with training_threads(device):

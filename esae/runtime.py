@@ -106,10 +106,28 @@ def resolve_device(device: str = "auto") -> torch.device:
     if not isinstance(device, str) or device.split(":")[0] not in DEVICE_CHOICES:
         raise ValueError(f"device must be one of {', '.join(DEVICE_CHOICES)} (or cuda:N), got {device!r}")
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} was requested but CUDA is not available; use 'auto' or 'cpu'")
-    return torch.device(device)
+    resolved = torch.device(device)
+    if resolved.type == "cuda":
+        cuda_numerics()
+    return resolved
+
+
+def cuda_numerics() -> None:
+    """The book's numerics on a GPU: cuDNN's float32 convolutions in full float32 (PyTorch lets
+    them use TF32, 10-bit mantissas, by default on Ampere and later while its float32 matrix
+    products stay exact, which would leave the CNN's numbers — chapter 3's ψ additive "up to float
+    rounding", M's R² — at about 1e-3 relative precision instead of 1e-7), and cuDNN's
+    deterministic convolution algorithms, so that one seed trains the same CNN on every run."""
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    if conv is not None and hasattr(conv, "fp32_precision"):  # torch >= 2.9: the per-operator API
+        conv.fp32_precision = "ieee"
+    else:
+        torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
 
 
 MATMUL_DTYPES = ("auto", "float32", "bfloat16")

@@ -55,6 +55,27 @@ def _segment_rows(source: Tensor, groups: _LatentGroups, weights: Tensor) -> Ten
                            per_sample_weights=weights.flatten()[groups.order].to(source.dtype))
 
 
+def _bias_grad(idx: Tensor, values: Tensor, groups, n_latents: int) -> Tensor:
+    """``out[f] = Σ_{(b, j): idx[b, j] = f} values[b, j]`` ``(n_latents,)``: the gradient of the
+    encoder bias entries the TopK picked. On the CPU by ``index_add_`` in pair order; elsewhere
+    as a segment sum over ``groups`` (:func:`_bias_grad_segments`), because a GPU's
+    ``index_add_`` adds floats atomically, in another order on every run, and TopK near-ties
+    would turn that into different trained SAEs from the same seed."""
+    if values.device.type == "cpu":
+        out = torch.zeros(n_latents, dtype=values.dtype, device=values.device)
+        return out.index_add_(0, idx.flatten(), values.flatten())
+    return _bias_grad_segments(values, groups, n_latents)
+
+
+def _bias_grad_segments(values: Tensor, groups, n_latents: int) -> Tensor:
+    """:func:`_bias_grad` in a fixed order on any device: each latent's pairs summed in ``groups``'
+    sorted order by one ``embedding_bag`` over a column of ones (:func:`_segment_rows`); with
+    compact groups (``groups.active``: only the latents that occur) scattered into all."""
+    sums = _segment_rows(values.new_ones(values.shape[0], 1), groups, values)[:, 0]
+    active = getattr(groups, "active", None)
+    return sums if active is None else values.new_zeros(n_latents).index_copy_(0, active, sums)
+
+
 class _TopKGather(torch.autograd.Function):
     """``(h @ W + b)[b, idx[b, j]]`` ``(B, J)``, read off ``scores = (h @ W + b) · norms`` ``(B, F)``
     already computed without grad (``norms`` ``(F,)``, or None for 1). The backward pass is
@@ -78,8 +99,7 @@ class _TopKGather(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             grad_w = _segment_rows(h, ctx.groups, grad).t().contiguous()
         if ctx.needs_input_grad[2]:
-            grad_b = torch.zeros(weight.shape[1], dtype=grad.dtype, device=grad.device)
-            grad_b.index_add_(0, idx.flatten(), grad.flatten())
+            grad_b = _bias_grad(idx, grad, ctx.groups, weight.shape[1])
         return grad_h, grad_w, grad_b, None, None, None, None
 
 

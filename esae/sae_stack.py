@@ -80,7 +80,7 @@ from sae_lens.saes.topk_sae import TopKTrainingSAE
 from sae_lens.training.optim import get_lr_scheduler
 
 from esae.runtime import check_cpu_policy, progress
-from esae.sae_kernels import _sampled_rows_dot, _segment_rows
+from esae.sae_kernels import _bias_grad, _sampled_rows_dot, _segment_rows
 from esae.sae_training import SAETrainConfig, TrainResult, _to_inference, build_training_sae, orbit_batches
 
 Tensor = torch.Tensor
@@ -233,9 +233,7 @@ class _StackedGather(torch.autograd.Function):
             grad_h = F.embedding_bag(flat, w_t, mode="sum", per_sample_weights=g).view_as(h)
         ctx.sink.add(ctx.groups, _segment_rows(h.flatten(0, 1), ctx.groups, g))
         if ctx.needs_input_grad[1]:
-            grad_b = torch.zeros(w_t.shape[0], dtype=grad.dtype, device=grad.device)
-            grad_b.index_add_(0, flat.flatten(), g.flatten())
-            grad_b = grad_b.view(ctx.bias_shape)
+            grad_b = _bias_grad(flat, g, ctx.groups, w_t.shape[0]).view(ctx.bias_shape)
         return grad_h, grad_b, None, None, None, None, None
 
 

@@ -107,14 +107,17 @@ class SAETrainConfig:
 
 def build_training_sae(config: SAETrainConfig, device: torch.device | str = "cpu") -> TopKTrainingSAE:
     """The untrained sae-lens training SAE for ``config``, initialised from ``config.seed``
-    (without touching the global random state)."""
-    common = dict(d_in=config.d_in, d_sae=config.d_sae, k=config.k, device=str(device),
+    (without touching the global random state), then moved to ``device``: the weights are drawn
+    on the CPU whatever the device, so a GPU starts from the CPU's initial SAE."""
+    common = dict(d_in=config.d_in, d_sae=config.d_sae, k=config.k, device="cpu",
                   aux_loss_coefficient=config.aux_coefficient)
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
+        torch.random.default_generator.manual_seed(config.seed)  # the CPU generator alone, restored after
         if config.two_layer:
-            return TwoLayerTopKTrainingSAE(TwoLayerTopKTrainingSAEConfig(d_hidden=config.d_hidden, **common))
-        return FastTopKTrainingSAE(TopKTrainingSAEConfig(**common))
+            sae = TwoLayerTopKTrainingSAE(TwoLayerTopKTrainingSAEConfig(d_hidden=config.d_hidden, **common))
+        else:
+            sae = FastTopKTrainingSAE(TopKTrainingSAEConfig(**common))
+    return sae if torch.device(device).type == "cpu" else sae.to(device)
 
 
 def orbit_batches(acts: Tensor, batch_size: int, *, pairs: bool, generator: torch.Generator) -> Iterator[Tensor]:

@@ -4,6 +4,7 @@ from torch import nn
 
 from esae import autoencoders as ae
 from esae import cache, params, pipeline, shapes
+from esae.equivariance import FitConfig
 from esae.groups import rotate as rotate_images
 
 TINY = dict(n_train=256, n_heldout=64, n_epochs=3, batch_size=64)
@@ -125,6 +126,19 @@ def test_short_training_lowers_the_loss(kind):
     assert history["epoch_loss"][-1] < history["epoch_loss"][0]
     assert history["heldout_mse"][-1] < history["heldout_mse"][0]
     assert not model.training
+
+
+def test_cache_keys_name_a_gpu_and_keep_the_cpu_keys():
+    """A GPU's trained weights are not the CPU's (other summation orders): off the CPU the keys of
+    base models and Ms name the device type, and on the CPU they stay what they always were."""
+    config = ae.TrainConfig("mlp", **{**TINY, "n_epochs": 1})
+    fits = {"warm_start": FitConfig(epochs=1)}
+    assert pipeline.base_model_key(config) == pipeline.base_model_key(config, "cpu") == {"config": config, "threads": 1}
+    assert pipeline.base_model_key(config, "cuda") == {"config": config, "threads": 1, "device": "cuda"}
+    assert pipeline.base_model_key(config, torch.device("cuda", 1))["device"] == "cuda"
+    assert "device" not in pipeline.fit_key(config, fits, "warm_start")
+    gpu = pipeline.fit_key(config, fits, "warm_start", "cuda")
+    assert gpu["device"] == "cuda" and gpu["base_model"]["device"] == "cuda"
 
 
 def test_checkpoint_round_trip_through_the_cache(tmp_cache, monkeypatch):

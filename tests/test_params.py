@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import pytest
 
 from esae import params, results, runtime
@@ -42,6 +45,15 @@ def test_device_resolution():
     assert runtime.resolve_device("auto").type in {"cpu", "cuda"}
     with pytest.raises(ValueError, match="device must be one of"):
         runtime.resolve_device("tpu")
+
+
+def test_gpu_numerics_ask_cudnn_for_full_float32_and_deterministic_convolutions():
+    """What resolving a CUDA device sets (in a fresh process: the flags are global): cuDNN's
+    float32 convolutions without TF32, its deterministic algorithms, no autotuning."""
+    code = ("import torch; from esae import runtime; runtime.cuda_numerics(); c = torch.backends.cudnn; "
+            "print(c.conv.fp32_precision if hasattr(c, 'conv') else c.allow_tf32 is False, c.deterministic, c.benchmark)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() in (["ieee", "True", "False"], ["True", "True", "False"])
 
 
 def test_matmul_dtype_follows_the_hardware(monkeypatch):

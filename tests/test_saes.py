@@ -113,6 +113,42 @@ def test_sparse_kernels_gradcheck(sddmm, monkeypatch):
     assert torch.autograd.gradcheck(lambda v, wd: sae_kernels.sparse_decode(v, idx, wd), (vals, w_dec))
 
 
+@pytest.mark.parametrize("compact", [False, True], ids=["dense_groups", "compact_groups"])
+def test_bias_gradient_as_segment_sums_equals_index_add(compact):
+    """Off the CPU the encoder bias's gradient is summed per latent in the groups' sorted order
+    (a GPU's ``index_add_`` adds floats atomically, in another order on every run): the same sums
+    as ``index_add_``, over dense groups (sae_kernels) and compact ones (sae_stack's CPU path)."""
+    from esae import sae_stack
+
+    gen = torch.Generator().manual_seed(0)
+    n_latents = 400
+    idx = torch.randint(n_latents, (16, 4), generator=gen)
+    values = torch.randn(16, 4, dtype=torch.float64, generator=gen)
+    if compact:
+        groups = sae_stack._groups(idx, n_latents, compact=True)
+        assert groups.active is not None
+    else:
+        groups = sae_kernels._latent_groups(idx, n_latents)
+    expected = torch.zeros(n_latents, dtype=torch.float64).index_add_(0, idx.flatten(), values.flatten())
+    got = sae_kernels._bias_grad_segments(values, groups, n_latents)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(sae_kernels._bias_grad(idx, values, groups, n_latents), expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", ["regular", "two_layer"])
+def test_training_sae_is_drawn_on_the_cpu_and_moved_to_its_device(name):
+    """Off the CPU the SAE is initialised on the CPU and then moved (a GPU starts from the CPU's
+    initial weights; only the CPU generator is seeded, and restored): on the ``meta`` device,
+    which a CPU-only machine has, every weight and the config name the device."""
+    cpu_state = torch.random.get_rng_state()
+    moved = sae_training.build_training_sae(config(name), "meta")
+    assert torch.equal(torch.random.get_rng_state(), cpu_state)
+    assert moved.cfg.device == "meta"
+    assert {p.device.type for p in moved.parameters()} == {"meta"}
+    on_cpu = sae_training.build_training_sae(config(name))
+    assert {p.device.type for p in on_cpu.parameters()} == {"cpu"} and on_cpu.cfg.device == "cpu"
+
+
 # --- save / load through sae-lens -------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", saes.SAE_NAMES)
