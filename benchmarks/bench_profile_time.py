@@ -131,7 +131,9 @@ def run_chapters(root: Path, profile: str, stems: list[str], force: bool = True)
     unchanged since their last run there are kept); each chapter's seconds (its last execution's)
     and the whole command's wall time."""
     env = dict(os.environ, ESAE_ROOT=str(root), ESAE_CACHE=str(root / ".cache" / "esae"),
-               ESAE_RESULTS=str(root / "results"), PYTHONPATH=str(root), MPLBACKEND="Agg")
+               ESAE_RESULTS=str(root / "results"), MPLBACKEND="Agg",
+               # the tree's own package first; a caller's PYTHONPATH (packages installed beside it) kept after
+               PYTHONPATH=os.pathsep.join(filter(None, (str(root), os.environ.get("PYTHONPATH")))))
     cmd = [sys.executable, "-m", "esae.book", "run", *stems, "--profile", profile] + ["--force"] * force
     start = time.perf_counter()
     with open(root / "run.log", "w") as log:

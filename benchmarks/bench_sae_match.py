@@ -100,7 +100,8 @@ def measure(width: int, case: str, solver: str, k: int, args, tmp: Path, compare
            "--threads", str(args.threads), "--k", str(k), "--out", str(out), "--candidates", candidates]
     if compare is not None:
         cmd += ["--compare", str(compare)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(Path.cwd())})
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(
+        filter(None, (str(Path.cwd()), os.environ.get("PYTHONPATH"))))})
     if proc.returncode != 0:
         return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"}
     return json.loads(proc.stdout.strip().splitlines()[-1])
