@@ -100,7 +100,8 @@ def resolve_device(device: str = "auto") -> torch.device:
 
     ``"auto"`` picks CUDA when it is available and the CPU otherwise; ``"cuda"`` or
     ``"cuda:N"`` demands a GPU and fails clearly when there is none. Also checks the CPU thread
-    policy (:func:`check_cpu_policy`), since every chapter starts here.
+    policy (:func:`check_cpu_policy`), since every chapter starts here, and on a GPU sets the
+    book's numerics there (:func:`cuda_numerics`: process-wide cuDNN flags).
     """
     check_cpu_policy()
     if not isinstance(device, str) or device.split(":")[0] not in DEVICE_CHOICES:
