@@ -494,6 +494,8 @@ def prefetch_saes(sets: Sequence[tuple[autoencoders.TrainConfig, Mapping[tuple[s
     :func:`esae.sae_stack.train_stacked`) — one set per worker process, as
     :func:`prefetch_base_models` does for base models. The equivariant SAEs (M attached to a
     trained invariant one) are left to :func:`saes`. Returns how many sets were trained here."""
+    if not job_workers(jobs, len(sets), device):  # none would run (a GPU, one set): skip the per-set check,
+        return 0                                   # which loads each base model and digests its images
     missing = [(b, c) for b, c in sets if not _saes_cached(b, c, device)]
     return _run_missing(missing, lambda bc: partial(_train_set, bc[0], dict(bc[1])), jobs, device, "SAE sets")
 
