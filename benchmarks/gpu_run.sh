@@ -49,7 +49,11 @@ stage() {  # stage NAME SECONDS COMMAND...: run COMMAND for at most SECONDS, log
     timeout --kill-after=5 "$limit" "$@" > "$out/$name.txt" 2>&1
     rc=$?
     echo "$name: exit $rc after $(( $(date +%s) - t0 )) s (limit $limit s)" | tee -a "$out/machine.txt"
-    pkill -f ipykernel_launcher 2>/dev/null  # a kernel cut off at the deadline must not run into the next step
+    # a chapter's kernel left running by the deadline must not run into the next step; only the
+    # samples' own kernels (their working folder is a sample tree), never other Jupyter kernels
+    for pid in $(pgrep -f ipykernel_launcher); do
+        [[ $(readlink "/proc/$pid/cwd" 2>/dev/null) == "$samples"/* ]] && kill "$pid" 2>/dev/null
+    done
 }
 
 pack() {  # the estimates, the samples' logs, timings, results and failed notebooks into OUT_DIR/logs.tar.gz
