@@ -64,7 +64,7 @@ class ComparisonConfig:
     expansion: int = 8
     d_hidden: int = 512
     sae_epochs: int = 10
-    invariant_epochs: int = 30
+    invariant_epochs: int = 10  # the same budget as the other SAEs (the paper: 500 each)
     batch_size: int = 256
     lr: float = 3e-3
     lr_decay_fraction: float = 0.2

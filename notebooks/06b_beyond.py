@@ -150,8 +150,7 @@ display(Markdown(f"Rotating the jittered images and "
 # smaller than chapters 3–6 (which take about 35 minutes for one seed): the table lists them. The
 # ceiling check runs the same sizes at jitter 0, with only the regular SAE, so the two sides differ
 # in the jitter alone (and probe only at the largest L). Every SAE gets the same number of epochs,
-# as in the paper (500 each): chapter 5's default trains the invariant SAE three times longer, which
-# would hand the equivariant SAE a larger budget in a comparison about it.
+# as in the paper (500 each) and in chapter 5.
 
 # %%
 sizes = [
