@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass
 from statistics import median
 from typing import Any
 
+from esae.checks import check_float
+
 MODELS = ("mlp", "cnn")
 
 #: what a verdict may say, with the mark shown next to it (text symbols every font has)
@@ -62,22 +64,30 @@ def _fraction(flags: list[bool]) -> str:
 
 # ---- error bars over seeds -----------------------------------------------------------------------
 
-def seed_test(cells: Sequence[Mapping[str, float | None]], need: str = "all") -> str:
+def seed_test(cells: Sequence[Mapping[str, float | None]], need: str = "all", tie: float = 0.0) -> str:
     """Does a claim hold beyond the noise of the seeds? ``cells`` holds one mapping per seed from
     each cell the claim is stated for (a task group and K, say) to its signed difference, positive
     where the claim holds there (e.g. F1 equivariant − F1 of the better rival). Each cell is tested
-    paired over seeds with :func:`esae.beyond.verdict` (mean beyond two standard errors). Returns
-    ``"holds"`` when every cell (``need="majority"``: more than half of them) is above +2 SE,
-    ``"fails"`` when some cell (majority: at least half) is below −2 SE, ``"within noise"``
-    otherwise, and ``"untested"`` with fewer than two seeds or no cell."""
+    paired over seeds with :func:`esae.beyond.verdict` (mean beyond two standard errors) and, with
+    ``tie`` > 0, also beyond ``tie`` (a difference the chapter counts as a tie, e.g. 0.02 in F1,
+    neither holds nor fails however small its standard error). Returns ``"holds"`` when every cell
+    (``need="majority"``: more than half of them) holds, ``"fails"`` when some cell (majority: at
+    least half) fails, ``"within noise"`` otherwise, and ``"untested"`` with fewer than two seeds or
+    no cell."""
     from esae.beyond import verdict as paired
 
     if need not in ("all", "majority"):
         raise ValueError(f"need must be 'all' or 'majority', got {need!r}")
+    check_float("tie", tie, 0.0)
     names = list(dict.fromkeys(c for seed in cells for c in seed))
     if len(cells) < 2 or not names:
         return "untested"
-    tested = [paired([seed.get(c) for seed in cells], positive="holds", negative="fails")[0] for c in names]
+
+    def one(values: list) -> str:
+        status, stats = paired(values, positive="holds", negative="fails")
+        return "within noise" if status in ("holds", "fails") and abs(stats["mean"]) <= tie else status
+
+    tested = [one([seed.get(c) for seed in cells]) for c in names]
     held, failed = tested.count("holds"), tested.count("fails")
     if need == "all":
         return "holds" if held == len(tested) else "fails" if failed else "within noise"
@@ -87,13 +97,19 @@ def seed_test(cells: Sequence[Mapping[str, float | None]], need: str = "all") ->
 def combine(statuses: Sequence[str]) -> str:
     """One verdict from the :func:`seed_test` results of a claim's parts (base models, panels):
     ``agrees`` when every part holds beyond two standard errors, ``partly`` when some do,
-    ``within noise`` when none does and some are inconclusive, ``differs`` when all fail beyond the
-    noise."""
+    ``differs`` when none does and some part fails beyond the noise (the paper states its claims for
+    every part, so one clear contradiction is not made up for by inconclusive others), ``within
+    noise`` when every part is inconclusive."""
     if statuses and all(x == "holds" for x in statuses):
         return "agrees"
     if "holds" in statuses:
         return "partly"
-    return "within noise" if any(x != "fails" for x in statuses) else "differs"
+    return "differs" if "fails" in statuses else "within noise"
+
+
+def _ratio(a: float, b: float) -> str:
+    """``a / b`` as text, ``∞`` when ``b`` is not positive (an SAE that adds no error)."""
+    return f"{a / b:.2f}" if b > 0 else "∞"
 
 
 def _pm(values: Sequence[float], digits: int = 3) -> str:
@@ -209,16 +225,19 @@ def fitting_m(r: dict[str, Any]) -> list[Verdict]:
 FRONTIER_NEED = {"a": "all", "b": "majority", "c": "all", "d": "all"}  # (b) "generally": a majority of K
 
 
-def frontier_cells(get: Callable[[str, str, int, str], float], model: str, ks: Sequence[int]) -> dict[str, dict[str, float]]:
+def frontier_cells(get: Callable[[str, str, int, str], float], model: str, ks: Sequence[int],
+                   floor: float = 0.0) -> dict[str, dict[str, float]]:
     """RESULT 3's claims (a)–(d) on one base model as signed differences per cell, positive where the
-    claim holds there (the quantities :func:`frontier` tests): (a) 1.25 × spliced MSE wide −
-    equivariant at the smallest K; (b) L1 equivariant − regular per K; (c) range of L1 over K,
-    two-layer − equivariant; (d) spliced MSE invariant − equivariant per K. ``get(model, sae, k,
-    metric)`` reads one number."""
+    claim holds there (the quantities :func:`frontier` tests): (a) 1.25 × the wide SAE's excess
+    spliced MSE − the equivariant SAE's at the smallest K, the excess being what an SAE adds to the
+    base model's own error ``floor`` (its spliced MSE without an SAE); (b) L1 equivariant − regular
+    per K; (c) range of L1 over K, two-layer − equivariant; (d) spliced MSE invariant − equivariant
+    per K. ``get(model, sae, k, metric)`` reads one number."""
     ks = sorted(ks)
     rng = {n: max(get(model, n, k, "l1") for k in ks) - min(get(model, n, k, "l1") for k in ks)
            for n in ("equivariant", "two_layer")}
-    return {"a": {f"k{ks[0]}": 1.25 * get(model, "wide", ks[0], "spliced_mse") - get(model, "equivariant", ks[0], "spliced_mse")},
+    excess = {n: get(model, n, ks[0], "spliced_mse") - floor for n in ("wide", "equivariant")}
+    return {"a": {f"k{ks[0]}": 1.25 * excess["wide"] - excess["equivariant"]},
             "b": {f"k{k}": get(model, "equivariant", k, "l1") - get(model, "regular", k, "l1") for k in ks},
             "c": {"range": rng["two_layer"] - rng["equivariant"]},
             "d": {f"k{k}": get(model, "invariant", k, "spliced_mse") - get(model, "equivariant", k, "spliced_mse") for k in ks}}
@@ -226,19 +245,30 @@ def frontier_cells(get: Callable[[str, str, int, str], float], model: str, ks: S
 
 def frontier(r: dict[str, Any]) -> list[Verdict]:
     """RESULT 3, claims (a)–(d) of Figure 4, per base model (``05_equivariant_sae.json``: keys
-    ``<model>/<sae>/k<K>`` with ``l1`` and ``spliced_mse``). One verdict per claim: ``agrees`` when
-    it holds on both base models, ``partly`` on one. With ``seed_metrics`` (``{seed: {key: metrics}}``,
-    two seeds or more) the numbers shown are the means over seeds and a claim holds on a base model
-    only beyond two standard errors (:func:`seed_test` of :func:`frontier_cells`), else ``within noise``."""
+    ``<model>/<sae>/k<K>`` with ``l1`` and ``spliced_mse``; ``base_mse``, the base model's spliced MSE
+    without an SAE, and ``seed_base_mse`` per seed, for claim (a)'s floor). One verdict per claim:
+    ``agrees`` when it holds on both base models, ``partly`` on one. With ``seed_metrics`` (``{seed:
+    {key: metrics}}``, two seeds or more) the numbers shown are the means over seeds and a claim holds
+    on a base model only beyond two standard errors (:func:`seed_test` of :func:`frontier_cells`),
+    and the verdict combines the base models (:func:`combine`).
+
+    Claim (a) compares the error each SAE *adds* to the base model's own (spliced MSE minus the
+    floor): the spliced MSE itself is mostly that floor for every SAE but the invariant one, so a
+    ratio of spliced MSEs near 1 would say little about the SAEs."""
     ks = sorted({int(key.rsplit("/k", 1)[1]) for key in r if key.count("/") == 2 and "/k" in key})
     if not ks:
         raise KeyError("no <model>/<sae>/k<K> entries")
-    per_seed = list((r.get("seed_metrics") or {}).values())
+    seed_keys = list((r.get("seed_metrics") or {}).keys())
+    per_seed = [r["seed_metrics"][s] for s in seed_keys]
+    seed_base = r.get("seed_base_mse") or {}
+    floors = [seed_base.get(s, seed_base.get(str(s), {})) for s in seed_keys]
     seeded = len(per_seed) >= 2
-    table = r
+    table, base = r, r.get("base_mse") or {}
     if seeded:  # the means over seeds, for the numbers shown
         table = {key: {m: sum(s[key][m] for s in per_seed) / len(per_seed) for m in ("l1", "spliced_mse")}
                  for key in per_seed[0] if key.count("/") == 2}
+        if all(m in f for f in floors for m in MODELS):
+            base = {m: sum(f[m] for f in floors) / len(floors) for m in MODELS}
 
     def get(model: str, name: str, k: int, key: str) -> float:
         return table[f"{model}/{name}/k{k}"][key]
@@ -247,7 +277,12 @@ def frontier(r: dict[str, Any]) -> list[Verdict]:
     a, b, c, d = {}, {}, {}, {}
     for m in MODELS:
         eq, wide = get(m, "equivariant", k_small, "spliced_mse"), get(m, "wide", k_small, "spliced_mse")
-        a[m] = (eq <= 1.25 * wide, f"{m.upper()} {eq / wide:.2f}")
+        if m in base:
+            floor = base[m]
+            a[m] = (eq - floor <= 1.25 * (wide - floor),
+                    f"{m.upper()} {_ratio(eq - floor, wide - floor)} (spliced MSE {eq / wide:.2f})")
+        else:  # an older result without the floor: spliced MSE itself
+            a[m] = (eq <= 1.25 * wide, f"{m.upper()} {eq / wide:.2f}")
         lower = sum(get(m, "regular", k, "l1") < get(m, "equivariant", k, "l1") for k in ks)
         b[m] = (lower > len(ks) / 2, f"{m.upper()} {lower} of {len(ks)}")
         rng = {n: max(get(m, n, k, "l1") for k in ks) - min(get(m, n, k, "l1") for k in ks)
@@ -266,7 +301,8 @@ def frontier(r: dict[str, Any]) -> list[Verdict]:
         if not seeded:
             return Verdict(id_, "RESULT 3", claim, paper, text, _share([ok for ok, _ in parts.values()]), test)
         letter = id_[-1]
-        statuses = {m: seed_test([frontier_cells(seed_get(s), m, ks)[letter] for s in per_seed], FRONTIER_NEED[letter])
+        statuses = {m: seed_test([frontier_cells(seed_get(s), m, ks, f.get(m, 0.0) if letter == "a" and m in base else 0.0)[letter]
+                                  for s, f in zip(per_seed, floors)], FRONTIER_NEED[letter])
                     for m in MODELS}
         return Verdict(id_, "RESULT 3", claim, paper,
                        f"{text} (means of {len(per_seed)} seeds; beyond 2 SE: "
@@ -279,7 +315,9 @@ def frontier(r: dict[str, Any]) -> list[Verdict]:
     return [
         row("result3-a", f"(a) at small K the equivariant SAE reconstructs as well as the wide SAE (K = {k_small})",
             "matches the wide SAE (Figure 4)", a,
-            f"spliced MSE equivariant / wide at K = {k_small}, per base model; holds when ≤ 1.25"),
+            (f"the error each SAE adds to the base model's own (spliced MSE minus the base model's without an SAE), "
+             f"equivariant / wide at K = {k_small}, per base model; holds when ≤ 1.25" if base else
+             f"spliced MSE equivariant / wide at K = {k_small}, per base model; holds when ≤ 1.25")),
         row("result3-b", "(b) regular SAEs have sparser latents than the equivariant SAE", "generally (Figure 4)", b,
             f"K values with L1 regular < L1 equivariant, of {ks_text}, per base model; holds at a majority"),
         row("result3-c", "(c) invariance makes the SAE less sensitive to K", "smaller range of L1 over K than two-layer",
@@ -380,14 +418,23 @@ def fair_probing(fair: dict[str, Any]) -> list[Verdict]:
     the ``"<model>/L<L>/k<K>/<group>"`` cells where the equivariant SAE's reconstruction F1 beats the
     better of regular and wide by more than ``tie`` under the paper's reading; ``survive[reading]``
     with the ``kept`` and ``lost`` ones; ``claim1[reading]``; ``p_hat_accuracy``). One row per fair
-    reading: ``agrees`` when every lead survives, ``partly`` when some do, ``differs`` when none does."""
+    reading. Only the leads on tasks that depend on orientation (SO, SP, SPO) are counted: an S
+    task's label is the same in every orientation, so p cannot help a rival there and its leads
+    survive by construction (S and "all", which averages S in, are listed apart). Giving every probe
+    p (``onehot_p``): ``agrees`` when every counted lead survives, ``partly`` when some do,
+    ``differs`` when none does. The equivariant SAE estimating p itself (``estimated_p``) is
+    ``reported``: p̂ comes from the whole activation, not from the L latents the probes see, so it
+    shows that the activation carries p, not that the comparison is fair in budget."""
     out = []
-    leads = fair.get("leads", [])
+    oriented = ("SO", "SP", "SPO")
+    counted = lambda cells: [c for c in cells if c.rsplit("/", 1)[1] in oriented]  # noqa: E731
+    all_leads = fair.get("leads", [])
+    leads = counted(all_leads)
     for reading, label in FAIR_READINGS.items():
         surv = fair.get("survive", {}).get(reading)
         if surv is None:
             continue
-        kept, lost = surv["kept"], surv["lost"]
+        kept, lost = counted(surv["kept"]), counted(surv["lost"])
         groups = {}
         for cell in lost:
             groups.setdefault(cell.rsplit("/", 1)[1], []).append(cell.rsplit("/", 1)[0])
@@ -395,16 +442,20 @@ def fair_probing(fair: dict[str, Any]) -> list[Verdict]:
         extra = ("; p̂ = p on " + ", ".join(f"{k} {v:.1%}" for k, v in acc.items()) + " of the test images"
                  if reading == "estimated_p" and acc else "")
         holds = [c for c, ok in fair.get("claim1", {}).get(reading, {}).items() if ok]
+        apart = len(all_leads) - len(leads)
         out.append(Verdict(
             f"result2-fair-{reading}", "RESULT 2",
-            f"the equivariant SAE's leads on truncated reconstructions survive when {label}",
+            f"the equivariant SAE's leads on truncated reconstructions of orientation tasks survive when {label}",
             "leads claimed for every task group and setup (the paper gives p to the equivariant SAE alone)",
-            f"{len(kept)} of {len(leads)} leads > {fair.get('tie', 0.02)} survive; lost: "
+            f"{len(kept)} of {len(leads)} leads > {fair.get('tie', 0.02)} on SO, SP, SPO survive; lost: "
             + ("; ".join(f"{g} at {', '.join(v)}" for g, v in groups.items()) or "none")
+            + (f" ({apart} leads on S or all not counted)" if apart else "")
             + f"; claim 1 in full (every group and K) holds at {', '.join(holds) or 'no (model, L)'}" + extra,
-            "reported" if not leads else ("agrees" if not lost else "partly" if kept else "differs"),
-            "XGBoost F1 on the sweep's tasks and K, L in fair_lengths: margin over the better of regular and wide "
-            "still above the tie (0.02) under the fair reading"))
+            "reported" if not leads or reading == "estimated_p" else ("agrees" if not lost else "partly" if kept else "differs"),
+            "XGBoost F1 on the sweep's tasks and K (seed 0), L in fair_lengths: margin over the better of regular "
+            "and wide still above the tie (0.02) under the fair reading, counted on the orientation tasks only"
+            + ("; reported only: p̂ is estimated from the whole activation, not from the L latents"
+               if reading == "estimated_p" else "")))
     return out
 
 

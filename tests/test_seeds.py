@@ -71,11 +71,25 @@ def test_seed_test_needs_two_standard_errors():
         verdicts.seed_test(clear, need="some")
 
 
+def test_seed_test_counts_a_difference_within_the_tie_as_neither():
+    # seeds that agree to the third decimal on a difference far below the tie (near a ceiling)
+    tiny = [{"k8/S": -0.004 + e} for e in (0.0001, -0.0001, 0.0)]
+    assert verdicts.seed_test(tiny) == "fails"
+    assert verdicts.seed_test(tiny, tie=0.02) == "within noise"
+    big = [{"k8/S": 0.05 + e} for e in (0.001, -0.001, 0.0)]
+    assert verdicts.seed_test(big, tie=0.02) == "holds"
+    with pytest.raises(ValueError, match="tie"):
+        verdicts.seed_test(big, tie=-0.1)
+
+
 def test_combine_parts():
     assert verdicts.combine(["holds", "holds"]) == "agrees"
     assert verdicts.combine(["holds", "within noise"]) == "partly"
-    assert verdicts.combine(["within noise", "fails"]) == "within noise"
+    # a claim the paper states for every part, contradicted beyond the noise on one: not supported
+    assert verdicts.combine(["within noise", "fails"]) == "differs"
+    assert verdicts.combine(["within noise", "within noise"]) == "within noise"
     assert verdicts.combine(["fails", "fails"]) == "differs"
+    assert verdicts.combine(["holds", "fails"]) == "partly"
 
 
 def test_result1_with_seeds_agrees_only_beyond_two_standard_errors():
@@ -109,6 +123,20 @@ def test_result3_with_seeds_reads_within_noise_when_the_gap_is_inside_the_noise(
     assert rows["result3-a"].verdict == "within noise" and "3 seeds" in rows["result3-a"].this_run
     assert rows["result3-d"].verdict == "agrees"  # invariant 0.05 against about 0.012 on every seed
     assert {v.id: v.verdict for v in verdicts.frontier(seeds["0"])}["result3-a"] == "agrees"  # seed 0 alone
+
+
+def test_result3a_compares_the_error_the_saes_add_to_the_base_models():
+    # both SAEs sit near the base model's own error 0.009: spliced 0.0115 vs 0.0100 is a ratio of 1.15,
+    # but the equivariant SAE adds 0.0025 against the wide SAE's 0.0010, 2.5 times as much
+    seeds = {str(s): _frontier(0.0115 + e, 0.0100 + e / 2) for s, e in enumerate((0.0, 0.0001, -0.0001))}
+    floors = {s: {m: 0.009 for m in verdicts.MODELS} for s in seeds}
+    r = {**seeds["0"], "seed_metrics": seeds}
+    assert {v.id: v.verdict for v in verdicts.frontier(r)}["result3-a"] == "agrees"  # without the floor: the old reading
+    rows = {v.id: v for v in verdicts.frontier({**r, "base_mse": floors["0"], "seed_base_mse": floors})}
+    assert rows["result3-a"].verdict == "differs"
+    assert "MLP 2.50 (spliced MSE 1.15)" in rows["result3-a"].this_run and "adds" in rows["result3-a"].test
+    one = {**seeds["0"], "base_mse": floors["0"]}  # one seed: the point estimate against the floor
+    assert {v.id: v.verdict for v in verdicts.frontier(one)}["result3-a"] == "differs"
 
 
 def _tiny_base(seed: int) -> tuple[float, float]:

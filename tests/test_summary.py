@@ -113,9 +113,15 @@ def test_fair_readings_of_result2_give_their_own_verdicts():
                         "estimated_p": {"kept": ["mlp/L1/k32/SPO", "mlp/L1/k32/S", "cnn/L1/k8/SPO"], "lost": []}},
             "p_hat_accuracy": {"cnn/k32": 0.996}}
     rows = {v.id: v for v in verdicts.fair_probing(fair)}
-    assert rows["result2-fair-onehot_p"].verdict == "partly"
-    assert "1 of 3 leads > 0.02 survive; lost: SPO at mlp/L1/k32, cnn/L1/k8" in rows["result2-fair-onehot_p"].this_run
-    assert rows["result2-fair-estimated_p"].verdict == "agrees" and "holds at mlp/L1" in rows["result2-fair-estimated_p"].this_run
+    # the S lead survives by construction (p says nothing about an S label): not counted
+    assert rows["result2-fair-onehot_p"].verdict == "differs"
+    assert ("0 of 2 leads > 0.02 on SO, SP, SPO survive; lost: SPO at mlp/L1/k32, cnn/L1/k8 (1 leads on S or all "
+            "not counted)") in rows["result2-fair-onehot_p"].this_run
+    kept_one = {**fair, "survive": {**fair["survive"], "onehot_p": {"kept": ["mlp/L1/k32/S", "cnn/L1/k8/SPO"],
+                                                                     "lost": ["mlp/L1/k32/SPO"]}}}
+    assert {v.id: v.verdict for v in verdicts.fair_probing(kept_one)}["result2-fair-onehot_p"] == "partly"
+    # p̂ comes from the whole activation: it shows the activation carries p, reported only
+    assert rows["result2-fair-estimated_p"].verdict == "reported" and "holds at mlp/L1" in rows["result2-fair-estimated_p"].this_run
     assert "99.6%" in rows["result2-fair-estimated_p"].this_run
     wrapped = verdicts.probing({"claims": [], "fair": fair})
     assert {v.id for v in wrapped} == {"result2-fair-onehot_p", "result2-fair-estimated_p"}
