@@ -7,14 +7,15 @@ correlations (:func:`data_match`); every method's matches for a stack of layers
 encode-permute-decode (:func:`approximations`, :func:`hidden_state_ev`); the matching score
 (:func:`matching_scores`), persistence along composed matches (:func:`persistence`), partial
 matching by MSE quantile (:func:`partial_matching_ev`), per-layer statistics and feature
-examples. What needs the language model itself (ΔL, the residual stream) is in
+examples; two methods compared paired over layer pairs (:func:`compare_over_pairs`). What needs the language model itself (ΔL, the residual stream) is in
 :mod:`esae.language_models`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -272,6 +273,34 @@ def approximations(lm: LayerMatches, i: int, decoding: str = "folded") -> dict[s
     maps.update({"own": lambda xt, xu: su.decode(su.encode(xu)), "previous": lambda xt, xu: st.decode(st.encode(xt)),
                  "layer_drop": lambda xt, xu: xt})
     return maps
+
+
+PAIRED_ALPHA = 0.05  # two-sided level of :func:`compare_over_pairs`'s sign test
+
+
+def compare_over_pairs(a: Mapping[str, float], b: Mapping[str, float], *, lower_is_better: bool = False,
+                       alpha: float = PAIRED_ALPHA) -> dict[str, Any]:
+    """Method ``a`` against method ``b`` on the layer pairs both were measured on (``{pair: value}``
+    of one metric, e.g. EV or ΔL): they share the pair's SAEs, tokens and windows, so the comparison
+    is paired. Counts the pairs where ``a`` is better (``wins``), worse (``losses``) or equal, and
+    tests the split with a two-sided sign test (exact binomial, ties dropped). Returns ``{"n",
+    "wins", "losses", "median_difference" (a − b), "p_value", "better", "decidable"}`` with
+    ``better`` ``"a"`` or ``"b"`` when ``p_value < alpha``, else ``None`` (on par within what the
+    pairs can tell); ``decidable`` is False when even a clean sweep of the untied pairs could not
+    reach ``alpha`` (fewer than 6 at 0.05), so ``better`` is None whatever the methods do."""
+    from scipy.stats import binomtest
+
+    check_float("alpha", alpha, 0.0, 1.0, lo_open=True)
+    common = [p for p in a if p in b and a[p] is not None and b[p] is not None]
+    if not common:
+        raise ValueError("a and b share no layer pair with a value")
+    diff = np.array([float(a[p]) - float(b[p]) for p in common])
+    gain = -diff if lower_is_better else diff
+    wins, losses = int((gain > 0).sum()), int((gain < 0).sum())
+    p_value = float(binomtest(wins, wins + losses, 0.5).pvalue) if wins + losses else 1.0
+    better = ("a" if wins > losses else "b") if p_value < alpha else None
+    return {"n": len(common), "wins": wins, "losses": losses, "median_difference": float(np.median(diff)),
+            "p_value": p_value, "better": better, "decidable": 2 * 0.5 ** (wins + losses) < alpha}
 
 
 def explained_variance(target: Tensor, pred: Tensor) -> float:
