@@ -543,6 +543,32 @@ def lead_margin(probe: dict[str, dict[str, float | None]], ks: Sequence[int], L:
                           - max(probe[reading_key(reading, r, k, L)][family] for r in rivals) for k in ks]))
 
 
+def family_lead(probes: Sequence[dict[str, dict[str, float | None]]], ks: Sequence[int], L: int, family: str,
+                groups: Sequence[str], reading: str = "paper", rivals: Sequence[str] = RIVALS) -> tuple[str, dict]:
+    """RESULT 2 on a task family, judged per task group: ``probes`` holds one :func:`probe_families`
+    output per seed; each group of ``groups`` (e.g. SO, SP, SPO for the shapes' orientation tasks)
+    gets its paired per-seed :func:`lead_margin` and :func:`verdict`. The paper claims the lead on
+    every group, so the family ``agrees`` only when every group leads beyond two standard errors,
+    ``partly`` when some do, ``differs`` when none does and some trail beyond them, ``within noise``
+    otherwise (one seed: the family mean's own verdict, untested). Returns the verdict and the
+    :func:`mean_std` of the family mean's margin, with ``"groups"``: each group's verdict and stats
+    (a mean over groups can hide one that goes the other way)."""
+    pooled, stats = verdict([lead_margin(p, ks, L, family, reading, rivals) for p in probes],
+                            positive="agrees", negative="differs")
+    per = {g: verdict([lead_margin(p, ks, L, g, reading, rivals) for p in probes], positive="agrees", negative="differs")
+           for g in groups}
+    statuses = [v for v, _ in per.values()]
+    if not statuses or any(v.startswith("untested") for v in statuses):
+        out = pooled
+    elif all(v == "agrees" for v in statuses):
+        out = "agrees"
+    elif "agrees" in statuses:
+        out = "partly"
+    else:
+        out = "differs" if "differs" in statuses else "within noise"
+    return out, {**stats, "groups": {g: {"verdict": v, **st} for g, (v, st) in per.items()}}
+
+
 def fmt(stats: dict, digits: int = 3) -> str:
     """``mean ± std`` (or the mean alone for one seed) as text."""
     if stats.get("mean") is None:

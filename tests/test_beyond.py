@@ -303,3 +303,25 @@ def test_shapes_seed_runs_the_whole_protocol():
     assert {"label_r2", "heldout_mse", "frontier"} <= set(run) and "m" not in run  # no M without the equivariant SAE
     with pytest.raises(ValueError, match="jitter must be"):
         beyond.shapes_seed(train, config, jitter=2.0, task_indices=[0], n_probe_train=60, n_probe_test=60)
+
+
+def test_family_lead_is_judged_per_task_group():
+    # the family mean leads (SO far ahead), but SP trails beyond the noise: not "agrees"
+    def probe(so: float, sp: float, spo: float) -> dict:
+        out = {}
+        for name, shift in (("equivariant", 1.0), ("regular", 0.0), ("wide", 0.0)):
+            vals = {"SO": 0.5 + shift * so, "SP": 0.5 + shift * sp, "SPO": 0.5 + shift * spo}
+            out[f"{name}/k8/L4"] = {**vals, "equivariant": sum(vals.values()) / 3}
+        return out
+
+    seeds = [probe(0.30 + e, -0.05 + e, 0.02 + 3 * e) for e in (0.0, 0.004, -0.004)]
+    verdict, stats = beyond.family_lead(seeds, [8], 4, "equivariant", ("SO", "SP", "SPO"))
+    assert stats["mean"] > 0 and beyond.verdict([beyond.lead_margin(p, [8], 4, "equivariant") for p in seeds],
+                                                positive="agrees", negative="differs")[0] == "agrees"
+    assert verdict == "partly"
+    assert {g: s["verdict"] for g, s in stats["groups"].items()} == {"SO": "agrees", "SP": "differs", "SPO": "agrees"}
+    every = [probe(0.3 + e, 0.1 + e, 0.2 + e) for e in (0.0, 0.01, -0.01)]
+    assert beyond.family_lead(every, [8], 4, "equivariant", ("SO", "SP", "SPO"))[0] == "agrees"
+    none = [probe(-0.3 + e, -0.1 + e, 0.0 + 5 * e) for e in (0.0, 0.01, -0.01)]
+    assert beyond.family_lead(none, [8], 4, "equivariant", ("SO", "SP", "SPO"))[0] == "differs"
+    assert beyond.family_lead(every[:1], [8], 4, "equivariant", ("SO",))[0].startswith("untested")
