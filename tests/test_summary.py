@@ -133,3 +133,16 @@ def test_fair_readings_of_result2_give_their_own_verdicts():
     assert chapter_rows[0]["id"] == "beyond/jitter/probe_fair/onehot_p/equivariant/L1"
     with pytest.raises(ValueError, match="reading must be one of onehot_p, estimated_p"):
         verdicts.beyond_fair_rows("jitter", "paper", leads)
+
+
+def test_upper_bound_row_compares_every_sae_input_with_the_activations():
+    base = {"cnn/activations/L32": {"xgboost": {"S": 0.90, "SO": 0.95, "all": 0.93}},
+            "cnn/activations/L8": {"xgboost": {"S": 0.85, "SO": 0.90, "all": 0.88}}}
+    below = {"cnn/latents/regular/k8/L32": {"xgboost": {"S": 0.91, "SO": 0.94, "all": 0.93}},
+             "cnn/reconstructions/wide/k8/L32": {"xgboost": {"S": 0.89, "SO": 0.96, "all": 0.93}},
+             "mlp/latents/regular/k8/L32": {"xgboost": {"S": 0.99, "SO": 0.99, "all": 0.99}}}  # another model
+    row = {v.id: v for v in verdicts.probing({"claims": [], **base, **below})}["result2-upper-bound"]
+    assert row.verdict == "agrees" and "+0.010 on S (latents/regular/k8)" in row.this_run
+    above = {**below, "cnn/latents/two_layer/k8/L32": {"xgboost": {"S": 0.99, "SO": 0.95, "all": 0.97}}}
+    row = {v.id: v for v in verdicts.probing({"claims": [], **base, **above})}["result2-upper-bound"]
+    assert row.verdict == "differs" and "+0.090 on S (latents/two_layer/k8)" in row.this_run
