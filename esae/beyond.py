@@ -381,6 +381,15 @@ SHAPE_FAMILIES = {"invariant": ("S",), "equivariant": ("SO", "SP", "SPO")}
 DIGIT_FAMILIES = {"invariant": ("digit",), "equivariant": ("digit_orientation",)}
 
 
+def shapes_probe_sets(seed: int, n_probe_train: int, n_probe_test: int, jitter: float):
+    """The probing images of :func:`shapes_seed` for ``seed`` (upright layout, ``jitter``): the probes'
+    training set (probe pool) and test set (held-out pool), as :class:`esae.shapes.ShapesDataset`."""
+    from esae import shapes
+
+    return (shapes.make_dataset(n_probe_train, 60_000 + seed, layout="upright", pool="probe", jitter=jitter),
+            shapes.make_dataset(n_probe_test, 60_001 + seed, layout="upright", pool="heldout", jitter=jitter))
+
+
 def shapes_seed(train_config, config: ComparisonConfig, *, jitter: float, task_indices: Sequence[int],
                 n_probe_train: int, n_probe_test: int, readings: Sequence[str] = ("paper",),
                 device: torch.device | str = "cpu") -> dict[str, Any]:
@@ -405,8 +414,7 @@ def shapes_seed(train_config, config: ComparisonConfig, *, jitter: float, task_i
     tasks = [all_tasks[int(i)] for i in task_indices]
     train = shapes.make_dataset(train_config.n_train, s, layout="upright", pool="train", jitter=jitter)
     held = shapes.make_dataset(train_config.n_heldout, s + 10_000, layout="upright", pool="heldout", jitter=jitter)
-    ptrain = shapes.make_dataset(n_probe_train, 60_000 + s, layout="upright", pool="probe", jitter=jitter)
-    ptest = shapes.make_dataset(n_probe_test, 60_001 + s, layout="upright", pool="heldout", jitter=jitter)
+    ptrain, ptest = shapes_probe_sets(s, n_probe_train, n_probe_test, jitter)
     start = time.perf_counter()
     net, history = ae.train(train_config, device=device, train_set=train, heldout=held)
     base_seconds = time.perf_counter() - start

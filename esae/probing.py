@@ -257,6 +257,15 @@ def f1(y_true, y_pred) -> float:
     return 2.0 * float(np.count_nonzero(t & p)) / denominator if denominator else 0.0
 
 
+def always_yes_f1(labels) -> np.ndarray:
+    """The F1 of a probe that answers "yes" for every image, per task of ``labels`` ``(n, T)`` bool:
+    ``2p / (1 + p)`` with ``p`` the task's positive share (0 for a task without positives). A probe
+    scoring below it on a task has learned less than its base rate: the floor to read F1 against."""
+    y = _as_labels(labels, "labels", len(labels))
+    p = y.mean(axis=0)
+    return 2 * p / (1 + p)
+
+
 def make_probe(probe: str, config: ProbeConfig, n_train: int):
     """An unfitted scikit-learn-style classifier for ``probe`` (one thread; parallelism is over tasks)."""
     check_choice("probe", probe, PROBES)

@@ -325,3 +325,21 @@ def test_family_lead_is_judged_per_task_group():
     none = [probe(-0.3 + e, -0.1 + e, 0.0 + 5 * e) for e in (0.0, 0.01, -0.01)]
     assert beyond.family_lead(none, [8], 4, "equivariant", ("SO", "SP", "SPO"))[0] == "differs"
     assert beyond.family_lead(every[:1], [8], 4, "equivariant", ("SO",))[0].startswith("untested")
+
+
+def test_always_yes_f1_is_the_base_rate_floor():
+    from esae import probing
+
+    labels = np.array([[1, 0, 1], [0, 0, 1], [1, 0, 1], [0, 0, 1]], dtype=bool)
+    np.testing.assert_allclose(probing.always_yes_f1(labels), [2 * 0.5 / 1.5, 0.0, 1.0])
+    # a probe that says yes everywhere scores exactly that F1
+    assert probing.f1(labels[:, 0], np.ones(4, bool)) == pytest.approx(probing.always_yes_f1(labels)[0])
+    with pytest.raises(ValueError, match="labels"):
+        probing.always_yes_f1(np.zeros(3))
+
+
+def test_shapes_probe_sets_are_the_seeds_probing_images():
+    train, test = beyond.shapes_probe_sets(3, 12, 10, 1.0)
+    again = beyond.shapes_probe_sets(3, 12, 10, 1.0)[1]
+    assert len(train) == 12 and len(test) == 10 and torch.equal(test.images, again.images)
+    assert not torch.equal(beyond.shapes_probe_sets(4, 12, 10, 1.0)[1].images, test.images)
