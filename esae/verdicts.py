@@ -501,6 +501,16 @@ def fair_probing(fair: dict[str, Any]) -> list[Verdict]:
     return out
 
 
+def group_text(stats: Mapping[str, Any], fmt: Callable[[dict, int], str] | None = None) -> str:
+    """``" (SO 0.117 ± 0.031 agrees, SP …)"``: the task groups of a family margin
+    (:func:`esae.beyond.family_lead`'s ``stats["groups"]``) when it has more than one, else ``""``."""
+    if fmt is None:
+        from esae.beyond import fmt
+    groups = stats.get("groups", {})
+    return (" (" + ", ".join(f"{g} {fmt(st, 3)} {st['verdict']}" for g, st in groups.items()) + ")"
+            if len(groups) > 1 else "")
+
+
 def beyond_fair_rows(setting: str, reading: str, leads: dict, fmt: Callable[[dict, int], str] | None = None,
                      where: str = "") -> list[dict[str, str]]:
     """Chapter 6b's verdict rows for RESULT 2 under a fair ``reading`` (:data:`FAIR_READINGS`) on
@@ -517,8 +527,9 @@ def beyond_fair_rows(setting: str, reading: str, leads: dict, fmt: Callable[[dic
             f"beyond/{setting}/probe_fair/{reading}/{fam}/L{L}", "RESULT 2",
             f"the equivariant SAE outperforms regular and wide SAEs on truncated reconstructions ({fam} tasks, "
             f"L = {L}) when {FAIR_READINGS[reading]}{where}", "holds across all tasks and setups (p to the equivariant SAE only)",
-            f"F1 equivariant − best rival, mean over K: {fmt(d, 3)}",
-            v if v in VERDICTS else "reported", "paired per-seed margin > 2 standard errors"))
+            f"F1 equivariant − best rival, mean over K: {fmt(d, 3)}{group_text(d, fmt)}",
+            v if v in VERDICTS else "reported", "paired per-seed margin > 2 standard errors, per task group of the "
+                                                "family; agrees when every group leads, partly when some do"))
         row.pop("source")  # chapter 6b's rows carry no source column
         out.append(row)
     return out

@@ -365,11 +365,7 @@ def lead_verdicts(runs: dict, ks_: list, lengths_: list, families: list, reading
             for L in lengths_ for fam in families}
 
 
-def by_group(d: dict) -> str:
-    """' (SO 0.117 ± 0.031 agrees, SP …)': a family margin's groups, when it has more than one."""
-    groups = d.get("groups", {})
-    return (" (" + ", ".join(f"{g} {fmt(st, 3)} {st['verdict']}" for g, st in groups.items()) + ")"
-            if len(groups) > 1 else "")
+by_group = esae.verdicts.group_text  # ' (SO 0.117 ± 0.031 agrees, SP …)': a family margin's groups
 
 
 FAMS = ["invariant", "equivariant"]

@@ -129,6 +129,10 @@ def test_fair_readings_of_result2_give_their_own_verdicts():
              (4, "invariant"): ("untested (1 seed)", {"mean": 0.1, "std": None, "se": None, "n": 1})}
     chapter_rows = verdicts.beyond_fair_rows("jitter", "onehot_p", leads)
     assert [r["verdict"] for r in chapter_rows] == ["differs", "reported"]
+    groups = {"SO": {"verdict": "agrees", "mean": 0.1, "std": 0.01}, "SP": {"verdict": "differs", "mean": -0.1, "std": 0.01}}
+    (row,) = verdicts.beyond_fair_rows("jitter", "onehot_p", {(4, "equivariant"): ("partly", {**leads[(1, "equivariant")][1],
+                                                                                            "groups": groups})})
+    assert row["verdict"] == "partly" and "(SO 0.100 ± 0.010 agrees, SP -0.100 ± 0.010 differs)" in row["this_run"]
     assert set(chapter_rows[0]) == {"id", "claim", "paper", "this_run", "verdict", "test"}
     assert chapter_rows[0]["id"] == "beyond/jitter/probe_fair/onehot_p/equivariant/L1"
     with pytest.raises(ValueError, match="reading must be one of onehot_p, estimated_p"):
