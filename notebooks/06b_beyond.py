@@ -614,6 +614,8 @@ where_leads = {st.title: [f"L={L} {fam}" for (L, fam), (v, _) in st.leads.items(
                for st in SETTINGS.values()}
 where_trails = {st.title: [f"L={L} {fam}" for (L, fam), (v, _) in st.leads.items() if v == "differs"]
                 for st in SETTINGS.values()}
+where_partly = {st.title: [f"L={L} {fam}{by_group(d)}" for (L, fam), (v, d) in st.leads.items() if v == "partly"]
+                for st in SETTINGS.values()}
 F1_TOP = f"regular SAE F1, L = {L_top}"
 lines = [
     f"- **Setup.** {n_seeds} seed(s); shapes at jitter {jitter:g} with the {' and the '.join(m.upper() for m in base_models)}, "
@@ -635,8 +637,10 @@ lines.append("- **The floor.** A probe answering yes to every image scores F1 "
                "table; their held-out MSE is in the ceiling table), so read the shapes' probe margins against this floor.")
 for title in where_leads:
     lines.append(f"- **Probing, {lower_first(title)}.** The equivariant SAE leads regular and wide beyond two standard errors at "
-                 + (", ".join(where_leads[title]) or "no (L, family)") + "; it trails at "
-                 + (", ".join(where_trails[title]) or "none") + "; the rest is within noise.")
+                 + (", ".join(where_leads[title]) or "no (L, family)") + " (in every task group of the family); it trails at "
+                 + (", ".join(where_trails[title]) or "none")
+                 + ("; it leads in some of a family's groups only at " + "; ".join(where_partly[title]) if where_partly[title] else "")
+                 + "; the rest is within noise.")
 for setting, (title, *_) in SETTINGS.items():
     if len(READINGS) < 2:
         break
