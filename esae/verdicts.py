@@ -388,7 +388,8 @@ def probing(r: dict[str, Any]) -> list[Verdict]:
                            "XGBoost F1 on the truncated inputs, per panel: seed 0 on the panel's tasks, and every cell's "
                            f"difference paired over {n_seeds} seeds (base model, M, SAEs, probe split re-seeded) on the "
                            "sweep's tasks at the panel's model and L; a panel holds when both do beyond two standard "
-                           "errors; agrees when every panel holds, partly in some, within noise when none does"))
+                           "errors (a mean difference within the tie, 0.02, neither holds nor fails); agrees when every "
+                           "panel holds, partly in some, differs when none does and some fail, within noise otherwise"))
     sweep = r.get("sweep_claims", {})
     if sweep:
         lead = {m: [key.split("/L")[1] for key, v in sweep.items() if key.startswith(m + "/") and v.get("1")] for m in MODELS}

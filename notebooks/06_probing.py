@@ -829,6 +829,7 @@ if reg_sw[L1] and eq_sw[L1]:
         f"the S tasks go from {eq_sw[L1]['S']:.3f} (equivariant) vs {reg_sw[L1]['S']:.3f} (regular) at L = {L1} to "
         f"{eq_sw[Lmax]['S']:.3f} vs {reg_sw[Lmax]['S']:.3f} at L = {Lmax}; the SPO tasks from {eq_sw[L1]['SPO']:.3f} vs "
         f"{reg_sw[L1]['SPO']:.3f} to {eq_sw[Lmax]['SPO']:.3f} vs {reg_sw[Lmax]['SPO']:.3f}.")
+oriented = lambda cells: [c for c in cells if c.rsplit("/", 1)[1] in sae_probing.ORIENTED_GROUPS]  # noqa: E731
 for r in FAIR:
     held_paper = [cell for cell, ok in fair_claim1["paper"].items() if ok]
     kept = [cell for cell in held_paper if fair_claim1[r][cell]]
@@ -837,7 +838,9 @@ for r in FAIR:
         f"{', '.join(held_paper) or 'no (model, L)'} of the fair lengths; under this reading it holds at "
         f"{', '.join(c for c, ok in fair_claim1[r].items() if ok) or 'none'} (kept: {', '.join(kept) or 'none'}). Of the "
         f"{len(paper_leads)} (model, L, K, group) cells where the equivariant SAE led regular and wide by more than "
-        f"{sae_probing.TIE}, {len(survive[r]['kept'])} still do; lost: {by_group(survive[r]['lost'])}." + (f" CNN SPO at L = {min(fair_lengths)}, K = {k_fair}: equivariant "
+        f"{sae_probing.TIE}, {len(survive[r]['kept'])} still do; lost: {by_group(survive[r]['lost'])}. On the orientation "
+        f"tasks alone (SO, SP, SPO: an S label is the same in every orientation, so p cannot help a rival there), "
+        f"{len(oriented(survive[r]['kept']))} of {len(oriented(paper_leads))} still do." + (f" CNN SPO at L = {min(fair_lengths)}, K = {k_fair}: equivariant "
                           f"{reading_tables[r][result_key('cnn', 'reconstructions', min(fair_lengths), 'equivariant', k_fair)]['SPO']:.3f}"
                           f" vs regular {reading_tables[r][result_key('cnn', 'reconstructions', min(fair_lengths), 'regular', k_fair)]['SPO']:.3f}"
                           f" (paper's reading: {reading_tables['paper'][result_key('cnn', 'reconstructions', min(fair_lengths), 'equivariant', k_fair)]['SPO']:.3f}"
