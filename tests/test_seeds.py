@@ -137,6 +137,10 @@ def test_result3a_compares_the_error_the_saes_add_to_the_base_models():
     assert "MLP 2.50 (spliced MSE 1.15)" in rows["result3-a"].this_run and "adds" in rows["result3-a"].test
     one = {**seeds["0"], "base_mse": floors["0"]}  # one seed: the point estimate against the floor
     assert {v.id: v.verdict for v in verdicts.frontier(one)}["result3-a"] == "differs"
+    # (e), the headline: equivariant 0.0115 against regular 0.01 at every K and seed
+    assert rows["result3-e"].verdict == "agrees" and "MLP 1.15–1.15×" in rows["result3-e"].this_run
+    better = {str(s): _frontier(0.009 + e, 0.0100) for s, e in enumerate((0.0, 0.0001, -0.0001))}
+    assert {v.id: v.verdict for v in verdicts.frontier({**better["0"], "seed_metrics": better})}["result3-e"] == "differs"
 
 
 def _tiny_base(seed: int) -> tuple[float, float]:
