@@ -281,8 +281,9 @@ def frontier(r: dict[str, Any]) -> list[Verdict]:
     if seeded:  # the means over seeds, for the numbers shown
         table = {key: {m: sum(s[key][m] for s in per_seed) / len(per_seed) for m in ("l1", "spliced_mse")}
                  for key in per_seed[0] if key.count("/") == 2}
-        if all(m in f for f in floors for m in MODELS):
-            base = {m: sum(f[m] for f in floors) / len(floors) for m in MODELS}
+        # every seed's floor, or none (an older result): the test and the numbers shown must agree
+        base = ({m: sum(f[m] for f in floors) / len(floors) for m in MODELS}
+                if all(m in f for f in floors for m in MODELS) else {})
 
     def get(model: str, name: str, k: int, key: str) -> float:
         return table[f"{model}/{name}/k{k}"][key]
