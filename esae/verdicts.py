@@ -471,8 +471,9 @@ def fair_probing(fair: dict[str, Any]) -> list[Verdict]:
     better of regular and wide by more than ``tie`` under the paper's reading; ``survive[reading]``
     with the ``kept`` and ``lost`` ones; ``claim1[reading]``; ``p_hat_accuracy``). One row per fair
     reading. Only the leads on tasks that depend on orientation (SO, SP, SPO) are counted: an S
-    task's label is the same in every orientation, so p cannot help a rival there and its leads
-    survive by construction (S and "all", which averages S in, are listed apart). Giving every probe
+    task's label is the same in every orientation, so p cannot help a rival there and whatever its
+    leads do under the fair reading is the probes' noise (S and "all", which averages S in, are
+    listed apart). Giving every probe
     p (``onehot_p``): ``agrees`` when every counted lead survives, ``partly`` when some do,
     ``differs`` when none does. The equivariant SAE estimating p itself (``estimated_p``) is
     ``reported``: p̂ comes from the whole activation, not from the L latents the probes see, so it

@@ -113,7 +113,7 @@ def test_fair_readings_of_result2_give_their_own_verdicts():
                         "estimated_p": {"kept": ["mlp/L1/k32/SPO", "mlp/L1/k32/S", "cnn/L1/k8/SPO"], "lost": []}},
             "p_hat_accuracy": {"cnn/k32": 0.996}}
     rows = {v.id: v for v in verdicts.fair_probing(fair)}
-    # the S lead survives by construction (p says nothing about an S label): not counted
+    # p says nothing about an S label, so the S lead cannot test the reading: not counted
     assert rows["result2-fair-onehot_p"].verdict == "differs"
     assert ("0 of 2 leads > 0.02 on SO, SP, SPO survive; lost: SPO at mlp/L1/k32, cnn/L1/k8 (1 leads on S or all "
             "not counted)") in rows["result2-fair-onehot_p"].this_run
