@@ -438,6 +438,7 @@ def test_xgboost_api_and_multi_target_fits_predict_like_the_wrapper():
             wrapper = model.predict(xte).astype(bool)
             native = probing.xgboost_predict(xtr, ytr[:, t], xte, config)
             assert native.dtype == bool and np.array_equal(native, wrapper)  # bit for bit the same probe
+            assert probing.fit_and_score("xgboost", xtr, ytr[:, t], xte, yte[:, t], config) == probing.f1(yte[:, t], wrapper)
             single.append(native)
         if config.xgb_tree_method == "hist":  # tasks sharing a matrix: one multi-target fit, the same predictions
             multi = probing.xgboost_predict(xtr, ytr, xte, config)
