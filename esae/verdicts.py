@@ -478,9 +478,10 @@ def fair_probing(fair: dict[str, Any]) -> list[Verdict]:
     ``differs`` when none does. The equivariant SAE estimating p itself (``estimated_p``) is
     ``reported``: p̂ comes from the whole activation, not from the L latents the probes see, so it
     shows that the activation carries p, not that the comparison is fair in budget."""
+    from esae.sae_probing import ORIENTED_GROUPS
+
     out = []
-    oriented = ("SO", "SP", "SPO")
-    counted = lambda cells: [c for c in cells if c.rsplit("/", 1)[1] in oriented]  # noqa: E731
+    counted = lambda cells: [c for c in cells if c.rsplit("/", 1)[1] in ORIENTED_GROUPS]  # noqa: E731
     all_leads = fair.get("leads", [])
     leads = counted(all_leads)
     for reading, label in FAIR_READINGS.items():
@@ -612,15 +613,14 @@ def sae_match(r: dict[str, Any]) -> list[Verdict]:
                            test_paired + "; agrees when folded is better on both, partly on one"))
     if folded and fair:
         tests = {k: paired("unfolded_decoder", k) for k in ("ev", "delta_loss", "cofire")}
-        decided = [t["better"] for k, t in tests.items() if t and k != "cofire"]
+        core = {k: tests[k] for k in ("ev", "delta_loss")}  # tested; the matching score is shown
         out.append(Verdict("match-folding-fair-baseline", "SAE Match §5",
                            "matching the unfolded decoder directions alone is on par with folded matching",
                            "decoder-only matching on par with all weights (the paper's ablation)",
                            f"medians EV {fmt(folded, 'ev')} vs {fmt(fair, 'ev')}, ΔL {fmt(folded, 'delta_loss')} vs "
                            f"{fmt(fair, 'delta_loss')}, agreement with data {fmt(folded, 'agreement')} vs "
                            f"{fmt(fair, 'agreement')}; " + paired_text(tests),
-                           "reported" if not decided or not _decidable({k: t for k, t in tests.items() if k != "cofire"})
-                           else _agrees(all(b is None for b in decided)),
+                           _agrees(all(t["better"] is None for t in core.values())) if _decidable(core) else "reported",
                            test_paired + "; agrees when neither method is better on EV or ΔL (matching score shown, not "
                            "tested); a difference the pairs cannot resolve counts as on par, so read the counts too"))
     data = comp.get("data_based")

@@ -373,14 +373,14 @@ pr_jitter = {m: probe_stats(jittered[m], ks, lengths, [*FAMS, *probing.GROUPS, "
 lead_jitter = {m: lead_verdicts(jittered[m], ks, lengths, FAMS) for m in base_models}
 below_floor = {m: [(name, L, fam) for (name, L, fam), st in pr_jitter[m].items()
                    if fam in FAMS and st["mean"] is not None and st["mean"] <= floor_stats[fam]["mean"]] for m in base_models}
+n_family_entries = {m: sum(fam in FAMS for _, _, fam in pr_jitter[m]) for m in base_models}
 display(Markdown("\n\n".join(
     f"**{m.upper()}**\n\n" + probe_md(pr_jitter[m], lengths, FAMS, floor_stats) + "\n\nEquivariant − best of regular and wide "
     "(per seed, mean over K): " + "; ".join(f"L={L} {fam} {fmt(d, 3)}{by_group(d)} → **{v}**"
                                              for (L, fam), (v, d) in lead_jitter[m].items())
     for m in base_models)
     + "\n\n*Always yes* is the F1 of a probe that answers yes to every image: "
-    + "; ".join(f"{m.upper()}: {len(below_floor[m])} of {sum(f in FAMS for _, _, f in pr_jitter[m])} entries at or below it"
-                for m in base_models)
+    + "; ".join(f"{m.upper()}: {len(below_floor[m])} of {n_family_entries[m]} entries at or below it" for m in base_models)
     + ". An entry at or below it has learned nothing beyond the tasks' base rate; margins between such entries "
     "compare probes that both fail."))
 
@@ -631,8 +631,8 @@ lines = [
 ]
 lines.append("- **The floor.** A probe answering yes to every image scores F1 "
              + ", ".join(f"{fam} {fmt(floor_stats[fam], 3)}" for fam in FAMS) + " on the jittered shapes' tasks; "
-             + "; ".join(f"{m.upper()}: {len(below_floor[m])} of {sum(f in FAMS for _, _, f in pr_jitter[m])} "
-                         "(input, L, family) entries of the probe table at or below it" for m in base_models)
+             + "; ".join(f"{m.upper()}: {len(below_floor[m])} of {n_family_entries[m]} (input, L, family) entries of "
+                         "the probe table at or below it" for m in base_models)
              + ". The base models here are trained on fewer images for fewer epochs than chapter 3's (the sizes "
                "table; their held-out MSE is in the ceiling table), so read the shapes' probe margins against this floor.")
 for title in where_leads:
